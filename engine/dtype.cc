@@ -1,0 +1,16 @@
+#include "engine/dtype.h"
+
+namespace memserve {
+
+const char* DTypeName(DType t) { return t == DType::kF32 ? "F32" : "BF16"; }
+
+void ConvertToF32(DType t, const void* src, size_t n, float* dst) {
+  if (t == DType::kF32) {
+    std::memcpy(dst, src, n * sizeof(float));
+    return;
+  }
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  for (size_t i = 0; i < n; ++i) dst[i] = Bf16ToF32(s[i]);
+}
+
+}  // namespace memserve

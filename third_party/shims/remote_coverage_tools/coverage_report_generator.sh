@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "coverage reports are not available in memserve's offline Bazel build" >&2
+exit 1

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs every system package memserve needs on a fresh Debian 12 machine.
+# Idempotent: when everything is present it changes nothing (no apt-get update).
+# Run as root (or with passwordless sudo).
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  bazel-bootstrap bazel-platforms g++ git ca-certificates
+  # C++ libraries
+  libabsl-dev nlohmann-json3-dev libsentencepiece-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # tokenizer training for tests, Python tools and the PyTorch reference
+  sentencepiece python3 python3-numpy python3-torch python3-sentencepiece python3-grpcio
+  # sanitizers
+  clang libclang-rt-14-dev
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo -n"; fi
+  echo "setup.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "setup.sh: all ${#PACKAGES[@]} packages present" >&2
+fi
+
+# CUDA is not a Debian package here: the machine image provides the toolkit
+# at /usr/local/cuda. Without it kernels/ is skipped and the CPU backend runs.
+if [ ! -x "${CUDA_PATH:-/usr/local/cuda}/bin/nvcc" ]; then
+  echo "setup.sh: note: no CUDA toolkit at ${CUDA_PATH:-/usr/local/cuda}; CUDA targets are skipped" >&2
+fi
