@@ -1,0 +1,131 @@
+// memserve: the command-line entry point.
+//
+//   memserve generate --model DIR --prompt TEXT [--max_tokens N] [--temperature T]
+//       [--top_k K] [--top_p P] [--min_p M] [--seed S] [--stop S1,S2]
+//       [--logprobs K] [--output text|jsonl]
+//
+// Exit codes: 0 success, 2 bad arguments or request (the message names the
+// field), 1 anything else (e.g. a corrupt checkpoint, named in the message).
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine/generate.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "nlohmann/json.hpp"
+
+ABSL_FLAG(std::string, model, "", "serving checkpoint directory (config.json, model.safetensors)");
+ABSL_FLAG(std::string, prompt, "", "prompt text (BOS is added)");
+ABSL_FLAG(int, max_tokens, 64, "maximum tokens to generate");
+ABSL_FLAG(double, temperature, 0.0, "sampling temperature; 0 = greedy");
+ABSL_FLAG(int, top_k, 0, "keep the k most likely tokens; 0 = off");
+ABSL_FLAG(double, top_p, 1.0, "nucleus sampling mass in (0, 1]");
+ABSL_FLAG(double, min_p, 0.0, "drop tokens below min_p * p(best); 0 = off");
+ABSL_FLAG(int64_t, seed, -1, "RNG seed; -1 = random");
+ABSL_FLAG(std::vector<std::string>, stop, {}, "comma-separated stop strings");
+ABSL_FLAG(bool, ignore_eos, false, "keep generating after EOS");
+ABSL_FLAG(int, logprobs, 0, "top-n alternatives per token in jsonl output (0..20)");
+ABSL_FLAG(std::string, output, "text", "text: stream the text; jsonl: one JSON object per token");
+ABSL_FLAG(int, threads, 0, "CPU threads; 0 = all cores");
+
+namespace memserve {
+namespace {
+
+int ExitCodeFor(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+int Fail(const absl::Status& s) {
+  std::cerr << "error: " << s.message() << "\n";
+  return ExitCodeFor(s);
+}
+
+int Generate() {
+  const std::string output = absl::GetFlag(FLAGS_output);
+  if (output != "text" && output != "jsonl") {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--output must be 'text' or 'jsonl', got '", output, "'")));
+  }
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  if (dir.empty()) return Fail(absl::InvalidArgumentError("--model is required"));
+
+  GenerateOptions opts;
+  opts.prompt = absl::GetFlag(FLAGS_prompt);
+  opts.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  opts.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+  opts.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+  opts.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
+  opts.sampling.min_p = static_cast<float>(absl::GetFlag(FLAGS_min_p));
+  const int64_t seed = absl::GetFlag(FLAGS_seed);
+  if (seed < -1) return Fail(absl::InvalidArgumentError("--seed must be >= 0 (or -1 for random)"));
+  opts.sampling.has_seed = seed >= 0;
+  opts.sampling.seed = seed >= 0 ? static_cast<uint64_t>(seed) : 0;
+  opts.stop = absl::GetFlag(FLAGS_stop);
+  opts.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  opts.logprobs = absl::GetFlag(FLAGS_logprobs);
+  // Check what needs no model first, so bad flags fail fast.
+  if (absl::Status s = opts.sampling.Validate(); !s.ok()) return Fail(s);
+
+  ModelOptions model_opts;
+  model_opts.num_threads = absl::GetFlag(FLAGS_threads);
+  auto model = Model::Load(dir, model_opts);
+  if (!model.ok()) return Fail(model.status());
+  auto tokenizer = Tokenizer::Create((*model)->config().tokenizer, dir);
+  if (!tokenizer.ok()) return Fail(tokenizer.status());
+
+  const bool jsonl = output == "jsonl";
+  auto on_token = [&](const TokenEvent& ev) {
+    if (jsonl) {
+      nlohmann::json j = {{"id", ev.id}, {"text", ev.text}, {"logprob", ev.logprob}};
+      nlohmann::json top = nlohmann::json::array();
+      for (const auto& t : ev.top) top.push_back({{"id", t.id}, {"logprob", t.logprob}});
+      j["top"] = top;
+      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    } else {
+      std::cout << ev.text;
+    }
+    std::cout.flush();
+  };
+  auto result = memserve::Generate(**model, **tokenizer, opts, on_token);
+  if (!result.ok()) return Fail(result.status());
+  if (jsonl) {
+    nlohmann::json fin = {{"finish_reason", FinishReasonName(result->finish_reason)},
+                          {"text", result->trailing_text},
+                          {"usage",
+                           {{"prompt_tokens", result->prompt_tokens},
+                            {"completion_tokens", result->completion_tokens}}}};
+    std::cout << fin.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else {
+    std::cout << result->trailing_text << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace memserve
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "memserve: inference for memory-augmented Llama models.\n"
+      "  memserve generate --model DIR --prompt TEXT [flags]   (see --help)");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() < 2) {
+    std::cerr << absl::ProgramUsageMessage() << "\n";
+    return 2;
+  }
+  const std::string cmd = args[1];
+  if (args.size() > 2) {
+    std::cerr << "error: unexpected argument '" << args[2] << "'\n";
+    return 2;
+  }
+  if (cmd == "generate") return memserve::Generate();
+  std::cerr << "error: unknown command '" << cmd << "' (expected: generate)\n";
+  return 2;
+}

@@ -1,0 +1,187 @@
+"""End-to-end tests of `memserve generate` and its bad-input handling.
+
+Run: /usr/bin/python3 tests/cli/cli_test.py --memserve PATH
+"""
+import argparse
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import make_test_model  # noqa: E402
+
+MEMSERVE = None
+MODEL = None  # serving dir, made once in setUpModule
+
+
+def setUpModule():
+    global MODEL
+    tmp = tempfile.mkdtemp(prefix="cli_", dir=os.environ.get("TEST_TMPDIR"))
+    ckpt = os.path.join(tmp, "ckpt")
+    MODEL = os.path.join(tmp, "serve")
+    make_test_model.make_model(ckpt, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                               mem_layers="1", mem_n_keys=16, mem_heads=2, mem_knn=8,
+                               mem_k_dim=32, max_seqlen=64, seed=3)
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_lingua.py"), ckpt,
+                    MODEL], check=True)
+
+
+def run(*args, model=None):
+    cmd = [MEMSERVE, "generate", "--model", model or MODEL] + list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def jsonl(stdout):
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def copy_model(tmpname):
+    dst = os.path.join(os.path.dirname(MODEL), tmpname)
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(MODEL, dst)
+    return dst
+
+
+class GenerateTest(unittest.TestCase):
+    def test_text_output(self):
+        r = run("--prompt", "hello", "--max_tokens", "8")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_jsonl_output_shape(self):
+        r = run("--prompt", "hello", "--max_tokens", "6", "--output", "jsonl",
+                "--logprobs", "3", "--ignore_eos")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        objs = jsonl(r.stdout)
+        tokens, final = objs[:-1], objs[-1]
+        self.assertEqual(len(tokens), 6)
+        for t in tokens:
+            self.assertEqual(set(t), {"id", "text", "logprob", "top"})
+            self.assertEqual(len(t["top"]), 3)
+            self.assertLessEqual(t["logprob"], 0.0)
+            # Greedy: the chosen token is the most likely one.
+            self.assertEqual(t["id"], t["top"][0]["id"])
+            self.assertAlmostEqual(t["logprob"], t["top"][0]["logprob"], places=5)
+        self.assertEqual(final["finish_reason"], "length")
+        self.assertEqual(final["usage"]["completion_tokens"], 6)
+        self.assertEqual(final["usage"]["prompt_tokens"], len("hello".encode()) + 1)  # + BOS
+
+    def test_text_equals_concatenated_jsonl(self):
+        a = run("--prompt", "abc", "--max_tokens", "12", "--ignore_eos")
+        b = run("--prompt", "abc", "--max_tokens", "12", "--ignore_eos", "--output", "jsonl")
+        objs = jsonl(b.stdout)
+        text = "".join(o["text"] for o in objs[:-1]) + objs[-1]["text"]
+        self.assertEqual(a.stdout, text + "\n")
+
+    def test_seeded_sampling_is_reproducible_and_seed_matters(self):
+        args = ["--prompt", "x", "--max_tokens", "16", "--temperature", "1.5", "--ignore_eos",
+                "--output", "jsonl"]
+        ids = lambda r: [o["id"] for o in jsonl(r.stdout)[:-1]]
+        a, b = run(*args, "--seed", "7"), run(*args, "--seed", "7")
+        c = run(*args, "--seed", "8")
+        self.assertEqual(ids(a), ids(b))
+        self.assertNotEqual(ids(a), ids(c))
+
+    def test_stop_string_cuts_output(self):
+        free = run("--prompt", "q", "--max_tokens", "20", "--ignore_eos")
+        text = free.stdout[:-1]
+        # Pick a stop string from the middle of the free-running text.
+        mid = text.encode()[6:8].decode("utf-8", "ignore")
+        if not mid:
+            self.skipTest("generated text has no ASCII middle")
+        r = run("--prompt", "q", "--max_tokens", "20", "--ignore_eos", "--stop", mid,
+                "--output", "jsonl")
+        objs = jsonl(r.stdout)
+        self.assertEqual(objs[-1]["finish_reason"], "stop")
+        out = "".join(o["text"] for o in objs[:-1]) + objs[-1]["text"]
+        self.assertEqual(out, text[: text.find(mid)])
+
+    def test_no_model_flag(self):
+        r = subprocess.run([MEMSERVE, "generate", "--prompt", "x"], capture_output=True,
+                           text=True)
+        self.assertNotEqual(r.returncode, 0)
+
+
+class BadInputTest(unittest.TestCase):
+    def assertRejected(self, r, *needles, code=2):
+        self.assertEqual(r.returncode, code, "stdout=%r stderr=%r" % (r.stdout, r.stderr))
+        for n in needles:
+            self.assertIn(n, r.stderr)
+
+    def test_bad_sampling_values(self):
+        cases = [
+            (["--temperature", "-1"], "temperature"),
+            (["--temperature", "nan"], "temperature"),
+            (["--top_p", "0"], "top_p"),
+            (["--top_p", "1.5"], "top_p"),
+            (["--top_k", "-3"], "top_k"),
+            (["--min_p", "2"], "min_p"),
+            (["--max_tokens", "0"], "max_tokens"),
+            (["--max_tokens", "1000000"], "max_tokens"),
+            (["--logprobs", "99"], "logprobs"),
+            (["--seed", "-5"], "seed"),
+            (["--output", "xml"], "output"),
+        ]
+        for flags, field in cases:
+            with self.subTest(flags=flags):
+                self.assertRejected(run("--prompt", "hi", *flags), field)
+
+    def test_empty_prompt(self):
+        self.assertRejected(run("--prompt", ""), "prompt")
+
+    def test_prompt_longer_than_context(self):
+        self.assertRejected(run("--prompt", "a" * 100, "--max_tokens", "4"), "max_seqlen")
+
+    def test_unknown_tokenizer_kind(self):
+        d = copy_model("bad_tokenizer")
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        cfg["tokenizer"]["kind"] = "wordpiece"
+        json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+        r = run("--prompt", "hi", model=d)
+        self.assertRejected(r, "tokenizer", "wordpiece")
+
+    def test_missing_tensor(self):
+        import safetensors_io
+        d = copy_model("missing_tensor")
+        path = os.path.join(d, "model.safetensors")
+        tensors, _ = safetensors_io.read_safetensors(path)
+        kept = [(n, t) for n, t in tensors.items() if n != "layers.0.attention.wk.weight"]
+        kept.sort(key=lambda nt: nt[1].element_size(), reverse=True)  # F32 before BF16
+        safetensors_io.write_safetensors(path, kept)
+        r = run("--prompt", "hi", model=d)
+        self.assertRejected(r, "layers.0.attention.wk.weight", code=1)
+
+    def test_truncated_checkpoint(self):
+        d = copy_model("truncated")
+        path = os.path.join(d, "model.safetensors")
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            f.truncate(size - 100)
+        r = run("--prompt", "hi", model=d)
+        self.assertRejected(r, "model.safetensors", code=1)
+
+    def test_corrupt_header_length(self):
+        d = copy_model("corrupt")
+        path = os.path.join(d, "model.safetensors")
+        with open(path, "r+b") as f:
+            f.write(struct.pack("<Q", 1 << 40))
+        r = run("--prompt", "hi", model=d)
+        self.assertRejected(r, "model.safetensors", code=1)
+
+    def test_missing_directory(self):
+        r = run("--prompt", "hi", model="/nonexistent/model")
+        self.assertRejected(r, "/nonexistent/model", code=1)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--memserve", required=True)
+    args, rest = parser.parse_known_args()
+    MEMSERVE = os.path.abspath(args.memserve)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
