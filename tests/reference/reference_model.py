@@ -118,7 +118,8 @@ class ReferenceModel:
     # Blocks
 
     def _attention(self, i, x, positions, cache):
-        """x [T, dim] (attention_norm output); cache holds this layer's past k/v. Returns [T, dim]."""
+        """x [T, dim] (attention_norm output); cache (or None) holds this layer's past k/v.
+        Returns [T, dim]."""
         p = f"layers.{i}.attention."
         T = x.shape[0]
         q = (x @ self.w[p + "wq.weight"].T).view(T, self.n_heads, self.head_dim)
