@@ -47,7 +47,7 @@ int Fail(const absl::Status& s) {
   return ExitCodeFor(s);
 }
 
-int Generate() {
+int RunGenerate() {
   const std::string output = absl::GetFlag(FLAGS_output);
   if (output != "text" && output != "jsonl") {
     return Fail(absl::InvalidArgumentError(
@@ -93,7 +93,7 @@ int Generate() {
     }
     std::cout.flush();
   };
-  auto result = memserve::Generate(**model, **tokenizer, opts, on_token);
+  auto result = Generate(**model, **tokenizer, opts, on_token);
   if (!result.ok()) return Fail(result.status());
   if (jsonl) {
     nlohmann::json fin = {{"finish_reason", FinishReasonName(result->finish_reason)},
@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
     std::cerr << "error: unexpected argument '" << args[2] << "'\n";
     return 2;
   }
-  if (cmd == "generate") return memserve::Generate();
+  if (cmd == "generate") return memserve::RunGenerate();
   std::cerr << "error: unknown command '" << cmd << "' (expected: generate)\n";
   return 2;
 }
