@@ -41,6 +41,11 @@ class SafetensorsFile {
 
   const std::string& path() const { return path_; }
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+  // The whole read-only file mapping; every TensorView's bytes lie inside it
+  // (e.g. for registering the host memory with a GPU runtime).
+  absl::Span<const uint8_t> mapping() const {
+    return absl::Span<const uint8_t>(static_cast<const uint8_t*>(map_), map_size_);
+  }
 
  private:
   SafetensorsFile() = default;
