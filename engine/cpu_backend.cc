@@ -1,0 +1,747 @@
+#include "engine/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "engine/dtype.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MEMSERVE_X86_KERNELS 1
+#include <immintrin.h>
+#endif
+
+namespace memserve {
+
+// The inner loops, one table per instruction-set level. Pointers are raw and
+// shapes explicit so that the same table serves MatMul (all rows read the
+// same x) and the per-head sub-key scores (each group of rows reads its own
+// column slice of x).
+struct CpuBackend::Kernels {
+  CpuIsa isa;
+  // y[t * ldy + r] = dot(w[r * ldw .. + in], x[t * ldx .. + in])
+  // for r < rows, t < tokens.
+  void (*matmul_f32)(const float* w, int64_t ldw, int64_t in, int64_t rows, const float* x,
+                     int64_t ldx, int64_t tokens, float* y, int64_t ldy);
+  void (*matmul_bf16)(const uint16_t* w, int64_t ldw, int64_t in, int64_t rows, const float* x,
+                      int64_t ldx, int64_t tokens, float* y, int64_t ldy);
+  float (*dot)(const float* a, const float* b, int64_t n);
+  // y[i] += a * x[i]
+  void (*axpy_f32)(float a, const float* x, float* y, int64_t n);
+  void (*axpy_bf16)(float a, const uint16_t* x, float* y, int64_t n);
+};
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Portable kernels. Eight partial sums let the compiler vectorize without
+// -ffast-math and keep the rounding independent of the target.
+
+namespace generic {
+
+inline float Load(const float* p) { return *p; }
+inline float Load(const uint16_t* p) { return Bf16ToF32(*p); }
+
+template <typename W>
+float DotW(const W* w, const float* x, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    for (int j = 0; j < 8; ++j) acc[j] += Load(w + k + j) * x[k + j];
+  }
+  float tail = 0.0f;
+  for (; k < n; ++k) tail += Load(w + k) * x[k];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
+}
+
+template <typename W>
+void MatMul(const W* w, int64_t ldw, int64_t in, int64_t rows, const float* x, int64_t ldx,
+            int64_t tokens, float* y, int64_t ldy) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t t = 0; t < tokens; ++t) y[t * ldy + r] = DotW(w + r * ldw, x + t * ldx, in);
+  }
+}
+
+float Dot(const float* a, const float* b, int64_t n) { return DotW(a, b, n); }
+
+template <typename W>
+void Axpy(float a, const W* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * Load(x + i);
+}
+
+}  // namespace generic
+
+const CpuBackend::Kernels kGenericKernels = {
+    CpuIsa::kGeneric, generic::MatMul<float>, generic::MatMul<uint16_t>,
+    generic::Dot,     generic::Axpy<float>,   generic::Axpy<uint16_t>,
+};
+
+#ifdef MEMSERVE_X86_KERNELS
+
+// ---------------------------------------------------------------------------
+// AVX2 + FMA: 8 lanes. A block of R weight rows x TB tokens keeps R*TB
+// accumulators in registers; each weight vector is loaded (and converted from
+// bf16) once per block and used for all TB tokens.
+
+#define MEMSERVE_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+namespace avx2 {
+
+MEMSERVE_TARGET_AVX2 inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+MEMSERVE_TARGET_AVX2 inline __m256 Load8(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+MEMSERVE_TARGET_AVX2 inline float Sum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <int R, int TB, typename W>
+MEMSERVE_TARGET_AVX2 void Block(const W* w, int64_t ldw, int64_t in, const float* x, int64_t ldx,
+                                float* y, int64_t ldy) {
+  __m256 acc[R][TB];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int t = 0; t < TB; ++t) acc[r][t] = _mm256_setzero_ps();
+  }
+  int64_t k = 0;
+  for (; k + 8 <= in; k += 8) {
+    __m256 wv[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) wv[r] = Load8(w + r * ldw + k);
+#pragma GCC unroll 4
+    for (int t = 0; t < TB; ++t) {
+      const __m256 xv = _mm256_loadu_ps(x + t * ldx + k);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < TB; ++t) {
+      float s = Sum8(acc[r][t]);
+      for (int64_t kk = k; kk < in; ++kk) s += generic::Load(w + r * ldw + kk) * x[t * ldx + kk];
+      y[t * ldy + r] = s;
+    }
+  }
+}
+
+template <int R, typename W>
+MEMSERVE_TARGET_AVX2 void RowBlock(const W* w, int64_t ldw, int64_t in, const float* x,
+                                   int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 2 <= tokens; t += 2) Block<R, 2>(w, ldw, in, x + t * ldx, ldx, y + t * ldy, ldy);
+  if (t < tokens) Block<R, 1>(w, ldw, in, x + t * ldx, ldx, y + t * ldy, ldy);
+}
+
+template <typename W>
+MEMSERVE_TARGET_AVX2 void MatMul(const W* w, int64_t ldw, int64_t in, int64_t rows,
+                                 const float* x, int64_t ldx, int64_t tokens, float* y,
+                                 int64_t ldy) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) RowBlock<4>(w + r * ldw, ldw, in, x, ldx, tokens, y + r, ldy);
+  for (; r < rows; ++r) RowBlock<1>(w + r * ldw, ldw, in, x, ldx, tokens, y + r, ldy);
+}
+
+MEMSERVE_TARGET_AVX2 float Dot(const float* a, const float* b, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), acc1);
+  }
+  for (; k + 8 <= n; k += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc0);
+  float s = Sum8(_mm256_add_ps(acc0, acc1));
+  for (; k < n; ++k) s += a[k] * b[k];
+  return s;
+}
+
+template <typename W>
+MEMSERVE_TARGET_AVX2 void Axpy(float a, const W* x, float* y, int64_t n) {
+  const __m256 av = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, Load8(x + i), _mm256_loadu_ps(y + i)));
+  }
+  for (; i < n; ++i) y[i] += a * generic::Load(x + i);
+}
+
+}  // namespace avx2
+
+const CpuBackend::Kernels kAvx2Kernels = {
+    CpuIsa::kAvx2, avx2::MatMul<float>, avx2::MatMul<uint16_t>,
+    avx2::Dot,     avx2::Axpy<float>,   avx2::Axpy<uint16_t>,
+};
+
+// ---------------------------------------------------------------------------
+// AVX-512 (F, BW, VL) + FMA: 16 lanes, masked loads for the tails, blocks of
+// 4 rows x 4 tokens (16 accumulators of 32 registers).
+
+#define MEMSERVE_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+
+namespace avx512 {
+
+MEMSERVE_TARGET_AVX512 inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
+// bf16 -> fp32: widen to 32 bits and shift into the upper half. (The
+// all-ones-mask forms avoid GCC 12's bogus -Wmaybe-uninitialized on the
+// unmasked intrinsics; they compile to the same instructions.)
+MEMSERVE_TARGET_AVX512 inline __m512 Bf16x16ToF32(__m256i h) {
+  const __mmask16 all = static_cast<__mmask16>(0xFFFF);
+  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, _mm512_maskz_cvtepu16_epi32(all, h), 16));
+}
+MEMSERVE_TARGET_AVX512 inline __m512 Load16(const uint16_t* p) {
+  return Bf16x16ToF32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+MEMSERVE_TARGET_AVX512 inline __m512 Load16(const float* p, __mmask16 m) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
+MEMSERVE_TARGET_AVX512 inline __m512 Load16(const uint16_t* p, __mmask16 m) {
+  return Bf16x16ToF32(_mm256_maskz_loadu_epi16(m, p));
+}
+MEMSERVE_TARGET_AVX512 inline float Sum16(__m512 v) {
+  // Through memory: GCC 12 warns (bogusly) on the lane-extracting intrinsics.
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  const __m256 lo = _mm256_load_ps(lanes);
+  const __m256 hi = _mm256_load_ps(lanes + 8);
+  return avx2::Sum8(_mm256_add_ps(lo, hi));
+}
+MEMSERVE_TARGET_AVX512 inline __mmask16 TailMask(int64_t n) {
+  return static_cast<__mmask16>((1u << n) - 1u);
+}
+
+template <int R, int TB, typename W>
+MEMSERVE_TARGET_AVX512 void Block(const W* w, int64_t ldw, int64_t in, const float* x,
+                                  int64_t ldx, float* y, int64_t ldy) {
+  __m512 acc[R][TB];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int t = 0; t < TB; ++t) acc[r][t] = _mm512_setzero_ps();
+  }
+  int64_t k = 0;
+  for (; k + 16 <= in; k += 16) {
+    __m512 wv[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) wv[r] = Load16(w + r * ldw + k);
+#pragma GCC unroll 4
+    for (int t = 0; t < TB; ++t) {
+      const __m512 xv = _mm512_loadu_ps(x + t * ldx + k);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+  if (k < in) {
+    const __mmask16 m = TailMask(in - k);
+    __m512 wv[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) wv[r] = Load16(w + r * ldw + k, m);
+#pragma GCC unroll 4
+    for (int t = 0; t < TB; ++t) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * ldx + k);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < TB; ++t) y[t * ldy + r] = Sum16(acc[r][t]);
+  }
+}
+
+template <int R, typename W>
+MEMSERVE_TARGET_AVX512 void RowBlock(const W* w, int64_t ldw, int64_t in, const float* x,
+                                     int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 4 <= tokens; t += 4) Block<R, 4>(w, ldw, in, x + t * ldx, ldx, y + t * ldy, ldy);
+  if (t + 2 <= tokens) {
+    Block<R, 2>(w, ldw, in, x + t * ldx, ldx, y + t * ldy, ldy);
+    t += 2;
+  }
+  if (t < tokens) Block<R, 1>(w, ldw, in, x + t * ldx, ldx, y + t * ldy, ldy);
+}
+
+template <typename W>
+MEMSERVE_TARGET_AVX512 void MatMul(const W* w, int64_t ldw, int64_t in, int64_t rows,
+                                   const float* x, int64_t ldx, int64_t tokens, float* y,
+                                   int64_t ldy) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) RowBlock<4>(w + r * ldw, ldw, in, x, ldx, tokens, y + r, ldy);
+  for (; r < rows; ++r) RowBlock<1>(w + r * ldw, ldw, in, x, ldx, tokens, y + r, ldy);
+}
+
+MEMSERVE_TARGET_AVX512 float Dot(const float* a, const float* b, int64_t n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= n; k += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), _mm512_loadu_ps(b + k + 16), acc1);
+  }
+  for (; k + 16 <= n; k += 16) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), acc0);
+  }
+  if (k < n) {
+    const __mmask16 m = TailMask(n - k);
+    acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), _mm512_maskz_loadu_ps(m, b + k), acc1);
+  }
+  return Sum16(_mm512_add_ps(acc0, acc1));
+}
+
+template <typename W>
+MEMSERVE_TARGET_AVX512 void Axpy(float a, const W* x, float* y, int64_t n) {
+  const __m512 av = _mm512_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, Load16(x + i), _mm512_loadu_ps(y + i)));
+  }
+  if (i < n) {
+    const __mmask16 m = TailMask(n - i);
+    const __m512 yv = _mm512_maskz_loadu_ps(m, y + i);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(av, Load16(x + i, m), yv));
+  }
+}
+
+}  // namespace avx512
+
+const CpuBackend::Kernels kAvx512Kernels = {
+    CpuIsa::kAvx512, avx512::MatMul<float>, avx512::MatMul<uint16_t>,
+    avx512::Dot,     avx512::Axpy<float>,   avx512::Axpy<uint16_t>,
+};
+
+#endif  // MEMSERVE_X86_KERNELS
+
+const CpuBackend::Kernels* KernelsFor(CpuIsa isa) {
+#ifdef MEMSERVE_X86_KERNELS
+  if (isa == CpuIsa::kAvx512) return &kAvx512Kernels;
+  if (isa == CpuIsa::kAvx2) return &kAvx2Kernels;
+#endif
+  (void)isa;
+  return &kGenericKernels;
+}
+
+CpuIsa DetectIsa() {
+#ifdef MEMSERVE_X86_KERNELS
+  __builtin_cpu_init();
+  const bool fma = __builtin_cpu_supports("fma");
+  if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl")) {
+    return CpuIsa::kAvx512;
+  }
+  if (fma && __builtin_cpu_supports("avx2")) return CpuIsa::kAvx2;
+#endif
+  return CpuIsa::kGeneric;
+}
+
+int IsaRank(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx512:
+      return 2;
+    case CpuIsa::kAvx2:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+inline float Silu(float x) { return x / (1.0f + std::exp(-x)); }
+inline float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+template <typename T>
+void GrowTo(std::vector<T>* v, size_t n) {
+  if (v->size() < n) v->resize(n);
+}
+
+// The k best of s[0..n) sorted by (score desc, index asc), written to
+// (out_s, out_i). NaN scores count as -inf. REQUIRES: 1 <= k <= n.
+void TopKSubKeys(const float* s, int n, int k, float* out_s, int32_t* out_i) {
+  int size = 0;
+  for (int j = 0; j < n; ++j) {
+    float v = s[j];
+    if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();
+    if (size == k) {
+      // Later indices lose ties, so only a strictly larger score enters.
+      if (!(v > out_s[k - 1])) continue;
+      --size;
+    }
+    int p = size;
+    while (p > 0 && v > out_s[p - 1]) {
+      out_s[p] = out_s[p - 1];
+      out_i[p] = out_i[p - 1];
+      --p;
+    }
+    out_s[p] = v;
+    out_i[p] = j;
+    ++size;
+  }
+}
+
+inline bool RowBefore(float sa, int64_t ra, float sb, int64_t rb) {
+  return sa > sb || (sa == sb && ra < rb);
+}
+
+// Thread-local scratch: no allocation once a thread has seen the largest size.
+struct LookupScratch {
+  std::vector<float> s1, s2, best_s;
+  std::vector<int32_t> i1, i2;
+  std::vector<int64_t> best_r;
+};
+LookupScratch& ThreadLookupScratch() {
+  thread_local LookupScratch scratch;
+  return scratch;
+}
+std::vector<float>& ThreadAttentionScratch() {
+  thread_local std::vector<float> scratch;
+  return scratch;
+}
+
+}  // namespace
+
+const char* CpuIsaName(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAuto:
+      return "auto";
+    case CpuIsa::kGeneric:
+      return "generic";
+    case CpuIsa::kAvx2:
+      return "avx2";
+    case CpuIsa::kAvx512:
+      return "avx512";
+  }
+  return "unknown";
+}
+
+bool CpuIsaSupported(CpuIsa isa) {
+  static const CpuIsa detected = DetectIsa();
+  if (isa == CpuIsa::kAuto || isa == CpuIsa::kGeneric) return true;
+  return IsaRank(isa) <= IsaRank(detected);
+}
+
+std::vector<CpuIsa> SupportedCpuIsas() {
+  std::vector<CpuIsa> out;
+  for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (CpuIsaSupported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+CpuBackend::CpuBackend(const Options& options) {
+  CpuIsa isa = options.isa;
+  if (isa == CpuIsa::kAuto || !CpuIsaSupported(isa)) isa = SupportedCpuIsas().back();
+  isa_ = isa;
+  kernels_ = KernelsFor(isa);
+  pool_ = std::make_unique<ThreadPool>(options.num_threads);
+}
+
+CpuBackend::~CpuBackend() = default;
+
+void CpuBackend::GroupedMatMul(const void* w, DType w_dtype, int64_t rows, int64_t in,
+                               int64_t rows_per_group, int64_t x_group_stride, const void* bias,
+                               DType bias_dtype, const float* x, int64_t ldx, int64_t n_tokens,
+                               float* y, int64_t ldy) {
+  if (rows <= 0 || n_tokens <= 0) return;
+  // Tokens are processed in tiles so that a tile of x stays in L2 while the
+  // weight rows of a task stream through L1; at decode sizes (a few tokens)
+  // every weight row is read from memory once and dotted with all tokens.
+  constexpr int64_t kTokenTile = 64;
+  // Enough multiply-adds per task to amortize scheduling.
+  constexpr int64_t kMinTaskMacs = 1 << 15;
+  const int64_t token_tiles = (n_tokens + kTokenTile - 1) / kTokenTile;
+  const int64_t tile_tokens = std::min(n_tokens, kTokenTile);
+  const int64_t target_tasks = static_cast<int64_t>(pool_->num_threads()) * 4;
+  const int64_t row_chunks_wanted =
+      std::max<int64_t>(1, (target_tasks + token_tiles - 1) / token_tiles);
+  int64_t row_chunk = (rows + row_chunks_wanted - 1) / row_chunks_wanted;
+  row_chunk = std::max(row_chunk, kMinTaskMacs / std::max<int64_t>(1, in * tile_tokens));
+  row_chunk = std::max<int64_t>(4, (row_chunk + 3) / 4 * 4);
+  const int64_t row_chunks = (rows + row_chunk - 1) / row_chunk;
+  const Kernels& kern = *kernels_;
+
+  auto run_task = [&](int64_t task) {
+    const int64_t tt = task / row_chunks;
+    const int64_t rc = task % row_chunks;
+    const int64_t r_begin = rc * row_chunk;
+    const int64_t r_end = std::min(rows, r_begin + row_chunk);
+    const int64_t t_begin = tt * kTokenTile;
+    const int64_t t_end = std::min(n_tokens, t_begin + kTokenTile);
+    for (int64_t r = r_begin; r < r_end;) {
+      const int64_t g = r / rows_per_group;
+      const int64_t seg_end = std::min(r_end, (g + 1) * rows_per_group);
+      const float* xs = x + t_begin * ldx + g * x_group_stride;
+      float* ys = y + t_begin * ldy + r;
+      if (w_dtype == DType::kF32) {
+        kern.matmul_f32(static_cast<const float*>(w) + r * in, in, in, seg_end - r, xs, ldx,
+                        t_end - t_begin, ys, ldy);
+      } else {
+        kern.matmul_bf16(static_cast<const uint16_t*>(w) + r * in, in, in, seg_end - r, xs, ldx,
+                         t_end - t_begin, ys, ldy);
+      }
+      r = seg_end;
+    }
+    if (bias != nullptr) {
+      for (int64_t t = t_begin; t < t_end; ++t) {
+        float* yt = y + t * ldy;
+        if (bias_dtype == DType::kF32) {
+          const float* b = static_cast<const float*>(bias);
+          for (int64_t r = r_begin; r < r_end; ++r) yt[r] += b[r];
+        } else {
+          const uint16_t* b = static_cast<const uint16_t*>(bias);
+          for (int64_t r = r_begin; r < r_end; ++r) yt[r] += Bf16ToF32(b[r]);
+        }
+      }
+    }
+  };
+  pool_->ParallelFor(row_chunks * token_tiles, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) run_task(task);
+  });
+}
+
+void CpuBackend::MatMul(const float* x, int64_t n_tokens, const TensorView& w,
+                        const TensorView* bias, float* y) {
+  const int64_t out = w.shape[0];
+  const int64_t in = w.shape[1];
+  GroupedMatMul(w.data, w.dtype, out, in, /*rows_per_group=*/out, /*x_group_stride=*/0,
+                bias != nullptr ? bias->data : nullptr,
+                bias != nullptr ? bias->dtype : DType::kF32, x, in, n_tokens, y, out);
+}
+
+void CpuBackend::RmsNorm(const float* x, int64_t n_tokens, const TensorView& weight, float eps,
+                         float* y) {
+  const int64_t dim = weight.shape[0];
+  const bool bf16 = weight.dtype == DType::kBF16;
+  const float* wf = static_cast<const float*>(weight.data);
+  const uint16_t* wb = static_cast<const uint16_t*>(weight.data);
+  pool_->ParallelFor(
+      n_tokens,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const float* xt = x + t * dim;
+          float* yt = y + t * dim;
+          double sum_sq = 0.0;
+          for (int64_t i = 0; i < dim; ++i) sum_sq += static_cast<double>(xt[i]) * xt[i];
+          const float mean = static_cast<float>(sum_sq / static_cast<double>(dim));
+          const float inv = 1.0f / std::sqrt(mean + eps);
+          for (int64_t i = 0; i < dim; ++i) {
+            yt[i] = (xt[i] * inv) * (bf16 ? Bf16ToF32(wb[i]) : wf[i]);
+          }
+        }
+      },
+      /*min_chunk=*/std::max<int64_t>(1, 16384 / std::max<int64_t>(1, dim)));
+}
+
+void CpuBackend::Embedding(const TensorView& table, absl::Span<const int> ids, float* y) {
+  const int64_t dim = table.shape[1];
+  const char* base = static_cast<const char*>(table.data);
+  const size_t row_bytes = static_cast<size_t>(dim) * DTypeSize(table.dtype);
+  for (size_t t = 0; t < ids.size(); ++t) {
+    ConvertToF32(table.dtype, base + static_cast<size_t>(ids[t]) * row_bytes,
+                 static_cast<size_t>(dim), y + t * dim);
+  }
+}
+
+void CpuBackend::Rope(float* x, int64_t n_tokens, int n_heads, int head_dim,
+                      const int32_t* positions, const RopeTable& table) {
+  const int half = head_dim / 2;
+  pool_->ParallelFor(
+      n_tokens,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const float* c = table.cos.data() + static_cast<size_t>(positions[t]) * half;
+          const float* s = table.sin.data() + static_cast<size_t>(positions[t]) * half;
+          for (int h = 0; h < n_heads; ++h) {
+            float* v = x + (t * n_heads + h) * head_dim;
+            for (int i = 0; i < half; ++i) {
+              const float x0 = v[2 * i];
+              const float x1 = v[2 * i + 1];
+              v[2 * i] = c[i] * x0 - s[i] * x1;
+              v[2 * i + 1] = s[i] * x0 + c[i] * x1;
+            }
+          }
+        }
+      },
+      /*min_chunk=*/std::max<int64_t>(1, 8192 / std::max(1, n_heads * head_dim)));
+}
+
+void CpuBackend::Attention(const AttentionArgs& a) {
+  const int group = a.n_heads / a.n_kv_heads;
+  const int hd = a.head_dim;
+  const int64_t kv_stride = static_cast<int64_t>(a.n_kv_heads) * hd;  // per position
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const Kernels& kern = *kernels_;
+  pool_->ParallelFor(a.n_tokens * a.n_heads, [&](int64_t begin, int64_t end) {
+    std::vector<float>& scores = ThreadAttentionScratch();
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t t = item / a.n_heads;
+      const int h = static_cast<int>(item % a.n_heads);
+      const int kvh = h / group;
+      const int64_t pos = a.start_pos + t;
+      const int64_t lo = a.sliding_window > 0 ? std::max<int64_t>(0, pos - a.sliding_window + 1) : 0;
+      const int64_t n = pos - lo + 1;
+      GrowTo(&scores, static_cast<size_t>(n));
+      const float* q = a.q + (t * a.n_heads + h) * hd;
+      const float* k = a.k_cache + lo * kv_stride + static_cast<int64_t>(kvh) * hd;
+      const float* v = a.v_cache + lo * kv_stride + static_cast<int64_t>(kvh) * hd;
+      float max_score = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < n; ++j) {
+        scores[j] = kern.dot(q, k + j * kv_stride, hd) * scale;
+        max_score = std::max(max_score, scores[j]);
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < n; ++j) {
+        scores[j] = std::exp(scores[j] - max_score);
+        sum += scores[j];
+      }
+      float* out = a.out + (t * a.n_heads + h) * hd;
+      std::fill(out, out + hd, 0.0f);
+      for (int64_t j = 0; j < n; ++j) kern.axpy_f32(scores[j] / sum, v + j * kv_stride, out, hd);
+    }
+  });
+}
+
+void CpuBackend::SwiGlu(const float* a, const float* b, int64_t n, float* y) {
+  pool_->ParallelFor(
+      n,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) y[i] = Silu(a[i]) * b[i];
+      },
+      /*min_chunk=*/16384);
+}
+
+void CpuBackend::Add(const float* x, int64_t n, float* y) {
+  pool_->ParallelFor(
+      n,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) y[i] += x[i];
+      },
+      /*min_chunk=*/65536);
+}
+
+void CpuBackend::SigmoidGateRows(const float* gate, int64_t rows, int64_t cols, float* x) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float g = Sigmoid(gate[r]);
+    float* xr = x + r * cols;
+    for (int64_t c = 0; c < cols; ++c) xr[c] *= g;
+  }
+}
+
+void CpuBackend::MemoryLookup(const MemoryLookupArgs& a) {
+  const int heads = a.heads;
+  const int n_keys = a.n_keys;
+  const int knn = a.knn;
+  const int64_t half = a.k_dim / 2;
+  const int64_t v_dim = a.v_dim;
+  const int64_t key_rows = 2LL * heads * n_keys;
+  const int64_t q_stride = static_cast<int64_t>(heads) * a.k_dim;
+  const Kernels& kern = *kernels_;
+  const int threads = pool_->num_threads();
+  // Tokens per block bound the sub-key score scratch (block x key_rows floats).
+  constexpr int64_t kTokenBlock = 64;
+
+  for (int64_t t0 = 0; t0 < a.n_tokens; t0 += kTokenBlock) {
+    const int64_t nb = std::min(kTokenBlock, a.n_tokens - t0);
+    GrowTo(&subkey_scores_, static_cast<size_t>(nb * key_rows));
+    GrowTo(&lookup_rows_, static_cast<size_t>(nb * heads * knn));
+    GrowTo(&lookup_weights_, static_cast<size_t>(nb * heads * knn));
+    float* scores = subkey_scores_.data();
+
+    // 1. Sub-key scores: keys row r = (h, half_idx, j) belongs to group
+    //    g = 2h + half_idx = r / n_keys and reads query columns
+    //    [g * k_dim/2, (g+1) * k_dim/2).  scores [nb, key_rows].
+    GroupedMatMul(a.keys->data, a.keys->dtype, key_rows, half, /*rows_per_group=*/n_keys,
+                  /*x_group_stride=*/half, nullptr, DType::kF32, a.queries + t0 * q_stride,
+                  q_stride, nb, scores, key_rows);
+
+    // 2. Per (token, head): top-knn per half, candidate pairs, top-knn rows,
+    //    softmax.
+    pool_->ParallelFor(nb * heads, [&](int64_t begin, int64_t end) {
+      LookupScratch& s = ThreadLookupScratch();
+      GrowTo(&s.s1, knn);
+      GrowTo(&s.s2, knn);
+      GrowTo(&s.i1, knn);
+      GrowTo(&s.i2, knn);
+      GrowTo(&s.best_s, knn);
+      GrowTo(&s.best_r, knn);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t t = item / heads;
+        const int h = static_cast<int>(item % heads);
+        const float* head_scores = scores + t * key_rows + 2LL * h * n_keys;
+        TopKSubKeys(head_scores, n_keys, knn, s.s1.data(), s.i1.data());
+        TopKSubKeys(head_scores + n_keys, n_keys, knn, s.s2.data(), s.i2.data());
+        // Both lists are sorted, so pair (ia, ib) is beaten by every
+        // (ia', ib') with ia' <= ia, ib' <= ib: only (ia+1)*(ib+1) <= knn
+        // can be among the best knn.
+        int size = 0;
+        for (int ia = 0; ia < knn; ++ia) {
+          const int nb_max = knn / (ia + 1);
+          for (int ib = 0; ib < nb_max; ++ib) {
+            const float v = s.s1[ia] + s.s2[ib];
+            const int64_t row = static_cast<int64_t>(s.i1[ia]) * n_keys + s.i2[ib];
+            if (size == knn) {
+              if (!RowBefore(v, row, s.best_s[knn - 1], s.best_r[knn - 1])) continue;
+              --size;
+            }
+            int p = size;
+            while (p > 0 && RowBefore(v, row, s.best_s[p - 1], s.best_r[p - 1])) {
+              s.best_s[p] = s.best_s[p - 1];
+              s.best_r[p] = s.best_r[p - 1];
+              --p;
+            }
+            s.best_s[p] = v;
+            s.best_r[p] = row;
+            ++size;
+          }
+        }
+        // Softmax over the knn scores (sorted, so the first is the max).
+        float* w = lookup_weights_.data() + item * knn;
+        int64_t* rows = lookup_rows_.data() + item * knn;
+        float sum = 0.0f;
+        for (int k = 0; k < knn; ++k) {
+          w[k] = std::exp(s.best_s[k] - s.best_s[0]);
+          sum += w[k];
+        }
+        for (int k = 0; k < knn; ++k) {
+          w[k] /= sum;
+          rows[k] = s.best_r[k];
+        }
+        const int64_t out_off = ((t0 + t) * heads + h) * static_cast<int64_t>(knn);
+        if (a.out_indices != nullptr) std::copy(rows, rows + knn, a.out_indices + out_off);
+        if (a.out_scores != nullptr) {
+          std::copy(s.best_s.begin(), s.best_s.begin() + knn, a.out_scores + out_off);
+        }
+      }
+    });
+
+    // 3. Weighted gather of value rows, summed over heads, fp32 accumulation.
+    //    Tasks are (token, column block); small batches split columns so that
+    //    all threads take part.
+    const int64_t col_blocks = std::max<int64_t>(
+        1, std::min<int64_t>(v_dim / 64, (2LL * threads + nb - 1) / nb));
+    const int64_t col_block = ((v_dim + col_blocks - 1) / col_blocks + 15) / 16 * 16;
+    const int64_t n_col_blocks = (v_dim + col_block - 1) / col_block;
+    const bool bf16_values = a.values->dtype == DType::kBF16;
+    pool_->ParallelFor(nb * n_col_blocks, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t t = task / n_col_blocks;
+        const int64_t c0 = (task % n_col_blocks) * col_block;
+        const int64_t cn = std::min(v_dim, c0 + col_block) - c0;
+        float* out = a.out + (t0 + t) * v_dim + c0;
+        std::fill(out, out + cn, 0.0f);
+        const float* w = lookup_weights_.data() + t * heads * knn;
+        const int64_t* rows = lookup_rows_.data() + t * heads * knn;
+        for (int64_t i = 0; i < static_cast<int64_t>(heads) * knn; ++i) {
+          if (bf16_values) {
+            kern.axpy_bf16(w[i], static_cast<const uint16_t*>(a.values->data) + rows[i] * v_dim + c0,
+                           out, cn);
+          } else {
+            kern.axpy_f32(w[i], static_cast<const float*>(a.values->data) + rows[i] * v_dim + c0,
+                          out, cn);
+          }
+        }
+      }
+    });
+  }
+}
+
+}  // namespace memserve

@@ -1,0 +1,390 @@
+#include "engine/model.h"
+
+#include <algorithm>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/cpu_backend.h"
+#include "engine/status_macros.h"
+
+namespace memserve {
+namespace {
+
+// Longest run of tokens pushed through the layers at once; longer calls are
+// split (results are identical: every op treats tokens independently). Bounds
+// the activation buffers at about kMaxChunk x (the widest layer) floats.
+constexpr int kMaxChunk = 256;
+// Rope rows computed up front; more are added when a sequence gets longer.
+constexpr int kInitialRopePositions = 4096;
+
+}  // namespace
+
+KvCache::KvCache(const void* owner, int n_layers, int capacity, int64_t kv_dim)
+    : owner_(owner), n_layers_(n_layers), capacity_(capacity), kv_dim_(kv_dim) {
+  const size_t n = static_cast<size_t>(n_layers) * capacity * kv_dim;
+  // Not zeroed: positions are written before they are read.
+  k_.reset(new float[n]);
+  v_.reset(new float[n]);
+}
+
+struct Model::Layer {
+  TensorView attention_norm, wq, wk, wv, wo, ffn_norm;
+  bool memory = false;
+  // Dense SwiGLU FFN.
+  TensorView w1, w2, w3;
+  // Memory layer.
+  TensorView keys, query_w, query_b, swilu_w, swilu_b, value_proj_w, value_proj_b, gating_w,
+      gating_b;
+  int value_table = -1;  // index into value_tables_
+};
+
+// Activation buffers, grown to the largest chunk seen and reused.
+struct Model::Scratch {
+  std::vector<float> h;     // [T, dim] residual stream
+  std::vector<float> xn;    // [T, dim] normed input of a block
+  std::vector<float> q;     // [T, n_heads * head_dim]
+  std::vector<float> attn;  // [T, n_heads * head_dim]
+  std::vector<float> out;   // [T, dim] block output
+  std::vector<float> a;     // [T, ffn_hidden] (dense) / [T, heads * k_dim] (memory queries)
+  std::vector<float> b;     // [T, ffn_hidden] (dense) / [T, v_dim] (swilu projection)
+  std::vector<float> y;     // [T, v_dim] memory read
+  std::vector<float> gate;  // [T]
+  std::vector<int32_t> positions;
+  std::vector<int64_t> trace_rows;
+  std::vector<float> trace_scores;
+};
+
+Model::Model() = default;
+Model::~Model() = default;
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
+                                                   const ModelOptions& options) {
+  std::unique_ptr<Model> model(new Model());
+  ASSIGN_OR_RETURN(model->config_, ModelConfig::LoadFromDir(dir));
+  ASSIGN_OR_RETURN(model->store_, WeightStore::Open(dir));
+  RETURN_IF_ERROR(model->LoadWeights());
+  const ModelConfig& c = model->config_;
+  model->rope_ = RopeTable::Make(c.head_dim, std::min(c.max_seqlen, kInitialRopePositions),
+                                 c.rope_theta);
+  CpuBackend::Options backend_options;
+  backend_options.num_threads = options.num_threads;
+  model->backend_ = std::make_unique<CpuBackend>(backend_options);
+  model->scratch_ = std::make_unique<Scratch>();
+  return model;
+}
+
+absl::Status Model::LoadWeights() {
+  const ModelConfig& c = config_;
+  const MemoryConfig& m = c.memory;
+  // Invariants the forward pass relies on (config.cc validates them too).
+  if (c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 ||
+      c.n_heads % c.n_kv_heads != 0 || c.head_dim <= 0 || c.head_dim % 2 != 0 ||
+      c.vocab_size <= 0 || c.max_seqlen <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json: unsupported shape dim=", c.dim, " n_layers=", c.n_layers,
+                     " n_heads=", c.n_heads, " n_kv_heads=", c.n_kv_heads,
+                     " head_dim=", c.head_dim, " vocab_size=", c.vocab_size,
+                     " max_seqlen=", c.max_seqlen));
+  }
+  if (!m.layers.empty()) {
+    if (m.n_keys <= 0 || m.heads <= 0 || m.knn <= 0 || m.knn > m.n_keys || m.k_dim <= 0 ||
+        m.k_dim % 2 != 0 || m.v_dim <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config.json: unsupported memory shape n_keys=", m.n_keys, " heads=", m.heads,
+          " knn=", m.knn, " k_dim=", m.k_dim, " v_dim=", m.v_dim));
+    }
+    if (m.swilu_projection && !m.value_proj) {
+      return absl::InvalidArgumentError(
+          "config.json: memory.swilu_projection requires memory.value_proj");
+    }
+    if (!m.value_proj && m.v_dim != c.dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config.json: memory.v_dim=", m.v_dim, " differs from dim=", c.dim,
+          " but memory.value_proj is false"));
+    }
+  }
+
+  std::set<std::string> expected;
+  auto get = [&](const std::string& name,
+                 std::vector<int64_t> shape) -> absl::StatusOr<TensorView> {
+    expected.insert(name);
+    return store_->Get(name, shape);
+  };
+  const int64_t dim = c.dim;
+  const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
+  const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
+  ASSIGN_OR_RETURN(tok_embeddings_, get("tok_embeddings.weight", {c.vocab_size, dim}));
+  ASSIGN_OR_RETURN(norm_, get("norm.weight", {dim}));
+  ASSIGN_OR_RETURN(output_, get("output.weight", {c.vocab_size, dim}));
+
+  const int64_t rows = m.rows();
+  if (!m.layers.empty() && m.share_values) {
+    ASSIGN_OR_RETURN(TensorView values, get("memory.values.weight", {rows, m.v_dim}));
+    value_tables_.push_back(std::move(values));
+  }
+  layers_.resize(c.n_layers);
+  for (int i = 0; i < c.n_layers; ++i) {
+    Layer& l = layers_[i];
+    const std::string p = absl::StrCat("layers.", i, ".");
+    ASSIGN_OR_RETURN(l.attention_norm, get(p + "attention_norm.weight", {dim}));
+    ASSIGN_OR_RETURN(l.ffn_norm, get(p + "ffn_norm.weight", {dim}));
+    ASSIGN_OR_RETURN(l.wq, get(p + "attention.wq.weight", {q_dim, dim}));
+    ASSIGN_OR_RETURN(l.wk, get(p + "attention.wk.weight", {kv_dim, dim}));
+    ASSIGN_OR_RETURN(l.wv, get(p + "attention.wv.weight", {kv_dim, dim}));
+    ASSIGN_OR_RETURN(l.wo, get(p + "attention.wo.weight", {dim, q_dim}));
+    const std::string f = p + "feed_forward.";
+    l.memory = c.IsMemoryLayer(i);
+    if (!l.memory) {
+      const int64_t hidden = c.ffn_hidden_dim;
+      ASSIGN_OR_RETURN(l.w1, get(f + "w1.weight", {hidden, dim}));
+      ASSIGN_OR_RETURN(l.w2, get(f + "w2.weight", {dim, hidden}));
+      ASSIGN_OR_RETURN(l.w3, get(f + "w3.weight", {hidden, dim}));
+      continue;
+    }
+    const int64_t qk = static_cast<int64_t>(m.heads) * m.k_dim;
+    ASSIGN_OR_RETURN(l.keys, get(f + "keys", {2LL * m.heads * m.n_keys, m.k_dim / 2}));
+    ASSIGN_OR_RETURN(l.query_w, get(f + "query_proj.query_mlps.0.weight", {qk, dim}));
+    ASSIGN_OR_RETURN(l.query_b, get(f + "query_proj.query_mlps.0.bias", {qk}));
+    if (m.swilu_projection) {
+      ASSIGN_OR_RETURN(l.swilu_w, get(f + "swilu_projection.weight", {m.v_dim, dim}));
+      ASSIGN_OR_RETURN(l.swilu_b, get(f + "swilu_projection.bias", {m.v_dim}));
+    }
+    if (m.value_proj) {
+      ASSIGN_OR_RETURN(l.value_proj_w, get(f + "value_proj.weight", {dim, m.v_dim}));
+      ASSIGN_OR_RETURN(l.value_proj_b, get(f + "value_proj.bias", {dim}));
+    }
+    if (m.gated) {
+      ASSIGN_OR_RETURN(l.gating_w, get(f + "gating.weight", {1, dim}));
+      ASSIGN_OR_RETURN(l.gating_b, get(f + "gating.bias", {1}));
+    }
+    if (m.share_values) {
+      l.value_table = 0;
+    } else {
+      ASSIGN_OR_RETURN(TensorView values, get(f + "values.weight", {rows, m.v_dim}));
+      l.value_table = static_cast<int>(value_tables_.size());
+      value_tables_.push_back(std::move(values));
+    }
+  }
+
+  std::vector<std::string> unexpected;
+  for (const std::string& name : store_->Names()) {
+    if (expected.count(name) == 0) unexpected.push_back(name);
+  }
+  if (!unexpected.empty()) {
+    constexpr size_t kMaxListed = 10;
+    const size_t listed = std::min(unexpected.size(), kMaxListed);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint has ", unexpected.size(), " tensor(s) that config.json does not use: ",
+        absl::StrJoin(unexpected.begin(), unexpected.begin() + listed, ", "),
+        unexpected.size() > listed ? ", ..." : "",
+        " (check memory.layers, memory.share_values, swilu_projection, value_proj, gated)"));
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<KvCache> Model::NewCache(int capacity) const {
+  capacity = std::max(1, std::min(capacity, config_.max_seqlen));
+  return std::unique_ptr<KvCache>(new KvCache(this, config_.n_layers, capacity,
+                                              static_cast<int64_t>(config_.n_kv_heads) *
+                                                  config_.head_dim));
+}
+
+void Model::EnsureRope(int positions) {
+  if (positions <= rope_.max_positions) return;
+  int n = std::max(positions, 2 * rope_.max_positions);
+  n = std::min(n, config_.max_seqlen);
+  rope_ = RopeTable::Make(config_.head_dim, n, config_.rope_theta);
+}
+
+absl::Status Model::Forward(KvCache* cache, absl::Span<const int> tokens, bool all_logits,
+                            std::vector<float>* logits, std::vector<MemoryTrace>* trace) {
+  if (cache == nullptr || logits == nullptr) {
+    return absl::InvalidArgumentError("Forward: cache and logits must not be null");
+  }
+  if (cache->owner_ != this) {
+    return absl::InvalidArgumentError("Forward: the KV cache was created by another model");
+  }
+  if (tokens.empty()) {
+    return absl::InvalidArgumentError("Forward: tokens is empty (at least 1 token is required)");
+  }
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " at index ", i,
+                                                     " is outside the vocabulary [0, ",
+                                                     config_.vocab_size, ")"));
+    }
+  }
+  const int64_t start = cache->length();
+  const int64_t end = start + static_cast<int64_t>(tokens.size());
+  if (end > cache->capacity()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sequence of ", end, " tokens (", start, " cached + ", tokens.size(),
+        " new) exceeds the KV cache capacity of ", cache->capacity(), " tokens"));
+  }
+  if (end > config_.max_seqlen) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence of ", end,
+                                                   " tokens exceeds the model's max_seqlen of ",
+                                                   config_.max_seqlen));
+  }
+
+  EnsureRope(static_cast<int>(end));
+  const int64_t vocab = config_.vocab_size;
+  logits->resize(static_cast<size_t>(all_logits ? tokens.size() : 1) * vocab);
+  if (trace != nullptr) {
+    trace->clear();
+    for (int i = 0; i < config_.n_layers; ++i) {
+      if (!layers_[i].memory) continue;
+      MemoryTrace t;
+      t.layer = i;
+      t.heads = config_.memory.heads;
+      t.knn = config_.memory.knn;
+      trace->push_back(std::move(t));
+    }
+  }
+  for (size_t c0 = 0; c0 < tokens.size(); c0 += kMaxChunk) {
+    const size_t n = std::min<size_t>(kMaxChunk, tokens.size() - c0);
+    const bool last_chunk = c0 + n == tokens.size();
+    float* out = nullptr;
+    if (all_logits) {
+      out = logits->data() + c0 * vocab;
+    } else if (last_chunk) {
+      out = logits->data();
+    }
+    ForwardChunk(cache, tokens.subspan(c0, n), static_cast<int>(start + c0), all_logits, out,
+                 trace);
+    cache->length_ += static_cast<int>(n);
+  }
+  return absl::OkStatus();
+}
+
+void Model::ForwardChunk(KvCache* cache, absl::Span<const int> tokens, int start,
+                         bool all_logits, float* logits, std::vector<MemoryTrace>* trace) {
+  const ModelConfig& c = config_;
+  const MemoryConfig& m = c.memory;
+  Backend& be = *backend_;
+  Scratch& s = *scratch_;
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  const int64_t dim = c.dim;
+  const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
+  const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
+  const int64_t mem_q_dim = static_cast<int64_t>(m.heads) * m.k_dim;
+  const int64_t wide = std::max<int64_t>(c.ffn_hidden_dim, mem_q_dim);
+  auto grow = [](std::vector<float>* v, int64_t n) {
+    if (static_cast<int64_t>(v->size()) < n) v->resize(n);
+  };
+  grow(&s.h, T * dim);
+  grow(&s.xn, T * dim);
+  grow(&s.q, T * q_dim);
+  grow(&s.attn, T * q_dim);
+  grow(&s.out, T * std::max<int64_t>(dim, m.v_dim));
+  grow(&s.a, T * wide);
+  grow(&s.b, T * std::max<int64_t>(c.ffn_hidden_dim, m.v_dim));
+  grow(&s.y, T * m.v_dim);
+  grow(&s.gate, T);
+  s.positions.resize(T);
+  for (int64_t t = 0; t < T; ++t) s.positions[t] = static_cast<int32_t>(start + t);
+
+  float* h = s.h.data();     // [T, dim]
+  float* xn = s.xn.data();   // [T, dim]
+  be.Embedding(tok_embeddings_, tokens, h);
+  int memory_index = 0;
+  for (int i = 0; i < c.n_layers; ++i) {
+    const Layer& l = layers_[i];
+    // --- attention block: h += wo(attention(rope(wq x), rope(wk x), wv x)) ---
+    be.RmsNorm(h, T, l.attention_norm, c.norm_eps, xn);
+    float* q = s.q.data();                                          // [T, n_heads, head_dim]
+    float* k_new = cache->keys(i) + static_cast<int64_t>(start) * kv_dim;    // [T, kv_dim]
+    float* v_new = cache->values(i) + static_cast<int64_t>(start) * kv_dim;  // [T, kv_dim]
+    be.MatMul(xn, T, l.wq, nullptr, q);
+    be.MatMul(xn, T, l.wk, nullptr, k_new);
+    be.MatMul(xn, T, l.wv, nullptr, v_new);
+    be.Rope(q, T, c.n_heads, c.head_dim, s.positions.data(), rope_);
+    be.Rope(k_new, T, c.n_kv_heads, c.head_dim, s.positions.data(), rope_);
+    AttentionArgs args;
+    args.n_tokens = T;
+    args.start_pos = start;
+    args.n_heads = c.n_heads;
+    args.n_kv_heads = c.n_kv_heads;
+    args.head_dim = c.head_dim;
+    args.sliding_window = c.sliding_window;
+    args.q = q;
+    args.k_cache = cache->keys(i);
+    args.v_cache = cache->values(i);
+    args.out = s.attn.data();  // [T, q_dim]
+    be.Attention(args);
+    be.MatMul(s.attn.data(), T, l.wo, nullptr, s.out.data());
+    be.Add(s.out.data(), T * dim, h);
+
+    // --- feed-forward block: h += ffn(ffn_norm(h)) ---
+    be.RmsNorm(h, T, l.ffn_norm, c.norm_eps, xn);
+    if (!l.memory) {
+      const int64_t hidden = c.ffn_hidden_dim;
+      float* a = s.a.data();  // [T, hidden]
+      float* b = s.b.data();  // [T, hidden]
+      be.MatMul(xn, T, l.w1, nullptr, a);
+      be.MatMul(xn, T, l.w3, nullptr, b);
+      be.SwiGlu(a, b, T * hidden, a);
+      be.MatMul(a, T, l.w2, nullptr, s.out.data());
+      be.Add(s.out.data(), T * dim, h);
+      continue;
+    }
+    float* queries = s.a.data();  // [T, heads * k_dim]
+    float* y = s.y.data();        // [T, v_dim]
+    be.MatMul(xn, T, l.query_w, &l.query_b, queries);
+    MemoryLookupArgs look;
+    look.n_tokens = T;
+    look.heads = m.heads;
+    look.n_keys = m.n_keys;
+    look.knn = m.knn;
+    look.k_dim = m.k_dim;
+    look.v_dim = m.v_dim;
+    look.queries = queries;
+    look.keys = &l.keys;
+    look.values = &value_tables_[l.value_table];
+    look.out = y;
+    MemoryTrace* tr = trace != nullptr ? &(*trace)[memory_index] : nullptr;
+    if (tr != nullptr) {
+      const size_t n = static_cast<size_t>(T) * m.heads * m.knn;
+      s.trace_rows.resize(n);
+      s.trace_scores.resize(n);
+      look.out_indices = s.trace_rows.data();
+      look.out_scores = s.trace_scores.data();
+    }
+    be.MemoryLookup(look);
+    if (tr != nullptr) {
+      tr->tokens += static_cast<int>(T);
+      tr->indices.insert(tr->indices.end(), s.trace_rows.begin(), s.trace_rows.end());
+      tr->scores.insert(tr->scores.end(), s.trace_scores.begin(), s.trace_scores.end());
+    }
+    ++memory_index;
+    float* out = y;  // [T, dim] once projected
+    if (m.swilu_projection) {
+      float* proj = s.b.data();  // [T, v_dim]
+      be.MatMul(xn, T, l.swilu_w, &l.swilu_b, proj);
+      be.SwiGlu(proj, y, T * m.v_dim, y);  // y * silu(swilu_projection(x))
+    }
+    if (m.value_proj) {
+      be.MatMul(y, T, l.value_proj_w, &l.value_proj_b, s.out.data());
+      out = s.out.data();
+    }
+    if (m.gated) {
+      be.MatMul(xn, T, l.gating_w, &l.gating_b, s.gate.data());  // [T, 1]
+      be.SigmoidGateRows(s.gate.data(), T, dim, out);
+    }
+    be.Add(out, T * dim, h);
+  }
+
+  // --- output: logits = output(norm(h)) for every token, or the last one ---
+  if (logits == nullptr) return;  // a chunk before the last, last-token logits only
+  if (all_logits) {
+    be.RmsNorm(h, T, norm_, c.norm_eps, xn);
+    be.MatMul(xn, T, output_, nullptr, logits);
+  } else {
+    be.RmsNorm(h + (T - 1) * dim, 1, norm_, c.norm_eps, xn);
+    be.MatMul(xn, 1, output_, nullptr, logits);
+  }
+}
+
+}  // namespace memserve

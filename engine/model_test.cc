@@ -1,0 +1,673 @@
+// Model on tiny random checkpoints written by the test: the forward pass
+// against a plain double-precision re-implementation of MODEL_SPEC.md,
+// prefill vs token-by-token through the KV cache, and load/forward errors.
+#include "engine/model.h"
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/dtype.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace memserve {
+namespace {
+
+using ::testing::HasSubstr;
+
+// ---------------------------------------------------------------------------
+// A minimal safetensors writer (the test owns its checkpoint files).
+
+struct TestTensor {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  std::string bytes;
+};
+
+TestTensor MakeTensor(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                      const std::vector<float>& values) {
+  TestTensor t{name, dtype, std::move(shape), {}};
+  for (float v : values) {
+    if (dtype == DType::kF32) {
+      t.bytes.append(reinterpret_cast<const char*>(&v), 4);
+    } else {
+      const uint16_t b = F32ToBf16(v);
+      t.bytes.append(reinterpret_cast<const char*>(&b), 2);
+    }
+  }
+  return t;
+}
+
+// 8-byte little-endian header length, JSON header (padded with spaces to a
+// multiple of 8), then the tensors back to back in the given order.
+std::string SerializeSafetensors(const std::vector<TestTensor>& tensors) {
+  std::string header = "{";
+  size_t offset = 0;
+  for (const TestTensor& t : tensors) {
+    if (header.size() > 1) header += ",";
+    absl::StrAppend(&header, "\"", t.name, "\":{\"dtype\":\"", DTypeName(t.dtype),
+                    "\",\"shape\":[", absl::StrJoin(t.shape, ","), "],\"data_offsets\":[",
+                    offset, ",", offset + t.bytes.size(), "]}");
+    offset += t.bytes.size();
+  }
+  header += "}";
+  while ((8 + header.size()) % 8 != 0) header += ' ';
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  out += header;
+  for (const TestTensor& t : tensors) out += t.bytes;
+  return out;
+}
+
+void WriteFile(const std::string& path, const std::string& contents) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << contents;
+  ASSERT_TRUE(f.good()) << path;
+}
+
+std::string MakeTempDir() {
+  const char* root = std::getenv("TEST_TMPDIR");
+  std::string tmpl =
+      absl::StrCat(root != nullptr && *root != '\0' ? root : "/tmp", "/model_test_XXXXXX");
+  if (::mkdtemp(&tmpl[0]) == nullptr) {
+    ADD_FAILURE() << "mkdtemp " << tmpl << ": " << std::strerror(errno);
+  }
+  return tmpl;
+}
+
+// A tiny model description; every knob of the architecture is exercised by
+// one of the variants below.
+struct TinySpec {
+  int dim = 32;
+  int n_layers = 3;
+  int n_heads = 4;
+  int n_kv_heads = 2;
+  int head_dim = 8;
+  int ffn_hidden = 48;
+  int vocab = 260;
+  int max_seqlen = 64;
+  int sliding_window = 0;
+  float rope_theta = 10000.0f;
+  std::vector<int> mem_layers = {1};
+  int n_keys = 8;
+  int heads = 2;
+  int knn = 4;
+  int k_dim = 12;
+  int v_dim = 32;
+  bool share_values = true;
+  bool swilu = true;
+  bool value_proj = true;
+  bool gated = true;
+  DType dense = DType::kF32;
+  uint32_t seed = 1;
+};
+
+std::string ConfigJson(const TinySpec& s) {
+  std::string memory = "null";
+  if (!s.mem_layers.empty()) {
+    memory = absl::StrCat(
+        R"({"layers": [)", absl::StrJoin(s.mem_layers, ", "), R"(], "n_keys": )", s.n_keys,
+        R"(, "heads": )", s.heads, R"(, "knn": )", s.knn, R"(, "k_dim": )", s.k_dim,
+        R"(, "v_dim": )", s.v_dim, R"(, "share_values": )", s.share_values ? "true" : "false",
+        R"(, "swilu_projection": )", s.swilu ? "true" : "false", R"(, "value_proj": )",
+        s.value_proj ? "true" : "false", R"(, "gated": )", s.gated ? "true" : "false", "}");
+  }
+  return absl::StrCat(
+      R"({"format": "memserve-llama-pk", "format_version": 1, "dim": )", s.dim,
+      R"(, "n_layers": )", s.n_layers, R"(, "n_heads": )", s.n_heads, R"(, "n_kv_heads": )",
+      s.n_kv_heads, R"(, "head_dim": )", s.head_dim, R"(, "ffn_hidden_dim": )", s.ffn_hidden,
+      R"(, "vocab_size": )", s.vocab, R"(, "max_seqlen": )", s.max_seqlen,
+      R"(, "norm_eps": 1e-05, "rope_theta": )", s.rope_theta, R"(, "sliding_window": )",
+      s.sliding_window, R"(, "memory": )", memory,
+      R"(, "tokenizer": {"kind": "bytes", "file": "", "bos_id": 256, "eos_id": 257}})");
+}
+
+// Tensor values as the model sees them (bf16-rounded where stored as bf16).
+using Weights = std::map<std::string, std::vector<float>>;
+
+struct Checkpoint {
+  std::vector<TestTensor> tensors;
+  Weights weights;
+};
+
+Checkpoint MakeCheckpoint(const TinySpec& s) {
+  std::mt19937 rng(s.seed);
+  Checkpoint ck;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, float scale, DType dtype,
+                 float mean = 0.0f) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::normal_distribution<float> dist(mean, scale);
+    std::vector<float> v(n);
+    for (float& x : v) {
+      x = dist(rng);
+      if (dtype == DType::kBF16) x = Bf16ToF32(F32ToBf16(x));
+    }
+    ck.tensors.push_back(MakeTensor(name, dtype, std::move(shape), v));
+    ck.weights[name] = std::move(v);
+  };
+  const DType d = s.dense;
+  const float in_scale = 1.0f / std::sqrt(static_cast<float>(s.dim));
+  add("tok_embeddings.weight", {s.vocab, s.dim}, 1.0f, d);
+  add("norm.weight", {s.dim}, 0.1f, d, 1.0f);
+  add("output.weight", {s.vocab, s.dim}, in_scale, d);
+  const int64_t rows = static_cast<int64_t>(s.n_keys) * s.n_keys;
+  if (!s.mem_layers.empty() && s.share_values) {
+    add("memory.values.weight", {rows, s.v_dim}, 1.0f, DType::kBF16);
+  }
+  for (int i = 0; i < s.n_layers; ++i) {
+    const std::string p = absl::StrCat("layers.", i, ".");
+    add(p + "attention_norm.weight", {s.dim}, 0.1f, d, 1.0f);
+    add(p + "ffn_norm.weight", {s.dim}, 0.1f, d, 1.0f);
+    add(p + "attention.wq.weight", {s.n_heads * s.head_dim, s.dim}, in_scale, d);
+    add(p + "attention.wk.weight", {s.n_kv_heads * s.head_dim, s.dim}, in_scale, d);
+    add(p + "attention.wv.weight", {s.n_kv_heads * s.head_dim, s.dim}, in_scale, d);
+    add(p + "attention.wo.weight", {s.dim, s.n_heads * s.head_dim},
+        1.0f / std::sqrt(static_cast<float>(s.n_heads * s.head_dim)), d);
+    const std::string f = p + "feed_forward.";
+    if (std::find(s.mem_layers.begin(), s.mem_layers.end(), i) == s.mem_layers.end()) {
+      add(f + "w1.weight", {s.ffn_hidden, s.dim}, in_scale, d);
+      add(f + "w3.weight", {s.ffn_hidden, s.dim}, in_scale, d);
+      add(f + "w2.weight", {s.dim, s.ffn_hidden}, 1.0f / std::sqrt(static_cast<float>(s.ffn_hidden)),
+          d);
+      continue;
+    }
+    add(f + "keys", {2LL * s.heads * s.n_keys, s.k_dim / 2}, 1.0f, d);
+    add(f + "query_proj.query_mlps.0.weight", {s.heads * s.k_dim, s.dim}, in_scale, d);
+    add(f + "query_proj.query_mlps.0.bias", {s.heads * s.k_dim}, 0.1f, d);
+    if (s.swilu) {
+      add(f + "swilu_projection.weight", {s.v_dim, s.dim}, in_scale, d);
+      add(f + "swilu_projection.bias", {s.v_dim}, 0.1f, d);
+    }
+    if (s.value_proj) {
+      add(f + "value_proj.weight", {s.dim, s.v_dim}, 1.0f / std::sqrt(static_cast<float>(s.v_dim)),
+          d);
+      add(f + "value_proj.bias", {s.dim}, 0.1f, d);
+    }
+    if (s.gated) {
+      add(f + "gating.weight", {1, s.dim}, in_scale, d);
+      add(f + "gating.bias", {1}, 0.1f, d);
+    }
+    if (!s.share_values) add(f + "values.weight", {rows, s.v_dim}, 1.0f, DType::kBF16);
+  }
+  return ck;
+}
+
+// Writes config.json + model.safetensors (F32 tensors first, so that every
+// tensor is aligned to its element size) into a fresh directory.
+std::string WriteCheckpoint(const std::string& config_json, std::vector<TestTensor> tensors) {
+  std::stable_sort(tensors.begin(), tensors.end(), [](const TestTensor& a, const TestTensor& b) {
+    return a.dtype == DType::kF32 && b.dtype != DType::kF32;
+  });
+  const std::string dir = MakeTempDir();
+  WriteFile(dir + "/config.json", config_json);
+  WriteFile(dir + "/model.safetensors", SerializeSafetensors(tensors));
+  return dir;
+}
+
+// ---------------------------------------------------------------------------
+// A plain double-precision forward pass of MODEL_SPEC.md, written from the
+// spec without reusing engine code.
+
+using Mat = std::vector<double>;  // row-major
+
+Mat Linear(const Mat& x, int64_t rows, int64_t in, const std::vector<float>& w, int64_t out,
+           const std::vector<float>* bias = nullptr) {
+  Mat y(rows * out, 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t o = 0; o < out; ++o) {
+      double acc = bias != nullptr ? (*bias)[o] : 0.0;
+      for (int64_t i = 0; i < in; ++i) acc += x[r * in + i] * w[o * in + i];
+      y[r * out + o] = acc;
+    }
+  }
+  return y;
+}
+
+Mat RmsNormRef(const Mat& x, int64_t rows, int64_t dim, const std::vector<float>& w) {
+  Mat y(x.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (int64_t i = 0; i < dim; ++i) ss += x[r * dim + i] * x[r * dim + i];
+    const double inv = 1.0 / std::sqrt(ss / dim + 1e-5);
+    for (int64_t i = 0; i < dim; ++i) y[r * dim + i] = x[r * dim + i] * inv * w[i];
+  }
+  return y;
+}
+
+double SiluRef(double x) { return x / (1.0 + std::exp(-x)); }
+
+void RopeRef(Mat* x, int64_t T, int heads, int hd, double theta) {
+  for (int64_t t = 0; t < T; ++t) {
+    for (int h = 0; h < heads; ++h) {
+      for (int i = 0; i < hd / 2; ++i) {
+        const double angle = t * std::pow(theta, -2.0 * i / hd);
+        double& a = (*x)[(t * heads + h) * hd + 2 * i];
+        double& b = (*x)[(t * heads + h) * hd + 2 * i + 1];
+        const double a0 = a, b0 = b;
+        a = std::cos(angle) * a0 - std::sin(angle) * b0;
+        b = std::sin(angle) * a0 + std::cos(angle) * b0;
+      }
+    }
+  }
+}
+
+Mat ReferenceLogits(const TinySpec& s, const Weights& w, const std::vector<int>& tokens) {
+  const int64_t T = tokens.size(), dim = s.dim, hd = s.head_dim;
+  auto W = [&](const std::string& name) -> const std::vector<float>& { return w.at(name); };
+  Mat h(T * dim);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t i = 0; i < dim; ++i) h[t * dim + i] = W("tok_embeddings.weight")[tokens[t] * dim + i];
+  }
+  for (int l = 0; l < s.n_layers; ++l) {
+    const std::string p = absl::StrCat("layers.", l, ".");
+    Mat x = RmsNormRef(h, T, dim, W(p + "attention_norm.weight"));
+    Mat q = Linear(x, T, dim, W(p + "attention.wq.weight"), s.n_heads * hd);
+    Mat k = Linear(x, T, dim, W(p + "attention.wk.weight"), s.n_kv_heads * hd);
+    Mat v = Linear(x, T, dim, W(p + "attention.wv.weight"), s.n_kv_heads * hd);
+    RopeRef(&q, T, s.n_heads, hd, s.rope_theta);
+    RopeRef(&k, T, s.n_kv_heads, hd, s.rope_theta);
+    Mat att(T * s.n_heads * hd, 0.0);
+    for (int64_t t = 0; t < T; ++t) {
+      for (int hh = 0; hh < s.n_heads; ++hh) {
+        const int kv = hh / (s.n_heads / s.n_kv_heads);
+        std::vector<double> sc;
+        std::vector<int64_t> js;
+        for (int64_t j = 0; j <= t; ++j) {
+          if (s.sliding_window > 0 && t - j >= s.sliding_window) continue;
+          double d = 0;
+          for (int i = 0; i < hd; ++i) d += q[(t * s.n_heads + hh) * hd + i] * k[(j * s.n_kv_heads + kv) * hd + i];
+          sc.push_back(d / std::sqrt(static_cast<double>(hd)));
+          js.push_back(j);
+        }
+        const double mx = *std::max_element(sc.begin(), sc.end());
+        double sum = 0;
+        for (double& e : sc) sum += (e = std::exp(e - mx));
+        for (size_t n = 0; n < sc.size(); ++n) {
+          for (int i = 0; i < hd; ++i) {
+            att[(t * s.n_heads + hh) * hd + i] += sc[n] / sum * v[(js[n] * s.n_kv_heads + kv) * hd + i];
+          }
+        }
+      }
+    }
+    Mat o = Linear(att, T, s.n_heads * hd, W(p + "attention.wo.weight"), dim);
+    for (int64_t i = 0; i < T * dim; ++i) h[i] += o[i];
+
+    x = RmsNormRef(h, T, dim, W(p + "ffn_norm.weight"));
+    const std::string f = p + "feed_forward.";
+    Mat out;
+    if (std::find(s.mem_layers.begin(), s.mem_layers.end(), l) == s.mem_layers.end()) {
+      Mat a = Linear(x, T, dim, W(f + "w1.weight"), s.ffn_hidden);
+      Mat b = Linear(x, T, dim, W(f + "w3.weight"), s.ffn_hidden);
+      for (size_t i = 0; i < a.size(); ++i) a[i] = SiluRef(a[i]) * b[i];
+      out = Linear(a, T, s.ffn_hidden, W(f + "w2.weight"), dim);
+    } else {
+      const int half = s.k_dim / 2;
+      const std::vector<float>& keys = W(f + "keys");
+      const std::vector<float>& values =
+          s.share_values ? W("memory.values.weight") : W(f + "values.weight");
+      Mat mq = Linear(x, T, dim, W(f + "query_proj.query_mlps.0.weight"), s.heads * s.k_dim,
+                      &W(f + "query_proj.query_mlps.0.bias"));
+      Mat y(T * s.v_dim, 0.0);
+      for (int64_t t = 0; t < T; ++t) {
+        for (int hh = 0; hh < s.heads; ++hh) {
+          // Brute force over every row of the product key set.
+          std::vector<std::pair<double, int64_t>> all;
+          std::vector<double> s1(s.n_keys), s2(s.n_keys);
+          for (int j = 0; j < s.n_keys; ++j) {
+            double d1 = 0, d2 = 0;
+            for (int i = 0; i < half; ++i) {
+              d1 += mq[t * s.heads * s.k_dim + hh * s.k_dim + i] *
+                    keys[((hh * 2 + 0) * s.n_keys + j) * half + i];
+              d2 += mq[t * s.heads * s.k_dim + hh * s.k_dim + half + i] *
+                    keys[((hh * 2 + 1) * s.n_keys + j) * half + i];
+            }
+            s1[j] = d1;
+            s2[j] = d2;
+          }
+          for (int a = 0; a < s.n_keys; ++a) {
+            for (int b = 0; b < s.n_keys; ++b) all.emplace_back(s1[a] + s2[b], a * s.n_keys + b);
+          }
+          std::sort(all.begin(), all.end(),
+                    [](const auto& a, const auto& b) { return a.first > b.first; });
+          double sum = 0;
+          for (int kk = 0; kk < s.knn; ++kk) sum += std::exp(all[kk].first - all[0].first);
+          for (int kk = 0; kk < s.knn; ++kk) {
+            const double wgt = std::exp(all[kk].first - all[0].first) / sum;
+            for (int c = 0; c < s.v_dim; ++c) y[t * s.v_dim + c] += wgt * values[all[kk].second * s.v_dim + c];
+          }
+        }
+      }
+      if (s.swilu) {
+        Mat g = Linear(x, T, dim, W(f + "swilu_projection.weight"), s.v_dim,
+                       &W(f + "swilu_projection.bias"));
+        for (size_t i = 0; i < y.size(); ++i) y[i] *= SiluRef(g[i]);
+      }
+      out = s.value_proj ? Linear(y, T, s.v_dim, W(f + "value_proj.weight"), dim,
+                                  &W(f + "value_proj.bias"))
+                         : y;
+      if (s.gated) {
+        Mat g = Linear(x, T, dim, W(f + "gating.weight"), 1, &W(f + "gating.bias"));
+        for (int64_t t = 0; t < T; ++t) {
+          for (int64_t i = 0; i < dim; ++i) out[t * dim + i] *= 1.0 / (1.0 + std::exp(-g[t]));
+        }
+      }
+    }
+    for (int64_t i = 0; i < T * dim; ++i) h[i] += out[i];
+  }
+  return Linear(RmsNormRef(h, T, dim, W("norm.weight")), T, dim, W("output.weight"), s.vocab);
+}
+
+// ---------------------------------------------------------------------------
+
+std::vector<int> RandomTokens(int n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int> t(n);
+  for (int& x : t) x = static_cast<int>(rng() % vocab);
+  return t;
+}
+
+double MaxAbs(const std::vector<float>& v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, std::fabs(static_cast<double>(x)));
+  return m;
+}
+
+struct Variant {
+  const char* name;
+  TinySpec spec;
+};
+
+std::vector<Variant> Variants() {
+  std::vector<Variant> v;
+  v.push_back({"memory_plus_gated_shared", TinySpec()});
+  TinySpec b;
+  b.dense = DType::kBF16;
+  b.n_layers = 4;
+  b.mem_layers = {0, 2};
+  b.share_values = false;
+  b.swilu = false;
+  b.value_proj = true;
+  b.gated = false;
+  b.v_dim = 20;
+  b.sliding_window = 5;
+  b.n_kv_heads = 1;
+  b.knn = 8;
+  b.seed = 2;
+  v.push_back({"bf16_unshared_projection_window_mqa", b});
+  TinySpec c;
+  c.mem_layers = {};
+  c.seed = 3;
+  c.n_kv_heads = 4;
+  c.rope_theta = 500000.0f;
+  v.push_back({"dense", c});
+  TinySpec d;
+  d.swilu = false;
+  d.value_proj = false;  // out = y, v_dim == dim
+  d.gated = true;
+  d.mem_layers = {2};
+  d.seed = 4;
+  v.push_back({"memory_plain_gated", d});
+  return v;
+}
+
+class ModelVariantTest : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(ModelVariantTest, MatchesDoublePrecisionSpecImplementation) {
+  const TinySpec& s = GetParam().spec;
+  Checkpoint ck = MakeCheckpoint(s);
+  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), ck.tensors), ModelOptions{2});
+  ASSERT_TRUE(model.ok()) << model.status();
+  const std::vector<int> tokens = RandomTokens(12, s.vocab, 7);
+  auto cache = (*model)->NewCache(s.max_seqlen);
+  std::vector<float> logits;
+  ASSERT_TRUE((*model)->Forward(cache.get(), tokens, /*all_logits=*/true, &logits).ok());
+  ASSERT_EQ(logits.size(), tokens.size() * s.vocab);
+  const Mat ref = ReferenceLogits(s, ck.weights, tokens);
+  double scale = 0;
+  for (double x : ref) scale = std::max(scale, std::fabs(x));
+  ASSERT_GT(scale, 0.1);
+  for (size_t i = 0; i < ref.size(); ++i) {
+    ASSERT_NEAR(logits[i], ref[i], 2e-4 * scale) << "token " << i / s.vocab << " id " << i % s.vocab;
+  }
+}
+
+TEST_P(ModelVariantTest, PrefillEqualsTokenByTokenDecode) {
+  const TinySpec& s = GetParam().spec;
+  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), MakeCheckpoint(s).tensors));
+  ASSERT_TRUE(model.ok()) << model.status();
+  Model& m = **model;
+  const std::vector<int> tokens = RandomTokens(20, s.vocab, 11);
+  const int V = s.vocab;
+
+  auto cache = m.NewCache(32);
+  std::vector<float> prefill;
+  ASSERT_TRUE(m.Forward(cache.get(), tokens, /*all_logits=*/true, &prefill).ok());
+  EXPECT_EQ(cache->length(), 20);
+
+  // Last-token logits of a prefill equal the last row of all_logits.
+  auto cache2 = m.NewCache(32);
+  std::vector<float> last;
+  ASSERT_TRUE(m.Forward(cache2.get(), tokens, /*all_logits=*/false, &last).ok());
+  ASSERT_EQ(last.size(), static_cast<size_t>(V));
+  for (int v = 0; v < V; ++v) ASSERT_EQ(last[v], prefill[19 * V + v]);
+
+  // Token by token (after a 3-token first chunk) through the KV cache.
+  auto step_cache = m.NewCache(32);
+  std::vector<float> step;
+  const double tol = 1e-4 * std::max(1.0, MaxAbs(prefill));
+  ASSERT_TRUE(m.Forward(step_cache.get(), absl::Span<const int>(tokens).subspan(0, 3), true, &step).ok());
+  for (int i = 0; i < 3 * V; ++i) ASSERT_NEAR(step[i], prefill[i], tol);
+  for (int t = 3; t < 20; ++t) {
+    ASSERT_TRUE(m.Forward(step_cache.get(), absl::Span<const int>(tokens).subspan(t, 1), false, &step).ok());
+    ASSERT_EQ(step_cache->length(), t + 1);
+    for (int v = 0; v < V; ++v) ASSERT_NEAR(step[v], prefill[t * V + v], tol) << "t=" << t;
+  }
+
+  // Clear() starts over at position 0.
+  cache->Clear();
+  EXPECT_EQ(cache->length(), 0);
+  std::vector<float> again;
+  ASSERT_TRUE(m.Forward(cache.get(), tokens, true, &again).ok());
+  EXPECT_EQ(again, prefill);
+}
+
+TEST_P(ModelVariantTest, TraceCoversEveryMemoryLayer) {
+  const TinySpec& s = GetParam().spec;
+  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), MakeCheckpoint(s).tensors));
+  ASSERT_TRUE(model.ok()) << model.status();
+  const std::vector<int> tokens = RandomTokens(5, s.vocab, 13);
+  auto cache = (*model)->NewCache(16);
+  std::vector<float> logits;
+  std::vector<MemoryTrace> trace(3);  // replaced, not appended to
+  ASSERT_TRUE((*model)->Forward(cache.get(), tokens, false, &logits, &trace).ok());
+  ASSERT_EQ(trace.size(), s.mem_layers.size());
+  for (size_t i = 0; i < trace.size(); ++i) {
+    const MemoryTrace& t = trace[i];
+    EXPECT_EQ(t.layer, s.mem_layers[i]);
+    EXPECT_EQ(t.tokens, 5);
+    EXPECT_EQ(t.heads, s.heads);
+    EXPECT_EQ(t.knn, s.knn);
+    ASSERT_EQ(t.indices.size(), static_cast<size_t>(5 * s.heads * s.knn));
+    ASSERT_EQ(t.scores.size(), t.indices.size());
+    for (size_t j = 0; j < t.indices.size(); ++j) {
+      EXPECT_GE(t.indices[j], 0);
+      EXPECT_LT(t.indices[j], static_cast<int64_t>(s.n_keys) * s.n_keys);
+      if (j % s.knn != 0) {
+        EXPECT_GE(t.scores[j - 1], t.scores[j]);
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, ModelVariantTest, ::testing::ValuesIn(Variants()),
+                         [](const ::testing::TestParamInfo<Variant>& info) {
+                           return std::string(info.param.name);
+                         });
+
+TEST(ModelTest, LongPromptIsSplitIntoChunksWithSameResult) {
+  TinySpec s;
+  s.max_seqlen = 600;
+  s.n_layers = 2;
+  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), MakeCheckpoint(s).tensors));
+  ASSERT_TRUE(model.ok()) << model.status();
+  Model& m = **model;
+  const std::vector<int> tokens = RandomTokens(530, s.vocab, 17);  // > 2 chunks of 256
+  auto cache = m.NewCache(600);
+  std::vector<float> all;
+  std::vector<MemoryTrace> trace;
+  ASSERT_TRUE(m.Forward(cache.get(), tokens, true, &all, &trace).ok());
+  ASSERT_EQ(trace.size(), 1u);
+  EXPECT_EQ(trace[0].tokens, 530);
+  EXPECT_EQ(trace[0].indices.size(), static_cast<size_t>(530 * s.heads * s.knn));
+  // The same sequence in two uneven calls.
+  auto cache2 = m.NewCache(600);
+  std::vector<float> part;
+  absl::Span<const int> span(tokens);
+  ASSERT_TRUE(m.Forward(cache2.get(), span.subspan(0, 300), false, &part).ok());
+  ASSERT_TRUE(m.Forward(cache2.get(), span.subspan(300), true, &part).ok());
+  const double tol = 1e-4 * std::max(1.0, MaxAbs(all));
+  for (size_t i = 0; i < part.size(); ++i) ASSERT_NEAR(part[i], all[300 * s.vocab + i], tol);
+}
+
+class ModelErrorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    spec_.max_seqlen = 16;
+    auto model = Model::Load(WriteCheckpoint(ConfigJson(spec_), MakeCheckpoint(spec_).tensors));
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+  }
+  TinySpec spec_;
+  std::unique_ptr<Model> model_;
+};
+
+TEST_F(ModelErrorTest, RejectsBadTokensAndLeavesCacheUnchanged) {
+  auto cache = model_->NewCache(8);
+  std::vector<float> logits;
+  ASSERT_TRUE(model_->Forward(cache.get(), std::vector<int>{1, 2}, false, &logits).ok());
+  const std::vector<float> before = logits;
+
+  absl::Status st = model_->Forward(cache.get(), std::vector<int>{3, 260}, false, &logits);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("[0, 260)"));
+  st = model_->Forward(cache.get(), std::vector<int>{-1}, false, &logits);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  st = model_->Forward(cache.get(), std::vector<int>{}, false, &logits);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("empty"));
+  st = model_->Forward(cache.get(), std::vector<int>(7, 1), false, &logits);  // 2 + 7 > 8
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("capacity of 8"));
+  EXPECT_EQ(cache->length(), 2);
+
+  // The cache still continues the sequence exactly.
+  ASSERT_TRUE(model_->Forward(cache.get(), std::vector<int>{5}, false, &logits).ok());
+  auto fresh = model_->NewCache(8);
+  std::vector<float> want;
+  ASSERT_TRUE(model_->Forward(fresh.get(), std::vector<int>{1, 2, 5}, false, &want).ok());
+  EXPECT_EQ(logits, want);
+  EXPECT_NE(logits, before);
+}
+
+TEST_F(ModelErrorTest, CacheCapacityIsClampedToMaxSeqlen) {
+  auto cache = model_->NewCache(1000);
+  EXPECT_EQ(cache->capacity(), 16);
+  EXPECT_EQ(model_->NewCache(0)->capacity(), 1);
+  std::vector<float> logits;
+  ASSERT_TRUE(model_->Forward(cache.get(), std::vector<int>(16, 3), false, &logits).ok());
+  absl::Status st = model_->Forward(cache.get(), std::vector<int>{3}, false, &logits);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("17 tokens"));
+}
+
+TEST_F(ModelErrorTest, RejectsCacheOfAnotherModelAndNullArguments) {
+  auto other = Model::Load(WriteCheckpoint(ConfigJson(spec_), MakeCheckpoint(spec_).tensors));
+  ASSERT_TRUE(other.ok());
+  auto foreign = (*other)->NewCache(8);
+  std::vector<float> logits;
+  EXPECT_EQ(model_->Forward(foreign.get(), std::vector<int>{1}, false, &logits).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(model_->Forward(nullptr, std::vector<int>{1}, false, &logits).code(),
+            absl::StatusCode::kInvalidArgument);
+  auto cache = model_->NewCache(8);
+  EXPECT_EQ(model_->Forward(cache.get(), std::vector<int>{1}, false, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ModelLoadTest, MissingTensorIsNamed) {
+  TinySpec s;
+  Checkpoint ck = MakeCheckpoint(s);
+  ck.tensors.erase(std::remove_if(ck.tensors.begin(), ck.tensors.end(),
+                                  [](const TestTensor& t) {
+                                    return t.name == "layers.1.feed_forward.gating.bias";
+                                  }),
+                   ck.tensors.end());
+  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), ck.tensors));
+  ASSERT_FALSE(model.ok());
+  EXPECT_THAT(std::string(model.status().message()),
+              HasSubstr("layers.1.feed_forward.gating.bias"));
+}
+
+TEST(ModelLoadTest, UnexpectedTensorIsNamed) {
+  TinySpec s;
+  Checkpoint ck = MakeCheckpoint(s);
+  ck.tensors.push_back(MakeTensor("layers.0.feed_forward.extra.weight", DType::kF32, {2},
+                                            {1.0f, 2.0f}));
+  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), ck.tensors));
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(model.status().message()), HasSubstr("layers.0.feed_forward.extra.weight"));
+}
+
+TEST(ModelLoadTest, TensorsOfAnotherArchitectureAreUnexpected) {
+  // A checkpoint with memory tensors loaded under a dense config.
+  TinySpec with_memory;
+  TinySpec dense = with_memory;
+  dense.mem_layers = {};
+  Checkpoint ck = MakeCheckpoint(with_memory);
+  // Give layer 1 its dense FFN too, so that only the memory tensors are extra.
+  Checkpoint d = MakeCheckpoint(dense);
+  for (const TestTensor& t : d.tensors) {
+    if (t.name.rfind("layers.1.feed_forward.w", 0) == 0) ck.tensors.push_back(t);
+  }
+  auto model = Model::Load(WriteCheckpoint(ConfigJson(dense), ck.tensors));
+  ASSERT_FALSE(model.ok());
+  EXPECT_THAT(std::string(model.status().message()), HasSubstr("memory.values.weight"));
+  EXPECT_THAT(std::string(model.status().message()), HasSubstr("layers.1.feed_forward.keys"));
+}
+
+TEST(ModelLoadTest, WrongShapeIsNamed) {
+  TinySpec s;
+  Checkpoint ck = MakeCheckpoint(s);
+  for (TestTensor& t : ck.tensors) {
+    if (t.name == "layers.2.attention.wk.weight") {
+      t = MakeTensor(t.name, DType::kF32, {8, 32}, std::vector<float>(8 * 32, 0.5f));
+    }
+  }
+  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), ck.tensors));
+  ASSERT_FALSE(model.ok());
+  EXPECT_THAT(std::string(model.status().message()), HasSubstr("layers.2.attention.wk.weight"));
+}
+
+TEST(ModelLoadTest, MissingDirectoryFails) {
+  auto model = Model::Load("/nonexistent/memserve/model");
+  EXPECT_FALSE(model.ok());
+}
+
+}  // namespace
+}  // namespace memserve
