@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/setup.sh
-bazel build -c opt //server:memserve >&2
+bazel build //server:memserve >&2
 work="${MEMSERVE_DEMO_DIR:-/tmp/memserve-demo}"
 if [ ! -f "$work/serve/config.json" ]; then
   rm -rf "$work"

@@ -122,9 +122,9 @@ class ReferenceModel:
         Returns [T, dim]."""
         p = f"layers.{i}.attention."
         T = x.shape[0]
-        q = (x @ self.w[p + "wq.weight"].T).view(T, self.n_heads, self.head_dim)
-        k = (x @ self.w[p + "wk.weight"].T).view(T, self.n_kv_heads, self.head_dim)
-        v = (x @ self.w[p + "wv.weight"].T).view(T, self.n_kv_heads, self.head_dim)
+        q = (F.linear(x, self.w[p + "wq.weight"])).view(T, self.n_heads, self.head_dim)
+        k = (F.linear(x, self.w[p + "wk.weight"])).view(T, self.n_kv_heads, self.head_dim)
+        v = (F.linear(x, self.w[p + "wv.weight"])).view(T, self.n_kv_heads, self.head_dim)
         cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
@@ -134,22 +134,24 @@ class ReferenceModel:
             cache["k"][i], cache["v"][i] = k, v
         S = k.shape[0]                                  # keys: positions 0..S-1
         group = self.n_heads // self.n_kv_heads
-        k = k.repeat_interleave(group, dim=1)           # [S, n_heads, head_dim]
-        v = v.repeat_interleave(group, dim=1)
-        scores = torch.einsum("thd,shd->hts", q, k) / math.sqrt(self.head_dim)  # [H, T, S]
+        # Query head j uses kv head j // group: view q as [T, n_kv, group, hd].
+        qg = q.view(T, self.n_kv_heads, group, self.head_dim)
+        scores = torch.einsum("tkgd,skd->kgts", qg, k).reshape(self.n_heads, T, S) \
+            / math.sqrt(self.head_dim)                                          # [H, T, S]
         key_pos = torch.arange(S)
         allowed = key_pos[None, :] <= positions[:, None]                        # causal
         if self.sliding_window:
             allowed &= positions[:, None] - key_pos[None, :] < self.sliding_window
         scores = scores.masked_fill(~allowed[None], float("-inf"))
         probs = torch.softmax(scores, dim=-1)
-        out = torch.einsum("hts,shd->thd", probs, v).reshape(T, self.n_heads * self.head_dim)
-        return out @ self.w[p + "wo.weight"].T
+        probs = probs.view(self.n_kv_heads, group, T, S)
+        out = torch.einsum("kgts,skd->tkgd", probs, v).reshape(T, self.n_heads * self.head_dim)
+        return F.linear(out, self.w[p + "wo.weight"])
 
     def _swiglu(self, i, x):
         p = f"layers.{i}.feed_forward."
-        return (F.silu(x @ self.w[p + "w1.weight"].T) * (x @ self.w[p + "w3.weight"].T)) \
-            @ self.w[p + "w2.weight"].T
+        return F.linear(F.silu(F.linear(x, self.w[p + "w1.weight"])) *
+                        F.linear(x, self.w[p + "w3.weight"]), self.w[p + "w2.weight"])
 
     def _values(self, i):
         name = f"layers.{i}.feed_forward.values.weight"
@@ -169,7 +171,7 @@ class ReferenceModel:
         H, knn, n_keys, k_dim = self.mem_heads, self.mem_knn, self.mem_n_keys, self.mem_k_dim
         half = k_dim // 2
         # 1. queries; head h = columns [h*k_dim, (h+1)*k_dim)
-        q = x @ self.w[p + "query_proj.query_mlps.0.weight"].T + \
+        q = F.linear(x, self.w[p + "query_proj.query_mlps.0.weight"]) + \
             self.w[p + "query_proj.query_mlps.0.bias"]
         q = q.view(N, H, k_dim)
         q1, q2 = q[..., :half], q[..., half:]           # 2. halves
@@ -192,15 +194,15 @@ class ReferenceModel:
         y = (weights[..., None] * gathered).sum(dim=(1, 2))
         # 8. output projection / gating
         if self.swilu:
-            gate = F.silu(x @ self.w[p + "swilu_projection.weight"].T +
+            gate = F.silu(F.linear(x, self.w[p + "swilu_projection.weight"]) +
                           self.w[p + "swilu_projection.bias"])
-            out = (y * gate) @ self.w[p + "value_proj.weight"].T + self.w[p + "value_proj.bias"]
+            out = F.linear(y * gate, self.w[p + "value_proj.weight"], self.w[p + "value_proj.bias"])
         elif self.value_proj:
-            out = y @ self.w[p + "value_proj.weight"].T + self.w[p + "value_proj.bias"]
+            out = F.linear(y, self.w[p + "value_proj.weight"], self.w[p + "value_proj.bias"])
         else:
             out = y
         if self.gated:
-            out = torch.sigmoid(x @ self.w[p + "gating.weight"].T + self.w[p + "gating.bias"]) * out
+            out = torch.sigmoid(F.linear(x, self.w[p + "gating.weight"]) + self.w[p + "gating.bias"]) * out
         trace = None
         if want_trace:
             trace = dict(layer=i, indices=rows.clone(), scores=scores.clone(),
@@ -257,7 +259,7 @@ class ReferenceModel:
             cache["pos"] = start + T
         if last_only:
             h = h[-1:]
-        logits = rms_norm(h, self.w["norm.weight"], self.norm_eps) @ self.w["output.weight"].T
+        logits = F.linear(rms_norm(h, self.w["norm.weight"], self.norm_eps), self.w["output.weight"])
         return logits, trace
 
     @torch.no_grad()
