@@ -1,12 +1,13 @@
 // memserve: the command-line entry point.
 //
-//   memserve generate --model DIR --prompt TEXT [--max_tokens N] [--temperature T]
+//   memserve generate [--model DIR] --prompt TEXT [--max_tokens N] [--temperature T]
 //       [--top_k K] [--top_p P] [--min_p M] [--seed S] [--stop S1,S2]
 //       [--logprobs K] [--output text|jsonl]
 //
 // Exit codes: 0 success, 2 bad arguments or request (the message names the
 // field), 1 anything else (e.g. a corrupt checkpoint, named in the message).
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -21,7 +22,9 @@
 #include "engine/tokenizer.h"
 #include "nlohmann/json.hpp"
 
-ABSL_FLAG(std::string, model, "", "serving checkpoint directory (config.json, model.safetensors)");
+ABSL_FLAG(std::string, model, "",
+          "serving checkpoint directory (config.json, model.safetensors); default: the "
+          "bundled demo model (models/demo)");
 ABSL_FLAG(std::string, prompt, "", "prompt text (BOS is added)");
 ABSL_FLAG(int, max_tokens, 64, "maximum tokens to generate");
 ABSL_FLAG(double, temperature, 0.0, "sampling temperature; 0 = greedy");
@@ -38,6 +41,20 @@ ABSL_FLAG(int, threads, 0, "CPU threads; 0 = all cores");
 namespace memserve {
 namespace {
 
+// The bundled demo model: ./models/demo when run from the repository root,
+// else the copy in the binary's Bazel runfiles.
+std::string DefaultModelDir() {
+  const std::string in_repo = "models/demo";
+  if (std::filesystem::exists(in_repo + "/config.json")) return in_repo;
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const std::string runfiles = exe.string() + ".runfiles/memserve/models/demo";
+    if (std::filesystem::exists(runfiles + "/config.json")) return runfiles;
+  }
+  return in_repo;  // the load error will name it
+}
+
 int ExitCodeFor(const absl::Status& s) {
   return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
@@ -53,8 +70,8 @@ int RunGenerate() {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat("--output must be 'text' or 'jsonl', got '", output, "'")));
   }
-  const std::string dir = absl::GetFlag(FLAGS_model);
-  if (dir.empty()) return Fail(absl::InvalidArgumentError("--model is required"));
+  std::string dir = absl::GetFlag(FLAGS_model);
+  if (dir.empty()) dir = DefaultModelDir();
 
   GenerateOptions opts;
   opts.prompt = absl::GetFlag(FLAGS_prompt);

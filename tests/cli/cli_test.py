@@ -102,10 +102,14 @@ class GenerateTest(unittest.TestCase):
         out = "".join(o["text"] for o in objs[:-1]) + objs[-1]["text"]
         self.assertEqual(out, text[: text.find(mid)])
 
-    def test_no_model_flag(self):
-        r = subprocess.run([MEMSERVE, "generate", "--prompt", "x"], capture_output=True,
-                           text=True)
-        self.assertNotEqual(r.returncode, 0)
+    def test_unknown_command_and_extra_arguments(self):
+        r = subprocess.run([MEMSERVE, "serve-all"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("unknown command", r.stderr)
+        r = subprocess.run([MEMSERVE, "generate", "oops", "--model", MODEL, "--prompt", "x"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("oops", r.stderr)
 
 
 class BadInputTest(unittest.TestCase):
