@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/file_util.h"
 #include "engine/status_macros.h"
 #include "engine/strict_json.h"
 #include "nlohmann/json.hpp"
@@ -391,27 +392,9 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view json_text) {
 
 absl::StatusOr<ModelConfig> ModelConfig::LoadFromDir(const std::string& dir) {
   const std::string path = dir + "/config.json";
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    const int err = errno;
-    if (err == ENOENT || err == ENOTDIR) {
-      return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-    }
-    return absl::UnavailableError(absl::StrCat(path, ": ", std::strerror(err)));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
-  }
-  if (static_cast<uint64_t>(st.st_size) > kMaxConfigBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": ", st.st_size, " bytes is larger than the ", kMaxConfigBytes, "-byte limit"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::UnavailableError(absl::StrCat(path, ": cannot open for reading"));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::UnavailableError(absl::StrCat(path, ": read error"));
-  absl::StatusOr<ModelConfig> cfg = FromJson(ss.str());
+  std::string text;
+  RETURN_IF_ERROR(ReadSmallFile(path, kMaxConfigBytes, &text));
+  absl::StatusOr<ModelConfig> cfg = FromJson(text);
   if (!cfg.ok()) {
     return absl::Status(cfg.status().code(), absl::StrCat(path, ": ", cfg.status().message()));
   }

@@ -13,11 +13,15 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "engine/file_util.h"
 #include "engine/sentencepiece_shim.h"
 #include "engine/status_macros.h"
 
 namespace memserve {
 namespace {
+
+// A SentencePiece model is a few MB at most (Llama-2: 500 KB).
+constexpr size_t kMaxTokenizerFileBytes = 64 << 20;
 
 constexpr char kReplacementChar[] = "\xEF\xBF\xBD";  // U+FFFD
 constexpr char kSpaceSymbol[] = "\xE2\x96\x81";      // U+2581
@@ -73,24 +77,6 @@ void Drain(std::string* pending, bool final, std::string* out) {
     }
   }
   pending->erase(0, i);
-}
-
-absl::Status ReadFile(const std::string& path, std::string* out) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    const int err = errno;
-    if (err == ENOENT || err == ENOTDIR)
-      return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-    return absl::ErrnoToStatus(err, path);
-  }
-  if (!S_ISREG(st.st_mode)) return absl::DataLossError(absl::StrCat(path, ": not a regular file"));
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::UnavailableError(absl::StrCat(path, ": cannot open for reading"));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::UnavailableError(absl::StrCat(path, ": read error"));
-  *out = ss.str();
-  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------------------
@@ -210,7 +196,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const TokenizerConfig& cfg,
                                                          const std::string& path) {
     std::string data;
-    RETURN_IF_ERROR(ReadFile(path, &data));
+    RETURN_IF_ERROR(ReadSmallFile(path, kMaxTokenizerFileBytes, &data));
     std::string error;
     std::unique_ptr<SentencePieceShim> sp = SentencePieceShim::Load(data, &error);
     if (sp == nullptr) {
