@@ -48,8 +48,10 @@ struct RopeTable {
     for (int p = 0; p < max_positions; ++p) {
       for (int i = 0; i < half; ++i) {
         const float angle = static_cast<float>(p) * freq[i];
-        t.cos[static_cast<size_t>(p) * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-        t.sin[static_cast<size_t>(p) * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+        t.cos[static_cast<size_t>(p) * half + i] =
+            static_cast<float>(std::cos(static_cast<double>(angle)));
+        t.sin[static_cast<size_t>(p) * half + i] =
+            static_cast<float>(std::sin(static_cast<double>(angle)));
       }
     }
     return t;
@@ -69,7 +71,7 @@ struct AttentionArgs {
   int n_heads = 0;
   int n_kv_heads = 0;  // divides n_heads
   int head_dim = 0;
-  int sliding_window = 0;  // 0 = unlimited
+  int sliding_window = 0;          // 0 = unlimited
   const float* q = nullptr;        // [n_tokens, n_heads, head_dim], rotated
   const float* k_cache = nullptr;  // [>= start_pos + n_tokens, n_kv_heads, head_dim]
   const float* v_cache = nullptr;  // same layout as k_cache
@@ -91,11 +93,13 @@ struct MemoryLookupArgs {
   int64_t n_tokens = 0;
   int heads = 0;
   int n_keys = 0;
-  int knn = 0;  // 1 <= knn <= n_keys
+  int knn = 0;    // 1 <= knn <= n_keys
   int k_dim = 0;  // even
   int v_dim = 0;
-  const float* queries = nullptr;      // [n_tokens, heads * k_dim]; head h = cols [h*k_dim, (h+1)*k_dim)
-  const TensorView* keys = nullptr;    // [2 * heads * n_keys, k_dim / 2], F32 or BF16 ([heads, 2, n_keys, k_dim/2])
+  const float* queries =
+      nullptr;  // [n_tokens, heads * k_dim]; head h = cols [h*k_dim, (h+1)*k_dim)
+  const TensorView* keys =
+      nullptr;  // [2 * heads * n_keys, k_dim / 2], F32 or BF16 ([heads, 2, n_keys, k_dim/2])
   const TensorView* values = nullptr;  // [n_keys^2, v_dim], BF16 or F32
   float* out = nullptr;                // [n_tokens, v_dim]
   int64_t* out_indices = nullptr;      // optional [n_tokens, heads, knn] rows, score-descending
@@ -111,8 +115,8 @@ class Backend {
   // y[t, o] = sum_i x[t, i] * w[o, i] (+ bias[o]).
   // x [n_tokens, in], w [out, in] F32|BF16, bias [out] F32|BF16 or null,
   // y [n_tokens, out]. y must not alias x.
-  virtual void MatMul(const float* x, int64_t n_tokens, const TensorView& w,
-                      const TensorView* bias, float* y) = 0;
+  virtual void MatMul(const float* x, int64_t n_tokens, const TensorView& w, const TensorView* bias,
+                      float* y) = 0;
 
   // y[t] = x[t] * rsqrt(mean(x[t]^2) + eps) * weight; weight [dim] F32|BF16.
   // y may alias x.
@@ -125,8 +129,8 @@ class Backend {
   // Rotates x [n_tokens, n_heads, head_dim] in place; token t is at position
   // positions[t] (REQUIRES: 0 <= positions[t] < table.max_positions and
   // head_dim == table.head_dim).
-  virtual void Rope(float* x, int64_t n_tokens, int n_heads, int head_dim,
-                    const int32_t* positions, const RopeTable& table) = 0;
+  virtual void Rope(float* x, int64_t n_tokens, int n_heads, int head_dim, const int32_t* positions,
+                    const RopeTable& table) = 0;
 
   virtual void Attention(const AttentionArgs& args) = 0;
 

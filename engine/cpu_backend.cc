@@ -86,6 +86,20 @@ const CpuBackend::Kernels kGenericKernels = {
 
 #define MEMSERVE_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
+// Weight rows stream from memory once per token at decode sizes. The hardware
+// prefetcher alone leaves bandwidth unused with several rows read at once
+// (measured: bf16 decode matmul ~12 -> ~17 GB/s), so each row is prefetched
+// this far ahead, once per 64 bytes of progress along the row. (A macro, not
+// an inline function: GCC 12 drops a conditional prefetch inside an inlined
+// helper.)
+constexpr int64_t kPrefetchBytes = 512;
+#define MEMSERVE_PREFETCH_AHEAD(row, k)                                                       \
+  do {                                                                                        \
+    if ((((k) * static_cast<int64_t>(sizeof(*(row)))) & 63) == 0) {                           \
+      _mm_prefetch(reinterpret_cast<const char*>((row) + (k)) + kPrefetchBytes, _MM_HINT_T0); \
+    }                                                                                         \
+  } while (0)
+
 namespace avx2 {
 
 MEMSERVE_TARGET_AVX2 inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
@@ -113,7 +127,10 @@ MEMSERVE_TARGET_AVX2 void Block(const W* w, int64_t ldw, int64_t in, const float
   for (; k + 8 <= in; k += 8) {
     __m256 wv[R];
 #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) wv[r] = Load8(w + r * ldw + k);
+    for (int r = 0; r < R; ++r) {
+      MEMSERVE_PREFETCH_AHEAD(w + r * ldw, k);
+      wv[r] = Load8(w + r * ldw + k);
+    }
 #pragma GCC unroll 4
     for (int t = 0; t < TB; ++t) {
       const __m256 xv = _mm256_loadu_ps(x + t * ldx + k);
@@ -131,17 +148,16 @@ MEMSERVE_TARGET_AVX2 void Block(const W* w, int64_t ldw, int64_t in, const float
 }
 
 template <int R, typename W>
-MEMSERVE_TARGET_AVX2 void RowBlock(const W* w, int64_t ldw, int64_t in, const float* x,
-                                   int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
+MEMSERVE_TARGET_AVX2 void RowBlock(const W* w, int64_t ldw, int64_t in, const float* x, int64_t ldx,
+                                   int64_t tokens, float* y, int64_t ldy) {
   int64_t t = 0;
   for (; t + 2 <= tokens; t += 2) Block<R, 2>(w, ldw, in, x + t * ldx, ldx, y + t * ldy, ldy);
   if (t < tokens) Block<R, 1>(w, ldw, in, x + t * ldx, ldx, y + t * ldy, ldy);
 }
 
 template <typename W>
-MEMSERVE_TARGET_AVX2 void MatMul(const W* w, int64_t ldw, int64_t in, int64_t rows,
-                                 const float* x, int64_t ldx, int64_t tokens, float* y,
-                                 int64_t ldy) {
+MEMSERVE_TARGET_AVX2 void MatMul(const W* w, int64_t ldw, int64_t in, int64_t rows, const float* x,
+                                 int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4) RowBlock<4>(w + r * ldw, ldw, in, x, ldx, tokens, y + r, ldy);
   for (; r < rows; ++r) RowBlock<1>(w + r * ldw, ldw, in, x, ldx, tokens, y + r, ldy);
@@ -154,7 +170,8 @@ MEMSERVE_TARGET_AVX2 float Dot(const float* a, const float* b, int64_t n) {
     acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc0);
     acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), acc1);
   }
-  for (; k + 8 <= n; k += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc0);
+  for (; k + 8 <= n; k += 8)
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc0);
   float s = Sum8(_mm256_add_ps(acc0, acc1));
   for (; k < n; ++k) s += a[k] * b[k];
   return s;
@@ -215,8 +232,8 @@ MEMSERVE_TARGET_AVX512 inline __mmask16 TailMask(int64_t n) {
 }
 
 template <int R, int TB, typename W>
-MEMSERVE_TARGET_AVX512 void Block(const W* w, int64_t ldw, int64_t in, const float* x,
-                                  int64_t ldx, float* y, int64_t ldy) {
+MEMSERVE_TARGET_AVX512 void Block(const W* w, int64_t ldw, int64_t in, const float* x, int64_t ldx,
+                                  float* y, int64_t ldy) {
   __m512 acc[R][TB];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
@@ -227,7 +244,10 @@ MEMSERVE_TARGET_AVX512 void Block(const W* w, int64_t ldw, int64_t in, const flo
   for (; k + 16 <= in; k += 16) {
     __m512 wv[R];
 #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) wv[r] = Load16(w + r * ldw + k);
+    for (int r = 0; r < R; ++r) {
+      MEMSERVE_PREFETCH_AHEAD(w + r * ldw, k);
+      wv[r] = Load16(w + r * ldw + k);
+    }
 #pragma GCC unroll 4
     for (int t = 0; t < TB; ++t) {
       const __m512 xv = _mm512_loadu_ps(x + t * ldx + k);
@@ -503,8 +523,8 @@ void CpuBackend::MatMul(const float* x, int64_t n_tokens, const TensorView& w,
   const int64_t out = w.shape[0];
   const int64_t in = w.shape[1];
   GroupedMatMul(w.data, w.dtype, out, in, /*rows_per_group=*/out, /*x_group_stride=*/0,
-                bias != nullptr ? bias->data : nullptr,
-                bias != nullptr ? bias->dtype : DType::kF32, x, in, n_tokens, y, out);
+                bias != nullptr ? bias->data : nullptr, bias != nullptr ? bias->dtype : DType::kF32,
+                x, in, n_tokens, y, out);
 }
 
 void CpuBackend::RmsNorm(const float* x, int64_t n_tokens, const TensorView& weight, float eps,
@@ -577,7 +597,8 @@ void CpuBackend::Attention(const AttentionArgs& a) {
       const int h = static_cast<int>(item % a.n_heads);
       const int kvh = h / group;
       const int64_t pos = a.start_pos + t;
-      const int64_t lo = a.sliding_window > 0 ? std::max<int64_t>(0, pos - a.sliding_window + 1) : 0;
+      const int64_t lo =
+          a.sliding_window > 0 ? std::max<int64_t>(0, pos - a.sliding_window + 1) : 0;
       const int64_t n = pos - lo + 1;
       GrowTo(&scores, static_cast<size_t>(n));
       const float* q = a.q + (t * a.n_heads + h) * hd;
@@ -716,8 +737,8 @@ void CpuBackend::MemoryLookup(const MemoryLookupArgs& a) {
     // 3. Weighted gather of value rows, summed over heads, fp32 accumulation.
     //    Tasks are (token, column block); small batches split columns so that
     //    all threads take part.
-    const int64_t col_blocks = std::max<int64_t>(
-        1, std::min<int64_t>(v_dim / 64, (2LL * threads + nb - 1) / nb));
+    const int64_t col_blocks =
+        std::max<int64_t>(1, std::min<int64_t>(v_dim / 64, (2LL * threads + nb - 1) / nb));
     const int64_t col_block = ((v_dim + col_blocks - 1) / col_blocks + 15) / 16 * 16;
     const int64_t n_col_blocks = (v_dim + col_block - 1) / col_block;
     const bool bf16_values = a.values->dtype == DType::kBF16;
@@ -732,8 +753,8 @@ void CpuBackend::MemoryLookup(const MemoryLookupArgs& a) {
         const int64_t* rows = lookup_rows_.data() + t * heads * knn;
         for (int64_t i = 0; i < static_cast<int64_t>(heads) * knn; ++i) {
           if (bf16_values) {
-            kern.axpy_bf16(w[i], static_cast<const uint16_t*>(a.values->data) + rows[i] * v_dim + c0,
-                           out, cn);
+            kern.axpy_bf16(
+                w[i], static_cast<const uint16_t*>(a.values->data) + rows[i] * v_dim + c0, out, cn);
           } else {
             kern.axpy_f32(w[i], static_cast<const float*>(a.values->data) + rows[i] * v_dim + c0,
                           out, cn);

@@ -30,8 +30,8 @@ std::vector<CpuIsa> SupportedCpuIsas();
 class CpuBackend : public Backend {
  public:
   struct Options {
-    int num_threads = 0;          // <= 0: one per hardware thread
-    CpuIsa isa = CpuIsa::kAuto;   // an unsupported level falls back to kAuto
+    int num_threads = 0;         // <= 0: one per hardware thread
+    CpuIsa isa = CpuIsa::kAuto;  // an unsupported level falls back to kAuto
   };
 
   explicit CpuBackend(const Options& options);
@@ -61,10 +61,9 @@ class CpuBackend : public Backend {
   // y[t, r] = dot(w[r, :], x[t, g(r) * x_group_stride : + in]) (+ bias[r])
   // for r < rows, t < n_tokens, where g(r) = r / rows_per_group: rows of one
   // group read their own column slice of x (used for per-head sub-keys).
-  void GroupedMatMul(const void* w, DType w_dtype, int64_t rows, int64_t in,
-                     int64_t rows_per_group, int64_t x_group_stride, const void* bias,
-                     DType bias_dtype, const float* x, int64_t ldx, int64_t n_tokens, float* y,
-                     int64_t ldy);
+  void GroupedMatMul(const void* w, DType w_dtype, int64_t rows, int64_t in, int64_t rows_per_group,
+                     int64_t x_group_stride, const void* bias, DType bias_dtype, const float* x,
+                     int64_t ldx, int64_t n_tokens, float* y, int64_t ldy);
 
   CpuIsa isa_;
   const Kernels* kernels_;

@@ -94,7 +94,7 @@ TEST_P(CpuBackendTest, MatMulMatchesNaiveLoop) {
   struct Case {
     int64_t out, in, tokens;
   };
-  const Case cases[] = {{1, 1, 1},    {7, 13, 1},    {33, 100, 3},  {64, 257, 5},
+  const Case cases[] = {{1, 1, 1},     {7, 13, 1},    {33, 100, 3}, {64, 257, 5},
                         {130, 64, 70}, {16, 1024, 2}, {5, 31, 131}, {300, 48, 9}};
   for (const Case& c : cases) {
     for (DType wt : {DType::kF32, DType::kBF16}) {
@@ -256,12 +256,12 @@ TEST_P(CpuBackendTest, AttentionMatchesNaiveLoop) {
     int64_t start, tokens;
     int window;
   };
-  const Case cases[] = {{4, 4, 16, 0, 1, 0},  {4, 4, 16, 0, 7, 0},  {4, 2, 8, 5, 3, 0},
-                        {6, 1, 20, 9, 1, 0},  {4, 2, 16, 3, 9, 4},  {2, 2, 32, 20, 1, 5},
+  const Case cases[] = {{4, 4, 16, 0, 1, 0},  {4, 4, 16, 0, 7, 0}, {4, 2, 8, 5, 3, 0},
+                        {6, 1, 20, 9, 1, 0},  {4, 2, 16, 3, 9, 4}, {2, 2, 32, 20, 1, 5},
                         {8, 2, 64, 0, 33, 0}, {4, 4, 16, 0, 12, 1}};
   for (const Case& c : cases) {
-    SCOPED_TRACE(absl::StrCat("heads=", c.n_heads, " kv=", c.n_kv, " hd=", c.hd, " start=",
-                              c.start, " T=", c.tokens, " window=", c.window));
+    SCOPED_TRACE(absl::StrCat("heads=", c.n_heads, " kv=", c.n_kv, " hd=", c.hd, " start=", c.start,
+                              " T=", c.tokens, " window=", c.window));
     const int64_t total = c.start + c.tokens;
     std::vector<float> q = RandomVector(c.tokens * c.n_heads * c.hd, &rng_);
     std::vector<float> k = RandomVector(total * c.n_kv * c.hd, &rng_);
@@ -321,8 +321,8 @@ struct LookupCase {
 struct BruteForce {
   std::vector<int64_t> rows;  // [tokens, heads, knn]
   std::vector<double> scores;
-  std::vector<double> out;    // [tokens, v_dim]
-  std::vector<double> gap;    // [tokens, heads]: score(knn-1) - score(knn) in the full order
+  std::vector<double> out;  // [tokens, v_dim]
+  std::vector<double> gap;  // [tokens, heads]: score(knn-1) - score(knn) in the full order
 };
 
 BruteForce BruteForceLookup(const LookupCase& c, const std::vector<float>& queries,
@@ -354,9 +354,8 @@ BruteForce BruteForceLookup(const LookupCase& c, const std::vector<float>& queri
       std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
         return a.first > b.first || (a.first == b.first && a.second < b.second);
       });
-      bf.gap.push_back(static_cast<size_t>(c.knn) < all.size()
-                           ? all[c.knn - 1].first - all[c.knn].first
-                           : 1e30);
+      bf.gap.push_back(
+          static_cast<size_t>(c.knn) < all.size() ? all[c.knn - 1].first - all[c.knn].first : 1e30);
       double mx = all[0].first, sum = 0;
       for (int k = 0; k < c.knn; ++k) sum += std::exp(all[k].first - mx);
       for (int k = 0; k < c.knn; ++k) {
@@ -375,8 +374,8 @@ BruteForce BruteForceLookup(const LookupCase& c, const std::vector<float>& queri
 void RunLookupCase(CpuBackend* backend, const LookupCase& c, std::mt19937* rng) {
   SCOPED_TRACE(absl::StrCat("heads=", c.heads, " n_keys=", c.n_keys, " knn=", c.knn,
                             " k_dim=", c.k_dim, " v_dim=", c.v_dim, " T=", c.tokens,
-                            " keys=", DTypeName(c.key_dtype), " values=",
-                            DTypeName(c.value_dtype), " int=", c.integer_data));
+                            " keys=", DTypeName(c.key_dtype), " values=", DTypeName(c.value_dtype),
+                            " int=", c.integer_data));
   const int half = c.k_dim / 2;
   std::uniform_int_distribution<int> small(-2, 2);
   auto make = [&](int64_t n) {
@@ -389,9 +388,9 @@ void RunLookupCase(CpuBackend* backend, const LookupCase& c, std::mt19937* rng) 
   std::vector<float> queries = make(c.tokens * c.heads * c.k_dim);
   OwnedTensor keys = FromValues(make(2LL * c.heads * c.n_keys * half),
                                 {2LL * c.heads * c.n_keys, half}, c.key_dtype);
-  OwnedTensor values = FromValues(RandomVector(static_cast<int64_t>(c.n_keys) * c.n_keys * c.v_dim, rng),
-                                  {static_cast<int64_t>(c.n_keys) * c.n_keys, c.v_dim},
-                                  c.value_dtype);
+  OwnedTensor values =
+      FromValues(RandomVector(static_cast<int64_t>(c.n_keys) * c.n_keys * c.v_dim, rng),
+                 {static_cast<int64_t>(c.n_keys) * c.n_keys, c.v_dim}, c.value_dtype);
   std::vector<float> out(c.tokens * c.v_dim, -3.0f);
   std::vector<int64_t> rows(c.tokens * c.heads * c.knn, -1);
   std::vector<float> scores(rows.size());
@@ -418,7 +417,8 @@ void RunLookupCase(CpuBackend* backend, const LookupCase& c, std::mt19937* rng) 
       // Random floats: require a clear gap at the cut; integers are exact.
       const bool clear = c.integer_data || bf.gap[t * c.heads + h] > 1e-3;
       for (int k = 0; k < c.knn; ++k) {
-        ASSERT_NEAR(scores[base + k], bf.scores[base + k], 1e-5 * (1 + std::fabs(bf.scores[base + k])))
+        ASSERT_NEAR(scores[base + k], bf.scores[base + k],
+                    1e-5 * (1 + std::fabs(bf.scores[base + k])))
             << "t=" << t << " h=" << h << " k=" << k;
         if (!clear) continue;
         // Within the top-knn, compare rows where neighbours are clearly apart.
@@ -451,10 +451,10 @@ TEST_P(CpuBackendTest, MemoryLookupMatchesBruteForce) {
       {2, 32, 8, 16, 24, 3, DType::kF32, DType::kBF16, false},
       {4, 32, 32, 34, 20, 2, DType::kBF16, DType::kBF16, false},  // knn == n_keys
       {3, 24, 5, 10, 33, 1, DType::kF32, DType::kF32, false},
-      {2, 16, 6, 12, 16, 70, DType::kF32, DType::kBF16, false},   // > one token block
-      {4, 16, 8, 8, 16, 4, DType::kF32, DType::kBF16, true},      // exact ties
+      {2, 16, 6, 12, 16, 70, DType::kF32, DType::kBF16, false},  // > one token block
+      {4, 16, 8, 8, 16, 4, DType::kF32, DType::kBF16, true},     // exact ties
       {2, 20, 16, 6, 8, 3, DType::kBF16, DType::kF32, true},
-      {1, 8, 1, 4, 4, 5, DType::kF32, DType::kBF16, true},        // knn == 1
+      {1, 8, 1, 4, 4, 5, DType::kF32, DType::kBF16, true},  // knn == 1
   };
   for (const LookupCase& c : cases) RunLookupCase(&backend_, c, &rng_);
 }
@@ -492,12 +492,11 @@ std::vector<std::tuple<CpuIsa, int>> AllConfigs() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllIsas, CpuBackendTest, ::testing::ValuesIn(AllConfigs()),
-    [](const ::testing::TestParamInfo<std::tuple<CpuIsa, int>>& info) {
-      return absl::StrCat(CpuIsaName(std::get<0>(info.param)), "_", std::get<1>(info.param),
-                          "threads");
-    });
+INSTANTIATE_TEST_SUITE_P(AllIsas, CpuBackendTest, ::testing::ValuesIn(AllConfigs()),
+                         [](const ::testing::TestParamInfo<std::tuple<CpuIsa, int>>& info) {
+                           return absl::StrCat(CpuIsaName(std::get<0>(info.param)), "_",
+                                               std::get<1>(info.param), "threads");
+                         });
 
 TEST(CpuIsaTest, GenericIsAlwaysSupported) {
   EXPECT_TRUE(CpuIsaSupported(CpuIsa::kGeneric));

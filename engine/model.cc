@@ -64,10 +64,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   std::unique_ptr<Model> model(new Model());
   ASSIGN_OR_RETURN(model->config_, ModelConfig::LoadFromDir(dir));
   ASSIGN_OR_RETURN(model->store_, WeightStore::Open(dir));
-  RETURN_IF_ERROR(model->LoadWeights());
+  RETURN_IF_ERROR(model->LoadWeights(dir));
   const ModelConfig& c = model->config_;
-  model->rope_ = RopeTable::Make(c.head_dim, std::min(c.max_seqlen, kInitialRopePositions),
-                                 c.rope_theta);
+  model->rope_ =
+      RopeTable::Make(c.head_dim, std::min(c.max_seqlen, kInitialRopePositions), c.rope_theta);
   CpuBackend::Options backend_options;
   backend_options.num_threads = options.num_threads;
   model->backend_ = std::make_unique<CpuBackend>(backend_options);
@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   return model;
 }
 
-absl::Status Model::LoadWeights() {
+absl::Status Model::LoadWeights(const std::string& dir) {
   const ModelConfig& c = config_;
   const MemoryConfig& m = c.memory;
   // Invariants the forward pass relies on (config.cc validates them too).
@@ -84,25 +84,24 @@ absl::Status Model::LoadWeights() {
       c.vocab_size <= 0 || c.max_seqlen <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("config.json: unsupported shape dim=", c.dim, " n_layers=", c.n_layers,
-                     " n_heads=", c.n_heads, " n_kv_heads=", c.n_kv_heads,
-                     " head_dim=", c.head_dim, " vocab_size=", c.vocab_size,
-                     " max_seqlen=", c.max_seqlen));
+                     " n_heads=", c.n_heads, " n_kv_heads=", c.n_kv_heads, " head_dim=", c.head_dim,
+                     " vocab_size=", c.vocab_size, " max_seqlen=", c.max_seqlen));
   }
   if (!m.layers.empty()) {
     if (m.n_keys <= 0 || m.heads <= 0 || m.knn <= 0 || m.knn > m.n_keys || m.k_dim <= 0 ||
         m.k_dim % 2 != 0 || m.v_dim <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config.json: unsupported memory shape n_keys=", m.n_keys, " heads=", m.heads,
-          " knn=", m.knn, " k_dim=", m.k_dim, " v_dim=", m.v_dim));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.json: unsupported memory shape n_keys=", m.n_keys,
+                       " heads=", m.heads, " knn=", m.knn, " k_dim=", m.k_dim, " v_dim=", m.v_dim));
     }
     if (m.swilu_projection && !m.value_proj) {
       return absl::InvalidArgumentError(
           "config.json: memory.swilu_projection requires memory.value_proj");
     }
     if (!m.value_proj && m.v_dim != c.dim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config.json: memory.v_dim=", m.v_dim, " differs from dim=", c.dim,
-          " but memory.value_proj is false"));
+      return absl::InvalidArgumentError(absl::StrCat("config.json: memory.v_dim=", m.v_dim,
+                                                     " differs from dim=", c.dim,
+                                                     " but memory.value_proj is false"));
     }
   }
 
@@ -176,7 +175,8 @@ absl::Status Model::LoadWeights() {
     constexpr size_t kMaxListed = 10;
     const size_t listed = std::min(unexpected.size(), kMaxListed);
     return absl::InvalidArgumentError(absl::StrCat(
-        "checkpoint has ", unexpected.size(), " tensor(s) that config.json does not use: ",
+        "checkpoint ", dir, " has ", unexpected.size(),
+        " tensor(s) that its config.json does not use: ",
         absl::StrJoin(unexpected.begin(), unexpected.begin() + listed, ", "),
         unexpected.size() > listed ? ", ..." : "",
         " (check memory.layers, memory.share_values, swilu_projection, value_proj, gated)"));
@@ -186,9 +186,9 @@ absl::Status Model::LoadWeights() {
 
 std::unique_ptr<KvCache> Model::NewCache(int capacity) const {
   capacity = std::max(1, std::min(capacity, config_.max_seqlen));
-  return std::unique_ptr<KvCache>(new KvCache(this, config_.n_layers, capacity,
-                                              static_cast<int64_t>(config_.n_kv_heads) *
-                                                  config_.head_dim));
+  return std::unique_ptr<KvCache>(
+      new KvCache(this, config_.n_layers, capacity,
+                  static_cast<int64_t>(config_.n_kv_heads) * config_.head_dim));
 }
 
 void Model::EnsureRope(int positions) {
@@ -219,14 +219,13 @@ absl::Status Model::Forward(KvCache* cache, absl::Span<const int> tokens, bool a
   const int64_t start = cache->length();
   const int64_t end = start + static_cast<int64_t>(tokens.size());
   if (end > cache->capacity()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sequence of ", end, " tokens (", start, " cached + ", tokens.size(),
-        " new) exceeds the KV cache capacity of ", cache->capacity(), " tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence of ", end, " tokens (", start, " cached + ", tokens.size(),
+                     " new) exceeds the KV cache capacity of ", cache->capacity(), " tokens"));
   }
   if (end > config_.max_seqlen) {
-    return absl::InvalidArgumentError(absl::StrCat("sequence of ", end,
-                                                   " tokens exceeds the model's max_seqlen of ",
-                                                   config_.max_seqlen));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sequence of ", end, " tokens exceeds the model's max_seqlen of ", config_.max_seqlen));
   }
 
   EnsureRope(static_cast<int>(end));
@@ -259,8 +258,8 @@ absl::Status Model::Forward(KvCache* cache, absl::Span<const int> tokens, bool a
   return absl::OkStatus();
 }
 
-void Model::ForwardChunk(KvCache* cache, absl::Span<const int> tokens, int start,
-                         bool all_logits, float* logits, std::vector<MemoryTrace>* trace) {
+void Model::ForwardChunk(KvCache* cache, absl::Span<const int> tokens, int start, bool all_logits,
+                         float* logits, std::vector<MemoryTrace>* trace) {
   const ModelConfig& c = config_;
   const MemoryConfig& m = c.memory;
   Backend& be = *backend_;
@@ -286,16 +285,16 @@ void Model::ForwardChunk(KvCache* cache, absl::Span<const int> tokens, int start
   s.positions.resize(T);
   for (int64_t t = 0; t < T; ++t) s.positions[t] = static_cast<int32_t>(start + t);
 
-  float* h = s.h.data();     // [T, dim]
-  float* xn = s.xn.data();   // [T, dim]
+  float* h = s.h.data();    // [T, dim]
+  float* xn = s.xn.data();  // [T, dim]
   be.Embedding(tok_embeddings_, tokens, h);
   int memory_index = 0;
   for (int i = 0; i < c.n_layers; ++i) {
     const Layer& l = layers_[i];
     // --- attention block: h += wo(attention(rope(wq x), rope(wk x), wv x)) ---
     be.RmsNorm(h, T, l.attention_norm, c.norm_eps, xn);
-    float* q = s.q.data();                                          // [T, n_heads, head_dim]
-    float* k_new = cache->keys(i) + static_cast<int64_t>(start) * kv_dim;    // [T, kv_dim]
+    float* q = s.q.data();                                                 // [T, n_heads, head_dim]
+    float* k_new = cache->keys(i) + static_cast<int64_t>(start) * kv_dim;  // [T, kv_dim]
     float* v_new = cache->values(i) + static_cast<int64_t>(start) * kv_dim;  // [T, kv_dim]
     be.MatMul(xn, T, l.wq, nullptr, q);
     be.MatMul(xn, T, l.wk, nullptr, k_new);

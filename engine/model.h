@@ -96,7 +96,7 @@ class Model {
   struct Scratch;
   Model();
 
-  absl::Status LoadWeights();
+  absl::Status LoadWeights(const std::string& dir);
   // Runs tokens at positions start.. through all layers; chunk <= kMaxChunk.
   void ForwardChunk(KvCache* cache, absl::Span<const int> tokens, int start, bool all_logits,
                     float* logits, std::vector<MemoryTrace>* trace);

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -59,9 +59,9 @@ std::string SerializeSafetensors(const std::vector<TestTensor>& tensors) {
   size_t offset = 0;
   for (const TestTensor& t : tensors) {
     if (header.size() > 1) header += ",";
-    absl::StrAppend(&header, "\"", t.name, "\":{\"dtype\":\"", DTypeName(t.dtype),
-                    "\",\"shape\":[", absl::StrJoin(t.shape, ","), "],\"data_offsets\":[",
-                    offset, ",", offset + t.bytes.size(), "]}");
+    absl::StrAppend(&header, "\"", t.name, "\":{\"dtype\":\"", DTypeName(t.dtype), "\",\"shape\":[",
+                    absl::StrJoin(t.shape, ","), "],\"data_offsets\":[", offset, ",",
+                    offset + t.bytes.size(), "]}");
     offset += t.bytes.size();
   }
   header += "}";
@@ -127,9 +127,9 @@ std::string ConfigJson(const TinySpec& s) {
         s.value_proj ? "true" : "false", R"(, "gated": )", s.gated ? "true" : "false", "}");
   }
   return absl::StrCat(
-      R"({"format": "memserve-llama-pk", "format_version": 1, "dim": )", s.dim,
-      R"(, "n_layers": )", s.n_layers, R"(, "n_heads": )", s.n_heads, R"(, "n_kv_heads": )",
-      s.n_kv_heads, R"(, "head_dim": )", s.head_dim, R"(, "ffn_hidden_dim": )", s.ffn_hidden,
+      R"({"format": "memserve-llama-pk", "format_version": 1, "dim": )", s.dim, R"(, "n_layers": )",
+      s.n_layers, R"(, "n_heads": )", s.n_heads, R"(, "n_kv_heads": )", s.n_kv_heads,
+      R"(, "head_dim": )", s.head_dim, R"(, "ffn_hidden_dim": )", s.ffn_hidden,
       R"(, "vocab_size": )", s.vocab, R"(, "max_seqlen": )", s.max_seqlen,
       R"(, "norm_eps": 1e-05, "rope_theta": )", s.rope_theta, R"(, "sliding_window": )",
       s.sliding_window, R"(, "memory": )", memory,
@@ -182,8 +182,8 @@ Checkpoint MakeCheckpoint(const TinySpec& s) {
     if (std::find(s.mem_layers.begin(), s.mem_layers.end(), i) == s.mem_layers.end()) {
       add(f + "w1.weight", {s.ffn_hidden, s.dim}, in_scale, d);
       add(f + "w3.weight", {s.ffn_hidden, s.dim}, in_scale, d);
-      add(f + "w2.weight", {s.dim, s.ffn_hidden}, 1.0f / std::sqrt(static_cast<float>(s.ffn_hidden)),
-          d);
+      add(f + "w2.weight", {s.dim, s.ffn_hidden},
+          1.0f / std::sqrt(static_cast<float>(s.ffn_hidden)), d);
       continue;
     }
     add(f + "keys", {2LL * s.heads * s.n_keys, s.k_dim / 2}, 1.0f, d);
@@ -271,7 +271,8 @@ Mat ReferenceLogits(const TinySpec& s, const Weights& w, const std::vector<int>&
   auto W = [&](const std::string& name) -> const std::vector<float>& { return w.at(name); };
   Mat h(T * dim);
   for (int64_t t = 0; t < T; ++t) {
-    for (int64_t i = 0; i < dim; ++i) h[t * dim + i] = W("tok_embeddings.weight")[tokens[t] * dim + i];
+    for (int64_t i = 0; i < dim; ++i)
+      h[t * dim + i] = W("tok_embeddings.weight")[tokens[t] * dim + i];
   }
   for (int l = 0; l < s.n_layers; ++l) {
     const std::string p = absl::StrCat("layers.", l, ".");
@@ -290,7 +291,8 @@ Mat ReferenceLogits(const TinySpec& s, const Weights& w, const std::vector<int>&
         for (int64_t j = 0; j <= t; ++j) {
           if (s.sliding_window > 0 && t - j >= s.sliding_window) continue;
           double d = 0;
-          for (int i = 0; i < hd; ++i) d += q[(t * s.n_heads + hh) * hd + i] * k[(j * s.n_kv_heads + kv) * hd + i];
+          for (int i = 0; i < hd; ++i)
+            d += q[(t * s.n_heads + hh) * hd + i] * k[(j * s.n_kv_heads + kv) * hd + i];
           sc.push_back(d / std::sqrt(static_cast<double>(hd)));
           js.push_back(j);
         }
@@ -299,7 +301,8 @@ Mat ReferenceLogits(const TinySpec& s, const Weights& w, const std::vector<int>&
         for (double& e : sc) sum += (e = std::exp(e - mx));
         for (size_t n = 0; n < sc.size(); ++n) {
           for (int i = 0; i < hd; ++i) {
-            att[(t * s.n_heads + hh) * hd + i] += sc[n] / sum * v[(js[n] * s.n_kv_heads + kv) * hd + i];
+            att[(t * s.n_heads + hh) * hd + i] +=
+                sc[n] / sum * v[(js[n] * s.n_kv_heads + kv) * hd + i];
           }
         }
       }
@@ -348,7 +351,8 @@ Mat ReferenceLogits(const TinySpec& s, const Weights& w, const std::vector<int>&
           for (int kk = 0; kk < s.knn; ++kk) sum += std::exp(all[kk].first - all[0].first);
           for (int kk = 0; kk < s.knn; ++kk) {
             const double wgt = std::exp(all[kk].first - all[0].first) / sum;
-            for (int c = 0; c < s.v_dim; ++c) y[t * s.v_dim + c] += wgt * values[all[kk].second * s.v_dim + c];
+            for (int c = 0; c < s.v_dim; ++c)
+              y[t * s.v_dim + c] += wgt * values[all[kk].second * s.v_dim + c];
           }
         }
       }
@@ -357,9 +361,9 @@ Mat ReferenceLogits(const TinySpec& s, const Weights& w, const std::vector<int>&
                        &W(f + "swilu_projection.bias"));
         for (size_t i = 0; i < y.size(); ++i) y[i] *= SiluRef(g[i]);
       }
-      out = s.value_proj ? Linear(y, T, s.v_dim, W(f + "value_proj.weight"), dim,
-                                  &W(f + "value_proj.bias"))
-                         : y;
+      out = s.value_proj
+                ? Linear(y, T, s.v_dim, W(f + "value_proj.weight"), dim, &W(f + "value_proj.bias"))
+                : y;
       if (s.gated) {
         Mat g = Linear(x, T, dim, W(f + "gating.weight"), 1, &W(f + "gating.bias"));
         for (int64_t t = 0; t < T; ++t) {
@@ -442,7 +446,8 @@ TEST_P(ModelVariantTest, MatchesDoublePrecisionSpecImplementation) {
   for (double x : ref) scale = std::max(scale, std::fabs(x));
   ASSERT_GT(scale, 0.1);
   for (size_t i = 0; i < ref.size(); ++i) {
-    ASSERT_NEAR(logits[i], ref[i], 2e-4 * scale) << "token " << i / s.vocab << " id " << i % s.vocab;
+    ASSERT_NEAR(logits[i], ref[i], 2e-4 * scale)
+        << "token " << i / s.vocab << " id " << i % s.vocab;
   }
 }
 
@@ -470,10 +475,13 @@ TEST_P(ModelVariantTest, PrefillEqualsTokenByTokenDecode) {
   auto step_cache = m.NewCache(32);
   std::vector<float> step;
   const double tol = 1e-4 * std::max(1.0, MaxAbs(prefill));
-  ASSERT_TRUE(m.Forward(step_cache.get(), absl::Span<const int>(tokens).subspan(0, 3), true, &step).ok());
+  ASSERT_TRUE(
+      m.Forward(step_cache.get(), absl::Span<const int>(tokens).subspan(0, 3), true, &step).ok());
   for (int i = 0; i < 3 * V; ++i) ASSERT_NEAR(step[i], prefill[i], tol);
   for (int t = 3; t < 20; ++t) {
-    ASSERT_TRUE(m.Forward(step_cache.get(), absl::Span<const int>(tokens).subspan(t, 1), false, &step).ok());
+    ASSERT_TRUE(
+        m.Forward(step_cache.get(), absl::Span<const int>(tokens).subspan(t, 1), false, &step)
+            .ok());
     ASSERT_EQ(step_cache->length(), t + 1);
     for (int v = 0; v < V; ++v) ASSERT_NEAR(step[v], prefill[t * V + v], tol) << "t=" << t;
   }
@@ -626,12 +634,13 @@ TEST(ModelLoadTest, MissingTensorIsNamed) {
 TEST(ModelLoadTest, UnexpectedTensorIsNamed) {
   TinySpec s;
   Checkpoint ck = MakeCheckpoint(s);
-  ck.tensors.push_back(MakeTensor("layers.0.feed_forward.extra.weight", DType::kF32, {2},
-                                            {1.0f, 2.0f}));
+  ck.tensors.push_back(
+      MakeTensor("layers.0.feed_forward.extra.weight", DType::kF32, {2}, {1.0f, 2.0f}));
   auto model = Model::Load(WriteCheckpoint(ConfigJson(s), ck.tensors));
   ASSERT_FALSE(model.ok());
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(model.status().message()), HasSubstr("layers.0.feed_forward.extra.weight"));
+  EXPECT_THAT(std::string(model.status().message()),
+              HasSubstr("layers.0.feed_forward.extra.weight"));
 }
 
 TEST(ModelLoadTest, TensorsOfAnotherArchitectureAreUnexpected) {

@@ -126,8 +126,8 @@ int Sampler::Sample(absl::Span<const float> logits, absl::Span<const int> previo
     probs_.resize(candidates_.size());
     double total = 0.0;
     for (size_t i = 0; i < candidates_.size(); ++i) {
-      probs_[i] = static_cast<float>(std::exp((static_cast<double>(candidates_[i].logit) -
-                                               max_logit) * inv_t));
+      probs_[i] = static_cast<float>(
+          std::exp((static_cast<double>(candidates_[i].logit) - max_logit) * inv_t));
       total += probs_[i];
     }
     return total;

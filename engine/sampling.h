@@ -74,10 +74,10 @@ class Sampler {
 
   SamplingParams params_;
   std::mt19937_64 rng_;
-  std::vector<float> work_;           // [vocab] logits after penalties
+  std::vector<float> work_;            // [vocab] logits after penalties
   std::vector<Candidate> candidates_;  // surviving tokens
-  std::vector<float> probs_;          // unnormalized, aligned with candidates_
-  std::vector<int> counts_;           // [vocab] occurrences (penalties only)
+  std::vector<float> probs_;           // unnormalized, aligned with candidates_
+  std::vector<int> counts_;            // [vocab] occurrences (penalties only)
 };
 
 // Log-probabilities of one position: log_softmax of the RAW model logits,

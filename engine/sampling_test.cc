@@ -28,7 +28,8 @@ std::vector<double> Softmax(const std::vector<float>& logits, double temperature
   for (float l : logits) mx = std::max<double>(mx, l);
   std::vector<double> p(logits.size());
   double sum = 0;
-  for (size_t i = 0; i < logits.size(); ++i) sum += (p[i] = std::exp((logits[i] - mx) / temperature));
+  for (size_t i = 0; i < logits.size(); ++i)
+    sum += (p[i] = std::exp((logits[i] - mx) / temperature));
   for (double& x : p) x /= sum;
   return p;
 }

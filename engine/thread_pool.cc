@@ -45,10 +45,10 @@ ThreadPool::ThreadPool(int num_threads)
 
 ThreadPool::~ThreadPool() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
-    work_cv_.SignalAll();
   }
+  work_cv_.notify_all();
   for (std::thread& t : workers_) t.join();
 }
 
@@ -60,15 +60,15 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     fn(0, n);
     return;
   }
-  absl::MutexLock call_lock(&call_mu_);
+  std::lock_guard<std::mutex> call_lock(call_mu_);
   // A few chunks per thread balance load when a thread is slow to wake.
   const int64_t target_chunks = static_cast<int64_t>(num_threads_) * 4;
   const int64_t chunk = std::max(min_chunk, (n + target_chunks - 1) / target_chunks);
   const int64_t num_chunks = (n + chunk - 1) / chunk;
   {
-    absl::MutexLock lock(&mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     // Workers that joined the previous job may still be leaving RunChunks.
-    while (active_.load(std::memory_order_acquire) > 0) done_cv_.Wait(&mu_);
+    while (active_.load(std::memory_order_acquire) > 0) done_cv_.wait(lock);
     fn_ = &fn;
     n_ = n;
     chunk_ = chunk;
@@ -76,7 +76,7 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     next_chunk_.store(0, std::memory_order_relaxed);
     chunks_done_.store(0, std::memory_order_relaxed);
     generation_.fetch_add(1, std::memory_order_release);
-    if (sleeping_ > 0) work_cv_.SignalAll();
+    if (sleeping_ > 0) work_cv_.notify_all();
   }
   {
     ScopedCurrentPool scoped(this);
@@ -88,8 +88,8 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     if (chunks_done_.load(std::memory_order_acquire) == num_chunks) return;
     CpuRelax();
   }
-  absl::MutexLock lock(&mu_);
-  while (chunks_done_.load(std::memory_order_acquire) < num_chunks) done_cv_.Wait(&mu_);
+  std::unique_lock<std::mutex> lock(mu_);
+  while (chunks_done_.load(std::memory_order_acquire) < num_chunks) done_cv_.wait(lock);
 }
 
 void ThreadPool::RunChunks() {
@@ -112,10 +112,10 @@ void ThreadPool::WorkerLoop() {
       CpuRelax();
     }
     {
-      absl::MutexLock lock(&mu_);
+      std::unique_lock<std::mutex> lock(mu_);
       while (!stop_ && generation_.load(std::memory_order_relaxed) == seen) {
         ++sleeping_;
-        work_cv_.Wait(&mu_);
+        work_cv_.wait(lock);
         --sleeping_;
       }
       if (stop_) return;
@@ -125,9 +125,11 @@ void ThreadPool::WorkerLoop() {
       active_.fetch_add(1, std::memory_order_relaxed);
     }
     RunChunks();
-    absl::MutexLock lock(&mu_);
-    active_.fetch_sub(1, std::memory_order_release);
-    done_cv_.SignalAll();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      active_.fetch_sub(1, std::memory_order_release);
+    }
+    done_cv_.notify_all();
   }
 }
 

@@ -4,13 +4,12 @@
 #define MEMSERVE_ENGINE_THREAD_POOL_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
-
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 
 namespace memserve {
 
@@ -50,13 +49,17 @@ class ThreadPool {
   const int num_threads_;
   std::vector<std::thread> workers_;
 
-  absl::Mutex call_mu_;  // serializes ParallelFor calls from outside threads
+  // std::mutex rather than absl::Mutex so that ThreadSanitizer understands
+  // the synchronization with Debian's (uninstrumented) Abseil; std::mutex is
+  // not a clang "capability", hence "guarded by" comments instead of
+  // ABSL_GUARDED_BY.
+  std::mutex call_mu_;  // serializes ParallelFor calls from outside threads
 
   // The current job. Written only under mu_ while active_ == 0, read by
   // workers after they registered in active_ (under mu_).
-  absl::Mutex mu_;
-  absl::CondVar work_cv_;  // workers wait here for a new generation
-  absl::CondVar done_cv_;  // the caller waits here for active_ == 0
+  std::mutex mu_;
+  std::condition_variable work_cv_;  // workers wait here for a new generation
+  std::condition_variable done_cv_;  // the caller waits here for chunks/active_
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0;
   int64_t chunk_ = 0;
@@ -65,8 +68,8 @@ class ThreadPool {
   std::atomic<int64_t> chunks_done_{0};
   std::atomic<uint64_t> generation_{0};  // bumped once per job (under mu_)
   std::atomic<int> active_{0};           // workers inside RunChunks
-  int sleeping_ ABSL_GUARDED_BY(mu_) = 0;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  int sleeping_ = 0;    // guarded by mu_: workers blocked in work_cv_
+  bool stop_ = false;  // guarded by mu_
 };
 
 }  // namespace memserve

@@ -2,11 +2,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <set>
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 
 namespace memserve {
@@ -71,12 +71,12 @@ TEST(ThreadPoolTest, SmallRangeRunsInlineOnCaller) {
 
 TEST(ThreadPoolTest, ChunksRespectMinChunk) {
   ThreadPool pool(4);
-  absl::Mutex mu;
+  std::mutex mu;
   std::vector<std::pair<int64_t, int64_t>> ranges;
   pool.ParallelFor(
       1001,
       [&](int64_t begin, int64_t end) {
-        absl::MutexLock lock(&mu);
+        std::lock_guard<std::mutex> lock(mu);
         ranges.emplace_back(begin, end);
       },
       /*min_chunk=*/100);
@@ -92,13 +92,13 @@ TEST(ThreadPoolTest, ChunksRespectMinChunk) {
 
 TEST(ThreadPoolTest, UsesMoreThanOneThread) {
   ThreadPool pool(4);
-  absl::Mutex mu;
+  std::mutex mu;
   std::set<std::thread::id> ids;
   // Slow bodies so that workers get a chance to wake up and take chunks.
   for (int attempt = 0; attempt < 20 && ids.size() < 2; ++attempt) {
     pool.ParallelFor(64, [&](int64_t, int64_t) {
       std::this_thread::sleep_for(std::chrono::microseconds(200));
-      absl::MutexLock lock(&mu);
+      std::lock_guard<std::mutex> lock(mu);
       ids.insert(std::this_thread::get_id());
     });
   }

@@ -16,7 +16,7 @@
 ABSL_FLAG(std::string, model, "", "serving checkpoint directory");
 ABSL_FLAG(int, prompt_tokens, 16, "prompt length");
 ABSL_FLAG(int, decode_tokens, 64, "tokens decoded per run");
-ABSL_FLAG(int, runs, 3, "timed runs (after one warm-up)");
+ABSL_FLAG(int, runs, 3, "timed runs (after one warm-up); >= 1");
 ABSL_FLAG(int, threads, 0, "CPU threads; 0 = all cores");
 
 int main(int argc, char** argv) {
@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
                 "\"decode_tokens\": %d, \"decode_s\": %.4f, \"decode_tok_s\": %.2f}\n",
                 run, P, prefill_s, D, decode_s, D / decode_s);
   }
+  if (rates.empty()) return 0;
   std::sort(rates.begin(), rates.end());
   std::printf("{\"engine\": \"cpp\", \"median_decode_tok_s\": %.2f}\n", rates[rates.size() / 2]);
   return 0;
