@@ -5,7 +5,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ./tools/setup.sh || exit 1
 log=$(mktemp)
-bazel test //... "$@" 2>&1 | tee "$log"
+# Always run the tests: results cached from another clone would hide
+# changes outside Bazel's view (system packages, Python modules).
+bazel test --nocache_test_results //... "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 passed=$(grep -cE '^//.* (PASSED|\(cached\) PASSED) in' "$log")
 failed=$(grep -cE '^//.* (FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)' "$log")
