@@ -12,7 +12,7 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libgtest-dev libgmock-dev libbenchmark-dev
   # tokenizer training for tests, Python tools and the PyTorch reference
-  sentencepiece python3 python3-numpy python3-torch python3-sentencepiece python3-grpcio
+  sentencepiece python3 python3-numpy python3-torch python3-sentencepiece python3-grpcio python3-protobuf
   # sanitizers
   clang libclang-rt-14-dev
 )
