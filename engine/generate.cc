@@ -28,7 +28,7 @@ absl::Status ValidateGenerateOptions(const GenerateOptions& o, const ModelConfig
     return absl::InvalidArgumentError(absl::StrCat("prompt is ", o.prompt.size(),
                                                    " bytes; the limit is ", kMaxPromptBytes));
   }
-  if (o.prompt.empty() == false && o.prompt_ids.empty() && !IsValidUtf8(o.prompt)) {
+  if (o.prompt_ids.empty() && !IsValidUtf8(o.prompt)) {
     return absl::InvalidArgumentError("prompt is not valid UTF-8");
   }
   for (size_t i = 0; i < o.prompt_ids.size(); ++i) {
