@@ -1,0 +1,104 @@
+#include "engine/kv_cache.h"
+
+#include <cassert>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace memserve {
+
+absl::Status PagedKvLayout::Validate() const {
+  if (block_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("paged KV layout: block_size must be >= 1, got ", block_size));
+  }
+  if (num_blocks < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("paged KV layout: num_blocks must be >= 1, got ", num_blocks));
+  }
+  if (kv_dim < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("paged KV layout: kv_dim must be >= 1, got ", kv_dim));
+  }
+  if (kv_dim > std::numeric_limits<int64_t>::max() / block_size / num_blocks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("paged KV layout: num_blocks * block_size * kv_dim (", num_blocks, " * ",
+                     block_size, " * ", kv_dim, ") overflows int64"));
+  }
+  return absl::OkStatus();
+}
+
+KvBlockAllocator::KvBlockAllocator(int num_blocks) : allocated_(num_blocks, false) {
+  // Reversed so that a fresh pool hands out 0, 1, 2, ...
+  free_.reserve(num_blocks);
+  for (KvBlockId b = num_blocks - 1; b >= 0; --b) free_.push_back(b);
+}
+
+std::optional<KvBlockId> KvBlockAllocator::Allocate() {
+  if (free_.empty()) return std::nullopt;
+  const KvBlockId block = free_.back();
+  free_.pop_back();
+  allocated_[block] = true;
+  return block;
+}
+
+absl::Status KvBlockAllocator::Free(KvBlockId block) {
+  if (block < 0 || block >= num_blocks()) {
+    return absl::OutOfRangeError(
+        absl::StrCat("KV block ", block, " is not from this pool of ", num_blocks(), " blocks"));
+  }
+  if (!allocated_[block]) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("KV block ", block, " freed but not allocated (double free?)"));
+  }
+  allocated_[block] = false;
+  free_.push_back(block);
+  return absl::OkStatus();
+}
+
+double KvBlockAllocator::usage() const {
+  return num_blocks() == 0 ? 0.0 : static_cast<double>(num_used()) / num_blocks();
+}
+
+BlockTable::BlockTable(int block_size) : block_size_(block_size) { assert(block_size >= 1); }
+
+int BlockTable::BlocksNeeded(int total_tokens) const {
+  if (total_tokens <= 0) return 0;
+  return static_cast<int>((static_cast<int64_t>(total_tokens) + block_size_ - 1) / block_size_);
+}
+
+absl::Status BlockTable::Reserve(int new_total_tokens, KvBlockAllocator* allocator) {
+  if (new_total_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block table: token count must be >= 0, got ", new_total_tokens));
+  }
+  if (new_total_tokens <= num_tokens_) return absl::OkStatus();
+  const int missing = BlocksNeeded(new_total_tokens) - num_blocks();
+  if (missing > allocator->num_free()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache: ", missing, " more blocks needed for ", new_total_tokens,
+                     " tokens, ", allocator->num_free(), " free of ", allocator->num_blocks()));
+  }
+  for (int i = 0; i < missing; ++i) blocks_.push_back(*allocator->Allocate());
+  num_tokens_ = new_total_tokens;
+  return absl::OkStatus();
+}
+
+void BlockTable::Release(KvBlockAllocator* allocator) {
+  for (KvBlockId block : blocks_) {
+    const absl::Status freed = allocator->Free(block);
+    // Fails only when the table is released into a pool it did not come
+    // from: a caller bug that the allocator refused without damage.
+    assert(freed.ok());
+    (void)freed;
+  }
+  blocks_.clear();
+  num_tokens_ = 0;
+}
+
+KvSlot BlockTable::Locate(int position) const {
+  assert(position >= 0 && position < num_tokens_);
+  return KvSlot{blocks_[position / block_size_], position % block_size_};
+}
+
+}  // namespace memserve
