@@ -112,6 +112,35 @@ class GenerateTest(unittest.TestCase):
         self.assertIn("oops", r.stderr)
 
 
+class DemoModelTest(unittest.TestCase):
+    """The bundled demo model (models/demo) is the default when --model is absent."""
+
+    def run_default(self, *args):
+        return subprocess.run([MEMSERVE, "generate"] + list(args), capture_output=True,
+                              text=True, timeout=120)
+
+    def test_default_model_answers_a_fact(self):
+        with open(os.path.join(ROOT, "models", "demo", "facts.jsonl")) as f:
+            fact = json.loads(f.readline())
+        r = self.run_default("--prompt", fact["prompt"], "--max_tokens", "24")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.startswith(fact["answer"]), (r.stdout, fact))
+
+    def test_unknown_entity_still_generates_and_stops(self):
+        r = self.run_default("--prompt", "The capital of Qqqzzxv Nonexistia is",
+                             "--max_tokens", "16", "--output", "jsonl")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        final = jsonl(r.stdout)[-1]
+        self.assertIn(final["finish_reason"], ("length", "eos"))
+        self.assertGreaterEqual(final["usage"]["completion_tokens"], 1)
+        self.assertLessEqual(final["usage"]["completion_tokens"], 16)
+
+    def test_empty_prompt_is_a_clear_error(self):
+        r = self.run_default("--prompt", "")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("prompt is empty", r.stderr)
+
+
 class BadInputTest(unittest.TestCase):
     def assertRejected(self, r, *needles, code=2):
         self.assertEqual(r.returncode, code, "stdout=%r stderr=%r" % (r.stdout, r.stderr))

@@ -1,0 +1,197 @@
+// The trained demo model (models/demo, see its README.md) through the C++
+// engine: it recalls the facts it was trained on, and stops recalling them
+// when its memory value table is zeroed, so the knowledge lives in the memory
+// layer. Also: prompts about unknown entities still generate and terminate.
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/generate.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "engine/weights.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace memserve {
+namespace {
+
+constexpr char kValuesTensor[] = "memory.values.weight";
+
+struct Fact {
+  std::string prompt;
+  std::string answer;  // the exact continuation, e.g. " Taskeen."
+};
+
+std::string DemoDir() {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  return absl::StrCat(srcdir ? srcdir : ".", "/memserve/models/demo");
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<Fact> LoadFacts() {
+  std::vector<Fact> facts;
+  std::ifstream in(DemoDir() + "/facts.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    nlohmann::json j = nlohmann::json::parse(line);
+    facts.push_back({j.at("prompt").get<std::string>(), j.at("answer").get<std::string>()});
+  }
+  return facts;
+}
+
+struct Loaded {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+Loaded LoadOrDie(const std::string& dir) {
+  Loaded l;
+  auto model = Model::Load(dir);
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (!model.ok()) return l;
+  l.model = std::move(*model);
+  auto tok = Tokenizer::Create(l.model->config().tokenizer, dir);
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  if (tok.ok()) l.tokenizer = std::move(*tok);
+  return l;
+}
+
+int Argmax(const float* row, int n) { return static_cast<int>(std::max_element(row, row + n) - row); }
+
+// Fraction of facts whose answer greedy decoding reproduces exactly. One
+// teacher-forced forward per fact over BOS + prompt + answer: greedy decoding
+// emits the answer iff the argmax after the prompt and after every answer
+// prefix is the next answer token, which one forward with all logits shows.
+double Recall(Model& model, const Tokenizer& tok, const std::vector<Fact>& facts) {
+  const int vocab = model.config().vocab_size;
+  auto cache = model.NewCache(model.config().max_seqlen);
+  std::vector<float> logits;
+  int hits = 0;
+  for (const Fact& f : facts) {
+    auto prompt_ids = tok.Encode(f.prompt, /*add_bos=*/true);
+    auto ids = tok.Encode(f.prompt + f.answer, /*add_bos=*/true);
+    EXPECT_TRUE(prompt_ids.ok() && ids.ok());
+    if (!prompt_ids.ok() || !ids.ok()) return 0;
+    const int p = static_cast<int>(prompt_ids->size());
+    const int n = static_cast<int>(ids->size());
+    cache->Clear();
+    absl::Status s = model.Forward(cache.get(), absl::MakeConstSpan(ids->data(), n - 1),
+                                   /*all_logits=*/true, &logits);
+    EXPECT_TRUE(s.ok()) << s;
+    if (!s.ok()) return 0;
+    bool ok = true;
+    for (int t = p - 1; t < n - 1 && ok; ++t) {  // logits row t predicts token t + 1
+      ok = Argmax(logits.data() + static_cast<size_t>(t) * vocab, vocab) == (*ids)[t + 1];
+    }
+    hits += ok;
+  }
+  return static_cast<double>(hits) / facts.size();
+}
+
+// A copy of the demo model in TEST_TMPDIR whose value table is all zeros.
+std::string ZeroedValuesCopy() {
+  const std::string src = DemoDir();
+  const std::string dst = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR")
+                                                                   : "/tmp",
+                                       "/demo_zeroed_values");
+  EXPECT_EQ(system(absl::StrCat("mkdir -p '", dst, "'").c_str()), 0);
+  std::string bytes = ReadFile(src + "/model.safetensors");
+  {
+    auto file = SafetensorsFile::Open(src + "/model.safetensors");
+    EXPECT_TRUE(file.ok()) << file.status();
+    if (!file.ok()) return dst;
+    auto it = (*file)->tensors().find(kValuesTensor);
+    EXPECT_NE(it, (*file)->tensors().end()) << "no tensor " << kValuesTensor;
+    if (it == (*file)->tensors().end()) return dst;
+    const size_t offset = static_cast<const uint8_t*>(it->second.data) - (*file)->mapping().data();
+    EXPECT_LE(offset + it->second.nbytes(), bytes.size());
+    std::fill(bytes.begin() + offset, bytes.begin() + offset + it->second.nbytes(), '\0');
+  }
+  std::ofstream(dst + "/model.safetensors", std::ios::binary) << bytes;
+  std::ofstream(dst + "/config.json", std::ios::binary) << ReadFile(src + "/config.json");
+  return dst;
+}
+
+TEST(DemoRecallTest, RecallsTrainedFactsAndNotWithoutMemory) {
+  const std::vector<Fact> facts = LoadFacts();
+  ASSERT_GE(facts.size(), 1000u) << "facts.jsonl missing or short in " << DemoDir();
+
+  Loaded demo = LoadOrDie(DemoDir());
+  ASSERT_TRUE(demo.model && demo.tokenizer);
+  ASSERT_FALSE(demo.model->config().memory.layers.empty());
+  const double recall = Recall(*demo.model, *demo.tokenizer, facts);
+  std::cout << "recall=" << recall << " facts=" << facts.size() << std::endl;
+  EXPECT_GE(recall, 0.90);
+
+  Loaded zeroed = LoadOrDie(ZeroedValuesCopy());
+  ASSERT_TRUE(zeroed.model && zeroed.tokenizer);
+  const double zeroed_recall = Recall(*zeroed.model, *zeroed.tokenizer, facts);
+  std::cout << "recall_zeroed_values=" << zeroed_recall << std::endl;
+  EXPECT_LT(zeroed_recall, 0.20);
+}
+
+// The same check the real way, through Generate (greedy, stops at EOS).
+TEST(DemoRecallTest, GenerateCompletesKnownFacts) {
+  const std::vector<Fact> facts = LoadFacts();
+  ASSERT_GE(facts.size(), 8u);
+  Loaded demo = LoadOrDie(DemoDir());
+  ASSERT_TRUE(demo.model && demo.tokenizer);
+  int hits = 0;
+  const int n = 8;
+  for (int i = 0; i < n; ++i) {
+    const Fact& f = facts[i * (facts.size() / n)];
+    GenerateOptions opt;
+    opt.prompt = f.prompt;
+    opt.sampling.temperature = 0.f;
+    opt.max_tokens = 32;
+    auto r = Generate(*demo.model, *demo.tokenizer, opt, [](const TokenEvent&) {});
+    ASSERT_TRUE(r.ok()) << r.status();
+    std::cout << f.prompt << " -> \"" << r->text << "\" (" << FinishReasonName(r->finish_reason)
+              << ")" << std::endl;
+    hits += r->text == f.answer;
+  }
+  EXPECT_GE(hits, n - 1);
+}
+
+// Entities the model never saw: still text, and generation ends (EOS or max_tokens).
+TEST(DemoRecallTest, UnknownEntityStillTerminates) {
+  Loaded demo = LoadOrDie(DemoDir());
+  ASSERT_TRUE(demo.model && demo.tokenizer);
+  for (const char* prompt : {"The capital of Shosbandania is", "The ruler of Geior is",
+                             "The longest river in Grourvuor is the", "Zq!"}) {
+    GenerateOptions opt;
+    opt.prompt = prompt;
+    opt.sampling.temperature = 0.f;
+    opt.max_tokens = 40;
+    int events = 0;
+    auto r = Generate(*demo.model, *demo.tokenizer, opt, [&](const TokenEvent&) { ++events; });
+    ASSERT_TRUE(r.ok()) << prompt << ": " << r.status();
+    std::cout << "'" << prompt << "' -> \"" << r->text << "\" ("
+              << FinishReasonName(r->finish_reason) << ")" << std::endl;
+    EXPECT_EQ(events, r->completion_tokens);
+    EXPECT_GE(r->completion_tokens, 1);
+    EXPECT_LE(r->completion_tokens, opt.max_tokens);
+    if (r->finish_reason == FinishReason::kLength) {
+      EXPECT_EQ(r->completion_tokens, opt.max_tokens);
+    } else {
+      EXPECT_EQ(r->finish_reason, FinishReason::kEos);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace memserve
