@@ -32,6 +32,10 @@ raw=$(mktemp)
 {
   echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB"
   echo "commit: $(git rev-parse --short HEAD)"
+  echo "## torch linear bandwidth"
+  echo "\$ $py tests/bench/torch_linear_bandwidth.py"
+  $py tests/bench/torch_linear_bandwidth.py
+  echo "blas: $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)"
   for m in small 373m; do
     for variant in serve serve_bf16; do
       echo "## $m cpp $variant"

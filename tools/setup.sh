@@ -13,6 +13,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # tokenizer training for tests, Python tools and the PyTorch reference
   sentencepiece python3 python3-numpy python3-torch python3-sentencepiece python3-grpcio python3-protobuf
+  # a real BLAS for torch (Debian's default is the slow reference BLAS)
+  libopenblas0-pthread
   # sanitizers
   clang libclang-rt-14-dev
 )
