@@ -32,6 +32,9 @@ import tempfile
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from convert_lingua import ffn_hidden_dim, sp_model_info_from_proto  # noqa: E402
+
 BYTES_VOCAB = 258
 
 DEFAULTS = dict(
@@ -41,14 +44,6 @@ DEFAULTS = dict(
     mem_v_dim=-1, share_values=True, swilu=True, gated=False, tokenizer="bytes", sp_vocab=512,
     seed=0, init_scale=1.0, key_scale=2.0,
 )
-
-
-def ffn_hidden_dim(dim, multiple_of, ffn_dim_multiplier):
-    """SwiGLU hidden size exactly as the training code computes it."""
-    hidden = int(2 * (4 * dim) / 3)
-    if ffn_dim_multiplier is not None:
-        hidden = int(ffn_dim_multiplier * hidden)
-    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,38 +105,8 @@ def train_sentencepiece(out_path, vocab_size, seed):
 
 
 def sp_piece_count(model_path):
-    """Number of pieces in a SentencePiece model (minimal protobuf walk: field 1 of ModelProto)."""
-    with open(model_path, "rb") as f:
-        buf = f.read()
-    count, pos = 0, 0
-
-    def varint(p):
-        v, shift = 0, 0
-        while True:
-            b = buf[p]
-            p += 1
-            v |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return v, p
-
-    while pos < len(buf):
-        key, pos = varint(pos)
-        field, wt = key >> 3, key & 7
-        if wt == 0:
-            _, pos = varint(pos)
-        elif wt == 1:
-            pos += 8
-        elif wt == 5:
-            pos += 4
-        elif wt == 2:
-            n, pos = varint(pos)
-            pos += n
-            if field == 1:
-                count += 1
-        else:
-            raise ValueError(f"{model_path}: unsupported protobuf wire type {wt}")
-    return count
+    """Number of pieces in a SentencePiece model."""
+    return sp_model_info_from_proto(model_path)[0]
 
 
 # --------------------------------------------------------------------------------------------
