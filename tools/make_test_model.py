@@ -2,7 +2,7 @@
 """Writes a small random checkpoint in the TRAINING code's consolidated format.
 
 The output directory mirrors what Meta Lingua / facebookresearch/memory writes after
-`consolidate_checkpoints` (see MODEL_SPEC.md (the shared design docs), "Checkpoints written by the training
+`consolidate_checkpoints` (see MODEL_SPEC.md, "Checkpoints written by the training
 code"):
     OUT_DIR/consolidated.pth   torch.save({"model": state_dict, "optim": {}})
     OUT_DIR/params.json        the whole training config; model under "model",
