@@ -318,6 +318,22 @@ struct LookupCase {
   bool integer_data;  // small integers: every score exact, many exact ties
 };
 
+// The lookup arguments for case `c` (outputs left null).
+MemoryLookupArgs LookupArgs(const LookupCase& c, const std::vector<float>& queries,
+                            const OwnedTensor& keys, const OwnedTensor& values) {
+  MemoryLookupArgs a;
+  a.n_tokens = c.tokens;
+  a.heads = c.heads;
+  a.n_keys = c.n_keys;
+  a.knn = c.knn;
+  a.k_dim = c.k_dim;
+  a.v_dim = c.v_dim;
+  a.queries = queries.data();
+  a.keys = &keys.view;
+  a.values = &values.view;
+  return a;
+}
+
 struct BruteForce {
   std::vector<int64_t> rows;  // [tokens, heads, knn]
   std::vector<double> scores;
@@ -394,16 +410,7 @@ void RunLookupCase(CpuBackend* backend, const LookupCase& c, std::mt19937* rng) 
   std::vector<float> out(c.tokens * c.v_dim, -3.0f);
   std::vector<int64_t> rows(c.tokens * c.heads * c.knn, -1);
   std::vector<float> scores(rows.size());
-  MemoryLookupArgs a;
-  a.n_tokens = c.tokens;
-  a.heads = c.heads;
-  a.n_keys = c.n_keys;
-  a.knn = c.knn;
-  a.k_dim = c.k_dim;
-  a.v_dim = c.v_dim;
-  a.queries = queries.data();
-  a.keys = &keys.view;
-  a.values = &values.view;
+  MemoryLookupArgs a = LookupArgs(c, queries, keys, values);
   a.out = out.data();
   a.out_indices = rows.data();
   a.out_scores = scores.data();
@@ -464,16 +471,7 @@ TEST_P(CpuBackendTest, MemoryLookupWithoutTraceOutputs) {
   std::vector<float> queries = RandomVector(c.tokens * c.heads * c.k_dim, &rng_);
   OwnedTensor keys = MakeTensor({2LL * c.heads * c.n_keys, c.k_dim / 2}, DType::kF32, &rng_);
   OwnedTensor values = MakeTensor({256, c.v_dim}, DType::kBF16, &rng_);
-  MemoryLookupArgs a;
-  a.n_tokens = c.tokens;
-  a.heads = c.heads;
-  a.n_keys = c.n_keys;
-  a.knn = c.knn;
-  a.k_dim = c.k_dim;
-  a.v_dim = c.v_dim;
-  a.queries = queries.data();
-  a.keys = &keys.view;
-  a.values = &values.view;
+  MemoryLookupArgs a = LookupArgs(c, queries, keys, values);
   std::vector<float> out1(c.tokens * c.v_dim), out2(out1.size());
   a.out = out1.data();
   backend_.MemoryLookup(a);
