@@ -58,13 +58,19 @@ struct RopeTable {
   }
 };
 
-// Causal attention of `n_tokens` new query tokens at positions
-// start_pos .. start_pos + n_tokens - 1 against a contiguous KV cache that
+// Causal attention of `n_tokens` new query tokens of one sequence at
+// positions start_pos .. start_pos + n_tokens - 1 against a KV cache that
 // already holds the keys/values of positions 0 .. start_pos + n_tokens - 1.
 // Query token at position p attends to cache positions j with j <= p and,
 // when sliding_window > 0, p - j < sliding_window (the window includes p).
 // Query head h uses kv head h / (n_heads / n_kv_heads). Scale 1/sqrt(head_dim),
 // softmax in fp32.
+//
+// Cache rows hold n_kv_heads * head_dim floats. Contiguous cache
+// (block_table == nullptr): position j is row j. Paged cache: position j is
+// row block_table[j / block_size] * block_size + j % block_size (the
+// PagedKvLayout of engine/kv_cache.h). Both give bit-identical results for the
+// same keys and values.
 struct AttentionArgs {
   int64_t n_tokens = 0;
   int64_t start_pos = 0;
@@ -73,9 +79,11 @@ struct AttentionArgs {
   int head_dim = 0;
   int sliding_window = 0;          // 0 = unlimited
   const float* q = nullptr;        // [n_tokens, n_heads, head_dim], rotated
-  const float* k_cache = nullptr;  // [>= start_pos + n_tokens, n_kv_heads, head_dim]
+  const float* k_cache = nullptr;  // rows of [n_kv_heads, head_dim], see above
   const float* v_cache = nullptr;  // same layout as k_cache
-  float* out = nullptr;            // [n_tokens, n_heads * head_dim]
+  const int32_t* block_table = nullptr;  // optional: [ceil((start_pos + n_tokens) / block_size)]
+  int block_size = 0;                    // tokens per block when block_table is set
+  float* out = nullptr;                  // [n_tokens, n_heads * head_dim]
 };
 
 // One product-key memory lookup (MODEL_SPEC.md, "The memory layer", steps
@@ -132,7 +140,11 @@ class Backend {
   virtual void Rope(float* x, int64_t n_tokens, int n_heads, int head_dim, const int32_t* positions,
                     const RopeTable& table) = 0;
 
-  virtual void Attention(const AttentionArgs& args) = 0;
+  // Runs every sequence of `seqs` (each as described at AttentionArgs; their
+  // outputs must not overlap) in one parallel pass, so that a decode step of
+  // many one-token sequences is one op rather than many small ones.
+  virtual void Attention(absl::Span<const AttentionArgs> seqs) = 0;
+  void Attention(const AttentionArgs& args) { Attention(absl::MakeConstSpan(&args, 1)); }
 
   // y[i] = silu(a[i]) * b[i]; y may alias a or b.
   virtual void SwiGlu(const float* a, const float* b, int64_t n, float* y) = 0;

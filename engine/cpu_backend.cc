@@ -584,29 +584,45 @@ void CpuBackend::Rope(float* x, int64_t n_tokens, int n_heads, int head_dim,
       /*min_chunk=*/std::max<int64_t>(1, 8192 / std::max(1, n_heads * head_dim)));
 }
 
-void CpuBackend::Attention(const AttentionArgs& a) {
-  const int group = a.n_heads / a.n_kv_heads;
-  const int hd = a.head_dim;
-  const int64_t kv_stride = static_cast<int64_t>(a.n_kv_heads) * hd;  // per position
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+void CpuBackend::Attention(absl::Span<const AttentionArgs> seqs) {
+  // Work items are (sequence, token, head) triples numbered consecutively;
+  // first_item[s] is the first item of sequence s.
+  std::vector<int64_t> first_item(seqs.size() + 1, 0);
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    first_item[s + 1] = first_item[s] + seqs[s].n_tokens * seqs[s].n_heads;
+  }
   const Kernels& kern = *kernels_;
-  pool_->ParallelFor(a.n_tokens * a.n_heads, [&](int64_t begin, int64_t end) {
+  pool_->ParallelFor(first_item.back(), [&](int64_t begin, int64_t end) {
     std::vector<float>& scores = ThreadAttentionScratch();
+    size_t s = std::upper_bound(first_item.begin(), first_item.end(), begin) - first_item.begin() - 1;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t t = item / a.n_heads;
-      const int h = static_cast<int>(item % a.n_heads);
-      const int kvh = h / group;
+      while (item >= first_item[s + 1]) ++s;
+      const AttentionArgs& a = seqs[s];
+      const int64_t local = item - first_item[s];
+      const int64_t t = local / a.n_heads;
+      const int h = static_cast<int>(local % a.n_heads);
+      const int hd = a.head_dim;
+      const int64_t row_floats = static_cast<int64_t>(a.n_kv_heads) * hd;
+      const int64_t head_offset = static_cast<int64_t>(h / (a.n_heads / a.n_kv_heads)) * hd;
+      const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+      // Offset of position j's kv head vector in k_cache / v_cache.
+      auto row = [&](int64_t j) {
+        const int64_t r = a.block_table == nullptr
+                              ? j
+                              : static_cast<int64_t>(a.block_table[j / a.block_size]) *
+                                        a.block_size +
+                                    j % a.block_size;
+        return r * row_floats + head_offset;
+      };
       const int64_t pos = a.start_pos + t;
       const int64_t lo =
           a.sliding_window > 0 ? std::max<int64_t>(0, pos - a.sliding_window + 1) : 0;
       const int64_t n = pos - lo + 1;
       GrowTo(&scores, static_cast<size_t>(n));
       const float* q = a.q + (t * a.n_heads + h) * hd;
-      const float* k = a.k_cache + lo * kv_stride + static_cast<int64_t>(kvh) * hd;
-      const float* v = a.v_cache + lo * kv_stride + static_cast<int64_t>(kvh) * hd;
       float max_score = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < n; ++j) {
-        scores[j] = kern.dot(q, k + j * kv_stride, hd) * scale;
+        scores[j] = kern.dot(q, a.k_cache + row(lo + j), hd) * scale;
         max_score = std::max(max_score, scores[j]);
       }
       float sum = 0.0f;
@@ -616,7 +632,9 @@ void CpuBackend::Attention(const AttentionArgs& a) {
       }
       float* out = a.out + (t * a.n_heads + h) * hd;
       std::fill(out, out + hd, 0.0f);
-      for (int64_t j = 0; j < n; ++j) kern.axpy_f32(scores[j] / sum, v + j * kv_stride, out, hd);
+      for (int64_t j = 0; j < n; ++j) {
+        kern.axpy_f32(scores[j] / sum, a.v_cache + row(lo + j), out, hd);
+      }
     }
   });
 }

@@ -49,7 +49,8 @@ class CpuBackend : public Backend {
   void Embedding(const TensorView& table, absl::Span<const int> ids, float* y) override;
   void Rope(float* x, int64_t n_tokens, int n_heads, int head_dim, const int32_t* positions,
             const RopeTable& table) override;
-  void Attention(const AttentionArgs& args) override;
+  using Backend::Attention;
+  void Attention(absl::Span<const AttentionArgs> seqs) override;
   void SwiGlu(const float* a, const float* b, int64_t n, float* y) override;
   void Add(const float* x, int64_t n, float* y) override;
   void SigmoidGateRows(const float* gate, int64_t rows, int64_t cols, float* x) override;

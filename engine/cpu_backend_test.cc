@@ -284,6 +284,73 @@ TEST_P(CpuBackendTest, AttentionMatchesNaiveLoop) {
   }
 }
 
+// Several sequences in one call, each in its own shuffled blocks of a paged
+// cache, give exactly the results of one contiguous-cache call per sequence.
+TEST_P(CpuBackendTest, PagedBatchedAttentionEqualsContiguousPerSequence) {
+  const int n_heads = 4, n_kv = 2, hd = 16, block_size = 3;
+  const int64_t row = n_kv * hd;
+  struct Seq {
+    int64_t start, tokens;
+  };
+  const Seq seqs[] = {{0, 5}, {7, 1}, {2, 4}, {11, 1}, {0, 1}};
+  int blocks_total = 0;
+  for (const Seq& q : seqs) blocks_total += (q.start + q.tokens + block_size - 1) / block_size;
+  std::vector<int32_t> block_ids(blocks_total);
+  for (int i = 0; i < blocks_total; ++i) block_ids[i] = i;
+  std::shuffle(block_ids.begin(), block_ids.end(), rng_);
+  std::vector<float> paged_k(blocks_total * block_size * row, NAN);
+  std::vector<float> paged_v(paged_k.size(), NAN);
+
+  std::vector<std::vector<float>> qs, ks, vs, expected;
+  std::vector<AttentionArgs> batch;
+  std::vector<float> out_all;
+  int next_block = 0;
+  for (const Seq& q : seqs) {
+    const int64_t total = q.start + q.tokens;
+    qs.push_back(RandomVector(q.tokens * n_heads * hd, &rng_));
+    ks.push_back(RandomVector(total * row, &rng_));
+    vs.push_back(RandomVector(total * row, &rng_));
+    AttentionArgs a;
+    a.n_tokens = q.tokens;
+    a.start_pos = q.start;
+    a.n_heads = n_heads;
+    a.n_kv_heads = n_kv;
+    a.head_dim = hd;
+    a.q = qs.back().data();
+    a.k_cache = ks.back().data();
+    a.v_cache = vs.back().data();
+    expected.emplace_back(q.tokens * n_heads * hd);
+    a.out = expected.back().data();
+    backend_.Attention(a);  // contiguous reference
+
+    const int32_t* table = block_ids.data() + next_block;
+    for (int64_t j = 0; j < total; ++j) {
+      const int64_t r = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
+      std::copy(ks.back().begin() + j * row, ks.back().begin() + (j + 1) * row,
+                paged_k.begin() + r * row);
+      std::copy(vs.back().begin() + j * row, vs.back().begin() + (j + 1) * row,
+                paged_v.begin() + r * row);
+    }
+    next_block += static_cast<int>((total + block_size - 1) / block_size);
+    a.k_cache = paged_k.data();
+    a.v_cache = paged_v.data();
+    a.block_table = table;
+    a.block_size = block_size;
+    batch.push_back(a);
+  }
+  std::vector<std::vector<float>> outs;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    outs.emplace_back(expected[i].size(), -7.0f);
+    batch[i].out = outs[i].data();
+  }
+  backend_.Attention(absl::MakeConstSpan(batch));
+  for (size_t i = 0; i < batch.size(); ++i) {
+    for (size_t j = 0; j < expected[i].size(); ++j) {
+      ASSERT_EQ(outs[i][j], expected[i][j]) << "sequence " << i << " element " << j;
+    }
+  }
+}
+
 TEST_P(CpuBackendTest, ElementwiseOps) {
   const int64_t n = 40000;  // above the inline threshold
   std::vector<float> a = RandomVector(n, &rng_, 4.0f), b = RandomVector(n, &rng_);

@@ -21,9 +21,9 @@ constexpr int kInitialRopePositions = 4096;
 
 }  // namespace
 
-KvCache::KvCache(const void* owner, int n_layers, int capacity, int64_t kv_dim)
-    : owner_(owner), n_layers_(n_layers), capacity_(capacity), kv_dim_(kv_dim) {
-  const size_t n = static_cast<size_t>(n_layers) * capacity * kv_dim;
+KvCache::KvCache(const void* owner, int n_layers, const PagedKvLayout& layout)
+    : owner_(owner), layout_(layout) {
+  const size_t n = static_cast<size_t>(n_layers) * layout.floats_per_layer();
   // Not zeroed: positions are written before they are read.
   k_.reset(new float[n]);
   v_.reset(new float[n]);
@@ -45,6 +45,8 @@ struct Model::Scratch {
   std::vector<float> h;     // [T, dim] residual stream
   std::vector<float> xn;    // [T, dim] normed input of a block
   std::vector<float> q;     // [T, n_heads * head_dim]
+  std::vector<float> k;     // [T, kv_dim] new keys, before they go to their slots
+  std::vector<float> v;     // [T, kv_dim] new values
   std::vector<float> attn;  // [T, n_heads * head_dim]
   std::vector<float> out;   // [T, dim] block output
   std::vector<float> a;     // [T, ffn_hidden] (dense) / [T, heads * k_dim] (memory queries)
@@ -52,6 +54,10 @@ struct Model::Scratch {
   std::vector<float> y;     // [T, v_dim] memory read
   std::vector<float> gate;  // [T]
   std::vector<int32_t> positions;
+  std::vector<int> ids;               // [T] the pieces' tokens, concatenated
+  std::vector<int64_t> slots;         // [T] cache row of each token
+  std::vector<int64_t> logit_tokens;  // rows of h whose logits are wanted
+  std::vector<AttentionArgs> attention;  // one per piece
   std::vector<int64_t> trace_rows;
   std::vector<float> trace_scores;
 };
@@ -185,10 +191,36 @@ absl::Status Model::LoadWeights(const std::string& dir) {
 }
 
 std::unique_ptr<KvCache> Model::NewCache(int capacity) const {
-  capacity = std::max(1, std::min(capacity, config_.max_seqlen));
-  return std::unique_ptr<KvCache>(
-      new KvCache(this, config_.n_layers, capacity,
-                  static_cast<int64_t>(config_.n_kv_heads) * config_.head_dim));
+  PagedKvLayout layout;
+  layout.block_size = std::max(1, std::min(capacity, config_.max_seqlen));
+  layout.num_blocks = 1;
+  layout.kv_dim = static_cast<int64_t>(config_.n_kv_heads) * config_.head_dim;
+  return std::unique_ptr<KvCache>(new KvCache(this, config_.n_layers, layout));
+}
+
+int64_t Model::KvBytesPerBlock(int block_size) const {
+  return 2LL * config_.n_layers * block_size * config_.n_kv_heads * config_.head_dim *
+         static_cast<int64_t>(sizeof(float));
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> Model::NewPagedCache(const PagedKvLayout& layout) const {
+  RETURN_IF_ERROR(layout.Validate());
+  const int64_t kv_dim = static_cast<int64_t>(config_.n_kv_heads) * config_.head_dim;
+  if (layout.kv_dim != kv_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("KV layout kv_dim is ", layout.kv_dim,
+                                                   "; the model's n_kv_heads * head_dim is ",
+                                                   kv_dim));
+  }
+  const int64_t bytes = KvBytesPerBlock(layout.block_size) * layout.num_blocks;
+  std::unique_ptr<KvCache> cache;
+  try {
+    cache.reset(new KvCache(this, config_.n_layers, layout));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot allocate the KV cache: ", layout.num_blocks, " blocks x ", layout.block_size,
+        " tokens = ", bytes, " bytes (lower --num_blocks)"));
+  }
+  return cache;
 }
 
 void Model::EnsureRope(int positions) {
@@ -205,6 +237,10 @@ absl::Status Model::Forward(KvCache* cache, absl::Span<const int> tokens, bool a
   }
   if (cache->owner_ != this) {
     return absl::InvalidArgumentError("Forward: the KV cache was created by another model");
+  }
+  if (cache->layout().num_blocks != 1) {
+    return absl::InvalidArgumentError(
+        "Forward: the KV cache is paged (NewPagedCache); use ForwardBatch or a NewCache cache");
   }
   if (tokens.empty()) {
     return absl::InvalidArgumentError("Forward: tokens is empty (at least 1 token is required)");
@@ -242,29 +278,123 @@ absl::Status Model::Forward(KvCache* cache, absl::Span<const int> tokens, bool a
       trace->push_back(std::move(t));
     }
   }
+  const KvBlockId block0 = 0;  // a single-sequence cache is one block
   for (size_t c0 = 0; c0 < tokens.size(); c0 += kMaxChunk) {
     const size_t n = std::min<size_t>(kMaxChunk, tokens.size() - c0);
     const bool last_chunk = c0 + n == tokens.size();
+    Piece piece;
+    piece.tokens = tokens.subspan(c0, n);
+    piece.start = static_cast<int>(start + c0);
+    piece.blocks = &block0;
     float* out = nullptr;
     if (all_logits) {
+      piece.logits = Piece::Logits::kAll;
       out = logits->data() + c0 * vocab;
     } else if (last_chunk) {
+      piece.logits = Piece::Logits::kLast;
       out = logits->data();
     }
-    ForwardChunk(cache, tokens.subspan(c0, n), static_cast<int>(start + c0), all_logits, out,
-                 trace);
+    RunPieces(cache, absl::MakeConstSpan(&piece, 1), out, trace);
     cache->length_ += static_cast<int>(n);
   }
   return absl::OkStatus();
 }
 
-void Model::ForwardChunk(KvCache* cache, absl::Span<const int> tokens, int start, bool all_logits,
-                         float* logits, std::vector<MemoryTrace>* trace) {
+absl::Status Model::ForwardBatch(KvCache* cache, absl::Span<const BatchChunk> chunks,
+                                 std::vector<float>* logits) {
+  if (cache == nullptr || logits == nullptr) {
+    return absl::InvalidArgumentError("ForwardBatch: cache and logits must not be null");
+  }
+  if (cache->owner_ != this) {
+    return absl::InvalidArgumentError("ForwardBatch: the KV cache was created by another model");
+  }
+  const PagedKvLayout& layout = cache->layout();
+  int max_end = 0;
+  int n_logits = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const BatchChunk& c = chunks[i];
+    if (c.tokens.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("chunks[", i, "]: tokens is empty"));
+    }
+    for (size_t j = 0; j < c.tokens.size(); ++j) {
+      if (c.tokens[j] < 0 || c.tokens[j] >= config_.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("chunks[", i, "]: token id ", c.tokens[j], " at index ", j,
+                         " is outside the vocabulary [0, ", config_.vocab_size, ")"));
+      }
+    }
+    const int64_t end = static_cast<int64_t>(c.first_position) + c.tokens.size();
+    if (c.first_position < 0 || end > config_.max_seqlen) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunks[", i, "]: positions [", c.first_position, ", ", end,
+                       ") are outside the model's context [0, ", config_.max_seqlen, ")"));
+    }
+    if (static_cast<int64_t>(c.blocks.size()) * layout.block_size < end) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "chunks[", i, "]: ", c.blocks.size(), " blocks of ", layout.block_size,
+          " tokens do not cover position ", end - 1));
+    }
+    for (size_t j = 0; j < c.blocks.size(); ++j) {
+      if (c.blocks[j] < 0 || c.blocks[j] >= layout.num_blocks) {
+        return absl::InvalidArgumentError(absl::StrCat("chunks[", i, "]: blocks[", j, "] = ",
+                                                       c.blocks[j], " is outside the cache [0, ",
+                                                       layout.num_blocks, ")"));
+      }
+    }
+    max_end = std::max<int>(max_end, static_cast<int>(end));
+    n_logits += c.wants_logits ? 1 : 0;
+  }
+  EnsureRope(max_end);
+  const int64_t vocab = config_.vocab_size;
+  logits->resize(static_cast<size_t>(n_logits) * vocab);
+
+  // Cut the chunks into passes of at most kMaxChunk tokens; a chunk may be
+  // split across passes (its later tokens then read the K/V its earlier
+  // tokens wrote), which gives the same results.
+  std::vector<Piece> pass;
+  int pass_tokens = 0;
+  int logits_before_pass = 0;  // logits rows written by earlier passes
+  int pass_logits = 0;
+  auto flush = [&]() {
+    if (pass.empty()) return;
+    RunPieces(cache, pass, logits->data() + static_cast<int64_t>(logits_before_pass) * vocab,
+              nullptr);
+    logits_before_pass += pass_logits;
+    pass.clear();
+    pass_tokens = 0;
+    pass_logits = 0;
+  };
+  for (const BatchChunk& c : chunks) {
+    size_t done = 0;
+    while (done < c.tokens.size()) {
+      if (pass_tokens == kMaxChunk) flush();
+      const size_t n = std::min<size_t>(kMaxChunk - pass_tokens, c.tokens.size() - done);
+      Piece piece;
+      piece.tokens = c.tokens.subspan(done, n);
+      piece.start = c.first_position + static_cast<int>(done);
+      piece.blocks = c.blocks.data();
+      done += n;
+      if (done == c.tokens.size() && c.wants_logits) {
+        piece.logits = Piece::Logits::kLast;
+        ++pass_logits;
+      }
+      pass.push_back(piece);
+      pass_tokens += static_cast<int>(n);
+    }
+  }
+  flush();
+  return absl::OkStatus();
+}
+
+void Model::RunPieces(KvCache* cache, absl::Span<const Piece> pieces, float* logits,
+                      std::vector<MemoryTrace>* trace) {
   const ModelConfig& c = config_;
   const MemoryConfig& m = c.memory;
   Backend& be = *backend_;
   Scratch& s = *scratch_;
-  const int64_t T = static_cast<int64_t>(tokens.size());
+  const PagedKvLayout& layout = cache->layout();
+  int64_t T = 0;
+  for (const Piece& p : pieces) T += static_cast<int64_t>(p.tokens.size());
   const int64_t dim = c.dim;
   const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
   const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
@@ -276,43 +406,77 @@ void Model::ForwardChunk(KvCache* cache, absl::Span<const int> tokens, int start
   grow(&s.h, T * dim);
   grow(&s.xn, T * dim);
   grow(&s.q, T * q_dim);
+  grow(&s.k, T * kv_dim);
+  grow(&s.v, T * kv_dim);
   grow(&s.attn, T * q_dim);
   grow(&s.out, T * std::max<int64_t>(dim, m.v_dim));
   grow(&s.a, T * wide);
   grow(&s.b, T * std::max<int64_t>(c.ffn_hidden_dim, m.v_dim));
   grow(&s.y, T * m.v_dim);
   grow(&s.gate, T);
-  s.positions.resize(T);
-  for (int64_t t = 0; t < T; ++t) s.positions[t] = static_cast<int32_t>(start + t);
+  // Per token: position, id and cache row; per piece: attention arguments
+  // (pointers filled per layer) and which rows of h need logits.
+  s.positions.clear();
+  s.ids.clear();
+  s.slots.clear();
+  s.logit_tokens.clear();
+  s.attention.clear();
+  for (const Piece& p : pieces) {
+    const int64_t first = static_cast<int64_t>(s.ids.size());
+    for (size_t t = 0; t < p.tokens.size(); ++t) {
+      const int pos = p.start + static_cast<int>(t);
+      s.positions.push_back(pos);
+      s.ids.push_back(p.tokens[t]);
+      s.slots.push_back(layout.Offset(KvSlot{p.blocks[pos / layout.block_size],
+                                             pos % layout.block_size}));
+    }
+    const int64_t n = static_cast<int64_t>(p.tokens.size());
+    if (p.logits == Piece::Logits::kAll) {
+      for (int64_t t = 0; t < n; ++t) s.logit_tokens.push_back(first + t);
+    } else if (p.logits == Piece::Logits::kLast) {
+      s.logit_tokens.push_back(first + n - 1);
+    }
+    AttentionArgs args;
+    args.n_tokens = n;
+    args.start_pos = p.start;
+    args.n_heads = c.n_heads;
+    args.n_kv_heads = c.n_kv_heads;
+    args.head_dim = c.head_dim;
+    args.sliding_window = c.sliding_window;
+    args.q = s.q.data() + first * q_dim;
+    args.out = s.attn.data() + first * q_dim;
+    args.block_table = p.blocks;
+    args.block_size = layout.block_size;
+    s.attention.push_back(args);
+  }
 
   float* h = s.h.data();    // [T, dim]
   float* xn = s.xn.data();  // [T, dim]
-  be.Embedding(tok_embeddings_, tokens, h);
+  be.Embedding(tok_embeddings_, s.ids, h);
   int memory_index = 0;
   for (int i = 0; i < c.n_layers; ++i) {
     const Layer& l = layers_[i];
     // --- attention block: h += wo(attention(rope(wq x), rope(wk x), wv x)) ---
     be.RmsNorm(h, T, l.attention_norm, c.norm_eps, xn);
     float* q = s.q.data();                                                 // [T, n_heads, head_dim]
-    float* k_new = cache->keys(i) + static_cast<int64_t>(start) * kv_dim;  // [T, kv_dim]
-    float* v_new = cache->values(i) + static_cast<int64_t>(start) * kv_dim;  // [T, kv_dim]
+    float* k_new = s.k.data();  // [T, kv_dim]
+    float* v_new = s.v.data();  // [T, kv_dim]
     be.MatMul(xn, T, l.wq, nullptr, q);
     be.MatMul(xn, T, l.wk, nullptr, k_new);
     be.MatMul(xn, T, l.wv, nullptr, v_new);
     be.Rope(q, T, c.n_heads, c.head_dim, s.positions.data(), rope_);
     be.Rope(k_new, T, c.n_kv_heads, c.head_dim, s.positions.data(), rope_);
-    AttentionArgs args;
-    args.n_tokens = T;
-    args.start_pos = start;
-    args.n_heads = c.n_heads;
-    args.n_kv_heads = c.n_kv_heads;
-    args.head_dim = c.head_dim;
-    args.sliding_window = c.sliding_window;
-    args.q = q;
-    args.k_cache = cache->keys(i);
-    args.v_cache = cache->values(i);
-    args.out = s.attn.data();  // [T, q_dim]
-    be.Attention(args);
+    float* k_cache = cache->keys(i);
+    float* v_cache = cache->values(i);
+    for (int64_t t = 0; t < T; ++t) {
+      std::copy(k_new + t * kv_dim, k_new + (t + 1) * kv_dim, k_cache + s.slots[t]);
+      std::copy(v_new + t * kv_dim, v_new + (t + 1) * kv_dim, v_cache + s.slots[t]);
+    }
+    for (AttentionArgs& args : s.attention) {
+      args.k_cache = k_cache;
+      args.v_cache = v_cache;
+    }
+    be.Attention(s.attention);
     be.MatMul(s.attn.data(), T, l.wo, nullptr, s.out.data());
     be.Add(s.out.data(), T * dim, h);
 
@@ -375,15 +539,13 @@ void Model::ForwardChunk(KvCache* cache, absl::Span<const int> tokens, int start
     be.Add(out, T * dim, h);
   }
 
-  // --- output: logits = output(norm(h)) for every token, or the last one ---
-  if (logits == nullptr) return;  // a chunk before the last, last-token logits only
-  if (all_logits) {
-    be.RmsNorm(h, T, norm_, c.norm_eps, xn);
-    be.MatMul(xn, T, output_, nullptr, logits);
-  } else {
-    be.RmsNorm(h + (T - 1) * dim, 1, norm_, c.norm_eps, xn);
-    be.MatMul(xn, 1, output_, nullptr, logits);
+  // --- output: logits = output(norm(h)) for the wanted rows ---
+  const int64_t rows = static_cast<int64_t>(s.logit_tokens.size());
+  if (rows == 0) return;
+  for (int64_t r = 0; r < rows; ++r) {
+    be.RmsNorm(h + s.logit_tokens[r] * dim, 1, norm_, c.norm_eps, xn + r * dim);
   }
+  be.MatMul(xn, rows, output_, nullptr, logits);
 }
 
 }  // namespace memserve

@@ -13,6 +13,7 @@
 #include "absl/types/span.h"
 #include "engine/backend.h"
 #include "engine/config.h"
+#include "engine/kv_cache.h"
 #include "engine/weights.h"
 
 namespace memserve {
@@ -21,31 +22,44 @@ struct ModelOptions {
   int num_threads = 0;  // CPU threads for the ops; 0 = one per hardware thread
 };
 
-// The keys and values of one sequence for every layer, contiguous per layer
-// ([capacity, n_kv_heads, head_dim] fp32), with a fixed capacity. Created by
-// Model::NewCache; valid only with the Model that created it (and not after
-// that model is destroyed).
+// Key/value storage for every layer: per layer, K and V arrays of
+// [num_blocks, block_size, n_kv_heads * head_dim] fp32 (PagedKvLayout). A
+// cache from NewCache holds one sequence in one block of `capacity` tokens
+// and tracks its length (Forward); one from NewPagedCache holds many
+// sequences whose block tables the caller keeps (ForwardBatch). Valid only
+// with the Model that created it (and not after that model is destroyed).
 class KvCache {
  public:
-  // Tokens stored (the position of the next token).
+  // Single-sequence caches: tokens stored (the position of the next token).
   int length() const { return length_; }
-  int capacity() const { return capacity_; }
+  int capacity() const { return layout_.num_blocks * layout_.block_size; }
   // Forgets all tokens; the next Forward starts at position 0.
   void Clear() { length_ = 0; }
+  const PagedKvLayout& layout() const { return layout_; }
 
  private:
   friend class Model;
-  KvCache(const void* owner, int n_layers, int capacity, int64_t kv_dim);
-  float* keys(int layer) { return k_.get() + static_cast<int64_t>(layer) * capacity_ * kv_dim_; }
-  float* values(int layer) { return v_.get() + static_cast<int64_t>(layer) * capacity_ * kv_dim_; }
+  KvCache(const void* owner, int n_layers, const PagedKvLayout& layout);
+  float* keys(int layer) { return k_.get() + layer * layout_.floats_per_layer(); }
+  float* values(int layer) { return v_.get() + layer * layout_.floats_per_layer(); }
 
   const void* owner_;
-  int n_layers_;
-  int capacity_;
-  int64_t kv_dim_;
+  PagedKvLayout layout_;
   int length_ = 0;
-  std::unique_ptr<float[]> k_;  // [n_layers, capacity, kv_dim]
+  std::unique_ptr<float[]> k_;  // [n_layers, num_blocks, block_size, kv_dim]
   std::unique_ptr<float[]> v_;
+};
+
+// Part of one sequence in a batched step (Model::ForwardBatch): `tokens` at
+// positions first_position, first_position + 1, ..., whose K/V go to the
+// sequence's blocks; attention reads positions [0, first_position) from the
+// same blocks (written by earlier steps).
+struct BatchChunk {
+  absl::Span<const int> tokens;         // >= 1 token
+  int first_position = 0;               // >= 0
+  absl::Span<const KvBlockId> blocks;   // the sequence's block table; covers
+                                        // [0, first_position + tokens.size())
+  bool wants_logits = false;            // produce the logits of the last token
 };
 
 // What one memory layer read, for parity tests: for every token and head the
@@ -80,6 +94,13 @@ class Model {
   // [1, max_seqlen].
   std::unique_ptr<KvCache> NewCache(int capacity) const;
 
+  // Block storage for many sequences (ForwardBatch). InvalidArgument naming
+  // the field when layout.Validate() fails; ResourceExhausted when the
+  // storage cannot be allocated (names the bytes asked for).
+  absl::StatusOr<std::unique_ptr<KvCache>> NewPagedCache(const PagedKvLayout& layout) const;
+  // Bytes NewPagedCache allocates per block (K and V of every layer).
+  int64_t KvBytesPerBlock(int block_size) const;
+
   // Appends `tokens` to the sequence in `cache` (positions cache->length()
   // onward) and writes the logits of the last token ([vocab]) to `logits`, or
   // of every token ([tokens.size(), vocab]) when `all_logits`. When `trace` is
@@ -87,9 +108,24 @@ class Model {
   // order, covering the tokens of this call.
   // Errors (InvalidArgument, naming the limit; the cache is unchanged): empty
   // `tokens`, an id outside [0, vocab_size), positions beyond the cache
-  // capacity or max_seqlen, a cache from another model, null cache/logits.
+  // capacity or max_seqlen, a cache from another model or a paged one, null
+  // cache/logits.
   absl::Status Forward(KvCache* cache, absl::Span<const int> tokens, bool all_logits,
                        std::vector<float>* logits, std::vector<MemoryTrace>* trace = nullptr);
+
+  // One step of many sequences as one batch: every op runs over the tokens of
+  // all chunks together, except attention, which each chunk runs over its own
+  // blocks. `logits` becomes [number of chunks with wants_logits, vocab], in
+  // chunk order. Each token's result is bit-identical to computing its
+  // sequence alone (Forward): no op mixes tokens, and every op's arithmetic
+  // per token is independent of the batch.
+  // REQUIRES: chunks write disjoint (block, offset) slots.
+  // Errors (InvalidArgument naming chunks[i] and the limit; nothing is
+  // computed): empty tokens, ids outside the vocabulary, positions beyond
+  // max_seqlen, block tables too short or with ids outside the cache, a
+  // cache from another model, null arguments.
+  absl::Status ForwardBatch(KvCache* cache, absl::Span<const BatchChunk> chunks,
+                            std::vector<float>* logits);
 
  private:
   struct Layer;
@@ -97,9 +133,18 @@ class Model {
   Model();
 
   absl::Status LoadWeights(const std::string& dir);
-  // Runs tokens at positions start.. through all layers; chunk <= kMaxChunk.
-  void ForwardChunk(KvCache* cache, absl::Span<const int> tokens, int start, bool all_logits,
-                    float* logits, std::vector<MemoryTrace>* trace);
+  // Tokens of one sequence run through the layers in one pass.
+  struct Piece {
+    enum class Logits { kNone, kLast, kAll };
+    absl::Span<const int> tokens;
+    int start = 0;                     // position of tokens[0]
+    const KvBlockId* blocks = nullptr; // block table covering start + tokens.size()
+    Logits logits = Logits::kNone;
+  };
+  // Runs the pieces (<= kMaxChunk tokens in all) through every layer and
+  // writes their logits rows, in piece order, to `logits`.
+  void RunPieces(KvCache* cache, absl::Span<const Piece> pieces, float* logits,
+                 std::vector<MemoryTrace>* trace);
   void EnsureRope(int positions);
 
   ModelConfig config_;

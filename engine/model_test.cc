@@ -522,6 +522,101 @@ TEST_P(ModelVariantTest, TraceCoversEveryMemoryLayer) {
   }
 }
 
+// Serving steps: several sequences, prompts cut into random chunks, batched
+// with each other's chunks and decode tokens in shuffled paged blocks. Each
+// sequence's logits must equal, bit for bit, the same sequence computed alone
+// through Forward (whole prompt, then one token per call): per-token results
+// may depend neither on the other sequences nor on how a prompt is chunked.
+TEST_P(ModelVariantTest, ForwardBatchEqualsSoloForwardBitExactly) {
+  const TinySpec& s = GetParam().spec;
+  auto loaded = Model::Load(WriteCheckpoint(ConfigJson(s), MakeCheckpoint(s).tensors));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  Model& m = **loaded;
+  const int V = s.vocab;
+  constexpr int kSeqs = 5, kDecode = 6, kBlockSize = 4;
+  std::mt19937 rng(99);
+  struct Seq {
+    std::vector<int> tokens;  // prompt, then the "sampled" tokens
+    int prompt = 0;
+    int computed = 0;
+    std::vector<KvBlockId> blocks;
+    std::vector<std::vector<float>> solo_logits;   // after the prompt, then per decode
+    std::vector<std::vector<float>> batch_logits;
+  };
+  std::vector<Seq> seqs(kSeqs);
+  for (int i = 0; i < kSeqs; ++i) {
+    Seq& q = seqs[i];
+    q.prompt = 1 + static_cast<int>(rng() % 14);
+    q.tokens = RandomTokens(q.prompt + kDecode, V, 100 + i);
+    auto cache = m.NewCache(q.prompt + kDecode);
+    std::vector<float> logits;
+    ASSERT_TRUE(m.Forward(cache.get(), absl::MakeConstSpan(q.tokens).subspan(0, q.prompt), false,
+                          &logits)
+                    .ok());
+    q.solo_logits.push_back(logits);
+    for (int t = q.prompt; t < q.prompt + kDecode - 1; ++t) {
+      ASSERT_TRUE(m.Forward(cache.get(), absl::MakeConstSpan(q.tokens).subspan(t, 1), false,
+                            &logits)
+                      .ok());
+      q.solo_logits.push_back(logits);
+    }
+  }
+  // Shuffled block ids, handed out as sequences grow.
+  PagedKvLayout layout;
+  layout.block_size = kBlockSize;
+  layout.num_blocks = 64;
+  layout.kv_dim = static_cast<int64_t>(s.n_kv_heads) * s.head_dim;
+  auto paged = m.NewPagedCache(layout);
+  ASSERT_TRUE(paged.ok()) << paged.status();
+  std::vector<KvBlockId> free_blocks(layout.num_blocks);
+  for (int b = 0; b < layout.num_blocks; ++b) free_blocks[b] = b;
+  std::shuffle(free_blocks.begin(), free_blocks.end(), rng);
+
+  for (int step = 0; step < 100; ++step) {
+    std::vector<BatchChunk> chunks;
+    std::vector<int> owner;  // chunk -> sequence
+    for (int i = 0; i < kSeqs; ++i) {
+      Seq& q = seqs[i];
+      const int known = q.prompt + static_cast<int>(q.batch_logits.size());
+      if (q.computed == known || q.batch_logits.size() == kDecode) continue;
+      if (rng() % 4 == 0) continue;  // sits this step out
+      const int n = q.computed < q.prompt
+                        ? 1 + static_cast<int>(rng() % (q.prompt - q.computed))
+                        : 1;
+      while (static_cast<int>(q.blocks.size()) * kBlockSize < q.computed + n) {
+        q.blocks.push_back(free_blocks.back());
+        free_blocks.pop_back();
+      }
+      BatchChunk c;
+      c.tokens = absl::MakeConstSpan(q.tokens).subspan(q.computed, n);
+      c.first_position = q.computed;
+      c.blocks = q.blocks;
+      c.wants_logits = q.computed + n == known;
+      chunks.push_back(c);
+      owner.push_back(i);
+      q.computed += n;
+    }
+    if (chunks.empty()) continue;
+    std::vector<float> logits;
+    ASSERT_TRUE(m.ForwardBatch(paged->get(), chunks, &logits).ok());
+    size_t row = 0;
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      if (!chunks[c].wants_logits) continue;
+      seqs[owner[c]].batch_logits.emplace_back(logits.begin() + row * V,
+                                               logits.begin() + (row + 1) * V);
+      ++row;
+    }
+    ASSERT_EQ(row * V, logits.size());
+  }
+  for (int i = 0; i < kSeqs; ++i) {
+    ASSERT_EQ(seqs[i].batch_logits.size(), static_cast<size_t>(kDecode)) << "sequence " << i;
+    for (int k = 0; k < kDecode; ++k) {
+      ASSERT_EQ(seqs[i].batch_logits[k], seqs[i].solo_logits[k]) << "sequence " << i << " output "
+                                                                 << k;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Variants, ModelVariantTest, ::testing::ValuesIn(Variants()),
                          [](const ::testing::TestParamInfo<Variant>& info) {
                            return std::string(info.param.name);
@@ -676,6 +771,45 @@ TEST(ModelLoadTest, WrongShapeIsNamed) {
 TEST(ModelLoadTest, MissingDirectoryFails) {
   auto model = Model::Load("/nonexistent/memserve/model");
   EXPECT_FALSE(model.ok());
+}
+
+TEST_F(ModelErrorTest, ForwardBatchRejectsBadChunksNamingThem) {
+  PagedKvLayout layout;
+  layout.block_size = 4;
+  layout.num_blocks = 3;
+  layout.kv_dim = static_cast<int64_t>(spec_.n_kv_heads) * spec_.head_dim;
+  auto paged = model_->NewPagedCache(layout);
+  ASSERT_TRUE(paged.ok()) << paged.status();
+  const std::vector<int> ok_tokens = {1, 2, 3};
+  const std::vector<KvBlockId> one = {2}, bad_block = {3}, two = {0, 1};
+  std::vector<float> logits;
+  auto run = [&](BatchChunk c) {
+    BatchChunk good{ok_tokens, 0, two, true};
+    std::vector<BatchChunk> chunks = {good, c};
+    return model_->ForwardBatch(paged->get(), chunks, &logits);
+  };
+  BatchChunk c{ok_tokens, 0, one, true};
+  EXPECT_TRUE(run(c).ok());
+  EXPECT_EQ(logits.size(), 2u * spec_.vocab);
+  c.tokens = {};
+  EXPECT_THAT(run(c).message(), ::testing::HasSubstr("chunks[1]: tokens is empty"));
+  const std::vector<int> bad_tokens = {1, spec_.vocab};
+  c.tokens = bad_tokens;
+  EXPECT_THAT(run(c).message(), ::testing::HasSubstr("chunks[1]: token id"));
+  c.tokens = ok_tokens;
+  c.first_position = 2;  // positions 2..4 need 2 blocks
+  EXPECT_THAT(run(c).message(), ::testing::HasSubstr("do not cover position 4"));
+  c.first_position = 0;
+  c.blocks = bad_block;
+  EXPECT_THAT(run(c).message(), ::testing::HasSubstr("blocks[0] = 3 is outside the cache"));
+  c.blocks = one;
+  c.first_position = spec_.max_seqlen - 1;
+  EXPECT_THAT(run(c).message(), ::testing::HasSubstr("outside the model's context"));
+  // A paged cache is not a single-sequence cache.
+  EXPECT_THAT(model_->Forward(paged->get(), ok_tokens, false, &logits).message(),
+              ::testing::HasSubstr("paged"));
+  layout.kv_dim += 1;
+  EXPECT_FALSE(model_->NewPagedCache(layout).ok());
 }
 
 }  // namespace
