@@ -1,10 +1,11 @@
 #include "engine/generate.h"
 
 #include <algorithm>
+#include <limits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
-#include "engine/stop_strings.h"
 
 namespace memserve {
 
@@ -18,6 +19,49 @@ const char* FinishReasonName(FinishReason r) {
       return "stop";
   }
   return "unknown";
+}
+
+absl::Status ValidateSamplingOptions(const GenerateOptions& o, const ModelConfig& config) {
+  if (o.max_tokens < 1 || o.max_tokens > config.max_seqlen) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens must be in [1, ", config.max_seqlen,
+                                                   "] (the model's max_seqlen), got ",
+                                                   o.max_tokens));
+  }
+  if (o.min_tokens < 0 || o.min_tokens > o.max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("min_tokens must be in [0, max_tokens = ",
+                                                   o.max_tokens, "], got ", o.min_tokens));
+  }
+  if (o.logprobs < 0 || o.logprobs > kMaxLogprobs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logprobs must be in [0, ", kMaxLogprobs, "], got ", o.logprobs));
+  }
+  if (o.stop.size() > static_cast<size_t>(kMaxStopStrings)) {
+    return absl::InvalidArgumentError(absl::StrCat("stop has ", o.stop.size(),
+                                                   " strings; the limit is ", kMaxStopStrings));
+  }
+  for (size_t i = 0; i < o.stop.size(); ++i) {
+    if (o.stop[i].empty() || o.stop[i].size() > static_cast<size_t>(kMaxStopStringBytes)) {
+      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is ", o.stop[i].size(),
+                                                     " bytes; it must be 1 to ",
+                                                     kMaxStopStringBytes));
+    }
+    if (!IsValidUtf8(o.stop[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is not valid UTF-8"));
+    }
+  }
+  if (o.stop_token_ids.size() > static_cast<size_t>(kMaxStopTokenIds)) {
+    return absl::InvalidArgumentError(absl::StrCat("stop_token_ids has ", o.stop_token_ids.size(),
+                                                   " ids; the limit is ", kMaxStopTokenIds));
+  }
+  for (size_t i = 0; i < o.stop_token_ids.size(); ++i) {
+    if (o.stop_token_ids[i] < 0 || o.stop_token_ids[i] >= config.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("stop_token_ids[", i, "] = ",
+                                                     o.stop_token_ids[i],
+                                                     " is outside the vocabulary [0, ",
+                                                     config.vocab_size, ")"));
+    }
+  }
+  return o.sampling.Validate();
 }
 
 absl::Status ValidateGenerateOptions(const GenerateOptions& o, const ModelConfig& config) {
@@ -38,30 +82,88 @@ absl::Status ValidateGenerateOptions(const GenerateOptions& o, const ModelConfig
                                                      config.vocab_size, ")"));
     }
   }
-  if (o.max_tokens < 1 || o.max_tokens > config.max_seqlen) {
-    return absl::InvalidArgumentError(absl::StrCat("max_tokens must be in [1, ", config.max_seqlen,
-                                                   "] (the model's max_seqlen), got ",
-                                                   o.max_tokens));
-  }
-  if (o.logprobs < 0 || o.logprobs > kMaxLogprobs) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("logprobs must be in [0, ", kMaxLogprobs, "], got ", o.logprobs));
-  }
-  if (o.stop.size() > static_cast<size_t>(kMaxStopStrings)) {
-    return absl::InvalidArgumentError(absl::StrCat("stop has ", o.stop.size(),
-                                                   " strings; the limit is ", kMaxStopStrings));
-  }
-  for (size_t i = 0; i < o.stop.size(); ++i) {
-    if (o.stop[i].size() > static_cast<size_t>(kMaxStopStringBytes)) {
-      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is ", o.stop[i].size(),
-                                                     " bytes; the limit is ",
-                                                     kMaxStopStringBytes));
+  return ValidateSamplingOptions(o, config);
+}
+
+RequestDecoder::RequestDecoder(const Tokenizer& tokenizer, const GenerateOptions& options,
+                               std::vector<int> prompt)
+    : tokenizer_(tokenizer),
+      options_(options),
+      sampler_(options.sampling),
+      decoder_(tokenizer),
+      stops_(options.stop, options.include_stop_str),
+      tokens_(std::move(prompt)),
+      prompt_tokens_(static_cast<int>(tokens_.size())) {
+  result_.prompt_tokens = prompt_tokens_;
+}
+
+TokenEvent RequestDecoder::Next(absl::Span<const float> logits) {
+  const bool before_min = result_.completion_tokens < options_.min_tokens;
+  absl::Span<const float> sample_from = logits;
+  if (before_min) {  // EOS and stop tokens cannot end generation yet
+    masked_.assign(logits.begin(), logits.end());
+    const float kNeverSampled = -std::numeric_limits<float>::infinity();
+    if (!options_.ignore_eos && tokenizer_.eos_id() >= 0 &&
+        tokenizer_.eos_id() < static_cast<int>(masked_.size())) {
+      masked_[tokenizer_.eos_id()] = kNeverSampled;
     }
-    if (!IsValidUtf8(o.stop[i])) {
-      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is not valid UTF-8"));
+    for (int id : options_.stop_token_ids) masked_[id] = kNeverSampled;
+    sample_from = masked_;
+  }
+  const int id = sampler_.Sample(sample_from, tokens_);
+  TokenEvent ev;
+  ev.id = id;
+  TokenLogprobs lp = ComputeLogprobs(logits, id, options_.logprobs);
+  ev.logprob = lp.chosen;
+  for (const auto& [tid, tlp] : lp.top) ev.top.push_back({tid, tlp});
+  tokens_.push_back(id);
+  ++result_.completion_tokens;
+
+  const bool is_stop_token = std::find(options_.stop_token_ids.begin(),
+                                       options_.stop_token_ids.end(),
+                                       id) != options_.stop_token_ids.end();
+  if (id == tokenizer_.eos_id() && !options_.ignore_eos) {
+    result_.finish_reason = FinishReason::kEos;
+    done_ = true;
+  } else if (is_stop_token) {
+    result_.finish_reason = FinishReason::kStop;
+    result_.stop_token_id = id;
+    done_ = true;
+    // The stop token's text only with include_stop_str; held-back text is
+    // released at Finish.
+    if (options_.include_stop_str) ev.text = stops_.Push(decoder_.Push(id));
+  } else if (before_min) {
+    // Stop strings are matched only in the text of tokens after min_tokens.
+    ev.text = decoder_.Push(id);
+  } else {
+    ev.text = stops_.Push(decoder_.Push(id));
+    if (stops_.stopped()) {
+      result_.finish_reason = FinishReason::kStop;
+      result_.stop_string = stops_.matched();
+      done_ = true;
     }
   }
-  return o.sampling.Validate();
+  if (!done_ && result_.completion_tokens == options_.max_tokens) {
+    result_.finish_reason = FinishReason::kLength;
+    done_ = true;
+  }
+  result_.text += ev.text;
+  return ev;
+}
+
+GenerateResult RequestDecoder::Finish() {
+  if (!stops_.stopped()) {
+    result_.trailing_text = stops_.Push(decoder_.Flush());
+    if (stops_.stopped()) {
+      // The flushed bytes completed a stop string.
+      result_.finish_reason = FinishReason::kStop;
+      result_.stop_string = stops_.matched();
+    } else {
+      result_.trailing_text += stops_.Flush();
+    }
+    result_.text += result_.trailing_text;
+  }
+  return std::move(result_);
 }
 
 absl::StatusOr<GenerateResult> Generate(Model& model, const Tokenizer& tokenizer,
@@ -80,50 +182,17 @@ absl::StatusOr<GenerateResult> Generate(Model& model, const Tokenizer& tokenizer
         ") exceeds the model's context of ", config.max_seqlen, " tokens (max_seqlen)"));
   }
 
-  GenerateResult result;
-  result.prompt_tokens = n_prompt;
   auto cache = model.NewCache(n_prompt + options.max_tokens);
-  Sampler sampler(options.sampling);
-  IncrementalDecoder decoder(tokenizer);
-  StopStringMatcher stops(options.stop, options.include_stop_str);
-
-  std::vector<int> history = prompt;  // for repetition penalties
   std::vector<float> logits;
   RETURN_IF_ERROR(model.Forward(cache.get(), prompt, /*all_logits=*/false, &logits));
-  for (int step = 0; step < options.max_tokens; ++step) {
-    const int id = sampler.Sample(logits, history);
-    TokenEvent ev;
-    ev.id = id;
-    TokenLogprobs lp = ComputeLogprobs(logits, id, options.logprobs);
-    ev.logprob = lp.chosen;
-    for (const auto& [tid, tlp] : lp.top) ev.top.push_back({tid, tlp});
-    history.push_back(id);
-    ++result.completion_tokens;
-
-    const bool is_eos = id == tokenizer.eos_id() && !options.ignore_eos;
-    if (is_eos) {
-      result.finish_reason = FinishReason::kEos;
-    } else {
-      ev.text = stops.Push(decoder.Push(id));
-      if (stops.stopped()) result.finish_reason = FinishReason::kStop;
-    }
-    result.text += ev.text;
-    on_token(ev);
-    if (is_eos || stops.stopped()) break;
-    if (step + 1 == options.max_tokens) break;  // length; no forward needed
-    int next[1] = {id};
+  RequestDecoder request(tokenizer, options, std::move(prompt));
+  while (true) {
+    on_token(request.Next(logits));
+    if (request.done()) break;
+    const int next[1] = {request.tokens().back()};
     RETURN_IF_ERROR(model.Forward(cache.get(), absl::Span<const int>(next, 1), false, &logits));
   }
-  if (!stops.stopped()) {
-    result.trailing_text = stops.Push(decoder.Flush());
-    if (stops.stopped()) {
-      result.finish_reason = FinishReason::kStop;
-    } else {
-      result.trailing_text += stops.Flush();
-    }
-    result.text += result.trailing_text;
-  }
-  return result;
+  return request.Finish();
 }
 
 }  // namespace memserve

@@ -10,9 +10,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/config.h"
 #include "engine/model.h"
 #include "engine/sampling.h"
+#include "engine/stop_strings.h"
 #include "engine/tokenizer.h"
 
 namespace memserve {
@@ -21,6 +23,7 @@ namespace memserve {
 inline constexpr int kMaxStopStrings = 64;
 inline constexpr int kMaxStopStringBytes = 256;
 inline constexpr int kMaxLogprobs = 20;
+inline constexpr int kMaxStopTokenIds = 64;
 inline constexpr size_t kMaxPromptBytes = 4 << 20;
 
 struct GenerateOptions {
@@ -28,7 +31,12 @@ struct GenerateOptions {
   std::vector<int> prompt_ids;  // prompt_ids is non-empty (used as is, no BOS added)
   SamplingParams sampling;
   int max_tokens = 128;              // >= 1; prompt + max_tokens <= max_seqlen
+  // Before this many tokens, EOS and stop tokens cannot be sampled and stop
+  // strings are not matched (a stop string must lie wholly in the text of
+  // later tokens). [0, max_tokens].
+  int min_tokens = 0;
   std::vector<std::string> stop;     // stop strings; output is cut before the match
+  std::vector<int> stop_token_ids;   // sampling one ends generation (kStop)
   bool include_stop_str = false;
   bool ignore_eos = false;
   int logprobs = 0;                  // top-n alternatives per token, 0..kMaxLogprobs
@@ -58,11 +66,58 @@ struct GenerateResult {
   int completion_tokens = 0;   // includes the EOS token when one ended generation
   std::string trailing_text;   // text released only at the end (held-back tail)
   std::string text;            // all released text, trailing_text included
+  std::string stop_string;     // kStop by a stop string: the one that matched
+  int stop_token_id = -1;      // kStop by a stop token: its id; else -1
 };
 
-// Checks the request against the model's limits before any work. Errors are
+// Checks everything but the prompt against the model's limits. Errors are
+// InvalidArgument whose message starts with the field name (max_tokens,
+// min_tokens, logprobs, stop[i], stop_token_ids[i], temperature, ...), so a
+// caller can prefix its own path.
+absl::Status ValidateSamplingOptions(const GenerateOptions& options, const ModelConfig& config);
+
+// ValidateSamplingOptions plus the prompt (text or ids). Errors are
 // InvalidArgument naming the field and the limit.
 absl::Status ValidateGenerateOptions(const GenerateOptions& options, const ModelConfig& config);
+
+// The per-request half of generation, shared by Generate and the batched
+// engine: samples each next token from the logits the model produced for the
+// sequence, turns it into a TokenEvent (UTF-8-safe text, stop-string
+// holdback, logprobs) and decides when the request ends (EOS, stop string,
+// stop token, max_tokens). Owns the request's RNG, so its tokens depend only
+// on its own logits. Not thread-safe.
+class RequestDecoder {
+ public:
+  // REQUIRES: ValidateGenerateOptions(options).ok(), !prompt.empty().
+  RequestDecoder(const Tokenizer& tokenizer, const GenerateOptions& options,
+                 std::vector<int> prompt);
+
+  // Samples and processes the next token from `logits` ([vocab]).
+  // REQUIRES: !done().
+  TokenEvent Next(absl::Span<const float> logits);
+
+  bool done() const { return done_; }
+  // The prompt followed by every generated token.
+  const std::vector<int>& tokens() const { return tokens_; }
+  int prompt_tokens() const { return prompt_tokens_; }
+  int completion_tokens() const { return result_.completion_tokens; }
+
+  // The outcome once done(): flushes held-back text into trailing_text.
+  // Call once.
+  GenerateResult Finish();
+
+ private:
+  const Tokenizer& tokenizer_;
+  GenerateOptions options_;
+  Sampler sampler_;
+  IncrementalDecoder decoder_;
+  StopStringMatcher stops_;
+  std::vector<int> tokens_;
+  int prompt_tokens_;
+  std::vector<float> masked_;  // logits with EOS/stop tokens masked (min_tokens)
+  GenerateResult result_;
+  bool done_ = false;
+};
 
 // Tokenizes (if needed), prefills, then decodes until EOS, a stop string or
 // max_tokens; calls `on_token` once per generated token, in order, on the

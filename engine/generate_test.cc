@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace memserve {
@@ -75,6 +76,60 @@ TEST_F(GenerateTest, MaxTokensEndsWithLength) {
   EXPECT_EQ(r.text, " Dr");
   EXPECT_EQ(r.finish_reason, FinishReason::kLength);
   EXPECT_EQ(r.completion_tokens, 3);
+}
+
+TEST_F(GenerateTest, MinTokensHoldsOffEos) {
+  GenerateOptions o = Greedy(24);
+  o.min_tokens = 15;  // the answer's EOS would be token 13
+  GenerateResult r = Run(o);
+  EXPECT_GE(r.completion_tokens, 15);
+  EXPECT_EQ(r.text.substr(0, sizeof(kAnswer) - 1), kAnswer);
+  EXPECT_GT(r.text.size(), sizeof(kAnswer) - 1);
+}
+
+TEST_F(GenerateTest, StopTokenEndsWithStop) {
+  GenerateOptions o = Greedy(24);
+  o.stop_token_ids = {'d'};  // bytes tokenizer: id = byte; " Draen|d|dron."
+  GenerateResult r = Run(o);
+  EXPECT_EQ(r.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(r.stop_token_id, 'd');
+  EXPECT_EQ(r.text, " Draen");
+  EXPECT_EQ(r.completion_tokens, 7);
+  o.include_stop_str = true;
+  EXPECT_EQ(Run(o).text, " Draend");
+}
+
+TEST_F(GenerateTest, StopStringsAreMatchedOnlyAfterMinTokens) {
+  GenerateOptions o = Greedy(24);
+  o.stop = {"dd"};  // tokens 7 and 8 of " Draendd|ron."
+  o.min_tokens = 6;
+  GenerateResult r = Run(o);
+  EXPECT_EQ(r.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(r.stop_string, "dd");
+  EXPECT_EQ(r.text, " Draen");
+  o.min_tokens = 7;  // the first 'd' is within min_tokens: no match
+  r = Run(o);
+  EXPECT_EQ(r.finish_reason, FinishReason::kEos);
+  EXPECT_EQ(r.text, kAnswer);
+}
+
+TEST_F(GenerateTest, MinTokensAndStopTokenIdsAreValidated) {
+  GenerateOptions o = Greedy(8);
+  o.min_tokens = 9;
+  EXPECT_THAT(ValidateGenerateOptions(o, model_->config()).message(),
+              ::testing::HasSubstr("min_tokens must be in [0, max_tokens = 8], got 9"));
+  o = Greedy(8);
+  o.stop_token_ids = {1, 258};
+  EXPECT_THAT(ValidateGenerateOptions(o, model_->config()).message(),
+              ::testing::HasSubstr("stop_token_ids[1] = 258 is outside the vocabulary"));
+  o = Greedy(8);
+  o.stop_token_ids.assign(65, 1);
+  EXPECT_THAT(ValidateGenerateOptions(o, model_->config()).message(),
+              ::testing::HasSubstr("stop_token_ids has 65 ids; the limit is 64"));
+  o = Greedy(8);
+  o.stop = {"a", ""};
+  EXPECT_THAT(ValidateGenerateOptions(o, model_->config()).message(),
+              ::testing::HasSubstr("stop[1] is 0 bytes; it must be 1 to 256"));
 }
 
 TEST_F(GenerateTest, StopStringSpanningTokensCutsBeforeIt) {

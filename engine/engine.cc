@@ -1,0 +1,281 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+
+namespace memserve {
+
+struct Engine::Live {
+  Live(const Tokenizer& tokenizer, EngineRequest request,
+       std::shared_ptr<RequestObserver> observer)
+      : id(std::move(request.id)),
+        decoder(tokenizer, request.options, std::move(request.prompt)),
+        observer(std::move(observer)) {
+    timings.submitted = absl::Now();
+  }
+  std::string id;
+  RequestDecoder decoder;
+  std::shared_ptr<RequestObserver> observer;
+  RequestTimings timings;
+  // How the request ends if the scheduler drops it: Cancelled for a client,
+  // Unavailable when a drain ran out of time, Internal after a failed step;
+  // DeadlineExceeded is set when its deadline drops it.
+  absl::Status end_status = absl::CancelledError("the request was cancelled");
+};
+
+Engine::Engine(std::unique_ptr<Model> model, std::unique_ptr<Tokenizer> tokenizer,
+               std::unique_ptr<Scheduler> scheduler, std::unique_ptr<KvCache> cache,
+               const EngineOptions& options)
+    : model_(std::move(model)),
+      tokenizer_(std::move(tokenizer)),
+      options_(options),
+      cache_(std::move(cache)),
+      scheduler_(std::move(scheduler)) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Model> model,
+                                                       std::unique_ptr<Tokenizer> tokenizer,
+                                                       const EngineOptions& options) {
+  if (model == nullptr || tokenizer == nullptr) {
+    return absl::InvalidArgumentError("Engine::Create: model and tokenizer are required");
+  }
+  SchedulerOptions sched = options.scheduler;
+  if (sched.block_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--block_size must be >= 1, got ", sched.block_size));
+  }
+  const ModelConfig& config = model->config();
+  const int blocks_per_sequence = (config.max_seqlen + sched.block_size - 1) / sched.block_size;
+  if (sched.num_blocks == 0) {
+    const int64_t wanted = static_cast<int64_t>(std::max(1, sched.max_batch_size)) *
+                           blocks_per_sequence;
+    const int64_t affordable =
+        std::max<int64_t>(1, options.kv_cache_bytes / model->KvBytesPerBlock(sched.block_size));
+    sched.num_blocks = static_cast<int>(
+        std::max<int64_t>(blocks_per_sequence, std::min<int64_t>(wanted, affordable)));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler, Scheduler::Create(sched));
+  PagedKvLayout layout;
+  layout.block_size = sched.block_size;
+  layout.num_blocks = sched.num_blocks;
+  layout.kv_dim = static_cast<int64_t>(config.n_kv_heads) * config.head_dim;
+  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, model->NewPagedCache(layout));
+  return std::unique_ptr<Engine>(new Engine(std::move(model), std::move(tokenizer),
+                                            std::move(scheduler), std::move(cache), options));
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    draining_ = true;
+    for (auto& [id, live] : live_) {
+      live->end_status = absl::UnavailableError("the server is shutting down");
+      scheduler_->Cancel(id).IgnoreError();
+    }
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+absl::StatusOr<uint64_t> Engine::Submit(EngineRequest request,
+                                        std::shared_ptr<RequestObserver> observer) {
+  const ModelConfig& config = model_->config();
+  if (request.prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
+  for (size_t i = 0; i < request.prompt.size(); ++i) {
+    if (request.prompt[i] < 0 || request.prompt[i] >= config.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt[", i, "] = ", request.prompt[i],
+                                                     " is outside the vocabulary [0, ",
+                                                     config.vocab_size, ")"));
+    }
+  }
+  RETURN_IF_ERROR(ValidateSamplingOptions(request.options, config));
+  const int n_prompt = static_cast<int>(request.prompt.size());
+  if (static_cast<int64_t>(n_prompt) + request.options.max_tokens > config.max_seqlen) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", n_prompt, " tokens) + max_tokens (", request.options.max_tokens,
+        ") exceeds the model's context of ", config.max_seqlen, " tokens (max_seqlen)"));
+  }
+  SequenceRequest seq;
+  seq.prompt_tokens = n_prompt;
+  seq.max_tokens = request.options.max_tokens;
+  seq.deadline = request.deadline;
+  auto live = std::make_unique<Live>(*tokenizer_, std::move(request), std::move(observer));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (draining_) {
+      return absl::UnavailableError("the server is draining for shutdown; retry elsewhere");
+    }
+    seq.id = next_id_;
+    RETURN_IF_ERROR(scheduler_->Enqueue(seq));
+    ++next_id_;
+    live_.emplace(seq.id, std::move(live));
+  }
+  wake_.notify_one();
+  return seq.id;
+}
+
+void Engine::Cancel(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (live_.count(id) == 0) return;
+    scheduler_->Cancel(id).IgnoreError();
+  }
+  wake_.notify_one();
+}
+
+void Engine::Drain(absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  draining_ = true;
+  const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
+  if (!idle_.wait_until(lock, deadline, [this] { return live_.empty(); })) {
+    for (auto& [id, live] : live_) {
+      live->end_status = absl::UnavailableError(
+          "the server shut down before the request finished (--shutdown_timeout)");
+      scheduler_->Cancel(id).IgnoreError();
+    }
+    wake_.notify_all();
+    idle_.wait(lock, [this] { return live_.empty(); });
+  }
+}
+
+EngineStats Engine::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const SchedulerStats s = scheduler_->Stats();
+  EngineStats out;
+  out.running = s.running;
+  out.waiting = s.waiting;
+  out.kv_blocks_used = s.kv_blocks_used;
+  out.kv_blocks_total = s.kv_blocks_total;
+  out.kv_block_tokens = scheduler_->options().block_size;
+  out.requests_served = requests_served_;
+  out.steps = steps_;
+  out.preemptions = preemptions_;
+  out.draining = draining_;
+  return out;
+}
+
+void Engine::Loop() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [this] { return stopping_ || !live_.empty(); });
+      if (live_.empty()) return;  // stopping with nothing left
+    }
+    Step();
+    if (options_.debug_step_delay > absl::ZeroDuration()) absl::SleepFor(options_.debug_step_delay);
+  }
+}
+
+void Engine::FinishEarly(std::vector<std::unique_ptr<Live>> ended) {
+  const absl::Time now = absl::Now();
+  for (auto& live : ended) {
+    live->timings.done = now;
+    live->observer->OnDone(live->end_status, live->timings);
+  }
+}
+
+bool Engine::Step() {
+  StepPlan plan;
+  std::vector<std::unique_ptr<Live>> dropped;
+  std::vector<Live*> owners;                    // per chunk
+  std::vector<std::vector<KvBlockId>> tables;   // per chunk
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    plan = scheduler_->Schedule(absl::Now());
+    preemptions_ += static_cast<int64_t>(plan.preempted.size());
+    for (const DroppedSequence& d : plan.dropped) {
+      auto node = live_.extract(d.id);
+      if (node.empty()) continue;
+      if (d.reason == DropReason::kDeadlineExceeded) {
+        node.mapped()->end_status = absl::DeadlineExceededError(
+            "the request's deadline passed before it finished");
+      }
+      dropped.push_back(std::move(node.mapped()));
+    }
+    const absl::Time now = absl::Now();
+    for (const ScheduledChunk& c : plan.chunks) {
+      Live* live = live_.at(c.id).get();
+      if (live->timings.admitted == absl::InfinitePast()) live->timings.admitted = now;
+      owners.push_back(live);
+      const absl::Span<const KvBlockId> blocks = scheduler_->Find(c.id)->blocks.blocks();
+      tables.emplace_back(blocks.begin(), blocks.end());
+    }
+    if (live_.empty()) idle_.notify_all();
+  }
+  FinishEarly(std::move(dropped));
+  if (plan.chunks.empty()) return !plan.dropped.empty();
+
+  std::vector<BatchChunk> batch(plan.chunks.size());
+  for (size_t i = 0; i < plan.chunks.size(); ++i) {
+    const ScheduledChunk& c = plan.chunks[i];
+    batch[i].tokens = absl::MakeConstSpan(owners[i]->decoder.tokens())
+                          .subspan(c.first_position, c.num_tokens);
+    batch[i].first_position = c.first_position;
+    batch[i].blocks = tables[i];
+    batch[i].wants_logits = c.wants_logits;
+  }
+  const absl::Status forward = model_->ForwardBatch(cache_.get(), batch, &logits_);
+
+  std::vector<uint64_t> stopped;
+  if (forward.ok()) {
+    const int64_t vocab = model_->config().vocab_size;
+    size_t row = 0;
+    const absl::Time now = absl::Now();
+    for (size_t i = 0; i < plan.chunks.size(); ++i) {
+      if (!plan.chunks[i].wants_logits) continue;
+      Live* live = owners[i];
+      const TokenEvent event = live->decoder.Next(
+          absl::MakeConstSpan(logits_).subspan(row * vocab, vocab));
+      ++row;
+      if (live->timings.first_token == absl::InfinitePast()) live->timings.first_token = now;
+      live->observer->OnToken(event);
+      if (live->decoder.done()) stopped.push_back(plan.chunks[i].id);
+    }
+  }
+
+  std::vector<std::unique_ptr<Live>> finished, failed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++steps_;
+    if (!forward.ok()) {
+      // A bug (the scheduler and the model disagree): end the step's requests
+      // with Internal rather than the server. The next Schedule drops them.
+      const absl::Status error =
+          absl::InternalError(absl::StrCat("model step failed: ", forward.message()));
+      for (const ScheduledChunk& c : plan.chunks) {
+        live_.at(c.id)->end_status = error;
+        scheduler_->Cancel(c.id).IgnoreError();
+      }
+      absl::StatusOr<std::vector<uint64_t>> ended = scheduler_->OnStepDone(plan, {});
+      for (uint64_t id : ended.ok() ? *ended : std::vector<uint64_t>{}) {
+        auto node = live_.extract(id);
+        if (!node.empty()) failed.push_back(std::move(node.mapped()));
+      }
+    } else {
+      absl::StatusOr<std::vector<uint64_t>> ended = scheduler_->OnStepDone(plan, stopped);
+      if (ended.ok()) {
+        for (uint64_t id : *ended) {
+          auto node = live_.extract(id);
+          if (node.empty()) continue;
+          finished.push_back(std::move(node.mapped()));
+          ++requests_served_;
+        }
+      }
+    }
+    if (live_.empty()) idle_.notify_all();
+  }
+  const absl::Time now = absl::Now();
+  for (auto& live : finished) {
+    live->timings.done = now;
+    live->observer->OnDone(live->decoder.Finish(), live->timings);
+  }
+  FinishEarly(std::move(failed));
+  return true;
+}
+
+}  // namespace memserve

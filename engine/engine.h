@@ -1,0 +1,156 @@
+// Engine: the batched generation loop. One engine thread owns the model, the
+// paged KV cache and the scheduler; any thread submits, cancels and reads
+// stats. Each step the scheduler picks the running decodes plus admitted
+// prompt chunks (engine/scheduler.h), the model runs them as one batch
+// (Model::ForwardBatch), and each sequence samples its next token with its
+// own RNG (RequestDecoder), so a request's tokens do not depend on what else
+// is in the batch.
+//
+//   auto engine = Engine::Create(std::move(model), std::move(tokenizer), options);
+//   auto id = (*engine)->Submit(std::move(request), observer);   // any thread
+//   (*engine)->Cancel(*id);                                      // any thread
+//   (*engine)->Drain(absl::Seconds(30));                         // shutdown
+#ifndef MEMSERVE_ENGINE_ENGINE_H_
+#define MEMSERVE_ENGINE_ENGINE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/generate.h"
+#include "engine/model.h"
+#include "engine/scheduler.h"
+#include "engine/tokenizer.h"
+
+namespace memserve {
+
+struct EngineOptions {
+  // num_blocks 0 = enough blocks for max_batch_size sequences of the whole
+  // context, capped at kv_cache_bytes.
+  SchedulerOptions scheduler;
+  int64_t kv_cache_bytes = int64_t{4} << 30;  // cap of the automatic pool size
+  // Testing aid: sleep this long after every step, so that tests can hold
+  // requests in flight on a tiny model. 0 in production.
+  absl::Duration debug_step_delay = absl::ZeroDuration();
+};
+
+// One generation request, already tokenized.
+struct EngineRequest {
+  std::string id;              // for logs; need not be unique
+  std::vector<int> prompt;     // token ids, >= 1, each in the vocabulary
+  GenerateOptions options;     // prompt / prompt_ids are ignored
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+struct RequestTimings {
+  absl::Time submitted;
+  absl::Time admitted = absl::InfinitePast();     // first scheduled
+  absl::Time first_token = absl::InfinitePast();  // first token produced
+  absl::Time done = absl::InfinitePast();
+};
+
+// Receives one request's output. Called on the engine thread, in order, never
+// concurrently for one request; implementations must not block (queue the
+// data and return) and must not call back into the Engine except Stats().
+class RequestObserver {
+ public:
+  virtual ~RequestObserver() = default;
+  virtual void OnToken(const TokenEvent& event) = 0;
+  // Called exactly once, last. OK with the result, or why the request ended
+  // early: Cancelled (Cancel), DeadlineExceeded (its deadline passed while
+  // queued or running), Unavailable (the drain timeout ended), Internal.
+  virtual void OnDone(absl::StatusOr<GenerateResult> result, const RequestTimings& timings) = 0;
+};
+
+struct EngineStats {
+  int running = 0;
+  int waiting = 0;
+  int kv_blocks_used = 0;
+  int kv_blocks_total = 0;
+  int kv_block_tokens = 0;
+  int64_t requests_served = 0;  // ended OK
+  int64_t steps = 0;
+  int64_t preemptions = 0;  // sequences sent back to recompute (KV pool full)
+  bool draining = false;
+};
+
+class Engine {
+ public:
+  // Sizes the KV pool, allocates it and starts the engine thread. Errors
+  // name the option (--num_blocks, ...) and the limit.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(std::unique_ptr<Model> model,
+                                                        std::unique_ptr<Tokenizer> tokenizer,
+                                                        const EngineOptions& options);
+  // Cancels what is left (observers get Unavailable) and joins the thread.
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Checks and queues a request; returns its engine id. Errors (the observer
+  // is then never called): InvalidArgument naming the field and limit
+  // (prompt + max_tokens over the context or the whole KV pool, bad
+  // options), ResourceExhausted (--max_queue requests already wait),
+  // Unavailable (draining).
+  absl::StatusOr<uint64_t> Submit(EngineRequest request, std::shared_ptr<RequestObserver> observer);
+
+  // Stops request `id` (a no-op when it already ended): it leaves the queue or
+  // the batch at the next step, its KV blocks are freed and its observer gets
+  // Cancelled.
+  void Cancel(uint64_t id);
+
+  // Stops admitting (Submit returns Unavailable), lets in-flight requests
+  // finish for up to `timeout`, then ends the rest with Unavailable. Returns
+  // when nothing is in flight.
+  void Drain(absl::Duration timeout);
+
+  EngineStats Stats() const;
+  const Model& model() const { return *model_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const SchedulerOptions& scheduler_options() const { return scheduler_->options(); }
+
+ private:
+  struct Live;  // per-request state of the engine loop
+  Engine(std::unique_ptr<Model> model, std::unique_ptr<Tokenizer> tokenizer,
+         std::unique_ptr<Scheduler> scheduler, std::unique_ptr<KvCache> cache,
+         const EngineOptions& options);
+
+  void Loop();
+  // One step: plan, forward, sample, finish. False when there was nothing to do.
+  bool Step();
+  // Ends the requests in `ended` (already removed from the scheduler and
+  // from live_) with their end_status; called outside the lock.
+  void FinishEarly(std::vector<std::unique_ptr<Live>> ended);
+
+  const std::unique_ptr<Model> model_;
+  const std::unique_ptr<Tokenizer> tokenizer_;
+  const EngineOptions options_;
+  std::unique_ptr<KvCache> cache_;  // engine thread only
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;   // work arrived, a cancel, or shutdown
+  std::condition_variable idle_;   // nothing in flight (Drain waits on it)
+  std::unique_ptr<Scheduler> scheduler_;                      // guarded by mu_
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Live>> live_;  // guarded by mu_
+  uint64_t next_id_ = 1;                                       // guarded by mu_
+  bool draining_ = false;                                      // guarded by mu_
+  bool stopping_ = false;                                      // guarded by mu_
+  int64_t requests_served_ = 0;                                // guarded by mu_
+  int64_t steps_ = 0;                                          // guarded by mu_
+  int64_t preemptions_ = 0;                                    // guarded by mu_
+
+  std::vector<float> logits_;  // engine thread only
+  std::thread thread_;
+};
+
+}  // namespace memserve
+
+#endif  // MEMSERVE_ENGINE_ENGINE_H_
