@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -365,9 +366,15 @@ absl::Status Parse(const json& root, ModelConfig* cfg) {
 
   cfg->chat_template = "plain";
   RETURN_IF_ERROR(o.String("chat_template", false, &cfg->chat_template));
-  if (cfg->chat_template != "plain") {
-    return FieldError("chat_template", absl::StrCat("unknown template \"", cfg->chat_template,
-                                                    "\" (supported: plain)"));
+  // The templates engine/chat_template.h renders (config cannot depend on it:
+  // it depends on the tokenizer, which depends on config); chat_template_test
+  // checks that the two lists agree.
+  constexpr const char* kChatTemplates[] = {"plain", "llama2", "llama3"};
+  if (std::find(std::begin(kChatTemplates), std::end(kChatTemplates), cfg->chat_template) ==
+      std::end(kChatTemplates)) {
+    return FieldError("chat_template",
+                      absl::StrCat("unknown template ", Show(json(cfg->chat_template)),
+                                   " (supported: plain, llama2, llama3)"));
   }
   // "source" and any other top-level key are informational and ignored.
   return absl::OkStatus();

@@ -252,8 +252,12 @@ TEST(ConfigTest, InvalidFieldsAreNamed) {
          j["tokenizer"] = {{"kind", "sp"}, {"file", "t.model"}, {"bos_id", 1}};
        },
        "\"tokenizer.eos_id\": is required"},
-      {"chat_template", [](json& j) { j["chat_template"] = "llama3"; },
-       "\"chat_template\": unknown template"},
+      {"chat_template", [](json& j) { j["chat_template"] = "chatml"; },
+       "\"chat_template\": unknown template \"chatml\" (supported: plain, llama2, llama3)"},
+      {"chat_template case", [](json& j) { j["chat_template"] = "Llama3"; },
+       "\"chat_template\": unknown template \"Llama3\""},
+      {"chat_template empty", [](json& j) { j["chat_template"] = ""; },
+       "\"chat_template\": unknown template \"\" (supported: plain, llama2, llama3)"},
       {"chat_template type", [](json& j) { j["chat_template"] = 5; },
        "\"chat_template\": must be a string"},
   };
@@ -265,6 +269,21 @@ TEST(ConfigTest, InvalidFieldsAreNamed) {
     EXPECT_EQ(cfg.status().code(), c.code) << c.name << ": " << cfg.status();
     EXPECT_THAT(std::string(cfg.status().message()), HasSubstr(c.want)) << c.name;
   }
+}
+
+TEST(ConfigTest, ChatTemplates) {
+  for (const char* name : {"plain", "llama2", "llama3"}) {
+    json j = ValidConfig();
+    j["chat_template"] = name;
+    auto cfg = Parse(j);
+    ASSERT_TRUE(cfg.ok()) << name << ": " << cfg.status();
+    EXPECT_EQ(cfg->chat_template, name);
+  }
+  json j = ValidConfig();
+  j["chat_template"] = nullptr;  // null = absent = "plain"
+  auto cfg = Parse(j);
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->chat_template, "plain");
 }
 
 TEST(ConfigTest, NotJsonOrNotObject) {

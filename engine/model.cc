@@ -190,6 +190,12 @@ absl::Status Model::LoadWeights(const std::string& dir) {
   return absl::OkStatus();
 }
 
+int64_t Model::value_table_bytes() const {
+  int64_t bytes = 0;
+  for (const TensorView& t : value_tables_) bytes += static_cast<int64_t>(t.nbytes());
+  return bytes;
+}
+
 std::unique_ptr<KvCache> Model::NewCache(int capacity) const {
   PagedKvLayout layout;
   layout.block_size = std::max(1, std::min(capacity, config_.max_seqlen));

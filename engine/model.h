@@ -89,6 +89,8 @@ class Model {
   Model& operator=(const Model&) = delete;
 
   const ModelConfig& config() const { return config_; }
+  // Bytes of the memory value table(s) in the checkpoint (0 without memory).
+  int64_t value_table_bytes() const;
 
   // A cache for one sequence of up to `capacity` tokens, clamped to
   // [1, max_seqlen].

@@ -13,7 +13,7 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 absl::Status RangeError(const char* field, float value, const char* range) {
   return absl::InvalidArgumentError(
-      absl::StrCat("sampling field \"", field, "\" must be in ", range, ", got ", value));
+      absl::StrCat(field, " must be in ", range, ", got ", value));
 }
 
 inline float Sanitize(float v) { return std::isnan(v) ? kNegInf : v; }
@@ -36,7 +36,7 @@ absl::Status SamplingParams::Validate() const {
   }
   if (top_k < 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("sampling field \"top_k\" must be >= 0 (0 = off), got ", top_k));
+        absl::StrCat("top_k must be >= 0 (0 = off), got ", top_k));
   }
   if (!(top_p > 0.0f && top_p <= 1.0f)) return RangeError("top_p", top_p, "(0, 1]");
   if (!(min_p >= 0.0f && min_p <= 1.0f)) return RangeError("min_p", min_p, "[0, 1]");

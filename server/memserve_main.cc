@@ -1,5 +1,6 @@
 // memserve: the command-line entry point.
 //
+//   memserve serve [--model DIR] [--listen HOST:PORT] [serving flags]   (server/serve.h)
 //   memserve generate [--model DIR] --prompt TEXT [--max_tokens N] [--temperature T]
 //       [--top_k K] [--top_p P] [--min_p M] [--seed S] [--stop S1,S2]
 //       [--logprobs K] [--output text|jsonl]
@@ -21,6 +22,7 @@
 #include "engine/model.h"
 #include "engine/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "server/serve.h"
 
 ABSL_FLAG(std::string, model, "",
           "serving checkpoint directory (config.json, model.safetensors); default: the "
@@ -131,7 +133,9 @@ int RunGenerate() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "memserve: inference for memory-augmented Llama models.\n"
-      "  memserve generate --model DIR --prompt TEXT [flags]   (see --help)");
+      "  memserve serve [--model DIR] [--listen HOST:PORT] [flags]   gRPC server (memserve.v1)\n"
+      "  memserve generate [--model DIR] --prompt TEXT [flags]       one request, no server\n"
+      "  (see --help for every flag)");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::cerr << absl::ProgramUsageMessage() << "\n";
@@ -143,6 +147,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (cmd == "generate") return memserve::RunGenerate();
-  std::cerr << "error: unknown command '" << cmd << "' (expected: generate)\n";
+  if (cmd == "serve") {
+    std::string dir = absl::GetFlag(FLAGS_model);
+    return memserve::RunServe(dir.empty() ? memserve::DefaultModelDir() : dir);
+  }
+  std::cerr << "error: unknown command '" << cmd << "' (expected: serve, generate)\n";
   return 2;
 }

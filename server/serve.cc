@@ -1,0 +1,196 @@
+#include "server/serve.h"
+
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/parse_error_interceptor.h"
+#include "server/service.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+          "address to serve on, HOST:PORT; port 0 picks a free port (see --port_file)");
+ABSL_FLAG(std::string, port_file, "",
+          "if set, the bound port is written here (decimal) once the server listens");
+ABSL_FLAG(int, max_batch_size, 64, "sequences in one engine step (and running at once)");
+ABSL_FLAG(int, max_num_tokens, 2048, "tokens in one engine step (prompt chunks and decodes)");
+ABSL_FLAG(int, max_queue, 1024, "waiting requests; beyond it RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, block_size, 16, "tokens per KV cache block");
+ABSL_FLAG(int, num_blocks, 0,
+          "KV cache blocks; 0 = enough for --max_batch_size full-context sequences, capped by "
+          "--kv_cache_mb");
+ABSL_FLAG(int64_t, kv_cache_mb, 4096, "cap of the automatic KV cache size, MiB");
+ABSL_FLAG(int, prefill_chunk, 512,
+          "prompt tokens per sequence per step (chunked prefill); 0 = --max_num_tokens");
+ABSL_FLAG(int, default_max_tokens, 256,
+          "max_tokens of requests that leave it unset (capped by the context left)");
+ABSL_FLAG(absl::Duration, shutdown_timeout, absl::Seconds(30),
+          "on SIGTERM, how long in-flight requests may run before they are cancelled");
+ABSL_FLAG(int64_t, max_request_bytes, int64_t{8} << 20, "largest request message accepted");
+ABSL_FLAG(absl::Duration, debug_load_delay, absl::ZeroDuration(),
+          "testing: wait this long before loading the model (to observe LOADING)");
+ABSL_FLAG(absl::Duration, debug_step_delay, absl::ZeroDuration(),
+          "testing: sleep this long after every engine step (to hold requests in flight)");
+
+// Defined in memserve_main.cc, shared with `memserve generate`.
+ABSL_DECLARE_FLAG(int, threads);
+
+namespace memserve {
+namespace {
+
+void Log(const std::string& line) {
+  const std::string out = absl::StrCat("memserve: ", line, "\n");
+  std::fwrite(out.data(), 1, out.size(), stderr);
+}
+
+// Writes `port` to `path` atomically (write a temporary, then rename), so a
+// reader never sees a partial number.
+bool WritePortFile(const std::string& path, int port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << port << "\n";
+    if (!out) return false;
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  return !ec;
+}
+
+}  // namespace
+
+int RunServe(const std::string& model_dir) {
+  // SIGTERM and SIGINT are taken with sigwait below; block them before any
+  // thread starts so that every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  EngineOptions engine_options;
+  SchedulerOptions& sched = engine_options.scheduler;
+  sched.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  sched.max_num_tokens = absl::GetFlag(FLAGS_max_num_tokens);
+  sched.max_queue = absl::GetFlag(FLAGS_max_queue);
+  sched.block_size = absl::GetFlag(FLAGS_block_size);
+  sched.num_blocks = absl::GetFlag(FLAGS_num_blocks);
+  sched.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  engine_options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
+  engine_options.debug_step_delay = absl::GetFlag(FLAGS_debug_step_delay);
+  // Check the flags that need no model first, so that mistakes fail fast.
+  {
+    SchedulerOptions check = sched;
+    if (check.num_blocks == 0) check.num_blocks = 1;
+    if (absl::Status s = check.Validate(); !s.ok()) {
+      Log(absl::StrCat("error: ", s.message()));
+      return 2;
+    }
+  }
+  const int default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
+  if (default_max_tokens < 1) {
+    Log(absl::StrCat("error: --default_max_tokens must be >= 1, got ", default_max_tokens));
+    return 2;
+  }
+  const int64_t max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  if (max_request_bytes < (int64_t{1} << 20) || max_request_bytes > (int64_t{1} << 30)) {
+    Log(absl::StrCat("error: --max_request_bytes must be in [1 MiB, 1 GiB], got ",
+                     max_request_bytes));
+    return 2;
+  }
+
+  ServiceOptions service_options;
+  service_options.model_name = std::filesystem::path(model_dir).filename().string();
+  service_options.convert.default_max_tokens = default_max_tokens;
+  service_options.max_request_bytes = max_request_bytes;
+  MemServeService service(service_options);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(max_request_bytes));
+  builder.RegisterService(&service);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(NewParseErrorInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    Log(absl::StrCat("error: cannot listen on ", listen, " (--listen)"));
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus("", true);
+  health->SetServingStatus(kServiceName, false);
+  const std::string port_file = absl::GetFlag(FLAGS_port_file);
+  if (!port_file.empty() && !WritePortFile(port_file, port)) {
+    Log(absl::StrCat("error: cannot write --port_file ", port_file));
+    server->Shutdown();
+    return 1;
+  }
+  Log(absl::StrCat("listening on port ", port, " (", listen, "); loading ", model_dir));
+
+  // Load while the port answers health checks (readiness NOT_SERVING).
+  absl::SleepFor(absl::GetFlag(FLAGS_debug_load_delay));
+  const absl::Time load_start = absl::Now();
+  std::unique_ptr<Engine> engine;
+  absl::Status load_status = [&]() -> absl::Status {
+    ModelOptions model_options;
+    model_options.num_threads = absl::GetFlag(FLAGS_threads);
+    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(model_dir, model_options);
+    if (!model.ok()) return model.status();
+    absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
+        Tokenizer::Create((*model)->config().tokenizer, model_dir);
+    if (!tokenizer.ok()) return tokenizer.status();
+    absl::StatusOr<std::unique_ptr<Engine>> created =
+        Engine::Create(std::move(*model), std::move(*tokenizer), engine_options);
+    if (!created.ok()) return created.status();
+    engine = std::move(*created);
+    return absl::OkStatus();
+  }();
+  if (!load_status.ok()) {
+    Log(absl::StrCat("error: ", load_status.message()));
+    server->Shutdown();
+    return load_status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  service.SetEngine(engine.get());
+  health->SetServingStatus(kServiceName, true);
+  const EngineStats stats = engine->Stats();
+  Log(absl::StrCat("ready in ", absl::FormatDuration(absl::Now() - load_start), ": ",
+                   engine->model().config().n_layers, " layers, KV cache ",
+                   stats.kv_blocks_total, " blocks x ", stats.kv_block_tokens, " tokens"));
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  const absl::Duration timeout = absl::GetFlag(FLAGS_shutdown_timeout);
+  Log(absl::StrCat("signal ", signal_number, ": draining (up to ",
+                   absl::FormatDuration(timeout), ")"));
+  health->SetServingStatus(kServiceName, false);
+  service.SetDraining();
+  engine->Drain(timeout);
+  // Every engine request has ended; give the calls a moment to send their
+  // last messages, then stop the server (cancelling anything left).
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server->Wait();
+  engine.reset();
+  Log("stopped");
+  return 0;
+}
+
+}  // namespace memserve
