@@ -58,6 +58,15 @@ std::string RenderPlain(absl::Span<const ChatMessage> messages) {
   return out;
 }
 
+std::string RenderRaw(absl::Span<const ChatMessage> messages) {
+  std::string out;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (i > 0) out += "\n";
+    out += messages[i].content;
+  }
+  return out;
+}
+
 absl::StatusOr<std::string> RenderLlama2(absl::Span<const ChatMessage> messages) {
   constexpr char kRule[] =
       "llama2 requires user/assistant alternation after at most one leading system message, "
@@ -105,7 +114,7 @@ std::string RenderLlama3(absl::Span<const ChatMessage> messages) {
 }  // namespace
 
 const std::vector<std::string>& KnownChatTemplates() {
-  static const auto* const kNames = new std::vector<std::string>{"plain", "llama2", "llama3"};
+  static const auto* const kNames = new std::vector<std::string>{"plain", "llama2", "llama3", "raw"};
   return *kNames;
 }
 
@@ -126,6 +135,7 @@ absl::StatusOr<std::string> RenderChat(absl::string_view template_name,
   }
   RETURN_IF_ERROR(ValidateMessages(messages));
   if (template_name == "plain") return RenderPlain(messages);
+  if (template_name == "raw") return RenderRaw(messages);
   if (template_name == "llama2") return RenderLlama2(messages);
   return RenderLlama3(messages);
 }

@@ -1,6 +1,6 @@
 // Chat templates: turn a conversation (a list of {role, content} messages)
 // into the prompt text a model was trained on, ending with the assistant's
-// turn header so that the model continues as the assistant
+// turn header (except "raw") so that the model continues as the assistant
 // (docs/api.md, "Chat"; the template is config.json's "chat_template").
 //
 // Roles are "system", "user" and "assistant". Contents are UTF-8 and may be
@@ -23,6 +23,12 @@
 //   "Assistant:" (no trailing space). Any order of roles.
 //     [system S, user U, assistant A, user V] ->
 //     "System: S\n\nUser: U\n\nAssistant: A\n\nUser: V\n\nAssistant:"
+//
+// "raw", for base models that never saw any chat format (the bundled demo
+//   model, trained on bare sentences): the contents joined by "\n", with no
+//   role names and no assistant header, so a chat turn is a plain completion
+//   of the conversation's text. Any order of roles.
+//     [user U, user V] -> "U\nV"
 //
 // "llama2", Meta's Llama-2 chat format: at most one leading system message,
 //   then user and assistant strictly alternating, starting and ending with
@@ -62,9 +68,9 @@ struct ChatMessage {
 };
 
 // The template names RenderChat accepts, in documentation order:
-// plain, llama2, llama3.
+// plain, llama2, llama3, raw.
 const std::vector<std::string>& KnownChatTemplates();
-// "plain, llama2, llama3", for error messages.
+// "plain, llama2, llama3, raw", for error messages.
 std::string KnownChatTemplatesList();
 bool IsKnownChatTemplate(absl::string_view name);
 
@@ -72,7 +78,7 @@ bool IsKnownChatTemplate(absl::string_view name);
 // the assistant's turn header. Thread-safe (a pure function).
 // Errors, all InvalidArgument; checked in this order, messages in index
 // order, the first failure wins:
-//   unknown template name  "unknown chat template \"x\" (supported: plain, llama2, llama3)"
+//   unknown template name  "unknown chat template \"x\" (supported: plain, llama2, llama3, raw)"
 //   no messages            "messages is empty (at least 1 message is required)"
 //   bad role               "messages[2].role must be one of system, user, assistant; got \"bot\""
 //   bad content            "messages[0].content is not valid UTF-8"

@@ -34,8 +34,8 @@ void ExpectError(absl::string_view name, std::vector<ChatMessage> msgs, absl::st
 }
 
 TEST(ChatTemplateTest, Names) {
-  EXPECT_THAT(KnownChatTemplates(), ElementsAre("plain", "llama2", "llama3"));
-  EXPECT_EQ(KnownChatTemplatesList(), "plain, llama2, llama3");
+  EXPECT_THAT(KnownChatTemplates(), ElementsAre("plain", "llama2", "llama3", "raw"));
+  EXPECT_EQ(KnownChatTemplatesList(), "plain, llama2, llama3, raw");
   EXPECT_TRUE(IsKnownChatTemplate("plain"));
   EXPECT_TRUE(IsKnownChatTemplate("llama2"));
   EXPECT_TRUE(IsKnownChatTemplate("llama3"));
@@ -117,6 +117,11 @@ TEST(ChatTemplateTest, Llama3) {
             "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
+TEST(ChatTemplateTest, RawJoinsContents) {
+  EXPECT_EQ(Render("raw", {{"user", "The capital of X is"}}), "The capital of X is");
+  EXPECT_EQ(Render("raw", {{"system", "a"}, {"user", "b"}, {"assistant", "c"}}), "a\nb\nc");
+}
+
 TEST(ChatTemplateTest, EndsWithAssistantHeader) {
   const std::vector<std::vector<ChatMessage>> convs = {
       {kU1}, {kSys, kU1}, {kU1, kA1, kU2}, {kSys, kU1, kA1, kU2}};
@@ -137,8 +142,8 @@ TEST(ChatTemplateTest, EndsWithAssistantHeader) {
 
 TEST(ChatTemplateTest, UnknownTemplate) {
   ExpectError("chatml", {kU1},
-              "unknown chat template \"chatml\" (supported: plain, llama2, llama3)");
-  ExpectError("", {kU1}, "unknown chat template \"\" (supported: plain, llama2, llama3)");
+              "unknown chat template \"chatml\" (supported: plain, llama2, llama3, raw)");
+  ExpectError("", {kU1}, "unknown chat template \"\" (supported: plain, llama2, llama3, raw)");
 }
 
 TEST(ChatTemplateTest, CommonErrors) {

@@ -369,12 +369,12 @@ absl::Status Parse(const json& root, ModelConfig* cfg) {
   // The templates engine/chat_template.h renders (config cannot depend on it:
   // it depends on the tokenizer, which depends on config); chat_template_test
   // checks that the two lists agree.
-  constexpr const char* kChatTemplates[] = {"plain", "llama2", "llama3"};
+  constexpr const char* kChatTemplates[] = {"plain", "llama2", "llama3", "raw"};
   if (std::find(std::begin(kChatTemplates), std::end(kChatTemplates), cfg->chat_template) ==
       std::end(kChatTemplates)) {
     return FieldError("chat_template",
                       absl::StrCat("unknown template ", Show(json(cfg->chat_template)),
-                                   " (supported: plain, llama2, llama3)"));
+                                   " (supported: plain, llama2, llama3, raw)"));
   }
   // "source" and any other top-level key are informational and ignored.
   return absl::OkStatus();

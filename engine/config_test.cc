@@ -253,11 +253,11 @@ TEST(ConfigTest, InvalidFieldsAreNamed) {
        },
        "\"tokenizer.eos_id\": is required"},
       {"chat_template", [](json& j) { j["chat_template"] = "chatml"; },
-       "\"chat_template\": unknown template \"chatml\" (supported: plain, llama2, llama3)"},
+       "\"chat_template\": unknown template \"chatml\" (supported: plain, llama2, llama3, raw)"},
       {"chat_template case", [](json& j) { j["chat_template"] = "Llama3"; },
        "\"chat_template\": unknown template \"Llama3\""},
       {"chat_template empty", [](json& j) { j["chat_template"] = ""; },
-       "\"chat_template\": unknown template \"\" (supported: plain, llama2, llama3)"},
+       "\"chat_template\": unknown template \"\" (supported: plain, llama2, llama3, raw)"},
       {"chat_template type", [](json& j) { j["chat_template"] = 5; },
        "\"chat_template\": must be a string"},
   };

@@ -488,7 +488,7 @@ def write_model(path, sd, plan):
             w.write(out, t)
 
 
-def convert(ckpt_dir, out_dir, dtype="float32", allow_pickle=False):
+def convert(ckpt_dir, out_dir, dtype="float32", allow_pickle=False, chat_template="plain"):
     """Converts; raises ConversionError on refusal. Returns the config dict written."""
     if dtype not in ("float32", "bfloat16"):
         raise ConversionError(f"--dtype must be float32 or bfloat16, not {dtype!r}")
@@ -534,7 +534,7 @@ def convert(ckpt_dir, out_dir, dtype="float32", allow_pickle=False):
                                "ffn_hidden_dim", "vocab_size", "max_seqlen", "norm_eps",
                                "rope_theta", "sliding_window", "memory")},
         "tokenizer": tok_cfg,
-        "chat_template": "plain",
+        "chat_template": chat_template,
         "source": {
             "converter": "tools/convert_lingua.py",
             "converter_version": CONVERTER_VERSION,
@@ -567,9 +567,13 @@ def main(argv=None):
                     help="dtype of all tensors except the value tables (always bfloat16)")
     ap.add_argument("--allow_pickle", action="store_true",
                     help="load consolidated.pth with the full (code-executing) unpickler")
+    ap.add_argument("--chat_template", default="plain",
+                    choices=["plain", "llama2", "llama3", "raw"],
+                    help="how Chat renders messages (docs/checkpoint-format.md); raw for a "
+                         "base model that never saw a chat format")
     a = ap.parse_args(argv)
     try:
-        cfg = convert(a.ckpt_dir, a.out_dir, a.dtype, a.allow_pickle)
+        cfg = convert(a.ckpt_dir, a.out_dir, a.dtype, a.allow_pickle, a.chat_template)
     except ConversionError as e:
         print(f"convert_lingua: error: {e}", file=sys.stderr)
         return 2
