@@ -77,6 +77,15 @@ void LogRequest(const std::string& id, const char* method, const absl::Status& s
   std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
+// When more messages wait behind this one, let gRPC coalesce them into
+// fewer frames and syscalls; the last queued message is sent unbuffered, so
+// nothing lingers.
+grpc::WriteOptions WriteOptionsFor(bool more_queued) {
+  grpc::WriteOptions options;
+  if (more_queued) options.set_buffer_hint();
+  return options;
+}
+
 // A server-streaming generation call. gRPC owns it (deleted in OnDone). The
 // engine reports to it through Observer; the reactor stays alive until it
 // calls Finish, which happens only after the engine's OnDone (or without
@@ -192,6 +201,7 @@ void StreamCall::OnEngineDone(absl::StatusOr<GenerateResult> result,
 void StreamCall::Enqueue(std::optional<GenerateResponse> message,
                          std::optional<grpc::Status> end) {
   const GenerateResponse* write = nullptr;
+  bool buffer = false;
   std::optional<grpc::Status> finish;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -201,6 +211,7 @@ void StreamCall::Enqueue(std::optional<GenerateResponse> message,
     if (!queue_.empty()) {
       writing_ = true;
       write = &queue_.front();
+      buffer = queue_.size() > 1;
     } else if (end_.has_value()) {
       finish = end_;
     }
@@ -208,7 +219,7 @@ void StreamCall::Enqueue(std::optional<GenerateResponse> message,
   // Outside the lock: gRPC may run reactions inline. After Finish this
   // object may be deleted at any moment.
   if (write != nullptr) {
-    StartWrite(write);
+    StartWrite(write, WriteOptionsFor(buffer));
   } else if (finish.has_value()) {
     Finish(*finish);
   }
@@ -216,6 +227,7 @@ void StreamCall::Enqueue(std::optional<GenerateResponse> message,
 
 void StreamCall::OnWriteDone(bool ok) {
   const GenerateResponse* write = nullptr;
+  bool buffer = false;
   std::optional<grpc::Status> finish;
   bool cancel_engine = false;
   std::optional<uint64_t> id;
@@ -230,6 +242,7 @@ void StreamCall::OnWriteDone(bool ok) {
     }
     if (!queue_.empty()) {
       write = &queue_.front();
+      buffer = queue_.size() > 1;
     } else {
       writing_ = false;
       if (end_.has_value()) finish = end_;
@@ -237,7 +250,7 @@ void StreamCall::OnWriteDone(bool ok) {
   }
   if (cancel_engine && id.has_value()) engine_->Cancel(*id);
   if (write != nullptr) {
-    StartWrite(write);
+    StartWrite(write, WriteOptionsFor(buffer));
   } else if (finish.has_value()) {
     Finish(*finish);
   }
