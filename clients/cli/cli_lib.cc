@@ -1,0 +1,377 @@
+#include "clients/cli/cli_lib.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/util/json_util.h>
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "memserve/v1/memserve.grpc.pb.h"
+
+namespace memserve {
+namespace cli {
+
+namespace {
+
+constexpr absl::string_view kCodeNames[] = {
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+};
+
+std::chrono::system_clock::time_point DeadlineAfter(absl::Duration d) {
+  return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(d);
+}
+
+// Strings print as they are (JSON-safe callers escape them); bytes escaped.
+std::string ScalarToString(const google::protobuf::Message& m,
+                           const google::protobuf::FieldDescriptor* f, int index) {
+  using FD = google::protobuf::FieldDescriptor;
+  const google::protobuf::Reflection* r = m.GetReflection();
+  const bool rep = index >= 0;
+  switch (f->cpp_type()) {
+    case FD::CPPTYPE_INT32:
+      return absl::StrCat(rep ? r->GetRepeatedInt32(m, f, index) : r->GetInt32(m, f));
+    case FD::CPPTYPE_INT64:
+      return absl::StrCat(rep ? r->GetRepeatedInt64(m, f, index) : r->GetInt64(m, f));
+    case FD::CPPTYPE_UINT32:
+      return absl::StrCat(rep ? r->GetRepeatedUInt32(m, f, index) : r->GetUInt32(m, f));
+    case FD::CPPTYPE_UINT64:
+      return absl::StrCat(rep ? r->GetRepeatedUInt64(m, f, index) : r->GetUInt64(m, f));
+    case FD::CPPTYPE_FLOAT:
+      return absl::StrCat(rep ? r->GetRepeatedFloat(m, f, index) : r->GetFloat(m, f));
+    case FD::CPPTYPE_DOUBLE:
+      return absl::StrCat(rep ? r->GetRepeatedDouble(m, f, index) : r->GetDouble(m, f));
+    case FD::CPPTYPE_BOOL:
+      return (rep ? r->GetRepeatedBool(m, f, index) : r->GetBool(m, f)) ? "true" : "false";
+    case FD::CPPTYPE_ENUM: {
+      const google::protobuf::EnumValueDescriptor* v =
+          rep ? r->GetRepeatedEnum(m, f, index) : r->GetEnum(m, f);
+      return v->name();
+    }
+    case FD::CPPTYPE_STRING: {
+      std::string s = rep ? r->GetRepeatedString(m, f, index) : r->GetString(m, f);
+      return f->type() == FD::TYPE_BYTES ? EscapeBytes(s) : s;
+    }
+    case FD::CPPTYPE_MESSAGE:
+      break;
+  }
+  return "";
+}
+
+void Flatten(const google::protobuf::Message& m, const std::string& prefix,
+             std::vector<std::pair<std::string, std::string>>* out) {
+  const google::protobuf::Descriptor* d = m.GetDescriptor();
+  const google::protobuf::Reflection* r = m.GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* f = d->field(i);
+    const std::string name = prefix + f->name();
+    const bool is_message = f->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE;
+    if (f->is_repeated()) {
+      const int n = r->FieldSize(m, f);
+      if (is_message) {
+        if (n == 0) out->emplace_back(name, "");
+        for (int j = 0; j < n; ++j) {
+          Flatten(r->GetRepeatedMessage(m, f, j), absl::StrCat(name, "[", j, "]."), out);
+        }
+      } else {
+        std::vector<std::string> items;
+        for (int j = 0; j < n; ++j) items.push_back(ScalarToString(m, f, j));
+        out->emplace_back(name, absl::StrJoin(items, ", "));
+      }
+      continue;
+    }
+    if (is_message) {
+      Flatten(r->GetMessage(m, f), name + ".", out);
+      continue;
+    }
+    if (f->has_presence() && !r->HasField(m, f)) {
+      // A oneof member that is not the chosen one says nothing; an unset
+      // `optional` field is worth showing as such.
+      if (f->real_containing_oneof() == nullptr) out->emplace_back(name, "(unset)");
+      continue;
+    }
+    out->emplace_back(name, ScalarToString(m, f, -1));
+  }
+}
+
+}  // namespace
+
+std::string StatusCodeName(grpc::StatusCode code) {
+  const int i = static_cast<int>(code);
+  if (i >= 0 && i < static_cast<int>(std::size(kCodeNames))) return std::string(kCodeNames[i]);
+  return absl::StrCat("CODE_", i);
+}
+
+int ExitCodeFor(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return kExitOk;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return kExitUsage;
+    case grpc::StatusCode::UNAVAILABLE:
+      return kExitUnreachable;
+    default:
+      return kExitOther;
+  }
+}
+
+std::string FormatStatus(const grpc::Status& status) {
+  std::string out = StatusCodeName(status.error_code());
+  if (!status.error_message().empty()) absl::StrAppend(&out, ": ", status.error_message());
+  return out;
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxReceiveBytes);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+grpc::Status WaitForServer(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout) {
+  // Not WaitForConnected: it keeps retrying a refused connection until the
+  // deadline, and "nothing listens there" should fail at once.
+  const auto deadline = DeadlineAfter(timeout);
+  grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_TRANSIENT_FAILURE &&
+         state != GRPC_CHANNEL_SHUTDOWN) {
+    if (!channel->WaitForStateChange(state, deadline)) break;  // timed out
+    state = channel->GetState(/*try_to_connect=*/true);
+  }
+  if (state == GRPC_CHANNEL_READY) return grpc::Status::OK;
+  // gRPC keeps the reason of the failed attempt to itself; a fail-fast call
+  // on the failing channel ends at once and carries it.
+  if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(DeadlineAfter(absl::Seconds(1)));
+    v1::ServerStatus ignored;
+    grpc::Status s = v1::MemServe::NewStub(channel)->GetServerStatus(
+        &ctx, v1::GetServerStatusRequest(), &ignored);
+    // Anything but UNAVAILABLE came from a server: it is there after all.
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+        s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return grpc::Status::OK;
+    }
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) return s;
+  }
+  return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                      absl::StrCat("no connection within ", absl::FormatDuration(timeout)));
+}
+
+std::string CannotReachMessage(const std::string& target, const grpc::Status& status) {
+  return absl::StrCat("cannot reach server at ", target, " (", FormatStatus(status), ")");
+}
+
+v1::SamplingParams BuildSamplingParams(const SamplingOptions& o) {
+  v1::SamplingParams p;
+  if (o.temperature) p.set_temperature(static_cast<float>(*o.temperature));
+  p.set_top_k(o.top_k);
+  if (o.top_p) p.set_top_p(static_cast<float>(*o.top_p));
+  p.set_min_p(static_cast<float>(o.min_p));
+  if (o.repetition_penalty) p.set_repetition_penalty(static_cast<float>(*o.repetition_penalty));
+  p.set_frequency_penalty(static_cast<float>(o.frequency_penalty));
+  p.set_presence_penalty(static_cast<float>(o.presence_penalty));
+  if (o.seed) p.set_seed(*o.seed);
+  if (o.max_tokens) p.set_max_tokens(*o.max_tokens);
+  p.set_min_tokens(o.min_tokens);
+  for (const std::string& s : o.stop) p.add_stop(s);
+  for (int32_t id : o.stop_token_ids) p.add_stop_token_ids(id);
+  p.set_ignore_eos(o.ignore_eos);
+  p.set_logprobs(o.logprobs);
+  p.set_include_stop_str(o.include_stop_str);
+  return p;
+}
+
+absl::StatusOr<std::vector<std::string>> ParseStopList(absl::string_view value) {
+  std::vector<std::string> out;
+  if (value.empty()) return out;
+  std::string cur;
+  for (size_t i = 0; i < value.size(); ++i) {
+    const char c = value[i];
+    if (c == ',') {
+      if (cur.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--stop: empty stop string at position ", out.size()));
+      }
+      out.push_back(std::move(cur));
+      cur.clear();
+      continue;
+    }
+    if (c != '\\') {
+      cur.push_back(c);
+      continue;
+    }
+    if (i + 1 == value.size()) {
+      return absl::InvalidArgumentError("--stop: dangling backslash at the end");
+    }
+    const char e = value[++i];
+    switch (e) {
+      case ',':
+        cur.push_back(',');
+        break;
+      case 'n':
+        cur.push_back('\n');
+        break;
+      case 't':
+        cur.push_back('\t');
+        break;
+      case 'r':
+        cur.push_back('\r');
+        break;
+      case '\\':
+        cur.push_back('\\');
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--stop: unknown escape '\\", std::string(1, e), "' (use \\, \\n \\t \\r \\\\)"));
+    }
+  }
+  if (cur.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--stop: empty stop string at position ", out.size()));
+  }
+  out.push_back(std::move(cur));
+  return out;
+}
+
+absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::vector<std::string>& args) {
+  std::vector<int32_t> ids;
+  ids.reserve(args.size());
+  for (size_t i = 0; i < args.size(); ++i) {
+    int32_t id;
+    if (!absl::SimpleAtoi(args[i], &id)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", i, " is not an integer: '", args[i], "'"));
+    }
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+std::string EscapeBytes(absl::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size());
+  for (const char ch : bytes) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      default:
+        if (c >= 0x20 && c < 0x7f) {
+          out.push_back(ch);
+        } else {
+          absl::StrAppendFormat(&out, "\\x%02x", c);
+        }
+    }
+  }
+  return out;
+}
+
+std::string FinishReasonName(v1::FinishReason reason) {
+  std::string name = v1::FinishReason_Name(reason);
+  constexpr absl::string_view kPrefix = "FINISH_REASON_";
+  if (absl::string_view(name).substr(0, kPrefix.size()) == kPrefix) {
+    name = name.substr(kPrefix.size());
+  }
+  if (name.empty()) name = absl::StrCat(static_cast<int>(reason));  // unknown value
+  return name;
+}
+
+nlohmann::json TokenToJson(const v1::Token& token) {
+  nlohmann::json top = nlohmann::json::array();
+  for (const v1::TopLogprob& t : token.top_logprobs()) {
+    top.push_back(
+        {{"id", t.id()}, {"logprob", t.logprob()}, {"bytes", EscapeBytes(t.token_bytes())}});
+  }
+  return {{"id", token.id()}, {"text", token.text()}, {"logprob", token.logprob()}, {"top", top}};
+}
+
+nlohmann::json FinalToJson(const v1::Final& final, const std::string& full_text) {
+  nlohmann::json j = {
+      {"final", true},
+      {"finish_reason", FinishReasonName(final.finish_reason())},
+      {"trailing_text", final.trailing_text()},
+      {"output", full_text},
+      {"usage",
+       {{"prompt_tokens", final.usage().prompt_tokens()},
+        {"completion_tokens", final.usage().completion_tokens()}}},
+      {"timings",
+       {{"queue_ms", final.timings().queue_ms()},
+        {"time_to_first_token_ms", final.timings().time_to_first_token_ms()},
+        {"total_ms", final.timings().total_ms()}}},
+      {"request_id", final.request_id()},
+  };
+  if (final.has_stop_string()) j["stop_string"] = final.stop_string();
+  if (final.has_stop_token_id()) j["stop_token_id"] = final.stop_token_id();
+  return j;
+}
+
+std::string FormatSummary(const v1::Final& final) {
+  std::string out =
+      absl::StrFormat("finish=%s prompt_tokens=%d completion_tokens=%d ttft_ms=%.1f total_ms=%.1f",
+                      FinishReasonName(final.finish_reason()), final.usage().prompt_tokens(),
+                      final.usage().completion_tokens(), final.timings().time_to_first_token_ms(),
+                      final.timings().total_ms());
+  if (final.has_stop_string()) {
+    absl::StrAppend(&out, " stop_string=\"", EscapeBytes(final.stop_string()), "\"");
+  }
+  if (final.has_stop_token_id()) absl::StrAppend(&out, " stop_token_id=", final.stop_token_id());
+  if (!final.request_id().empty()) absl::StrAppend(&out, " request_id=", final.request_id());
+  return out;
+}
+
+std::string FormatMessageAsText(const google::protobuf::Message& message) {
+  std::vector<std::pair<std::string, std::string>> rows;
+  Flatten(message, "", &rows);
+  size_t width = 0;
+  for (const auto& row : rows) width = std::max(width, row.first.size());
+  std::string out;
+  for (const auto& [name, value] : rows) {
+    absl::StrAppend(&out, name, std::string(width - name.size() + 2, ' '), value, "\n");
+  }
+  return out;
+}
+
+std::string FormatMessageAsJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  std::string out;
+  if (!google::protobuf::util::MessageToJsonString(message, &out, options).ok()) {
+    out = "{}";  // cannot happen for a valid message
+  }
+  return out;
+}
+
+}  // namespace cli
+}  // namespace memserve

@@ -1,0 +1,127 @@
+// The testable pieces of memserve-cli (and memserve-loadgen): building
+// requests from command-line values, mapping gRPC statuses to messages and
+// exit codes, and formatting responses as text or JSON. Nothing here does I/O
+// except WaitForServer, which connects a channel.
+#ifndef MEMSERVE_CLIENTS_CLI_CLI_LIB_H_
+#define MEMSERVE_CLIENTS_CLI_CLI_LIB_H_
+
+#include <google/protobuf/message.h>
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "memserve/v1/memserve.pb.h"
+#include "nlohmann/json.hpp"
+
+namespace memserve {
+namespace cli {
+
+// Process exit codes shared by memserve's command-line clients.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitOther = 1;
+// Bad command line, or the server answered INVALID_ARGUMENT.
+inline constexpr int kExitUsage = 2;
+// No connection to the server, or it answered UNAVAILABLE (loading,
+// draining): try again later.
+inline constexpr int kExitUnreachable = 3;
+
+// The receive limit memserve's clients use (docs/api.md, "Message size").
+inline constexpr int kMaxReceiveBytes = 64 << 20;
+
+// "OK", "INVALID_ARGUMENT", ...; "CODE_<n>" for a number gRPC does not name.
+std::string StatusCodeName(grpc::StatusCode code);
+
+// kExitUsage for INVALID_ARGUMENT, kExitUnreachable for UNAVAILABLE, else
+// kExitOther (kExitOk for OK).
+int ExitCodeFor(grpc::StatusCode code);
+
+// "CODE: message", or just "CODE" when the message is empty.
+std::string FormatStatus(const grpc::Status& status);
+
+// An insecure channel to `target` with the receive limit raised to
+// kMaxReceiveBytes.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target);
+
+// Waits up to `timeout` for `channel` to connect. OK when connected; else
+// UNAVAILABLE (or DEADLINE_EXCEEDED when still connecting at the timeout),
+// with gRPC's reason when it gave one.
+grpc::Status WaitForServer(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout);
+
+// The one line printed when WaitForServer fails, e.g.
+// "cannot reach server at localhost:50051 (UNAVAILABLE: ...)".
+std::string CannotReachMessage(const std::string& target, const grpc::Status& status);
+
+// Sampling values from the command line. Unset optionals are left unset in
+// the request, so the server applies its documented defaults.
+struct SamplingOptions {
+  std::optional<double> temperature;
+  int top_k = 0;
+  std::optional<double> top_p;
+  double min_p = 0;
+  std::optional<double> repetition_penalty;
+  double frequency_penalty = 0;
+  double presence_penalty = 0;
+  std::optional<uint64_t> seed;
+  std::optional<int> max_tokens;
+  int min_tokens = 0;
+  std::vector<std::string> stop;
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  int logprobs = 0;
+  bool include_stop_str = false;
+};
+
+// The request's SamplingParams. Values are copied as given: the server
+// validates them and names the field in its INVALID_ARGUMENT message.
+v1::SamplingParams BuildSamplingParams(const SamplingOptions& options);
+
+// Splits a --stop value at commas. Backslash escapes: "\," is a comma inside
+// a string, "\n", "\t", "\r", "\\" as in C. An empty input gives no strings;
+// INVALID_ARGUMENT for an empty string between commas, or an unknown or
+// dangling escape.
+absl::StatusOr<std::vector<std::string>> ParseStopList(absl::string_view value);
+
+// Parses token ids ("12", "7") for detokenize; INVALID_ARGUMENT names the
+// first argument that is not an int32.
+absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::vector<std::string>& args);
+
+// Bytes made printable: printable ASCII as is (and "\\" for a backslash),
+// everything else as \n, \t, \r or \xNN.
+std::string EscapeBytes(absl::string_view bytes);
+
+// "LENGTH", "EOS", "STOP" (the enum value name without its prefix).
+std::string FinishReasonName(v1::FinishReason reason);
+
+// One jsonl line's object for a streamed token: id, text, logprob and, when
+// present, top_logprobs [{id, logprob, bytes}] (bytes escaped by EscapeBytes).
+nlohmann::json TokenToJson(const v1::Token& token);
+
+// The final jsonl object: {"final": true, finish_reason, trailing_text, text
+// (the whole output), usage, timings, request_id, stop_string or
+// stop_token_id when one matched}.
+nlohmann::json FinalToJson(const v1::Final& final, const std::string& full_text);
+
+// The one-line summary of a finished stream, e.g.
+// "finish=LENGTH prompt_tokens=5 completion_tokens=16 ttft_ms=12.3
+//  total_ms=45.6 request_id=abc" (one line).
+std::string FormatSummary(const v1::Final& final);
+
+// Every field of `message` (set or not), one "name  value" line each, names
+// aligned: nested messages flattened with dotted names ("limits.max_queue"),
+// repeated fields as comma-separated lists, enums by name, bytes escaped.
+std::string FormatMessageAsText(const google::protobuf::Message& message);
+
+// `message` as JSON with the proto field names and every field printed.
+std::string FormatMessageAsJson(const google::protobuf::Message& message);
+
+}  // namespace cli
+}  // namespace memserve
+
+#endif  // MEMSERVE_CLIENTS_CLI_CLI_LIB_H_
