@@ -77,10 +77,10 @@ struct AttentionArgs {
   int n_heads = 0;
   int n_kv_heads = 0;  // divides n_heads
   int head_dim = 0;
-  int sliding_window = 0;          // 0 = unlimited
-  const float* q = nullptr;        // [n_tokens, n_heads, head_dim], rotated
-  const float* k_cache = nullptr;  // rows of [n_kv_heads, head_dim], see above
-  const float* v_cache = nullptr;  // same layout as k_cache
+  int sliding_window = 0;                // 0 = unlimited
+  const float* q = nullptr;              // [n_tokens, n_heads, head_dim], rotated
+  const float* k_cache = nullptr;        // rows of [n_kv_heads, head_dim], see above
+  const float* v_cache = nullptr;        // same layout as k_cache
   const int32_t* block_table = nullptr;  // optional: [ceil((start_pos + n_tokens) / block_size)]
   int block_size = 0;                    // tokens per block when block_table is set
   float* out = nullptr;                  // [n_tokens, n_heads * head_dim]

@@ -594,7 +594,8 @@ void CpuBackend::Attention(absl::Span<const AttentionArgs> seqs) {
   const Kernels& kern = *kernels_;
   pool_->ParallelFor(first_item.back(), [&](int64_t begin, int64_t end) {
     std::vector<float>& scores = ThreadAttentionScratch();
-    size_t s = std::upper_bound(first_item.begin(), first_item.end(), begin) - first_item.begin() - 1;
+    size_t s =
+        std::upper_bound(first_item.begin(), first_item.end(), begin) - first_item.begin() - 1;
     for (int64_t item = begin; item < end; ++item) {
       while (item >= first_item[s + 1]) ++s;
       const AttentionArgs& a = seqs[s];
@@ -607,11 +608,11 @@ void CpuBackend::Attention(absl::Span<const AttentionArgs> seqs) {
       const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
       // Offset of position j's kv head vector in k_cache / v_cache.
       auto row = [&](int64_t j) {
-        const int64_t r = a.block_table == nullptr
-                              ? j
-                              : static_cast<int64_t>(a.block_table[j / a.block_size]) *
-                                        a.block_size +
-                                    j % a.block_size;
+        const int64_t r =
+            a.block_table == nullptr
+                ? j
+                : static_cast<int64_t>(a.block_table[j / a.block_size]) * a.block_size +
+                      j % a.block_size;
         return r * row_floats + head_offset;
       };
       const int64_t pos = a.start_pos + t;

@@ -9,8 +9,7 @@
 namespace memserve {
 
 struct Engine::Live {
-  Live(const Tokenizer& tokenizer, EngineRequest request,
-       std::shared_ptr<RequestObserver> observer)
+  Live(const Tokenizer& tokenizer, EngineRequest request, std::shared_ptr<RequestObserver> observer)
       : id(std::move(request.id)),
         decoder(tokenizer, request.options, std::move(request.prompt)),
         observer(std::move(observer)) {
@@ -51,8 +50,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Model> mo
   const ModelConfig& config = model->config();
   const int blocks_per_sequence = (config.max_seqlen + sched.block_size - 1) / sched.block_size;
   if (sched.num_blocks == 0) {
-    const int64_t wanted = static_cast<int64_t>(std::max(1, sched.max_batch_size)) *
-                           blocks_per_sequence;
+    const int64_t wanted =
+        static_cast<int64_t>(std::max(1, sched.max_batch_size)) * blocks_per_sequence;
     const int64_t affordable =
         std::max<int64_t>(1, options.kv_cache_bytes / model->KvBytesPerBlock(sched.block_size));
     sched.num_blocks = static_cast<int>(
@@ -182,8 +181,8 @@ void Engine::FinishEarly(std::vector<std::unique_ptr<Live>> ended) {
 bool Engine::Step() {
   StepPlan plan;
   std::vector<std::unique_ptr<Live>> dropped;
-  std::vector<Live*> owners;                    // per chunk
-  std::vector<std::vector<KvBlockId>> tables;   // per chunk
+  std::vector<Live*> owners;                   // per chunk
+  std::vector<std::vector<KvBlockId>> tables;  // per chunk
   {
     std::lock_guard<std::mutex> lock(mu_);
     plan = scheduler_->Schedule(absl::Now());
@@ -192,8 +191,8 @@ bool Engine::Step() {
       auto node = live_.extract(d.id);
       if (node.empty()) continue;
       if (d.reason == DropReason::kDeadlineExceeded) {
-        node.mapped()->end_status = absl::DeadlineExceededError(
-            "the request's deadline passed before it finished");
+        node.mapped()->end_status =
+            absl::DeadlineExceededError("the request's deadline passed before it finished");
       }
       dropped.push_back(std::move(node.mapped()));
     }
@@ -213,8 +212,8 @@ bool Engine::Step() {
   std::vector<BatchChunk> batch(plan.chunks.size());
   for (size_t i = 0; i < plan.chunks.size(); ++i) {
     const ScheduledChunk& c = plan.chunks[i];
-    batch[i].tokens = absl::MakeConstSpan(owners[i]->decoder.tokens())
-                          .subspan(c.first_position, c.num_tokens);
+    batch[i].tokens =
+        absl::MakeConstSpan(owners[i]->decoder.tokens()).subspan(c.first_position, c.num_tokens);
     batch[i].first_position = c.first_position;
     batch[i].blocks = tables[i];
     batch[i].wants_logits = c.wants_logits;
@@ -229,8 +228,8 @@ bool Engine::Step() {
     for (size_t i = 0; i < plan.chunks.size(); ++i) {
       if (!plan.chunks[i].wants_logits) continue;
       Live* live = owners[i];
-      const TokenEvent event = live->decoder.Next(
-          absl::MakeConstSpan(logits_).subspan(row * vocab, vocab));
+      const TokenEvent event =
+          live->decoder.Next(absl::MakeConstSpan(logits_).subspan(row * vocab, vocab));
       ++row;
       if (live->timings.first_token == absl::InfinitePast()) live->timings.first_token = now;
       live->observer->OnToken(event);

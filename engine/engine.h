@@ -45,9 +45,9 @@ struct EngineOptions {
 
 // One generation request, already tokenized.
 struct EngineRequest {
-  std::string id;              // for logs; need not be unique
-  std::vector<int> prompt;     // token ids, >= 1, each in the vocabulary
-  GenerateOptions options;     // prompt / prompt_ids are ignored
+  std::string id;           // for logs; need not be unique
+  std::vector<int> prompt;  // token ids, >= 1, each in the vocabulary
+  GenerateOptions options;  // prompt / prompt_ids are ignored
   absl::Time deadline = absl::InfiniteFuture();
 };
 
@@ -136,9 +136,9 @@ class Engine {
   std::unique_ptr<KvCache> cache_;  // engine thread only
 
   mutable std::mutex mu_;
-  std::condition_variable wake_;   // work arrived, a cancel, or shutdown
-  std::condition_variable idle_;   // nothing in flight (Drain waits on it)
-  std::unique_ptr<Scheduler> scheduler_;                      // guarded by mu_
+  std::condition_variable wake_;          // work arrived, a cancel, or shutdown
+  std::condition_variable idle_;          // nothing in flight (Drain waits on it)
+  std::unique_ptr<Scheduler> scheduler_;  // guarded by mu_
   absl::flat_hash_map<uint64_t, std::unique_ptr<Live>> live_;  // guarded by mu_
   uint64_t next_id_ = 1;                                       // guarded by mu_
   bool draining_ = false;                                      // guarded by mu_

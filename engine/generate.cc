@@ -28,22 +28,21 @@ absl::Status ValidateSamplingOptions(const GenerateOptions& o, const ModelConfig
                                                    o.max_tokens));
   }
   if (o.min_tokens < 0 || o.min_tokens > o.max_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("min_tokens must be in [0, max_tokens = ",
-                                                   o.max_tokens, "], got ", o.min_tokens));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "min_tokens must be in [0, max_tokens = ", o.max_tokens, "], got ", o.min_tokens));
   }
   if (o.logprobs < 0 || o.logprobs > kMaxLogprobs) {
     return absl::InvalidArgumentError(
         absl::StrCat("logprobs must be in [0, ", kMaxLogprobs, "], got ", o.logprobs));
   }
   if (o.stop.size() > static_cast<size_t>(kMaxStopStrings)) {
-    return absl::InvalidArgumentError(absl::StrCat("stop has ", o.stop.size(),
-                                                   " strings; the limit is ", kMaxStopStrings));
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop has ", o.stop.size(), " strings; the limit is ", kMaxStopStrings));
   }
   for (size_t i = 0; i < o.stop.size(); ++i) {
     if (o.stop[i].empty() || o.stop[i].size() > static_cast<size_t>(kMaxStopStringBytes)) {
-      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is ", o.stop[i].size(),
-                                                     " bytes; it must be 1 to ",
-                                                     kMaxStopStringBytes));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stop[", i, "] is ", o.stop[i].size(), " bytes; it must be 1 to ", kMaxStopStringBytes));
     }
     if (!IsValidUtf8(o.stop[i])) {
       return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is not valid UTF-8"));
@@ -55,10 +54,9 @@ absl::Status ValidateSamplingOptions(const GenerateOptions& o, const ModelConfig
   }
   for (size_t i = 0; i < o.stop_token_ids.size(); ++i) {
     if (o.stop_token_ids[i] < 0 || o.stop_token_ids[i] >= config.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("stop_token_ids[", i, "] = ",
-                                                     o.stop_token_ids[i],
-                                                     " is outside the vocabulary [0, ",
-                                                     config.vocab_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop_token_ids[", i, "] = ", o.stop_token_ids[i],
+                       " is outside the vocabulary [0, ", config.vocab_size, ")"));
     }
   }
   return o.sampling.Validate();
@@ -69,8 +67,8 @@ absl::Status ValidateGenerateOptions(const GenerateOptions& o, const ModelConfig
     return absl::InvalidArgumentError("prompt is empty");
   }
   if (o.prompt.size() > kMaxPromptBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt is ", o.prompt.size(),
-                                                   " bytes; the limit is ", kMaxPromptBytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt is ", o.prompt.size(), " bytes; the limit is ", kMaxPromptBytes));
   }
   if (o.prompt_ids.empty() && !IsValidUtf8(o.prompt)) {
     return absl::InvalidArgumentError("prompt is not valid UTF-8");
@@ -119,9 +117,9 @@ TokenEvent RequestDecoder::Next(absl::Span<const float> logits) {
   tokens_.push_back(id);
   ++result_.completion_tokens;
 
-  const bool is_stop_token = std::find(options_.stop_token_ids.begin(),
-                                       options_.stop_token_ids.end(),
-                                       id) != options_.stop_token_ids.end();
+  const bool is_stop_token =
+      std::find(options_.stop_token_ids.begin(), options_.stop_token_ids.end(), id) !=
+      options_.stop_token_ids.end();
   if (id == tokenizer_.eos_id() && !options_.ignore_eos) {
     result_.finish_reason = FinishReason::kEos;
     done_ = true;

@@ -30,16 +30,16 @@ struct GenerateOptions {
   std::string prompt;           // UTF-8 text; encoded with BOS. Ignored when
   std::vector<int> prompt_ids;  // prompt_ids is non-empty (used as is, no BOS added)
   SamplingParams sampling;
-  int max_tokens = 128;              // >= 1; prompt + max_tokens <= max_seqlen
+  int max_tokens = 128;  // >= 1; prompt + max_tokens <= max_seqlen
   // Before this many tokens, EOS and stop tokens cannot be sampled and stop
   // strings are not matched (a stop string must lie wholly in the text of
   // later tokens). [0, max_tokens].
   int min_tokens = 0;
-  std::vector<std::string> stop;     // stop strings; output is cut before the match
-  std::vector<int> stop_token_ids;   // sampling one ends generation (kStop)
+  std::vector<std::string> stop;    // stop strings; output is cut before the match
+  std::vector<int> stop_token_ids;  // sampling one ends generation (kStop)
   bool include_stop_str = false;
   bool ignore_eos = false;
-  int logprobs = 0;                  // top-n alternatives per token, 0..kMaxLogprobs
+  int logprobs = 0;  // top-n alternatives per token, 0..kMaxLogprobs
 };
 
 struct TokenLogprob {
@@ -53,8 +53,8 @@ struct TokenLogprob {
 struct TokenEvent {
   int id = 0;
   std::string text;
-  float logprob = 0.f;              // log_softmax of the raw logits
-  std::vector<TokenLogprob> top;    // `logprobs` best alternatives, best first
+  float logprob = 0.f;            // log_softmax of the raw logits
+  std::vector<TokenLogprob> top;  // `logprobs` best alternatives, best first
 };
 
 enum class FinishReason { kLength, kEos, kStop };
@@ -63,11 +63,11 @@ const char* FinishReasonName(FinishReason r);  // "length", "eos", "stop"
 struct GenerateResult {
   FinishReason finish_reason = FinishReason::kLength;
   int prompt_tokens = 0;
-  int completion_tokens = 0;   // includes the EOS token when one ended generation
-  std::string trailing_text;   // text released only at the end (held-back tail)
-  std::string text;            // all released text, trailing_text included
-  std::string stop_string;     // kStop by a stop string: the one that matched
-  int stop_token_id = -1;      // kStop by a stop token: its id; else -1
+  int completion_tokens = 0;  // includes the EOS token when one ended generation
+  std::string trailing_text;  // text released only at the end (held-back tail)
+  std::string text;           // all released text, trailing_text included
+  std::string stop_string;    // kStop by a stop string: the one that matched
+  int stop_token_id = -1;     // kStop by a stop token: its id; else -1
 };
 
 // Checks everything but the prompt against the model's limits. Errors are

@@ -54,9 +54,9 @@ struct Model::Scratch {
   std::vector<float> y;     // [T, v_dim] memory read
   std::vector<float> gate;  // [T]
   std::vector<int32_t> positions;
-  std::vector<int> ids;               // [T] the pieces' tokens, concatenated
-  std::vector<int64_t> slots;         // [T] cache row of each token
-  std::vector<int64_t> logit_tokens;  // rows of h whose logits are wanted
+  std::vector<int> ids;                  // [T] the pieces' tokens, concatenated
+  std::vector<int64_t> slots;            // [T] cache row of each token
+  std::vector<int64_t> logit_tokens;     // rows of h whose logits are wanted
   std::vector<AttentionArgs> attention;  // one per piece
   std::vector<int64_t> trace_rows;
   std::vector<float> trace_scores;
@@ -213,18 +213,17 @@ absl::StatusOr<std::unique_ptr<KvCache>> Model::NewPagedCache(const PagedKvLayou
   RETURN_IF_ERROR(layout.Validate());
   const int64_t kv_dim = static_cast<int64_t>(config_.n_kv_heads) * config_.head_dim;
   if (layout.kv_dim != kv_dim) {
-    return absl::InvalidArgumentError(absl::StrCat("KV layout kv_dim is ", layout.kv_dim,
-                                                   "; the model's n_kv_heads * head_dim is ",
-                                                   kv_dim));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV layout kv_dim is ", layout.kv_dim, "; the model's n_kv_heads * head_dim is ", kv_dim));
   }
   const int64_t bytes = KvBytesPerBlock(layout.block_size) * layout.num_blocks;
   std::unique_ptr<KvCache> cache;
   try {
     cache.reset(new KvCache(this, config_.n_layers, layout));
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "cannot allocate the KV cache: ", layout.num_blocks, " blocks x ", layout.block_size,
-        " tokens = ", bytes, " bytes (lower --num_blocks)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate the KV cache: ", layout.num_blocks, " blocks x ",
+                     layout.block_size, " tokens = ", bytes, " bytes (lower --num_blocks)"));
   }
   return cache;
 }
@@ -336,15 +335,15 @@ absl::Status Model::ForwardBatch(KvCache* cache, absl::Span<const BatchChunk> ch
                        ") are outside the model's context [0, ", config_.max_seqlen, ")"));
     }
     if (static_cast<int64_t>(c.blocks.size()) * layout.block_size < end) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "chunks[", i, "]: ", c.blocks.size(), " blocks of ", layout.block_size,
-          " tokens do not cover position ", end - 1));
+      return absl::InvalidArgumentError(absl::StrCat("chunks[", i, "]: ", c.blocks.size(),
+                                                     " blocks of ", layout.block_size,
+                                                     " tokens do not cover position ", end - 1));
     }
     for (size_t j = 0; j < c.blocks.size(); ++j) {
       if (c.blocks[j] < 0 || c.blocks[j] >= layout.num_blocks) {
-        return absl::InvalidArgumentError(absl::StrCat("chunks[", i, "]: blocks[", j, "] = ",
-                                                       c.blocks[j], " is outside the cache [0, ",
-                                                       layout.num_blocks, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("chunks[", i, "]: blocks[", j, "] = ", c.blocks[j],
+                         " is outside the cache [0, ", layout.num_blocks, ")"));
       }
     }
     max_end = std::max<int>(max_end, static_cast<int>(end));
@@ -433,8 +432,8 @@ void Model::RunPieces(KvCache* cache, absl::Span<const Piece> pieces, float* log
       const int pos = p.start + static_cast<int>(t);
       s.positions.push_back(pos);
       s.ids.push_back(p.tokens[t]);
-      s.slots.push_back(layout.Offset(KvSlot{p.blocks[pos / layout.block_size],
-                                             pos % layout.block_size}));
+      s.slots.push_back(
+          layout.Offset(KvSlot{p.blocks[pos / layout.block_size], pos % layout.block_size}));
     }
     const int64_t n = static_cast<int64_t>(p.tokens.size());
     if (p.logits == Piece::Logits::kAll) {
@@ -464,7 +463,7 @@ void Model::RunPieces(KvCache* cache, absl::Span<const Piece> pieces, float* log
     const Layer& l = layers_[i];
     // --- attention block: h += wo(attention(rope(wq x), rope(wk x), wv x)) ---
     be.RmsNorm(h, T, l.attention_norm, c.norm_eps, xn);
-    float* q = s.q.data();                                                 // [T, n_heads, head_dim]
+    float* q = s.q.data();      // [T, n_heads, head_dim]
     float* k_new = s.k.data();  // [T, kv_dim]
     float* v_new = s.v.data();  // [T, kv_dim]
     be.MatMul(xn, T, l.wq, nullptr, q);

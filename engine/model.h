@@ -55,11 +55,11 @@ class KvCache {
 // sequence's blocks; attention reads positions [0, first_position) from the
 // same blocks (written by earlier steps).
 struct BatchChunk {
-  absl::Span<const int> tokens;         // >= 1 token
-  int first_position = 0;               // >= 0
-  absl::Span<const KvBlockId> blocks;   // the sequence's block table; covers
-                                        // [0, first_position + tokens.size())
-  bool wants_logits = false;            // produce the logits of the last token
+  absl::Span<const int> tokens;        // >= 1 token
+  int first_position = 0;              // >= 0
+  absl::Span<const KvBlockId> blocks;  // the sequence's block table; covers
+                                       // [0, first_position + tokens.size())
+  bool wants_logits = false;           // produce the logits of the last token
 };
 
 // What one memory layer read, for parity tests: for every token and head the
@@ -139,8 +139,8 @@ class Model {
   struct Piece {
     enum class Logits { kNone, kLast, kAll };
     absl::Span<const int> tokens;
-    int start = 0;                     // position of tokens[0]
-    const KvBlockId* blocks = nullptr; // block table covering start + tokens.size()
+    int start = 0;                      // position of tokens[0]
+    const KvBlockId* blocks = nullptr;  // block table covering start + tokens.size()
     Logits logits = Logits::kNone;
   };
   // Runs the pieces (<= kMaxChunk tokens in all) through every layer and

@@ -540,7 +540,7 @@ TEST_P(ModelVariantTest, ForwardBatchEqualsSoloForwardBitExactly) {
     int prompt = 0;
     int computed = 0;
     std::vector<KvBlockId> blocks;
-    std::vector<std::vector<float>> solo_logits;   // after the prompt, then per decode
+    std::vector<std::vector<float>> solo_logits;  // after the prompt, then per decode
     std::vector<std::vector<float>> batch_logits;
   };
   std::vector<Seq> seqs(kSeqs);
@@ -550,14 +550,13 @@ TEST_P(ModelVariantTest, ForwardBatchEqualsSoloForwardBitExactly) {
     q.tokens = RandomTokens(q.prompt + kDecode, V, 100 + i);
     auto cache = m.NewCache(q.prompt + kDecode);
     std::vector<float> logits;
-    ASSERT_TRUE(m.Forward(cache.get(), absl::MakeConstSpan(q.tokens).subspan(0, q.prompt), false,
-                          &logits)
-                    .ok());
+    ASSERT_TRUE(
+        m.Forward(cache.get(), absl::MakeConstSpan(q.tokens).subspan(0, q.prompt), false, &logits)
+            .ok());
     q.solo_logits.push_back(logits);
     for (int t = q.prompt; t < q.prompt + kDecode - 1; ++t) {
-      ASSERT_TRUE(m.Forward(cache.get(), absl::MakeConstSpan(q.tokens).subspan(t, 1), false,
-                            &logits)
-                      .ok());
+      ASSERT_TRUE(
+          m.Forward(cache.get(), absl::MakeConstSpan(q.tokens).subspan(t, 1), false, &logits).ok());
       q.solo_logits.push_back(logits);
     }
   }
@@ -580,9 +579,8 @@ TEST_P(ModelVariantTest, ForwardBatchEqualsSoloForwardBitExactly) {
       const int known = q.prompt + static_cast<int>(q.batch_logits.size());
       if (q.computed == known || q.batch_logits.size() == kDecode) continue;
       if (rng() % 4 == 0) continue;  // sits this step out
-      const int n = q.computed < q.prompt
-                        ? 1 + static_cast<int>(rng() % (q.prompt - q.computed))
-                        : 1;
+      const int n =
+          q.computed < q.prompt ? 1 + static_cast<int>(rng() % (q.prompt - q.computed)) : 1;
       while (static_cast<int>(q.blocks.size()) * kBlockSize < q.computed + n) {
         q.blocks.push_back(free_blocks.back());
         free_blocks.pop_back();
@@ -611,8 +609,8 @@ TEST_P(ModelVariantTest, ForwardBatchEqualsSoloForwardBitExactly) {
   for (int i = 0; i < kSeqs; ++i) {
     ASSERT_EQ(seqs[i].batch_logits.size(), static_cast<size_t>(kDecode)) << "sequence " << i;
     for (int k = 0; k < kDecode; ++k) {
-      ASSERT_EQ(seqs[i].batch_logits[k], seqs[i].solo_logits[k]) << "sequence " << i << " output "
-                                                                 << k;
+      ASSERT_EQ(seqs[i].batch_logits[k], seqs[i].solo_logits[k])
+          << "sequence " << i << " output " << k;
     }
   }
 }

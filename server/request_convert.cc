@@ -75,23 +75,22 @@ absl::StatusOr<std::vector<int>> EncodeText(absl::string_view field, const std::
 
 absl::Status ValidateRequestId(const std::string& id) {
   if (id.size() > kMaxRequestIdBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("request_id is ", id.size(),
-                                                   " bytes; the limit is ", kMaxRequestIdBytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("request_id is ", id.size(), " bytes; the limit is ", kMaxRequestIdBytes));
   }
   for (size_t i = 0; i < id.size(); ++i) {
     const unsigned char c = static_cast<unsigned char>(id[i]);
     if (c <= 0x20 || c >= 0x7f) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "request_id must be printable ASCII without spaces; byte ", i, " is 0x",
-          absl::Hex(c, absl::kZeroPad2)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("request_id must be printable ASCII without spaces; byte ", i, " is 0x",
+                       absl::Hex(c, absl::kZeroPad2)));
     }
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<EngineRequest> ToEngineRequest(const v1::GenerateRequest& request,
-                                              const Tokenizer& tokenizer,
-                                              const ModelConfig& config,
+                                              const Tokenizer& tokenizer, const ModelConfig& config,
                                               const ConvertOptions& options) {
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   EngineRequest out;
@@ -124,8 +123,7 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const v1::GenerateRequest& request
 }
 
 absl::StatusOr<EngineRequest> ToEngineRequest(const v1::ChatRequest& request,
-                                              const Tokenizer& tokenizer,
-                                              const ModelConfig& config,
+                                              const Tokenizer& tokenizer, const ModelConfig& config,
                                               const ConvertOptions& options) {
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   std::vector<ChatMessage> messages;

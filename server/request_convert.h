@@ -27,15 +27,13 @@ struct ConvertOptions {
 // token_ids used as given). request.deadline and request.id are left for
 // the caller.
 absl::StatusOr<EngineRequest> ToEngineRequest(const v1::GenerateRequest& request,
-                                              const Tokenizer& tokenizer,
-                                              const ModelConfig& config,
+                                              const Tokenizer& tokenizer, const ModelConfig& config,
                                               const ConvertOptions& options);
 
 // The EngineRequest for a Chat/ChatComplete call: messages rendered with the
 // chat template, then as a text prompt.
 absl::StatusOr<EngineRequest> ToEngineRequest(const v1::ChatRequest& request,
-                                              const Tokenizer& tokenizer,
-                                              const ModelConfig& config,
+                                              const Tokenizer& tokenizer, const ModelConfig& config,
                                               const ConvertOptions& options);
 
 // request_id: empty, or <= kMaxRequestIdBytes printable ASCII without spaces.

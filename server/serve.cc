@@ -173,14 +173,14 @@ int RunServe(const std::string& model_dir) {
   health->SetServingStatus(kServiceName, true);
   const EngineStats stats = engine->Stats();
   Log(absl::StrCat("ready in ", absl::FormatDuration(absl::Now() - load_start), ": ",
-                   engine->model().config().n_layers, " layers, KV cache ",
-                   stats.kv_blocks_total, " blocks x ", stats.kv_block_tokens, " tokens"));
+                   engine->model().config().n_layers, " layers, KV cache ", stats.kv_blocks_total,
+                   " blocks x ", stats.kv_block_tokens, " tokens"));
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   const absl::Duration timeout = absl::GetFlag(FLAGS_shutdown_timeout);
-  Log(absl::StrCat("signal ", signal_number, ": draining (up to ",
-                   absl::FormatDuration(timeout), ")"));
+  Log(absl::StrCat("signal ", signal_number, ": draining (up to ", absl::FormatDuration(timeout),
+                   ")"));
   health->SetServingStatus(kServiceName, false);
   service.SetDraining();
   engine->Drain(timeout);

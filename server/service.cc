@@ -77,6 +77,55 @@ void LogRequest(const std::string& id, const char* method, const absl::Status& s
   std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
+// The engine side of one call: submits the request and cancels it, also
+// when the client cancels before Submit has returned the engine id.
+class EngineTicket {
+ public:
+  absl::Status Submit(Engine* engine, EngineRequest request,
+                      std::shared_ptr<RequestObserver> observer) {
+    absl::StatusOr<uint64_t> id = engine->Submit(std::move(request), std::move(observer));
+    if (!id.ok()) return id.status();
+    bool cancel = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      id_ = *id;
+      cancel = cancelled_;
+    }
+    if (cancel) engine->Cancel(*id);
+    return absl::OkStatus();
+  }
+
+  void Cancel(Engine* engine) {
+    std::optional<uint64_t> id;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled_ = true;
+      id = id_;
+    }
+    if (id.has_value()) engine->Cancel(*id);
+  }
+
+ private:
+  std::mutex mu_;
+  bool cancelled_ = false;
+  std::optional<uint64_t> id_;
+};
+
+// Forwards the engine's events for one request to its call (StreamCall or
+// UnaryCall), which outlives the engine request (see StreamCall).
+template <typename Call>
+class CallObserver : public RequestObserver {
+ public:
+  explicit CallObserver(Call* call) : call_(call) {}
+  void OnToken(const TokenEvent& event) override { call_->OnToken(event); }
+  void OnDone(absl::StatusOr<GenerateResult> result, const RequestTimings& timings) override {
+    call_->OnEngineDone(std::move(result), timings);
+  }
+
+ private:
+  Call* const call_;
+};
+
 // When more messages wait behind this one, let gRPC coalesce them into
 // fewer frames and syscalls; the last queued message is sent unbuffered, so
 // nothing lingers.
@@ -106,18 +155,6 @@ class StreamCall : public grpc::ServerWriteReactor<GenerateResponse> {
   void OnDone() override { delete this; }
 
  private:
-  class Observer : public RequestObserver {
-   public:
-    explicit Observer(StreamCall* call) : call_(call) {}
-    void OnToken(const TokenEvent& event) override { call_->OnToken(event); }
-    void OnDone(absl::StatusOr<GenerateResult> result, const RequestTimings& timings) override {
-      call_->OnEngineDone(std::move(result), timings);
-    }
-
-   private:
-    StreamCall* const call_;
-  };
-
   // Queues `message` (or just the end when null); writes or finishes if idle.
   void Enqueue(std::optional<GenerateResponse> message, std::optional<grpc::Status> end);
   void FinishNow(const absl::Status& status);
@@ -132,8 +169,7 @@ class StreamCall : public grpc::ServerWriteReactor<GenerateResponse> {
   bool writing_ = false;
   bool broken_ = false;  // a write failed: the client is gone
   std::optional<grpc::Status> end_;
-  bool cancelled_ = false;
-  std::optional<uint64_t> engine_id_;
+  EngineTicket ticket_;
 };
 
 void StreamCall::FinishNow(const absl::Status& status) {
@@ -143,27 +179,12 @@ void StreamCall::FinishNow(const absl::Status& status) {
 
 void StreamCall::Start(absl::StatusOr<EngineRequest> request) {
   if (!request.ok()) return FinishNow(request.status());
-  absl::StatusOr<uint64_t> id =
-      engine_->Submit(*std::move(request), std::make_shared<Observer>(this));
-  if (!id.ok()) return FinishNow(id.status());
-  bool cancel = false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    engine_id_ = *id;
-    cancel = cancelled_;
-  }
-  if (cancel) engine_->Cancel(*id);
+  absl::Status submitted = ticket_.Submit(engine_, *std::move(request),
+                                          std::make_shared<CallObserver<StreamCall>>(this));
+  if (!submitted.ok()) FinishNow(submitted);
 }
 
-void StreamCall::OnCancel() {
-  std::optional<uint64_t> id;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    cancelled_ = true;
-    id = engine_id_;
-  }
-  if (id.has_value()) engine_->Cancel(*id);
-}
+void StreamCall::OnCancel() { ticket_.Cancel(engine_); }
 
 void StreamCall::OnToken(const TokenEvent& event) {
   GenerateResponse message;
@@ -198,8 +219,7 @@ void StreamCall::OnEngineDone(absl::StatusOr<GenerateResult> result,
   Enqueue(std::move(message), grpc::Status::OK);
 }
 
-void StreamCall::Enqueue(std::optional<GenerateResponse> message,
-                         std::optional<grpc::Status> end) {
+void StreamCall::Enqueue(std::optional<GenerateResponse> message, std::optional<grpc::Status> end) {
   const GenerateResponse* write = nullptr;
   bool buffer = false;
   std::optional<grpc::Status> finish;
@@ -230,7 +250,6 @@ void StreamCall::OnWriteDone(bool ok) {
   bool buffer = false;
   std::optional<grpc::Status> finish;
   bool cancel_engine = false;
-  std::optional<uint64_t> id;
   {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.pop_front();
@@ -238,7 +257,6 @@ void StreamCall::OnWriteDone(bool ok) {
       broken_ = true;
       queue_.clear();
       cancel_engine = true;
-      id = engine_id_;
     }
     if (!queue_.empty()) {
       write = &queue_.front();
@@ -248,7 +266,7 @@ void StreamCall::OnWriteDone(bool ok) {
       if (end_.has_value()) finish = end_;
     }
   }
-  if (cancel_engine && id.has_value()) engine_->Cancel(*id);
+  if (cancel_engine) ticket_.Cancel(engine_);
   if (write != nullptr) {
     StartWrite(write, WriteOptionsFor(buffer));
   } else if (finish.has_value()) {
@@ -260,48 +278,21 @@ void StreamCall::OnWriteDone(bool ok) {
 // which only the engine thread touches until Finish.
 class UnaryCall : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(Engine* engine, const char* method, std::string request_id,
-            CompleteResponse* response)
-      : engine_(engine), method_(method), request_id_(std::move(request_id)),
-        response_(response) {}
+  UnaryCall(Engine* engine, const char* method, std::string request_id, CompleteResponse* response)
+      : engine_(engine), method_(method), request_id_(std::move(request_id)), response_(response) {}
 
   void Start(absl::StatusOr<EngineRequest> request) {
     if (!request.ok()) return FinishNow(request.status());
-    absl::StatusOr<uint64_t> id =
-        engine_->Submit(*std::move(request), std::make_shared<Observer>(this));
-    if (!id.ok()) return FinishNow(id.status());
-    bool cancel = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      engine_id_ = *id;
-      cancel = cancelled_;
-    }
-    if (cancel) engine_->Cancel(*id);
+    absl::Status submitted = ticket_.Submit(engine_, *std::move(request),
+                                            std::make_shared<CallObserver<UnaryCall>>(this));
+    if (!submitted.ok()) FinishNow(submitted);
   }
 
-  void OnCancel() override {
-    std::optional<uint64_t> id;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      cancelled_ = true;
-      id = engine_id_;
-    }
-    if (id.has_value()) engine_->Cancel(*id);
-  }
+  void OnCancel() override { ticket_.Cancel(engine_); }
   void OnDone() override { delete this; }
 
  private:
-  class Observer : public RequestObserver {
-   public:
-    explicit Observer(UnaryCall* call) : call_(call) {}
-    void OnToken(const TokenEvent& event) override { call_->OnToken(event); }
-    void OnDone(absl::StatusOr<GenerateResult> result, const RequestTimings& timings) override {
-      call_->OnEngineDone(std::move(result), timings);
-    }
-
-   private:
-    UnaryCall* const call_;
-  };
+  friend class CallObserver<UnaryCall>;
 
   void FinishNow(const absl::Status& status) {
     LogRequest(request_id_, method_, status, nullptr, received_, nullptr);
@@ -317,8 +308,8 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   }
 
   void OnEngineDone(absl::StatusOr<GenerateResult> result, const RequestTimings& timings) {
-    LogRequest(request_id_, method_, result.status(), result.ok() ? &*result : nullptr,
-               received_, &timings);
+    LogRequest(request_id_, method_, result.status(), result.ok() ? &*result : nullptr, received_,
+               &timings);
     if (!result.ok()) {
       response_->Clear();  // an error returns no partial output
       Finish(ToGrpcStatus(result.status()));
@@ -345,9 +336,7 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   const std::string request_id_;
   CompleteResponse* const response_;
   const absl::Time received_ = absl::Now();
-  std::mutex mu_;
-  bool cancelled_ = false;
-  std::optional<uint64_t> engine_id_;
+  EngineTicket ticket_;
 };
 
 grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context, const absl::Status& s) {
@@ -388,8 +377,8 @@ absl::StatusOr<EngineRequest> MemServeService::Prepare(grpc::CallbackServerConte
 }
 
 grpc::ServerWriteReactor<GenerateResponse>* MemServeService::Stream(
-    grpc::CallbackServerContext* context, const char* method,
-    absl::StatusOr<EngineRequest> request, const std::string& request_id) {
+    grpc::CallbackServerContext* context, const char* method, absl::StatusOr<EngineRequest> request,
+    const std::string& request_id) {
   (void)context;
   auto* call = new StreamCall(engine_.load(), method, request_id);
   call->Start(std::move(request));
@@ -452,7 +441,8 @@ grpc::ServerUnaryReactor* MemServeService::Tokenize(grpc::CallbackServerContext*
   if (!ids.ok()) return Answer(context, ids.status());
   for (int id : *ids) {
     response->add_token_ids(id);
-    if (request->return_token_bytes()) response->add_token_bytes(engine->tokenizer().TokenBytes(id));
+    if (request->return_token_bytes())
+      response->add_token_bytes(engine->tokenizer().TokenBytes(id));
   }
   return Answer(context, absl::OkStatus());
 }
@@ -466,9 +456,9 @@ grpc::ServerUnaryReactor* MemServeService::Detokenize(grpc::CallbackServerContex
   const auto& ids = request->token_ids();
   for (int i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= vocab) {
-      return Answer(context, absl::InvalidArgumentError(absl::StrCat(
-                                 "token_ids[", i, "] = ", ids[i],
-                                 " is outside the vocabulary [0, ", vocab, ")")));
+      return Answer(context, absl::InvalidArgumentError(
+                                 absl::StrCat("token_ids[", i, "] = ", ids[i],
+                                              " is outside the vocabulary [0, ", vocab, ")")));
     }
   }
   response->set_text(
@@ -552,9 +542,8 @@ grpc::ServerUnaryReactor* MemServeService::GetServerStatus(
   status->set_kv_blocks_used(s.kv_blocks_used);
   status->set_kv_blocks_total(s.kv_blocks_total);
   status->set_kv_block_tokens(s.kv_block_tokens);
-  status->set_kv_usage(s.kv_blocks_total > 0
-                           ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total
-                           : 0.0);
+  status->set_kv_usage(
+      s.kv_blocks_total > 0 ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total : 0.0);
   status->set_requests_served(s.requests_served);
   return Answer(context, absl::OkStatus());
 }
