@@ -18,12 +18,12 @@ absl::Status WithPrefix(absl::string_view prefix, const absl::Status& s) {
 }
 
 // Fills `out` from the sampling fields, given the prompt it will follow.
-absl::Status ConvertSampling(const v1::SamplingParams& p, int prompt_tokens,
-                             const ModelConfig& config, const ConvertOptions& options,
-                             EngineRequest* out) {
+absl::Status ConvertSampling(const v1::SamplingParams& p, absl::string_view prompt_field,
+                             int prompt_tokens, const ModelConfig& config,
+                             const ConvertOptions& options, EngineRequest* out) {
   if (prompt_tokens >= config.max_seqlen) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the prompt is ", prompt_tokens, " tokens; the model's context (max_seqlen) is ",
+        prompt_field, ": the prompt is ", prompt_tokens, " tokens; the model's context (max_seqlen) is ",
         config.max_seqlen, " tokens, which leaves no room to generate"));
   }
   GenerateOptions& o = out->options;
@@ -49,7 +49,8 @@ absl::Status ConvertSampling(const v1::SamplingParams& p, int prompt_tokens,
   RETURN_IF_ERROR(WithPrefix("sampling.", ValidateSamplingOptions(o, config)));
   if (o.max_tokens > context_left) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the prompt (", prompt_tokens, " tokens) + sampling.max_tokens (", o.max_tokens,
+        prompt_field, ": the prompt (", prompt_tokens, " tokens) + sampling.max_tokens (",
+        o.max_tokens,
         ") exceeds the model's context of ", config.max_seqlen, " tokens (max_seqlen)"));
   }
   return absl::OkStatus();
@@ -117,8 +118,9 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const v1::GenerateRequest& request
     default:
       return absl::InvalidArgumentError("input: set exactly one of text and token_ids");
   }
-  RETURN_IF_ERROR(ConvertSampling(request.sampling(), static_cast<int>(out.prompt.size()), config,
-                                  options, &out));
+  const char* field = request.input_case() == v1::GenerateRequest::kText ? "text" : "token_ids";
+  RETURN_IF_ERROR(ConvertSampling(request.sampling(), field, static_cast<int>(out.prompt.size()),
+                                  config, options, &out));
   return out;
 }
 
@@ -132,8 +134,8 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const v1::ChatRequest& request,
   ASSIGN_OR_RETURN(std::string text, RenderChat(options.chat_template, messages));
   EngineRequest out;
   ASSIGN_OR_RETURN(out.prompt, EncodeText("messages (rendered)", text, tokenizer));
-  RETURN_IF_ERROR(ConvertSampling(request.sampling(), static_cast<int>(out.prompt.size()), config,
-                                  options, &out));
+  RETURN_IF_ERROR(ConvertSampling(request.sampling(), "messages (rendered)",
+                                  static_cast<int>(out.prompt.size()), config, options, &out));
   return out;
 }
 

@@ -184,9 +184,15 @@ int RunServe(const std::string& model_dir) {
   health->SetServingStatus(kServiceName, false);
   service.SetDraining();
   engine->Drain(timeout);
-  // Every engine request has ended; give the calls a moment to send their
-  // last messages, then stop the server (cancelling anything left).
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // Every engine request has ended; let the calls deliver their last
+  // messages (up to 5 s for slow clients), then stop the server: Shutdown
+  // with an immediate deadline cancels what is left (health Watch streams)
+  // and does not wait for idle client connections.
+  const absl::Time flush_deadline = absl::Now() + absl::Seconds(5);
+  while (service.open_calls() > 0 && absl::Now() < flush_deadline) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  server->Shutdown(std::chrono::system_clock::now());
   server->Wait();
   engine.reset();
   Log("stopped");

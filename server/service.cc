@@ -111,6 +111,19 @@ class EngineTicket {
   std::optional<uint64_t> id_;
 };
 
+// Counts a call as open from construction to destruction (gRPC deletes the
+// reactor in OnDone, after the client got the status).
+class OpenCall {
+ public:
+  explicit OpenCall(std::atomic<int>* count) : count_(count) { count_->fetch_add(1); }
+  ~OpenCall() { count_->fetch_sub(1); }
+  OpenCall(const OpenCall&) = delete;
+  OpenCall& operator=(const OpenCall&) = delete;
+
+ private:
+  std::atomic<int>* const count_;
+};
+
 // Forwards the engine's events for one request to its call (StreamCall or
 // UnaryCall), which outlives the engine request (see StreamCall).
 template <typename Call>
@@ -141,8 +154,9 @@ grpc::WriteOptions WriteOptionsFor(bool more_queued) {
 // ever submitting), so the observer's raw pointer is always valid.
 class StreamCall : public grpc::ServerWriteReactor<GenerateResponse> {
  public:
-  StreamCall(Engine* engine, const char* method, std::string request_id)
-      : engine_(engine), method_(method), request_id_(std::move(request_id)) {}
+  StreamCall(Engine* engine, const char* method, std::string request_id,
+             std::atomic<int>* open_calls)
+      : open_(open_calls), engine_(engine), method_(method), request_id_(std::move(request_id)) {}
 
   void Start(absl::StatusOr<EngineRequest> request);
 
@@ -159,6 +173,7 @@ class StreamCall : public grpc::ServerWriteReactor<GenerateResponse> {
   void Enqueue(std::optional<GenerateResponse> message, std::optional<grpc::Status> end);
   void FinishNow(const absl::Status& status);
 
+  const OpenCall open_;
   Engine* const engine_;
   const char* const method_;
   const std::string request_id_;
@@ -278,8 +293,13 @@ void StreamCall::OnWriteDone(bool ok) {
 // which only the engine thread touches until Finish.
 class UnaryCall : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(Engine* engine, const char* method, std::string request_id, CompleteResponse* response)
-      : engine_(engine), method_(method), request_id_(std::move(request_id)), response_(response) {}
+  UnaryCall(Engine* engine, const char* method, std::string request_id, CompleteResponse* response,
+            std::atomic<int>* open_calls)
+      : open_(open_calls),
+        engine_(engine),
+        method_(method),
+        request_id_(std::move(request_id)),
+        response_(response) {}
 
   void Start(absl::StatusOr<EngineRequest> request) {
     if (!request.ok()) return FinishNow(request.status());
@@ -331,6 +351,7 @@ class UnaryCall : public grpc::ServerUnaryReactor {
     Finish(grpc::Status::OK);
   }
 
+  const OpenCall open_;
   Engine* const engine_;
   const char* const method_;
   const std::string request_id_;
@@ -380,7 +401,7 @@ grpc::ServerWriteReactor<GenerateResponse>* MemServeService::Stream(
     grpc::CallbackServerContext* context, const char* method, absl::StatusOr<EngineRequest> request,
     const std::string& request_id) {
   (void)context;
-  auto* call = new StreamCall(engine_.load(), method, request_id);
+  auto* call = new StreamCall(engine_.load(), method, request_id, &open_calls_);
   call->Start(std::move(request));
   return call;
 }
@@ -391,7 +412,7 @@ grpc::ServerUnaryReactor* MemServeService::Unary(grpc::CallbackServerContext* co
                                                  const std::string& request_id,
                                                  CompleteResponse* response) {
   (void)context;
-  auto* call = new UnaryCall(engine_.load(), method, request_id, response);
+  auto* call = new UnaryCall(engine_.load(), method, request_id, response, &open_calls_);
   call->Start(std::move(request));
   return call;
 }
@@ -545,6 +566,7 @@ grpc::ServerUnaryReactor* MemServeService::GetServerStatus(
   status->set_kv_usage(
       s.kv_blocks_total > 0 ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total : 0.0);
   status->set_requests_served(s.requests_served);
+  status->set_preemptions(s.preemptions);
   return Answer(context, absl::OkStatus());
 }
 

@@ -38,6 +38,10 @@ class MemServeService final : public v1::MemServe::CallbackService {
   void SetEngine(Engine* engine);
   // From now on GetServerStatus says DRAINING (the engine refuses new work).
   void SetDraining();
+  // Generation calls (Generate, Complete, Chat, ChatComplete) not yet done:
+  // after a drain, the server waits for this to reach 0 (every client got its
+  // final message) before it shuts down.
+  int open_calls() const { return open_calls_.load(); }
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
@@ -81,6 +85,7 @@ class MemServeService final : public v1::MemServe::CallbackService {
   std::atomic<Engine*> engine_{nullptr};
   std::atomic<bool> draining_{false};
   std::atomic<uint64_t> next_request_number_{1};
+  std::atomic<int> open_calls_{0};
 };
 
 }  // namespace memserve
