@@ -10,8 +10,8 @@
 #   d1024  made in WORKDIR (kept for reruns) with tools/make_test_model.py, random
 #          weights, converted with bf16 dense weights: dim 1024, 8 layers, 16 heads,
 #          FFN 2816, memory layers 2 and 6 (256^2 = 65,536-row shared value table,
-#          4 heads, knn 32, k_dim 512), max_seqlen 256; ~94M dense parameters (188 MB
-#          bf16), so batch-1 decode streams ~188 MB of weights per token.
+#          4 heads, knn 32, k_dim 512), max_seqlen 256; ~95M dense parameters (191 MB
+#          bf16), so batch-1 decode streams ~191 MB of weights per token.
 # Per model: one server (--listen 127.0.0.1:0 --port_file, ready when
 # `memserve-cli health` exits 0), the four levels back to back, SIGTERM.
 # Per level: first 2 x streams requests (every stream runs at least two calls);
@@ -26,7 +26,7 @@
 # same server) when other CPU rose above IDLE_CORES during it.
 #
 # Environment: RUNS (whole passes over both models, default 2), MAX_TOKENS (96),
-# MIN_LEVEL_S (3), TARGET_LEVEL_S (5), IDLE_CORES (0.25), IDLE_WAIT_S (900).
+# MIN_LEVEL_S (3), TARGET_LEVEL_S (5), IDLE_CORES (0.15), IDLE_WAIT_S (900).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-/tmp/memserve-bench-server}"
@@ -34,7 +34,7 @@ runs="${RUNS:-2}"
 max_tokens="${MAX_TOKENS:-96}"
 min_level_s="${MIN_LEVEL_S:-3}"
 target_level_s="${TARGET_LEVEL_S:-5}"
-idle_cores="${IDLE_CORES:-0.25}"
+idle_cores="${IDLE_CORES:-0.15}"
 idle_wait_s="${IDLE_WAIT_S:-900}"
 levels=(1 4 16 64)
 py=/usr/bin/python3
@@ -222,11 +222,11 @@ for r in rows:
         models.append(r[1])
 desc = {
     "demo": "models/demo as bundled: dim 128, 3 layers (memory layer 1, 65,536-row table), "
-            "vocab 258, max_seqlen 128, fp32 weights (19.8 MB)",
+            "vocab 258, max_seqlen 128; fp32 dense weights (3.1 MB), bf16 value table (16.8 MB)",
     "d1024": "random test model (tools/make_test_model.py, converted with --dtype bfloat16): "
              "dim 1024, 8 layers, 16 heads, FFN 2816, memory layers 2 and 6 (65,536-row table, "
-             "4 heads, knn 32, k_dim 512), vocab 258, max_seqlen 256; ~94M dense parameters, "
-             "188 MB of bf16 dense weights",
+             "4 heads, knn 32, k_dim 512), vocab 258, max_seqlen 256; ~95M dense parameters, "
+             "191 MB of bf16 dense weights",
 }
 L = []
 L.append("# Server decode throughput vs concurrent streams (CPU)")
