@@ -2,11 +2,20 @@
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/util/json_util.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <initializer_list>
+#include <iostream>
 #include <utility>
 
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -114,7 +123,52 @@ void Flatten(const google::protobuf::Message& m, const std::string& prefix,
   }
 }
 
+// While ParseCommandLineWithExitCodes parses: the code to exit with if absl
+// ends the process; -1 otherwise.
+int g_exit_code_during_parse = -1;
+
+void ExitDuringParse() {
+  if (g_exit_code_during_parse < 0) return;
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+  _exit(g_exit_code_during_parse);
+}
+
+bool AsksForHelp(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view a = argv[i];
+    if (a == "--") break;
+    for (const absl::string_view flag :
+         {"help", "helpfull", "helpshort", "helppackage", "version", "only_check_args"}) {
+      if (a == absl::StrCat("--", flag) || a == absl::StrCat("-", flag) ||
+          absl::StartsWith(a, absl::StrCat("--", flag, "=")) ||
+          absl::StartsWith(a, absl::StrCat("-", flag, "="))) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 }  // namespace
+
+std::vector<char*> ParseCommandLineWithExitCodes(int argc, char** argv, absl::string_view flags_dir,
+                                                 const char* usage) {
+  absl::FlagsUsageConfig config;
+  const std::string dir(flags_dir);
+  config.contains_help_flags = [dir](absl::string_view file) {
+    return absl::StrContains(file, dir);
+  };
+  config.contains_helpshort_flags = config.contains_help_flags;
+  absl::SetFlagsUsageConfig(config);
+  absl::SetProgramUsageMessage(usage);
+  g_exit_code_during_parse = AsksForHelp(argc, argv) ? kExitOk : kExitUsage;
+  std::atexit(ExitDuringParse);
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  g_exit_code_during_parse = -1;
+  return rest;
+}
 
 std::string StatusCodeName(grpc::StatusCode code) {
   const int i = static_cast<int>(code);

@@ -38,6 +38,15 @@ inline constexpr int kMaxReceiveBytes = 64 << 20;
 // "OK", "INVALID_ARGUMENT", ...; "CODE_<n>" for a number gRPC does not name.
 std::string StatusCodeName(grpc::StatusCode code);
 
+// absl::ParseCommandLine with our exit codes: absl ends the process itself,
+// with code 1, after --help and after a bad flag; here --help (and the other
+// help/version flags) exit kExitOk and a bad command line kExitUsage. --help
+// lists the flags defined in files whose path contains `flags_dir` (e.g.
+// "clients/cli/"; absl's default matches the program name, and memserve-cli is
+// not memserve_cli). Returns the positional arguments (argv[0] first).
+std::vector<char*> ParseCommandLineWithExitCodes(int argc, char** argv, absl::string_view flags_dir,
+                                                 const char* usage);
+
 // kExitUsage for INVALID_ARGUMENT, kExitUnreachable for UNAVAILABLE, else
 // kExitOther (kExitOk for OK).
 int ExitCodeFor(grpc::StatusCode code);

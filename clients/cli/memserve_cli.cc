@@ -14,7 +14,6 @@
 // INVALID_ARGUMENT; 3 the server cannot be reached, or answered UNAVAILABLE
 // (loading, draining); 1 anything else (for health: not SERVING).
 #include <grpcpp/grpcpp.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -30,11 +29,8 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -479,49 +475,8 @@ int RunHealth(const std::vector<std::string>& args) {
   return all_serving ? kExitOk : kExitOther;
 }
 
-// absl's parser ends the process itself, with exit code 1, after --help and
-// after a bad flag. Our exit codes say 0 for help and 2 for a bad command
-// line, so while it parses, an exit handler substitutes the right code.
-int g_exit_code_during_parse = -1;
-
-void ExitDuringParse() {
-  if (g_exit_code_during_parse < 0) return;
-  std::cout.flush();
-  std::cerr.flush();
-  std::fflush(nullptr);
-  _exit(g_exit_code_during_parse);
-}
-
-bool AsksForHelp(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    const absl::string_view a = argv[i];
-    if (a == "--") break;
-    for (const absl::string_view flag :
-         {"help", "helpfull", "helpshort", "helppackage", "version", "only_check_args"}) {
-      if (a == absl::StrCat("--", flag) || a == absl::StrCat("-", flag) ||
-          absl::StartsWith(a, absl::StrCat("--", flag, "=")) ||
-          absl::StartsWith(a, absl::StrCat("-", flag, "="))) {
-        return true;
-      }
-    }
-  }
-  return false;
-}
-
 int Main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  // --help lists this file's flags (absl matches the file name against the
-  // program's by default, and memserve-cli is not memserve_cli).
-  config.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "clients/cli/");
-  };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(kUsage);
-  g_exit_code_during_parse = AsksForHelp(argc, argv) ? kExitOk : kExitUsage;
-  std::atexit(ExitDuringParse);
-  std::vector<char*> argv_left = absl::ParseCommandLine(argc, argv);
-  g_exit_code_during_parse = -1;
+  std::vector<char*> argv_left = ParseCommandLineWithExitCodes(argc, argv, "clients/cli/", kUsage);
   if (argv_left.size() < 2) return UsageError("no command given");
   const std::string command = argv_left[1];
   const std::vector<std::string> args(argv_left.begin() + 2, argv_left.end());

@@ -15,7 +15,6 @@
 // report); 1 no measured call succeeded, or --json_out could not be written;
 // 2 bad command line; 3 the server cannot be reached.
 #include <grpcpp/grpcpp.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -34,10 +33,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
@@ -162,52 +158,15 @@ std::vector<RequestRecord> RunPhase(v1::MemServe::Stub& stub, const Plan& plan, 
   return all;
 }
 
-// absl's parser ends the process with exit code 1 after --help and after a
-// bad flag; ours are 0 and 2 (as memserve-cli's).
-int g_exit_code_during_parse = -1;
-
-void ExitDuringParse() {
-  if (g_exit_code_during_parse < 0) return;
-  std::cout.flush();
-  std::cerr.flush();
-  std::fflush(nullptr);
-  _exit(g_exit_code_during_parse);
-}
-
-bool AsksForHelp(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    const absl::string_view a = argv[i];
-    if (a == "--") break;
-    for (const absl::string_view flag :
-         {"help", "helpfull", "helpshort", "helppackage", "version", "only_check_args"}) {
-      if (a == absl::StrCat("--", flag) || a == absl::StrCat("-", flag) ||
-          absl::StartsWith(a, absl::StrCat("--", flag, "=")) ||
-          absl::StartsWith(a, absl::StrCat("-", flag, "="))) {
-        return true;
-      }
-    }
-  }
-  return false;
-}
-
 int Main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  config.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "clients/loadgen/");
-  };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(
+  std::vector<char*> rest = cli::ParseCommandLineWithExitCodes(
+      argc, argv, "clients/loadgen/",
       "load generator for a memserve server: concurrent streaming Generate calls;\n"
       "reports decode throughput, TTFT and inter-token latency.\n\n"
       "  memserve-loadgen --server HOST:PORT --streams N --requests R --max_tokens T\n"
       "      [--prompt TEXT | --prompts_file F.jsonl] [--duration 60s] [--json_out F.json]\n\n"
       "exit codes: 0 finished; 1 no call succeeded or --json_out failed; 2 bad command line;\n"
       "3 server unreachable.");
-  g_exit_code_during_parse = AsksForHelp(argc, argv) ? cli::kExitOk : cli::kExitUsage;
-  std::atexit(ExitDuringParse);
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  g_exit_code_during_parse = -1;
   if (rest.size() > 1) return UsageError(absl::StrCat("unexpected argument '", rest[1], "'"));
 
   const int streams = absl::GetFlag(FLAGS_streams);
