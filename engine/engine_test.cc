@@ -118,6 +118,22 @@ class EngineTest : public ::testing::Test {
     return o;
   }
 
+  // A greedy request that ignores EOS, so it runs exactly max_tokens steps.
+  static GenerateOptions Long(int max_tokens) {
+    GenerateOptions o = Options("The capital of", max_tokens);
+    o.ignore_eos = true;
+    return o;
+  }
+
+  // Submits `o` and waits until it produced its first token (it is running).
+  static std::shared_ptr<Collector> SubmitRunning(Engine& engine, const GenerateOptions& o) {
+    auto out = std::make_shared<Collector>();
+    auto id = engine.Submit(Request(o), out);
+    EXPECT_TRUE(id.ok()) << id.status();
+    if (id.ok()) out->WaitForTokens(1);
+    return out;
+  }
+
   static Solo RunSolo(const GenerateOptions& o) {
     Solo solo;
     auto r = Generate(*solo_model_, *tokenizer_, o,
@@ -222,10 +238,8 @@ TEST_F(EngineTest, CancelEndsRequestAndFreesBlocks) {
   EngineOptions options;
   options.debug_step_delay = absl::Milliseconds(5);
   auto engine = MakeEngine(options);
-  GenerateOptions o = Options("The capital of", 100);
-  o.ignore_eos = true;
   auto out = std::make_shared<Collector>();
-  auto id = engine->Submit(Request(o), out);
+  auto id = engine->Submit(Request(Long(100)), out);
   ASSERT_TRUE(id.ok()) << id.status();
   out->WaitForTokens(2);
   EXPECT_GT(engine->Stats().kv_blocks_used, 0);
@@ -242,8 +256,7 @@ TEST_F(EngineTest, DeadlineEndsQueuedAndRunningRequests) {
   EngineOptions options;
   options.debug_step_delay = absl::Milliseconds(5);
   auto engine = MakeEngine(options);
-  GenerateOptions o = Options("The capital of", 100);
-  o.ignore_eos = true;
+  const GenerateOptions o = Long(100);
   EngineRequest running = Request(o);
   running.deadline = absl::Now() + absl::Milliseconds(100);
   auto out = std::make_shared<Collector>();
@@ -265,11 +278,9 @@ TEST_F(EngineTest, FullQueueIsResourceExhaustedAtOnce) {
   options.scheduler.max_queue = 1;
   options.debug_step_delay = absl::Milliseconds(5);
   auto engine = MakeEngine(options);
-  GenerateOptions o = Options("The capital of", 30);
-  o.ignore_eos = true;
-  auto first = std::make_shared<Collector>(), second = std::make_shared<Collector>();
-  ASSERT_TRUE(engine->Submit(Request(o), first).ok());
-  first->WaitForTokens(1);  // running; the queue is empty again
+  const GenerateOptions o = Long(30);
+  auto first = SubmitRunning(*engine, o);  // running; the queue is empty again
+  auto second = std::make_shared<Collector>();
   ASSERT_TRUE(engine->Submit(Request(o), second).ok());
   auto third = engine->Submit(Request(o), std::make_shared<Collector>());
   EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
@@ -309,16 +320,12 @@ TEST_F(EngineTest, DrainFinishesInFlightAndRefusesNewRequests) {
   EngineOptions options;
   options.debug_step_delay = absl::Milliseconds(2);
   auto engine = MakeEngine(options);
-  GenerateOptions o = Options("The capital of", 30);
-  o.ignore_eos = true;
-  auto out = std::make_shared<Collector>();
-  ASSERT_TRUE(engine->Submit(Request(o), out).ok());
-  out->WaitForTokens(1);
+  auto out = SubmitRunning(*engine, Long(30));
   engine->Drain(absl::Seconds(30));
   auto r = out->Wait();
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->completion_tokens, 30);
-  auto late = engine->Submit(Request(o), std::make_shared<Collector>());
+  auto late = engine->Submit(Request(Long(30)), std::make_shared<Collector>());
   EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(engine->Stats().draining);
 }
@@ -327,11 +334,7 @@ TEST_F(EngineTest, DrainTimeoutEndsLongRequestsUnavailable) {
   EngineOptions options;
   options.debug_step_delay = absl::Milliseconds(10);
   auto engine = MakeEngine(options);
-  GenerateOptions o = Options("The capital of", 100);
-  o.ignore_eos = true;
-  auto out = std::make_shared<Collector>();
-  ASSERT_TRUE(engine->Submit(Request(o), out).ok());
-  out->WaitForTokens(1);
+  auto out = SubmitRunning(*engine, Long(100));
   engine->Drain(absl::Milliseconds(50));
   EXPECT_EQ(out->Wait().status().code(), absl::StatusCode::kUnavailable);
   ExpectIdle(*engine);
@@ -354,9 +357,7 @@ TEST_F(EngineTest, DestroyingTheEngineEndsPendingRequests) {
   auto out = std::make_shared<Collector>();
   {
     auto engine = MakeEngine(options);
-    GenerateOptions o = Options("The capital of", 100);
-    o.ignore_eos = true;
-    ASSERT_TRUE(engine->Submit(Request(o), out).ok());
+    ASSERT_TRUE(engine->Submit(Request(Long(100)), out).ok());
   }
   EXPECT_EQ(out->Wait().status().code(), absl::StatusCode::kUnavailable);
 }
