@@ -84,21 +84,10 @@ Engine::~Engine() {
 absl::StatusOr<uint64_t> Engine::Submit(EngineRequest request,
                                         std::shared_ptr<RequestObserver> observer) {
   const ModelConfig& config = model_->config();
-  if (request.prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
-  for (size_t i = 0; i < request.prompt.size(); ++i) {
-    if (request.prompt[i] < 0 || request.prompt[i] >= config.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt[", i, "] = ", request.prompt[i],
-                                                     " is outside the vocabulary [0, ",
-                                                     config.vocab_size, ")"));
-    }
-  }
   RETURN_IF_ERROR(ValidateSamplingOptions(request.options, config));
+  RETURN_IF_ERROR(
+      ValidatePromptTokens("prompt", request.prompt, request.options.max_tokens, config));
   const int n_prompt = static_cast<int>(request.prompt.size());
-  if (static_cast<int64_t>(n_prompt) + request.options.max_tokens > config.max_seqlen) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt (", n_prompt, " tokens) + max_tokens (", request.options.max_tokens,
-        ") exceeds the model's context of ", config.max_seqlen, " tokens (max_seqlen)"));
-  }
   SequenceRequest seq;
   seq.prompt_tokens = n_prompt;
   seq.max_tokens = request.options.max_tokens;

@@ -62,6 +62,24 @@ absl::Status ValidateSamplingOptions(const GenerateOptions& o, const ModelConfig
   return o.sampling.Validate();
 }
 
+absl::Status ValidatePromptTokens(absl::string_view field, absl::Span<const int> prompt,
+                                  int max_tokens, const ModelConfig& config) {
+  if (prompt.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " is empty"));
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    if (prompt[i] < 0 || prompt[i] >= config.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "] = ", prompt[i],
+                                                     " is outside the vocabulary [0, ",
+                                                     config.vocab_size, ")"));
+    }
+  }
+  if (static_cast<int64_t>(prompt.size()) + max_tokens > config.max_seqlen) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " (", prompt.size(), " tokens) + max_tokens (", max_tokens,
+        ") exceeds the model's context of ", config.max_seqlen, " tokens (max_seqlen)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateGenerateOptions(const GenerateOptions& o, const ModelConfig& config) {
   if (o.prompt_ids.empty() && o.prompt.empty()) {
     return absl::InvalidArgumentError("prompt is empty");
@@ -73,12 +91,9 @@ absl::Status ValidateGenerateOptions(const GenerateOptions& o, const ModelConfig
   if (o.prompt_ids.empty() && !IsValidUtf8(o.prompt)) {
     return absl::InvalidArgumentError("prompt is not valid UTF-8");
   }
-  for (size_t i = 0; i < o.prompt_ids.size(); ++i) {
-    if (o.prompt_ids[i] < 0 || o.prompt_ids[i] >= config.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt_ids[", i, "] = ", o.prompt_ids[i],
-                                                     " is outside the vocabulary [0, ",
-                                                     config.vocab_size, ")"));
-    }
+  if (!o.prompt_ids.empty()) {
+    RETURN_IF_ERROR(ValidateSamplingOptions(o, config));
+    return ValidatePromptTokens("prompt_ids", o.prompt_ids, o.max_tokens, config);
   }
   return ValidateSamplingOptions(o, config);
 }
@@ -173,12 +188,8 @@ absl::StatusOr<GenerateResult> Generate(Model& model, const Tokenizer& tokenizer
   if (prompt.empty()) {
     ASSIGN_OR_RETURN(prompt, tokenizer.Encode(options.prompt, /*add_bos=*/true));
   }
+  RETURN_IF_ERROR(ValidatePromptTokens("prompt", prompt, options.max_tokens, config));
   const int n_prompt = static_cast<int>(prompt.size());
-  if (n_prompt + options.max_tokens > config.max_seqlen) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt (", n_prompt, " tokens) + max_tokens (", options.max_tokens,
-        ") exceeds the model's context of ", config.max_seqlen, " tokens (max_seqlen)"));
-  }
 
   auto cache = model.NewCache(n_prompt + options.max_tokens);
   std::vector<float> logits;

@@ -76,6 +76,12 @@ struct GenerateResult {
 // caller can prefix its own path.
 absl::Status ValidateSamplingOptions(const GenerateOptions& options, const ModelConfig& config);
 
+// A tokenized prompt against the model: non-empty, every id in the
+// vocabulary, and prompt + max_tokens within max_seqlen. InvalidArgument
+// naming `field` ("prompt_ids[3] = ...") and the limit.
+absl::Status ValidatePromptTokens(absl::string_view field, absl::Span<const int> prompt,
+                                  int max_tokens, const ModelConfig& config);
+
 // ValidateSamplingOptions plus the prompt (text or ids). Errors are
 // InvalidArgument naming the field and the limit.
 absl::Status ValidateGenerateOptions(const GenerateOptions& options, const ModelConfig& config);
