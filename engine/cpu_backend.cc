@@ -26,7 +26,15 @@ struct CpuBackend::Kernels {
                      int64_t ldx, int64_t tokens, float* y, int64_t ldy);
   void (*matmul_bf16)(const uint16_t* w, int64_t ldw, int64_t in, int64_t rows, const float* x,
                       int64_t ldx, int64_t tokens, float* y, int64_t ldy);
-  float (*dot)(const float* a, const float* b, int64_t n);
+  // out[i] = dot(q[0 .. n), rows[i * stride .. + n)) * scale for i < count
+  // (attention scores of consecutive cache rows).
+  void (*dot_rows)(const float* q, const float* rows, int64_t stride, int64_t count, int64_t n,
+                   float scale, float* out);
+  // y[0 .. n) += coef[i] * rows[i * stride .. + n) for i = 0, 1, ..., count - 1
+  // in that order; each element's result is that of count successive axpy_f32
+  // calls (attention's weighted sum of values).
+  void (*axpy_rows)(const float* coef, const float* rows, int64_t stride, int64_t count,
+                    float* y, int64_t n);
   // y[i] += a * x[i]
   void (*axpy_f32)(float a, const float* x, float* y, int64_t n);
   void (*axpy_bf16)(float a, const uint16_t* x, float* y, int64_t n);
@@ -63,18 +71,27 @@ void MatMul(const W* w, int64_t ldw, int64_t in, int64_t rows, const float* x, i
   }
 }
 
-float Dot(const float* a, const float* b, int64_t n) { return DotW(a, b, n); }
-
 template <typename W>
 void Axpy(float a, const W* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * Load(x + i);
 }
 
+void DotRows(const float* q, const float* rows, int64_t stride, int64_t count, int64_t n,
+             float scale, float* out) {
+  for (int64_t i = 0; i < count; ++i) out[i] = DotW(q, rows + i * stride, n) * scale;
+}
+
+void AxpyRows(const float* coef, const float* rows, int64_t stride, int64_t count, float* y,
+              int64_t n) {
+  for (int64_t i = 0; i < count; ++i) Axpy(coef[i], rows + i * stride, y, n);
+}
+
 }  // namespace generic
 
 const CpuBackend::Kernels kGenericKernels = {
-    CpuIsa::kGeneric, generic::MatMul<float>, generic::MatMul<uint16_t>,
-    generic::Dot,     generic::Axpy<float>,   generic::Axpy<uint16_t>,
+    CpuIsa::kGeneric,     generic::MatMul<float>, generic::MatMul<uint16_t>,
+    generic::DotRows,     generic::AxpyRows,      generic::Axpy<float>,
+    generic::Axpy<uint16_t>,
 };
 
 #ifdef MEMSERVE_X86_KERNELS
@@ -187,11 +204,33 @@ MEMSERVE_TARGET_AVX2 void Axpy(float a, const W* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] += a * generic::Load(x + i);
 }
 
+MEMSERVE_TARGET_AVX2 void DotRows(const float* q, const float* rows, int64_t stride,
+                                  int64_t count, int64_t n, float scale, float* out) {
+  for (int64_t i = 0; i < count; ++i) out[i] = Dot(q, rows + i * stride, n) * scale;
+}
+
+// Column chunks of y stay in a register across all rows: per element the same
+// fmadd sequence as Axpy row after row.
+MEMSERVE_TARGET_AVX2 void AxpyRows(const float* coef, const float* rows, int64_t stride,
+                                   int64_t count, float* y, int64_t n) {
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    __m256 yv = _mm256_loadu_ps(y + c);
+    for (int64_t i = 0; i < count; ++i) {
+      yv = _mm256_fmadd_ps(_mm256_set1_ps(coef[i]), _mm256_loadu_ps(rows + i * stride + c), yv);
+    }
+    _mm256_storeu_ps(y + c, yv);
+  }
+  for (; c < n; ++c) {
+    for (int64_t i = 0; i < count; ++i) y[c] += coef[i] * rows[i * stride + c];
+  }
+}
+
 }  // namespace avx2
 
 const CpuBackend::Kernels kAvx2Kernels = {
-    CpuIsa::kAvx2, avx2::MatMul<float>, avx2::MatMul<uint16_t>,
-    avx2::Dot,     avx2::Axpy<float>,   avx2::Axpy<uint16_t>,
+    CpuIsa::kAvx2,     avx2::MatMul<float>, avx2::MatMul<uint16_t>, avx2::DotRows,
+    avx2::AxpyRows,    avx2::Axpy<float>,   avx2::Axpy<uint16_t>,
 };
 
 // ---------------------------------------------------------------------------
@@ -324,11 +363,31 @@ MEMSERVE_TARGET_AVX512 void Axpy(float a, const W* x, float* y, int64_t n) {
   }
 }
 
+MEMSERVE_TARGET_AVX512 void DotRows(const float* q, const float* rows, int64_t stride,
+                                    int64_t count, int64_t n, float scale, float* out) {
+  for (int64_t i = 0; i < count; ++i) out[i] = Dot(q, rows + i * stride, n) * scale;
+}
+
+// Column chunks of y stay in a register across all rows: per element the same
+// fmadd sequence as Axpy row after row.
+MEMSERVE_TARGET_AVX512 void AxpyRows(const float* coef, const float* rows, int64_t stride,
+                                     int64_t count, float* y, int64_t n) {
+  for (int64_t c = 0; c < n; c += 16) {
+    const __mmask16 m = n - c >= 16 ? static_cast<__mmask16>(0xFFFF) : TailMask(n - c);
+    __m512 yv = _mm512_maskz_loadu_ps(m, y + c);
+    for (int64_t i = 0; i < count; ++i) {
+      yv = _mm512_fmadd_ps(_mm512_set1_ps(coef[i]), _mm512_maskz_loadu_ps(m, rows + i * stride + c),
+                           yv);
+    }
+    _mm512_mask_storeu_ps(y + c, m, yv);
+  }
+}
+
 }  // namespace avx512
 
 const CpuBackend::Kernels kAvx512Kernels = {
-    CpuIsa::kAvx512, avx512::MatMul<float>, avx512::MatMul<uint16_t>,
-    avx512::Dot,     avx512::Axpy<float>,   avx512::Axpy<uint16_t>,
+    CpuIsa::kAvx512,     avx512::MatMul<float>, avx512::MatMul<uint16_t>, avx512::DotRows,
+    avx512::AxpyRows,    avx512::Axpy<float>,   avx512::Axpy<uint16_t>,
 };
 
 #endif  // MEMSERVE_X86_KERNELS
@@ -606,36 +665,44 @@ void CpuBackend::Attention(absl::Span<const AttentionArgs> seqs) {
       const int64_t row_floats = static_cast<int64_t>(a.n_kv_heads) * hd;
       const int64_t head_offset = static_cast<int64_t>(h / (a.n_heads / a.n_kv_heads)) * hd;
       const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-      // Offset of position j's kv head vector in k_cache / v_cache.
-      auto row = [&](int64_t j) {
-        const int64_t r =
-            a.block_table == nullptr
-                ? j
-                : static_cast<int64_t>(a.block_table[j / a.block_size]) * a.block_size +
-                      j % a.block_size;
-        return r * row_floats + head_offset;
-      };
       const int64_t pos = a.start_pos + t;
       const int64_t lo =
           a.sliding_window > 0 ? std::max<int64_t>(0, pos - a.sliding_window + 1) : 0;
       const int64_t n = pos - lo + 1;
       GrowTo(&scores, static_cast<size_t>(n));
+      // Positions [lo, pos] in runs that are contiguous in the cache (one
+      // block each when paged): fn(first index into scores, count, offset of
+      // the run's first kv head vector in k_cache / v_cache).
+      auto for_each_run = [&](auto&& fn) {
+        if (a.block_table == nullptr) {
+          fn(int64_t{0}, n, lo * row_floats + head_offset);
+          return;
+        }
+        for (int64_t j = lo; j <= pos;) {
+          const int64_t offset = j % a.block_size;
+          const int64_t count = std::min<int64_t>(a.block_size - offset, pos + 1 - j);
+          const int64_t r = static_cast<int64_t>(a.block_table[j / a.block_size]) * a.block_size;
+          fn(j - lo, count, (r + offset) * row_floats + head_offset);
+          j += count;
+        }
+      };
       const float* q = a.q + (t * a.n_heads + h) * hd;
+      for_each_run([&](int64_t first, int64_t count, int64_t offset) {
+        kern.dot_rows(q, a.k_cache + offset, row_floats, count, hd, scale, scores.data() + first);
+      });
       float max_score = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < n; ++j) {
-        scores[j] = kern.dot(q, a.k_cache + row(lo + j), hd) * scale;
-        max_score = std::max(max_score, scores[j]);
-      }
+      for (int64_t j = 0; j < n; ++j) max_score = std::max(max_score, scores[j]);
       float sum = 0.0f;
       for (int64_t j = 0; j < n; ++j) {
         scores[j] = std::exp(scores[j] - max_score);
         sum += scores[j];
       }
+      for (int64_t j = 0; j < n; ++j) scores[j] /= sum;
       float* out = a.out + (t * a.n_heads + h) * hd;
       std::fill(out, out + hd, 0.0f);
-      for (int64_t j = 0; j < n; ++j) {
-        kern.axpy_f32(scores[j] / sum, a.v_cache + row(lo + j), out, hd);
-      }
+      for_each_run([&](int64_t first, int64_t count, int64_t offset) {
+        kern.axpy_rows(scores.data() + first, a.v_cache + offset, row_floats, count, out, hd);
+      });
     }
   });
 }
