@@ -6,6 +6,7 @@
 #include <grpcpp/support/status.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <mutex>
 #include <string>
 #include <unordered_set>
@@ -130,13 +131,25 @@ class ParseErrorInterceptor : public grpc::experimental::Interceptor {
     if (parse_failed_ &&
         methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS) &&
         !methods->GetSendStatus().ok()) {
-      methods->ModifySendStatus(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                             ParseErrorMessage(info_->method(), utf8_field_)));
+      const std::string message = ParseErrorMessage(info_->method(), utf8_field_);
+      methods->ModifySendStatus(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message));
+      LogRejected(message);
     }
     methods->Proceed();
   }
 
  private:
+  // The service's one line per request (server/service.cc), for a request no
+  // handler saw: no request id, the method's short name.
+  void LogRejected(const std::string& message) const {
+    absl::string_view method = info_->method();
+    const size_t slash = method.rfind('/');
+    if (slash != absl::string_view::npos) method.remove_prefix(slash + 1);
+    const std::string line = absl::StrCat("request id=- method=", method,
+                                          " status=INVALID_ARGUMENT error=\"", message, "\"\n");
+    std::fwrite(line.data(), 1, line.size(), stderr);
+  }
+
   ServerRpcInfo* const info_;
   bool parse_failed_ = false;
   std::string utf8_field_;

@@ -255,6 +255,11 @@ class BadInputTest(unittest.TestCase):
             self.assertEqual(e.code(), INVALID, "%s: %s %r" % (method, e.code(), e.details()))
             self.assertTrue(names_field(e.details(), "text"), e.details())
             self.assertServing()
+            # Logged like every other request, though no handler saw it.
+            line = SRV.wait_log("request id=- method=%s status=INVALID_ARGUMENT error=\"request "
+                                "does not parse: string field 'memserve.v1.GenerateRequest.text'"
+                                % method)
+            self.assertIsNotNone(line, SRV.stderr_tail())
         # The same bytes with valid UTF-8 go through (so the test itself is sound).
         self.assertIsNone(raw_call("Complete", msg.SerializeToString()))
 
