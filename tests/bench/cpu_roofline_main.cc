@@ -1,0 +1,212 @@
+// cpu_roofline: the machine limits that bound batched CPU decode, measured
+// side by side with the engine's own matmul (tools/bench_server.sh prints it
+// into docs/perf/server.md).
+//   fma   peak fp32 multiply-add rate: independent register-only FMA chains
+//         (AVX-512, or AVX2 where the CPU lacks it), 1 thread and all threads.
+//   read  streaming read bandwidth of a --read_mib buffer (far beyond the
+//         caches), all threads: the ceiling of batch-1 decode's weight traffic.
+//   matmul CpuBackend::MatMul with bf16 weights of --rows x --in, cycling
+//         through enough matrices (--pool_mib) that weights come from memory as
+//         in a real model, at 1, 4, 16 and 64 tokens: GFLOP/s and weight GB/s.
+// One JSON line per measurement; each is the best of --repeats.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "engine/cpu_backend.h"
+#include "engine/dtype.h"
+#include "engine/weights.h"
+
+ABSL_FLAG(int, threads, 0, "threads for the all-threads measurements; 0 = all cores");
+ABSL_FLAG(int, read_mib, 1024, "buffer size of the read-bandwidth measurement");
+ABSL_FLAG(int, pool_mib, 512, "bytes of bf16 weights the matmul cycles through");
+ABSL_FLAG(int, rows, 2816, "matmul output rows (d1024's FFN: 2816 x 1024)");
+ABSL_FLAG(int, in, 1024, "matmul input columns");
+ABSL_FLAG(int, repeats, 3, "measurements per line; the best is printed");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Runs fn(thread index) on `threads` threads at once; returns the wall time.
+template <typename Fn>
+double TimeThreads(int threads, Fn fn) {
+  std::vector<std::thread> pool;
+  std::atomic<int> ready{0};
+  Clock::time_point start;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      ready.fetch_add(1);
+      while (ready.load() < threads) {
+      }
+      fn(t);
+    });
+  }
+  while (ready.load() < threads) {
+  }
+  start = Clock::now();
+  for (std::thread& th : pool) th.join();
+  return Seconds(start, Clock::now());
+}
+
+constexpr int kChains = 12;  // independent accumulators: > latency x ports
+
+__attribute__((target("avx512f,fma"))) float FmaLoop512(int64_t iters) {
+  __m512 acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
+  const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(0.001f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+  }
+  alignas(64) float lanes[16];
+  for (int i = 1; i < kChains; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+  _mm512_store_ps(lanes, acc[0]);
+  return lanes[0];
+}
+
+__attribute__((target("avx2,fma"))) float FmaLoop256(int64_t iters) {
+  __m256 acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_ps(0.001f * i);
+  const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(0.001f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+  }
+  alignas(32) float lanes[8];
+  for (int i = 1; i < kChains; ++i) acc[0] = _mm256_add_ps(acc[0], acc[i]);
+  _mm256_store_ps(lanes, acc[0]);
+  return lanes[0];
+}
+
+void MeasureFma(int threads, int repeats) {
+  const bool avx512 = memserve::CpuIsaSupported(memserve::CpuIsa::kAvx512);
+  const bool avx2 = memserve::CpuIsaSupported(memserve::CpuIsa::kAvx2);
+  if (!avx512 && !avx2) {
+    std::printf("{\"what\": \"fma\", \"skipped\": \"no AVX2/AVX-512 on this CPU\"}\n");
+    return;
+  }
+  const int lanes = avx512 ? 16 : 8;
+  const int64_t iters = 50'000'000;
+  for (int n : {1, threads}) {
+    double best = 0;
+    std::vector<float> sink(n);
+    for (int r = 0; r < repeats; ++r) {
+      const double s = TimeThreads(n, [&](int t) {
+        sink[t] = avx512 ? FmaLoop512(iters) : FmaLoop256(iters);
+      });
+      best = std::max(best, 2.0 * lanes * kChains * iters * n / s / 1e9);
+    }
+    std::printf("{\"what\": \"fma\", \"isa\": \"%s\", \"threads\": %d, \"gflops\": %.1f, "
+                "\"sink\": %.3g}\n",
+                avx512 ? "avx512" : "avx2", n, best, sink[0]);
+    if (threads == 1) break;
+  }
+}
+
+// Sum of buf[begin, end) (float lanes in 4 AVX2 accumulators: load-bound).
+__attribute__((target("avx2"))) double SumAvx2(const float* buf, int64_t begin, int64_t end) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
+  int64_t i = begin;
+  for (; i + 32 <= end; i += 32) {
+    for (int j = 0; j < 4; ++j) acc[j] = _mm256_add_ps(acc[j], _mm256_loadu_ps(buf + i + 8 * j));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+  double total = 0;
+  for (float v : lanes) total += v;
+  for (; i < end; ++i) total += buf[i];
+  return total;
+}
+
+double SumScalar(const float* buf, int64_t begin, int64_t end) {
+  double total = 0;
+  for (int64_t i = begin; i < end; ++i) total += buf[i];
+  return total;
+}
+
+void MeasureRead(int threads, int mib, int repeats) {
+  const int64_t n = static_cast<int64_t>(mib) << 18;  // floats
+  std::vector<float> buf(n, 1.0f);
+  const bool avx2 = memserve::CpuIsaSupported(memserve::CpuIsa::kAvx2);
+  std::vector<double> sums(threads);
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    const double s = TimeThreads(threads, [&](int t) {
+      const int64_t begin = n * t / threads, end = n * (t + 1) / threads;
+      sums[t] = avx2 ? SumAvx2(buf.data(), begin, end) : SumScalar(buf.data(), begin, end);
+    });
+    best = std::max(best, n * 4.0 / s / 1e9);
+  }
+  std::printf("{\"what\": \"read\", \"threads\": %d, \"mib\": %d, \"gb_per_s\": %.1f, "
+              "\"sink\": %.3g}\n",
+              threads, mib, best, sums[0]);
+}
+
+void MeasureMatMul(int threads, int rows, int in, int pool_mib, int repeats) {
+  memserve::CpuBackend::Options options;
+  options.num_threads = threads;
+  memserve::CpuBackend backend(options);
+  const int64_t per_matrix = static_cast<int64_t>(rows) * in;
+  const int n_matrices =
+      std::max<int64_t>(1, (static_cast<int64_t>(pool_mib) << 20) / (per_matrix * 2));
+  std::vector<uint16_t> w(per_matrix * n_matrices);
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (uint16_t& v : w) v = memserve::F32ToBf16(dist(rng));
+  std::vector<memserve::TensorView> views(n_matrices);
+  for (int m = 0; m < n_matrices; ++m) {
+    views[m].name = "w" + std::to_string(m);
+    views[m].dtype = memserve::DType::kBF16;
+    views[m].shape = {rows, in};
+    views[m].data = w.data() + m * per_matrix;
+  }
+  for (int tokens : {1, 4, 16, 64}) {
+    std::vector<float> x(static_cast<size_t>(tokens) * in), y(static_cast<size_t>(tokens) * rows);
+    for (float& v : x) v = dist(rng);
+    // At least one pass over the pool and ~0.5 s of work at 60 GFLOP/s.
+    const int calls = std::max<int64_t>(n_matrices, 15'000'000'000LL / (per_matrix * tokens));
+    double s = 1e30;
+    for (int r = 0; r < repeats; ++r) {
+      const auto t0 = Clock::now();
+      for (int c = 0; c < calls; ++c) {
+        backend.MatMul(x.data(), tokens, views[c % n_matrices], nullptr, y.data());
+      }
+      s = std::min(s, Seconds(t0, Clock::now()));
+    }
+    std::printf("{\"what\": \"matmul_bf16\", \"isa\": \"%s\", \"threads\": %d, \"rows\": %d, "
+                "\"in\": %d, \"tokens\": %d, \"gflops\": %.1f, \"weight_gb_per_s\": %.1f}\n",
+                memserve::CpuIsaName(backend.isa()), backend.pool()->num_threads(), rows, in,
+                tokens, 2.0 * per_matrix * tokens * calls / s / 1e9,
+                2.0 * per_matrix * calls / s / 1e9);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  int threads = absl::GetFlag(FLAGS_threads);
+  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
+  MeasureFma(threads, repeats);
+  MeasureRead(threads, absl::GetFlag(FLAGS_read_mib), repeats);
+  MeasureMatMul(threads, absl::GetFlag(FLAGS_rows), absl::GetFlag(FLAGS_in),
+                absl::GetFlag(FLAGS_pool_mib), repeats);
+  return 0;
+}
