@@ -120,9 +120,20 @@ class Backend {
 
   virtual const char* name() const = 0;
 
+  // Called once after loading, before any MatMul, with every weight the
+  // model will pass to MatMul as `w`: the backend may keep a copy in a layout
+  // of its own (the CPU backend packs them into panels for its AVX-512
+  // kernels) and use it whenever MatMul gets a view with the same data
+  // pointer. REQUIRES: the views' data stays valid and unchanged while the
+  // backend lives. Default: nothing.
+  virtual void PrepareMatMulWeights(absl::Span<const TensorView* const> weights) {
+    (void)weights;
+  }
+
   // y[t, o] = sum_i x[t, i] * w[o, i] (+ bias[o]).
   // x [n_tokens, in], w [out, in] F32|BF16, bias [out] F32|BF16 or null,
-  // y [n_tokens, out]. y must not alias x.
+  // y [n_tokens, out]. y must not alias x. Each token's result does not
+  // depend on n_tokens or on the other tokens (batch invariance).
   virtual void MatMul(const float* x, int64_t n_tokens, const TensorView& w, const TensorView* bias,
                       float* y) = 0;
 

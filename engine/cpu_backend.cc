@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "engine/dtype.h"
 
@@ -38,6 +40,34 @@ struct CpuBackend::Kernels {
   // y[i] += a * x[i]
   void (*axpy_f32)(float a, const float* x, float* y, int64_t n);
   void (*axpy_bf16)(float a, const uint16_t* x, float* y, int64_t n);
+  // Matmul over a packed weight (PackedWeight below), panels
+  // [panel_begin, panel_end): y[t * ldy + r] for the rows r of those panels
+  // (r < rows) and t < tokens. Null where the level has no packed kernels
+  // (then weights are not packed).
+  void (*packed_matmul_bf16)(const uint32_t* panels, int64_t in, int64_t rows,
+                             int64_t panel_begin, int64_t panel_end, const float* x, int64_t ldx,
+                             int64_t tokens, float* y, int64_t ldy);
+  void (*packed_matmul_f32)(const float* panels, int64_t in, int64_t rows, int64_t panel_begin,
+                            int64_t panel_end, const float* x, int64_t ldx, int64_t tokens,
+                            float* y, int64_t ldy);
+};
+
+// A [rows, in] weight repacked for the packed kernels, in panels of
+// kPanelRows rows. Panel p holds rows 32p .. 32p + 31 (rows past the end are
+// zero) column by column: for each k, 32 values, rows 32p + j and
+// 32p + 16 + j in lane j of two 16-lane vectors. BF16: one 64-byte group of
+// 16 uint32 per k, lane j = bf16(row 32p + j) | bf16(row 32p + 16 + j) << 16,
+// so one shift and one mask give both vectors in fp32. F32: 32 floats per k.
+// The kernels then multiply a column of 32 weights by one broadcast x[t][k]:
+// each output is the fmadd chain over k = 0, 1, ..., in - 1 from 0, whatever
+// the token blocking, so a token's result never depends on the batch.
+struct CpuBackend::PackedWeight {
+  static constexpr int64_t kPanelRows = 32;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t in = 0;
+  int64_t panels = 0;
+  std::unique_ptr<void, void (*)(void*)> data{nullptr, std::free};  // 64-byte aligned
 };
 
 namespace {
@@ -91,7 +121,7 @@ void AxpyRows(const float* coef, const float* rows, int64_t stride, int64_t coun
 const CpuBackend::Kernels kGenericKernels = {
     CpuIsa::kGeneric,     generic::MatMul<float>, generic::MatMul<uint16_t>,
     generic::DotRows,     generic::AxpyRows,      generic::Axpy<float>,
-    generic::Axpy<uint16_t>,
+    generic::Axpy<uint16_t>, nullptr,             nullptr,
 };
 
 #ifdef MEMSERVE_X86_KERNELS
@@ -231,6 +261,7 @@ MEMSERVE_TARGET_AVX2 void AxpyRows(const float* coef, const float* rows, int64_t
 const CpuBackend::Kernels kAvx2Kernels = {
     CpuIsa::kAvx2,     avx2::MatMul<float>, avx2::MatMul<uint16_t>, avx2::DotRows,
     avx2::AxpyRows,    avx2::Axpy<float>,   avx2::Axpy<uint16_t>,
+    nullptr,           nullptr,
 };
 
 // ---------------------------------------------------------------------------
@@ -383,11 +414,125 @@ MEMSERVE_TARGET_AVX512 void AxpyRows(const float* coef, const float* rows, int64
   }
 }
 
+// --- packed kernels (layout: CpuBackend::PackedWeight) ---
+
+// The two 16-row weight vectors of column k of a packed panel. (The masked
+// shift: see Bf16x16ToF32.)
+MEMSERVE_TARGET_AVX512 inline void PanelColumn(const uint32_t* panel, int64_t k, __m512* lo,
+                                               __m512* hi) {
+  const __m512i v = _mm512_loadu_si512(panel + k * 16);
+  *lo = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(static_cast<__mmask16>(0xFFFF), v, 16));
+  *hi = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+MEMSERVE_TARGET_AVX512 inline void PanelColumn(const float* panel, int64_t k, __m512* lo,
+                                               __m512* hi) {
+  *lo = _mm512_loadu_ps(panel + k * 32);
+  *hi = _mm512_loadu_ps(panel + k * 32 + 16);
+}
+// Elements of P per panel column: 16 uint32 (bf16 pairs) or 32 floats.
+template <typename P>
+constexpr int64_t PanelColumnElems() {
+  return std::is_same<P, float>::value ? 32 : 16;
+}
+// Packed panels stream from memory once per block of tokens; prefetch this
+// far ahead (the hardware prefetcher alone leaves bandwidth unused).
+constexpr int64_t kPanelPrefetchBytes = 2048;
+
+// NP consecutive panels (32 * NP rows) x TB tokens: 2 * NP * TB accumulators.
+// `panel` = the first panel; `rows_left` = rows from its first row to the end.
+template <int NP, int TB, typename P>
+MEMSERVE_TARGET_AVX512 void PackedBlock(const P* panel, int64_t in, const float* x, int64_t ldx,
+                                        float* y, int64_t ldy, int64_t rows_left) {
+  const int64_t panel_stride = in * PanelColumnElems<P>();
+  __m512 acc[2 * NP][TB];
+#pragma GCC unroll 8
+  for (int i = 0; i < 2 * NP; ++i) {
+#pragma GCC unroll 12
+    for (int t = 0; t < TB; ++t) acc[i][t] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < in; ++k) {
+    __m512 w[2 * NP];
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; ++q) {
+      const P* pq = panel + q * panel_stride;
+      _mm_prefetch(reinterpret_cast<const char*>(pq + k * PanelColumnElems<P>()) +
+                       kPanelPrefetchBytes,
+                   _MM_HINT_T0);
+      PanelColumn(pq, k, &w[2 * q], &w[2 * q + 1]);
+    }
+#pragma GCC unroll 12
+    for (int t = 0; t < TB; ++t) {
+      const __m512 xb = _mm512_set1_ps(x[t * ldx + k]);
+#pragma GCC unroll 8
+      for (int i = 0; i < 2 * NP; ++i) acc[i][t] = _mm512_fmadd_ps(w[i], xb, acc[i][t]);
+    }
+  }
+  for (int i = 0; i < 2 * NP; ++i) {
+    const int64_t r0 = 16 * i;
+    if (r0 >= rows_left) break;
+    const __mmask16 m = rows_left - r0 >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                             : TailMask(rows_left - r0);
+    for (int t = 0; t < TB; ++t) _mm512_mask_storeu_ps(y + t * ldy + r0, m, acc[i][t]);
+  }
+}
+
+// One panel x `tb` (1..12) tokens.
+template <typename P>
+MEMSERVE_TARGET_AVX512 void PackedBlockTokens(int tb, const P* panel, int64_t in, const float* x,
+                                              int64_t ldx, float* y, int64_t ldy,
+                                              int64_t rows_left) {
+  switch (tb) {
+#define MEMSERVE_CASE(n) \
+  case n:                \
+    return PackedBlock<1, n>(panel, in, x, ldx, y, ldy, rows_left);
+    MEMSERVE_CASE(1)
+    MEMSERVE_CASE(2)
+    MEMSERVE_CASE(3)
+    MEMSERVE_CASE(4)
+    MEMSERVE_CASE(5)
+    MEMSERVE_CASE(6)
+    MEMSERVE_CASE(7)
+    MEMSERVE_CASE(8)
+    MEMSERVE_CASE(9)
+    MEMSERVE_CASE(10)
+    MEMSERVE_CASE(11)
+    MEMSERVE_CASE(12)
+#undef MEMSERVE_CASE
+  }
+}
+
+// Up to 12 tokens per block (24 accumulators + 2 weight vectors + the
+// broadcast fit the 32 registers); T tokens are split into equal blocks.
+// One token: four panels at once, so that 8 independent fmadd chains hide
+// the latency while the weights stream from memory.
+template <typename P>
+MEMSERVE_TARGET_AVX512 void PackedMatMul(const P* panels, int64_t in, int64_t rows,
+                                         int64_t panel_begin, int64_t panel_end, const float* x,
+                                         int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
+  constexpr int64_t kMaxTb = 12;
+  const int64_t panel_stride = in * PanelColumnElems<P>();
+  int64_t p = panel_begin;
+  if (tokens == 1) {
+    for (; p + 4 <= panel_end; p += 4) {
+      PackedBlock<4, 1>(panels + p * panel_stride, in, x, ldx, y + p * 32, ldy, rows - p * 32);
+    }
+  }
+  const int64_t blocks = (tokens + kMaxTb - 1) / kMaxTb;
+  const int64_t tb = (tokens + blocks - 1) / blocks;
+  for (; p < panel_end; ++p) {
+    for (int64_t t = 0; t < tokens; t += tb) {
+      PackedBlockTokens(static_cast<int>(std::min(tb, tokens - t)), panels + p * panel_stride, in,
+                        x + t * ldx, ldx, y + t * ldy + p * 32, ldy, rows - p * 32);
+    }
+  }
+}
+
 }  // namespace avx512
 
 const CpuBackend::Kernels kAvx512Kernels = {
     CpuIsa::kAvx512,     avx512::MatMul<float>, avx512::MatMul<uint16_t>, avx512::DotRows,
     avx512::AxpyRows,    avx512::Axpy<float>,   avx512::Axpy<uint16_t>,
+    avx512::PackedMatMul<uint32_t>, avx512::PackedMatMul<float>,
 };
 
 #endif  // MEMSERVE_X86_KERNELS
@@ -516,6 +661,124 @@ CpuBackend::CpuBackend(const Options& options) {
 
 CpuBackend::~CpuBackend() = default;
 
+namespace {
+
+// y[t * ldy + r] += bias[r] for r in [r_begin, r_end), t in [t_begin, t_end);
+// nothing when bias is null.
+void AddBias(const void* bias, DType bias_dtype, int64_t r_begin, int64_t r_end, int64_t t_begin,
+             int64_t t_end, float* y, int64_t ldy) {
+  if (bias == nullptr) return;
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    float* yt = y + t * ldy;
+    if (bias_dtype == DType::kF32) {
+      const float* b = static_cast<const float*>(bias);
+      for (int64_t r = r_begin; r < r_end; ++r) yt[r] += b[r];
+    } else {
+      const uint16_t* b = static_cast<const uint16_t*>(bias);
+      for (int64_t r = r_begin; r < r_end; ++r) yt[r] += Bf16ToF32(b[r]);
+    }
+  }
+}
+
+// Copies panel p of a [rows, in] weight into the layout of
+// CpuBackend::PackedWeight (`out` = the start of the packed weight).
+void PackPanelBf16(const uint16_t* w, int64_t rows, int64_t in, int64_t p, uint32_t* out) {
+  uint32_t* panel = out + p * in * 16;
+  std::memset(panel, 0, static_cast<size_t>(in * 16) * sizeof(uint32_t));
+  for (int64_t r = p * 32; r < std::min(rows, p * 32 + 32); ++r) {
+    const int64_t j = r - p * 32;
+    uint32_t* col = panel + j % 16;
+    const int shift = j < 16 ? 0 : 16;
+    for (int64_t k = 0; k < in; ++k) col[k * 16] |= static_cast<uint32_t>(w[r * in + k]) << shift;
+  }
+}
+
+void PackPanelF32(const float* w, int64_t rows, int64_t in, int64_t p, float* out) {
+  float* panel = out + p * in * 32;
+  std::memset(panel, 0, static_cast<size_t>(in * 32) * sizeof(float));
+  for (int64_t r = p * 32; r < std::min(rows, p * 32 + 32); ++r) {
+    float* col = panel + (r - p * 32);
+    for (int64_t k = 0; k < in; ++k) col[k * 32] = w[r * in + k];
+  }
+}
+
+}  // namespace
+
+void CpuBackend::PrepareMatMulWeights(absl::Span<const TensorView* const> weights) {
+  const Kernels& kern = *kernels_;
+  if (kern.packed_matmul_bf16 == nullptr || kern.packed_matmul_f32 == nullptr) return;
+  for (const TensorView* w : weights) {
+    if (w == nullptr || w->data == nullptr || w->shape.size() != 2 ||
+        w->shape[0] < kMinPackedRows || w->shape[1] < 1 ||
+        packed_.count(w->data) != 0) {
+      continue;
+    }
+    auto pw = std::make_unique<PackedWeight>();
+    pw->dtype = w->dtype;
+    pw->rows = w->shape[0];
+    pw->in = w->shape[1];
+    pw->panels = (pw->rows + PackedWeight::kPanelRows - 1) / PackedWeight::kPanelRows;
+    const size_t bytes = static_cast<size_t>(pw->panels * PackedWeight::kPanelRows * pw->in) *
+                         DTypeSize(w->dtype);
+    pw->data.reset(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+    if (pw->data == nullptr) continue;  // out of memory: this weight stays unpacked
+    const PackedWeight& pwr = *pw;
+    pool_->ParallelFor(pw->panels, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        if (w->dtype == DType::kBF16) {
+          PackPanelBf16(static_cast<const uint16_t*>(w->data), pwr.rows, pwr.in, p,
+                        static_cast<uint32_t*>(pwr.data.get()));
+        } else {
+          PackPanelF32(static_cast<const float*>(w->data), pwr.rows, pwr.in, p,
+                       static_cast<float*>(pwr.data.get()));
+        }
+      }
+    });
+    packed_.emplace(w->data, std::move(pw));
+  }
+}
+
+void CpuBackend::PackedMatMul(const PackedWeight& w, const TensorView* bias, const float* x,
+                              int64_t n_tokens, float* y) {
+  if (n_tokens <= 0) return;
+  // Tasks are (panel range, token tile); within a task every panel is read
+  // from memory once and used for all tokens of the tile (up to 12 tokens per
+  // pass, further passes hit the cache).
+  constexpr int64_t kTokenTile = 64;
+  constexpr int64_t kMinTaskMacs = 1 << 15;
+  const int64_t token_tiles = (n_tokens + kTokenTile - 1) / kTokenTile;
+  const int64_t tile_tokens = std::min(n_tokens, kTokenTile);
+  const int64_t target_tasks = static_cast<int64_t>(pool_->num_threads()) * 4;
+  const int64_t chunks_wanted = std::max<int64_t>(1, (target_tasks + token_tiles - 1) / token_tiles);
+  int64_t panel_chunk = (w.panels + chunks_wanted - 1) / chunks_wanted;
+  panel_chunk = std::max(panel_chunk,
+                         kMinTaskMacs / std::max<int64_t>(1, w.in * tile_tokens * 32));
+  panel_chunk = std::max<int64_t>(1, panel_chunk);
+  const int64_t panel_chunks = (w.panels + panel_chunk - 1) / panel_chunk;
+  const Kernels& kern = *kernels_;
+  const void* bias_data = bias != nullptr ? bias->data : nullptr;
+  const DType bias_dtype = bias != nullptr ? bias->dtype : DType::kF32;
+  pool_->ParallelFor(panel_chunks * token_tiles, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t p_begin = (task % panel_chunks) * panel_chunk;
+      const int64_t p_end = std::min(w.panels, p_begin + panel_chunk);
+      const int64_t t_begin = (task / panel_chunks) * kTokenTile;
+      const int64_t t_end = std::min(n_tokens, t_begin + kTokenTile);
+      const float* xt = x + t_begin * w.in;
+      float* yt = y + t_begin * w.rows;
+      if (w.dtype == DType::kBF16) {
+        kern.packed_matmul_bf16(static_cast<const uint32_t*>(w.data.get()), w.in, w.rows, p_begin,
+                                p_end, xt, w.in, t_end - t_begin, yt, w.rows);
+      } else {
+        kern.packed_matmul_f32(static_cast<const float*>(w.data.get()), w.in, w.rows, p_begin,
+                               p_end, xt, w.in, t_end - t_begin, yt, w.rows);
+      }
+      AddBias(bias_data, bias_dtype, p_begin * PackedWeight::kPanelRows,
+              std::min(w.rows, p_end * PackedWeight::kPanelRows), t_begin, t_end, y, w.rows);
+    }
+  });
+}
+
 void CpuBackend::GroupedMatMul(const void* w, DType w_dtype, int64_t rows, int64_t in,
                                int64_t rows_per_group, int64_t x_group_stride, const void* bias,
                                DType bias_dtype, const float* x, int64_t ldx, int64_t n_tokens,
@@ -559,18 +822,7 @@ void CpuBackend::GroupedMatMul(const void* w, DType w_dtype, int64_t rows, int64
       }
       r = seg_end;
     }
-    if (bias != nullptr) {
-      for (int64_t t = t_begin; t < t_end; ++t) {
-        float* yt = y + t * ldy;
-        if (bias_dtype == DType::kF32) {
-          const float* b = static_cast<const float*>(bias);
-          for (int64_t r = r_begin; r < r_end; ++r) yt[r] += b[r];
-        } else {
-          const uint16_t* b = static_cast<const uint16_t*>(bias);
-          for (int64_t r = r_begin; r < r_end; ++r) yt[r] += Bf16ToF32(b[r]);
-        }
-      }
-    }
+    AddBias(bias, bias_dtype, r_begin, r_end, t_begin, t_end, y, ldy);
   };
   pool_->ParallelFor(row_chunks * token_tiles, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) run_task(task);
@@ -579,6 +831,11 @@ void CpuBackend::GroupedMatMul(const void* w, DType w_dtype, int64_t rows, int64
 
 void CpuBackend::MatMul(const float* x, int64_t n_tokens, const TensorView& w,
                         const TensorView* bias, float* y) {
+  const auto packed = packed_.find(w.data);
+  if (packed != packed_.end()) {
+    PackedMatMul(*packed->second, bias, x, n_tokens, y);
+    return;
+  }
   const int64_t out = w.shape[0];
   const int64_t in = w.shape[1];
   GroupedMatMul(w.data, w.dtype, out, in, /*rows_per_group=*/out, /*x_group_stride=*/0,

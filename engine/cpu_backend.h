@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/backend.h"
@@ -42,6 +43,11 @@ class CpuBackend : public Backend {
   CpuIsa isa() const { return isa_; }
   ThreadPool* pool() { return pool_.get(); }
 
+  // Packs BF16/F32 weights of at least kMinPackedRows rows when the ISA has
+  // packed kernels (AVX-512): a copy of each, as large as the weight.
+  void PrepareMatMulWeights(absl::Span<const TensorView* const> weights) override;
+  // How many weights PrepareMatMulWeights packed (for tests).
+  size_t packed_weights() const { return packed_.size(); }
   void MatMul(const float* x, int64_t n_tokens, const TensorView& w, const TensorView* bias,
               float* y) override;
   void RmsNorm(const float* x, int64_t n_tokens, const TensorView& weight, float eps,
@@ -56,7 +62,10 @@ class CpuBackend : public Backend {
   void SigmoidGateRows(const float* gate, int64_t rows, int64_t cols, float* x) override;
   void MemoryLookup(const MemoryLookupArgs& args) override;
 
-  struct Kernels;  // per-ISA function table (cpu_backend.cc)
+  struct Kernels;       // per-ISA function table (cpu_backend.cc)
+  struct PackedWeight;  // a weight in the packed kernels' layout (cpu_backend.cc)
+  // Weights with fewer rows stay unpacked (the memory layers' gate: 1 row).
+  static constexpr int64_t kMinPackedRows = 16;
 
  private:
   // y[t, r] = dot(w[r, :], x[t, g(r) * x_group_stride : + in]) (+ bias[r])
@@ -66,8 +75,14 @@ class CpuBackend : public Backend {
                      int64_t x_group_stride, const void* bias, DType bias_dtype, const float* x,
                      int64_t ldx, int64_t n_tokens, float* y, int64_t ldy);
 
+  // MatMul over a prepared weight.
+  void PackedMatMul(const PackedWeight& w, const TensorView* bias, const float* x,
+                    int64_t n_tokens, float* y);
+
   CpuIsa isa_;
   const Kernels* kernels_;
+  // Prepared weights by the data pointer of their view.
+  std::unordered_map<const void*, std::unique_ptr<PackedWeight>> packed_;
   std::unique_ptr<ThreadPool> pool_;
 
   // Scratch of MemoryLookup, reused across calls.

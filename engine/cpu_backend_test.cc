@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -122,6 +124,61 @@ TEST_P(CpuBackendTest, MatMulMatchesNaiveLoop) {
       }
     }
   }
+}
+
+// Prepared (on AVX-512: packed) weights: the same results as the naive loop,
+// any row count (partial panels) and token count (every token block size),
+// and each token bit-identical to computing it alone or in any sub-batch.
+TEST_P(CpuBackendTest, PreparedMatMulMatchesNaiveLoopAndIsBatchInvariant) {
+  struct Case {
+    int64_t out, in, tokens;
+  };
+  const Case cases[] = {{16, 1, 1},  {17, 13, 3},  {32, 64, 12}, {75, 37, 13},
+                        {130, 64, 70}, {300, 48, 9}, {64, 257, 25}, {200, 33, 2}};
+  size_t prepared = 0;
+  std::vector<std::unique_ptr<OwnedTensor>> weights;
+  for (const Case& c : cases) {
+    for (DType wt : {DType::kF32, DType::kBF16}) {
+      for (int bias_kind = 0; bias_kind < 3; ++bias_kind) {
+        SCOPED_TRACE(absl::StrCat("out=", c.out, " in=", c.in, " T=", c.tokens,
+                                  " w=", DTypeName(wt), " bias=", bias_kind));
+        // Prepared weights stay alive (at their address) while the backend may
+        // use them: it knows them by address.
+        weights.push_back(std::make_unique<OwnedTensor>(MakeTensor({c.out, c.in}, wt, &rng_)));
+        const OwnedTensor& w = *weights.back();
+        const TensorView* views[] = {&w.view};
+        backend_.PrepareMatMulWeights(views);
+        ++prepared;
+        OwnedTensor bias = MakeTensor({c.out}, bias_kind == 2 ? DType::kBF16 : DType::kF32, &rng_);
+        const TensorView* bias_view = bias_kind == 0 ? nullptr : &bias.view;
+        std::vector<float> x = RandomVector(c.tokens * c.in, &rng_);
+        std::vector<float> y(c.tokens * c.out, -1.0f);
+        backend_.MatMul(x.data(), c.tokens, w.view, bias_view, y.data());
+        for (int64_t t = 0; t < c.tokens; ++t) {
+          for (int64_t o = 0; o < c.out; ++o) {
+            double ref = 0.0, mag = 0.0;
+            for (int64_t i = 0; i < c.in; ++i) {
+              const double p = static_cast<double>(w.values[o * c.in + i]) * x[t * c.in + i];
+              ref += p;
+              mag += std::fabs(p);
+            }
+            if (bias_view != nullptr) ref += bias.values[o];
+            ASSERT_NEAR(y[t * c.out + o], ref, 1e-5 * mag + 1e-6) << "t=" << t << " o=" << o;
+          }
+        }
+        // Sub-batches: each token alone, and a window of up to 5 tokens.
+        for (int64_t t = 0; t < c.tokens; ++t) {
+          const int64_t n = std::min<int64_t>(t % 2 == 0 ? 1 : 5, c.tokens - t);
+          std::vector<float> ys(n * c.out, -1.0f);
+          backend_.MatMul(x.data() + t * c.in, n, w.view, bias_view, ys.data());
+          ASSERT_EQ(0, std::memcmp(ys.data(), y.data() + t * c.out, ys.size() * sizeof(float)))
+              << "tokens [" << t << ", " << t + n << ") differ from the full batch";
+        }
+      }
+    }
+  }
+  // The packed kernels exist for AVX-512 only; elsewhere nothing is packed.
+  EXPECT_EQ(backend_.packed_weights(), backend_.isa() == CpuIsa::kAvx512 ? prepared : 0u);
 }
 
 TEST_P(CpuBackendTest, RmsNormMatchesNaiveLoop) {

@@ -77,6 +77,16 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   CpuBackend::Options backend_options;
   backend_options.num_threads = options.num_threads;
   model->backend_ = std::make_unique<CpuBackend>(backend_options);
+  // Every weight Forward passes to MatMul (memory keys go through
+  // MemoryLookup, the value tables are gathered: neither is prepared).
+  std::vector<const TensorView*> matmul_weights = {&model->output_};
+  for (const Layer& l : model->layers_) {
+    for (const TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3, &l.query_w,
+                                &l.swilu_w, &l.value_proj_w, &l.gating_w}) {
+      if (w->data != nullptr) matmul_weights.push_back(w);
+    }
+  }
+  model->backend_->PrepareMatMulWeights(matmul_weights);
   model->scratch_ = std::make_unique<Scratch>();
   return model;
 }

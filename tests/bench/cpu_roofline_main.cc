@@ -5,7 +5,8 @@
 //         (AVX-512, or AVX2 where the CPU lacks it), 1 thread and all threads.
 //   read  streaming read bandwidth of a --read_mib buffer (far beyond the
 //         caches), all threads: the ceiling of batch-1 decode's weight traffic.
-//   matmul CpuBackend::MatMul with bf16 weights of --rows x --in, cycling
+//   matmul CpuBackend::MatMul (after PrepareMatMulWeights, as the model
+//         does) with bf16 weights of --rows x --in, cycling
 //         through enough matrices (--pool_mib) that weights come from memory as
 //         in a real model, at 1, 4, 16 and 64 tokens: GFLOP/s and weight GB/s.
 // One JSON line per measurement; each is the best of --repeats.
@@ -176,6 +177,10 @@ void MeasureMatMul(int threads, int rows, int in, int pool_mib, int repeats) {
     views[m].shape = {rows, in};
     views[m].data = w.data() + m * per_matrix;
   }
+  // As Model::Load does: the backend may repack them (AVX-512: panels).
+  std::vector<const memserve::TensorView*> view_ptrs;
+  for (const memserve::TensorView& v : views) view_ptrs.push_back(&v);
+  backend.PrepareMatMulWeights(view_ptrs);
   for (int tokens : {1, 4, 16, 64}) {
     std::vector<float> x(static_cast<size_t>(tokens) * in), y(static_cast<size_t>(tokens) * rows);
     for (float& v : x) v = dist(rng);
