@@ -455,9 +455,11 @@ MEMSERVE_TARGET_AVX512 void PackedBlock(const P* panel, int64_t in, const float*
 #pragma GCC unroll 4
     for (int q = 0; q < NP; ++q) {
       const P* pq = panel + q * panel_stride;
-      _mm_prefetch(reinterpret_cast<const char*>(pq + k * PanelColumnElems<P>()) +
-                       kPanelPrefetchBytes,
-                   _MM_HINT_T0);
+      const char* column = reinterpret_cast<const char*>(pq + k * PanelColumnElems<P>());
+#pragma GCC unroll 2
+      for (size_t line = 0; line < PanelColumnElems<P>() * sizeof(P); line += 64) {
+        _mm_prefetch(column + line + kPanelPrefetchBytes, _MM_HINT_T0);
+      }
       PanelColumn(pq, k, &w[2 * q], &w[2 * q + 1]);
     }
 #pragma GCC unroll 12

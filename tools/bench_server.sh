@@ -19,6 +19,12 @@
 # enough requests (a multiple of streams) for ~TARGET_LEVEL_S seconds, and the
 # last run is the one reported.
 #
+# Beside the server levels, per run: tests/bench/cpu_roofline (peak FMA rate,
+# read bandwidth, the engine's bf16 matmul at 1/4/16/64 tokens: the machine
+# limits) and, per model, tests/bench/decode_bench --batch B at the same levels
+# (the engine alone: B sequences decoded in lockstep through ForwardBatch, no
+# gRPC, no client, prefill not counted).
+#
 # Noise: the script samples /proc/stat and the CPU time of the server and the
 # loadgen, and reports "other CPU" = cores used by everything else (other
 # processes, hypervisor steal). It waits for the machine to be idle (other CPU
@@ -40,7 +46,10 @@ levels=(1 4 16 64)
 py=/usr/bin/python3
 mkdir -p "$work" docs/perf
 
-bazel build //server:memserve //clients/loadgen:memserve-loadgen //clients/cli:memserve-cli >&2
+bazel build //server:memserve //clients/loadgen:memserve-loadgen //clients/cli:memserve-cli \
+    //tests/bench:decode_bench //tests/bench:cpu_roofline >&2
+decode_bench=bazel-bin/tests/bench/decode_bench
+roofline=bazel-bin/tests/bench/cpu_roofline
 server_bin=bazel-bin/server/memserve
 loadgen=bazel-bin/clients/loadgen/memserve-loadgen
 cli=bazel-bin/clients/cli/memserve-cli
@@ -57,8 +66,12 @@ models=(demo d1024)
 tmp=$(mktemp -d)
 raw="$tmp/raw.txt"          # the raw output section of the report
 results="$tmp/results.tsv"  # one row per reported level
+engine="$tmp/engine.tsv"    # run, model, batch, decode tokens/s (decode_bench)
+limits="$tmp/limits.jsonl"  # cpu_roofline lines, with "run" added
 : > "$raw"
 : > "$results"
+: > "$engine"
+: > "$limits"
 server_pid=""
 cleanup() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
@@ -176,6 +189,30 @@ print("\t".join(str(x) for x in sys.argv[1:3] + [j["streams"], j["requests"], j[
 ' "$run" "$model" "$server_cores" "$loadgen_cores" "$level_other" < "$out")
 }
 
+run_limits() {  # run
+  local line
+  wait_idle
+  log "\$ $roofline"
+  "$roofline" > "$tmp/roofline.out"
+  tee -a "$raw" < "$tmp/roofline.out" >&2
+  while read -r line; do
+    echo "{\"run\": $1, ${line#\{}" >> "$limits"
+  done < "$tmp/roofline.out"
+}
+
+run_engine() {  # run model
+  local b tps
+  for b in "${levels[@]}"; do
+    wait_idle
+    log "\$ $decode_bench --model ${model_dir[$2]} --prompt_tokens 31 --decode_tokens $max_tokens --runs 1 --batch $b"
+    "$decode_bench" --model "${model_dir[$2]}" --prompt_tokens 31 --decode_tokens "$max_tokens" \
+        --runs 1 --batch "$b" > "$tmp/engine.out"
+    tee -a "$raw" < "$tmp/engine.out" >&2
+    tps=$(sed -n 's/.*"median_decode_tok_s": \([0-9.]*\).*/\1/p' "$tmp/engine.out")
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$b" "$tps" >> "$engine"
+  done
+}
+
 run_model() {  # run model
   local run=$1 model=$2 attempt s
   log "## run $run, $model"
@@ -201,8 +238,12 @@ run_model() {  # run model
   echo "d1024 config: $(tr -d ' \n' < "${model_dir[d1024]}/config.json" | sed 's/,"tokenizer".*//')"
 } | tee -a "$raw" >&2
 for run in $(seq "$runs"); do
+  log "## run $run, machine limits"
+  run_limits "$run"
   for model in "${models[@]}"; do
     run_model "$run" "$model"
+    log "## run $run, $model, engine alone"
+    run_engine "$run" "$model"
   done
 done
 
@@ -211,10 +252,13 @@ notes=""
 if [ -f "$out" ]; then  # keep the hand-written notes of an earlier run
   notes=$(awk '/^## Reading the numbers/{on=1} /^## Raw output/{on=0} on' "$out")
 fi
-$py - "$results" "$raw" "$out" "$max_tokens" "$runs" "$idle_cores" "$notes" <<'EOF'
+$py - "$results" "$raw" "$out" "$max_tokens" "$runs" "$idle_cores" "$notes" "$engine" "$limits" <<'EOF'
+import json
 import sys
-results, raw, out, max_tokens, runs, idle_cores, notes = sys.argv[1:]
+results, raw, out, max_tokens, runs, idle_cores, notes, engine, limits = sys.argv[1:]
 rows = [l.split("\t") for l in open(results).read().splitlines() if l]
+engine_rows = [l.split("\t") for l in open(engine).read().splitlines() if l]
+limit_rows = [json.loads(l) for l in open(limits).read().splitlines() if l.strip()]
 machine = open(raw).read().splitlines()[:2]
 models = []
 for r in rows:
@@ -287,6 +331,52 @@ for m in models:
     if diffs:
         L.append("")
         L.append(f"Largest run-to-run difference of tokens/s at one level: {max(diffs):.1f}%.")
+L.append("")
+L.append("## Engine alone")
+L.append("")
+L.append("`tests/bench/decode_bench --batch B --prompt_tokens 31 --decode_tokens "
+         f"{max_tokens} --runs 1`: B sequences (random 31-token prompts) prefilled one by one, "
+         f"then {max_tokens} greedy steps of one ForwardBatch over all B; tokens/s = B x "
+         f"{max_tokens} / decode time (prefill not counted), no gRPC and no client. What the "
+         "server levels above would reach if serving cost nothing and prompts were free.")
+L.append("")
+L.append("| model | run | B=1 tok/s | B=4 | B=16 | B=64 | B=16 / B=1 |")
+L.append("|---|---|---|---|---|---|---|")
+for m in models:
+    for run in range(1, int(runs) + 1):
+        e = {int(r[2]): float(r[3]) for r in engine_rows if int(r[0]) == run and r[1] == m}
+        if 1 not in e:
+            continue
+        cells = " | ".join(f"{e[b]:.1f}" if b in e else "-" for b in (1, 4, 16, 64))
+        ratio = f"{e[16] / e[1]:.2f}x" if 16 in e else "-"
+        L.append(f"| {m} | {run} | {cells} | {ratio} |")
+L.append("")
+L.append("## Machine limits")
+L.append("")
+L.append("`tests/bench/cpu_roofline`: peak fp32 FMA rate (register-only chains), streaming read "
+         "bandwidth of a 1 GiB buffer, and the engine's bf16 matmul (CpuBackend::MatMul, "
+         "d1024's FFN shape 2816 x 1024, cycling through 512 MiB of weights so that they come "
+         "from memory) at 1/4/16/64 tokens; best of 3 each. *matmul 16 vs 1* = GFLOP/s at 16 "
+         "tokens / GFLOP/s at 1 token = how much more tokens/s the matmul alone gives at 16 "
+         "tokens per step than at 1: a ceiling for the 16-stream ratio of a model whose time "
+         "is its weight matmuls.")
+L.append("")
+L.append("| run | FMA peak 1 thread GFLOP/s | FMA peak all threads | read GB/s | matmul T=1 "
+         "GFLOP/s (weight GB/s) | T=4 | T=16 | T=64 | matmul 16 vs 1 |")
+L.append("|---|---|---|---|---|---|---|---|---|")
+for run in range(1, int(runs) + 1):
+    lr = [j for j in limit_rows if j["run"] == run]
+    fma = {j["threads"]: j["gflops"] for j in lr if j["what"] == "fma"}
+    rd = [j["gb_per_s"] for j in lr if j["what"] == "read"]
+    mm = {j["tokens"]: j for j in lr if j["what"] == "matmul_bf16"}
+    if not mm:
+        continue
+    f1 = fma.get(1, "-")
+    fall = max(fma.values()) if fma else "-"
+    t1 = f"{mm[1]['gflops']} ({mm[1]['weight_gb_per_s']})" if 1 in mm else "-"
+    rest = " | ".join(str(mm[t]["gflops"]) if t in mm else "-" for t in (4, 16, 64))
+    ratio = f"{mm[16]['gflops'] / mm[1]['gflops']:.2f}x" if 1 in mm and 16 in mm else "-"
+    L.append(f"| {run} | {f1} | {fall} | {rd[0] if rd else '-'} | {t1} | {rest} | {ratio} |")
 L.append("")
 L.append("## Goal: 16 streams >= 6x the aggregate throughput of 1 stream")
 L.append("")
