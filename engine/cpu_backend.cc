@@ -682,6 +682,46 @@ void AddBias(const void* bias, DType bias_dtype, int64_t r_begin, int64_t r_end,
   }
 }
 
+// How a matmul is split over the thread pool: tasks are (range of row units,
+// tile of tokens), where a unit is a weight row (unpacked) or a 32-row panel
+// (packed). Tokens go in tiles so that a tile of x stays in L2 while the
+// weights of a task stream through L1; at decode sizes (a few tokens) every
+// weight is read from memory once and used for all tokens. Tasks: about 4
+// per thread, each with enough multiply-adds to amortize scheduling.
+class MatMulTasks {
+ public:
+  static constexpr int64_t kTokenTile = 64;
+
+  // `units` row units of `macs_per_unit_token` multiply-adds per token each;
+  // unit ranges are multiples of `unit_align` (except the last).
+  MatMulTasks(int64_t units, int64_t macs_per_unit_token, int64_t unit_align, int64_t n_tokens,
+              int threads)
+      : units_(units), n_tokens_(n_tokens), token_tiles_((n_tokens + kTokenTile - 1) / kTokenTile) {
+    constexpr int64_t kMinTaskMacs = 1 << 15;
+    const int64_t tile_tokens = std::min(n_tokens, kTokenTile);
+    const int64_t chunks_wanted =
+        std::max<int64_t>(1, (static_cast<int64_t>(threads) * 4 + token_tiles_ - 1) / token_tiles_);
+    int64_t chunk = (units + chunks_wanted - 1) / chunks_wanted;
+    chunk = std::max(chunk, kMinTaskMacs / std::max<int64_t>(1, macs_per_unit_token * tile_tokens));
+    unit_chunk_ = std::max(unit_align, (chunk + unit_align - 1) / unit_align * unit_align);
+    unit_chunks_ = (units + unit_chunk_ - 1) / unit_chunk_;
+  }
+
+  int64_t count() const { return unit_chunks_ * token_tiles_; }
+  // Task `task`'s units [*u_begin, *u_end) and tokens [*t_begin, *t_end).
+  void Get(int64_t task, int64_t* u_begin, int64_t* u_end, int64_t* t_begin,
+           int64_t* t_end) const {
+    *u_begin = (task % unit_chunks_) * unit_chunk_;
+    *u_end = std::min(units_, *u_begin + unit_chunk_);
+    *t_begin = (task / unit_chunks_) * kTokenTile;
+    *t_end = std::min(n_tokens_, *t_begin + kTokenTile);
+  }
+
+ private:
+  int64_t units_, n_tokens_, token_tiles_;
+  int64_t unit_chunk_ = 1, unit_chunks_ = 1;
+};
+
 // Copies panel p of a [rows, in] weight into the layout of
 // CpuBackend::PackedWeight (`out` = the start of the packed weight).
 void PackPanelBf16(const uint16_t* w, int64_t rows, int64_t in, int64_t p, uint32_t* out) {
@@ -743,29 +783,17 @@ void CpuBackend::PrepareMatMulWeights(absl::Span<const TensorView* const> weight
 void CpuBackend::PackedMatMul(const PackedWeight& w, const TensorView* bias, const float* x,
                               int64_t n_tokens, float* y) {
   if (n_tokens <= 0) return;
-  // Tasks are (panel range, token tile); within a task every panel is read
-  // from memory once and used for all tokens of the tile (up to 12 tokens per
-  // pass, further passes hit the cache).
-  constexpr int64_t kTokenTile = 64;
-  constexpr int64_t kMinTaskMacs = 1 << 15;
-  const int64_t token_tiles = (n_tokens + kTokenTile - 1) / kTokenTile;
-  const int64_t tile_tokens = std::min(n_tokens, kTokenTile);
-  const int64_t target_tasks = static_cast<int64_t>(pool_->num_threads()) * 4;
-  const int64_t chunks_wanted = std::max<int64_t>(1, (target_tasks + token_tiles - 1) / token_tiles);
-  int64_t panel_chunk = (w.panels + chunks_wanted - 1) / chunks_wanted;
-  panel_chunk = std::max(panel_chunk,
-                         kMinTaskMacs / std::max<int64_t>(1, w.in * tile_tokens * 32));
-  panel_chunk = std::max<int64_t>(1, panel_chunk);
-  const int64_t panel_chunks = (w.panels + panel_chunk - 1) / panel_chunk;
+  // Within a task every panel is read from memory once and used for all
+  // tokens of the tile (up to 12 tokens per pass, further passes hit the cache).
+  const MatMulTasks tasks(w.panels, w.in * PackedWeight::kPanelRows, /*unit_align=*/1, n_tokens,
+                          pool_->num_threads());
   const Kernels& kern = *kernels_;
   const void* bias_data = bias != nullptr ? bias->data : nullptr;
   const DType bias_dtype = bias != nullptr ? bias->dtype : DType::kF32;
-  pool_->ParallelFor(panel_chunks * token_tiles, [&](int64_t begin, int64_t end) {
+  pool_->ParallelFor(tasks.count(), [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t p_begin = (task % panel_chunks) * panel_chunk;
-      const int64_t p_end = std::min(w.panels, p_begin + panel_chunk);
-      const int64_t t_begin = (task / panel_chunks) * kTokenTile;
-      const int64_t t_end = std::min(n_tokens, t_begin + kTokenTile);
+      int64_t p_begin, p_end, t_begin, t_end;
+      tasks.Get(task, &p_begin, &p_end, &t_begin, &t_end);
       const float* xt = x + t_begin * w.in;
       float* yt = y + t_begin * w.rows;
       if (w.dtype == DType::kBF16) {
@@ -786,30 +814,13 @@ void CpuBackend::GroupedMatMul(const void* w, DType w_dtype, int64_t rows, int64
                                DType bias_dtype, const float* x, int64_t ldx, int64_t n_tokens,
                                float* y, int64_t ldy) {
   if (rows <= 0 || n_tokens <= 0) return;
-  // Tokens are processed in tiles so that a tile of x stays in L2 while the
-  // weight rows of a task stream through L1; at decode sizes (a few tokens)
-  // every weight row is read from memory once and dotted with all tokens.
-  constexpr int64_t kTokenTile = 64;
-  // Enough multiply-adds per task to amortize scheduling.
-  constexpr int64_t kMinTaskMacs = 1 << 15;
-  const int64_t token_tiles = (n_tokens + kTokenTile - 1) / kTokenTile;
-  const int64_t tile_tokens = std::min(n_tokens, kTokenTile);
-  const int64_t target_tasks = static_cast<int64_t>(pool_->num_threads()) * 4;
-  const int64_t row_chunks_wanted =
-      std::max<int64_t>(1, (target_tasks + token_tiles - 1) / token_tiles);
-  int64_t row_chunk = (rows + row_chunks_wanted - 1) / row_chunks_wanted;
-  row_chunk = std::max(row_chunk, kMinTaskMacs / std::max<int64_t>(1, in * tile_tokens));
-  row_chunk = std::max<int64_t>(4, (row_chunk + 3) / 4 * 4);
-  const int64_t row_chunks = (rows + row_chunk - 1) / row_chunk;
+  // Row ranges in multiples of 4 (the kernels' row block).
+  const MatMulTasks tasks(rows, in, /*unit_align=*/4, n_tokens, pool_->num_threads());
   const Kernels& kern = *kernels_;
 
   auto run_task = [&](int64_t task) {
-    const int64_t tt = task / row_chunks;
-    const int64_t rc = task % row_chunks;
-    const int64_t r_begin = rc * row_chunk;
-    const int64_t r_end = std::min(rows, r_begin + row_chunk);
-    const int64_t t_begin = tt * kTokenTile;
-    const int64_t t_end = std::min(n_tokens, t_begin + kTokenTile);
+    int64_t r_begin, r_end, t_begin, t_end;
+    tasks.Get(task, &r_begin, &r_end, &t_begin, &t_end);
     for (int64_t r = r_begin; r < r_end;) {
       const int64_t g = r / rows_per_group;
       const int64_t seg_end = std::min(r_end, (g + 1) * rows_per_group);
@@ -826,7 +837,7 @@ void CpuBackend::GroupedMatMul(const void* w, DType w_dtype, int64_t rows, int64
     }
     AddBias(bias, bias_dtype, r_begin, r_end, t_begin, t_end, y, ldy);
   };
-  pool_->ParallelFor(row_chunks * token_tiles, [&](int64_t begin, int64_t end) {
+  pool_->ParallelFor(tasks.count(), [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) run_task(task);
   });
 }

@@ -81,6 +81,31 @@ std::vector<float> RandomVector(int64_t n, std::mt19937* rng, float scale = 1.0f
   return v;
 }
 
+// y [tokens, out] against a double-precision loop over w [out, in], x
+// [tokens, in] and bias [out] (or null), within 1e-5 of the products'
+// magnitude.
+::testing::AssertionResult MatchesNaiveMatMul(const OwnedTensor& w, const OwnedTensor* bias,
+                                              const std::vector<float>& x, int64_t tokens,
+                                              const std::vector<float>& y) {
+  const int64_t out = w.view.shape[0], in = w.view.shape[1];
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t o = 0; o < out; ++o) {
+      double ref = 0.0, mag = 0.0;
+      for (int64_t i = 0; i < in; ++i) {
+        const double p = static_cast<double>(w.values[o * in + i]) * x[t * in + i];
+        ref += p;
+        mag += std::fabs(p);
+      }
+      if (bias != nullptr) ref += bias->values[o];
+      if (!(std::fabs(y[t * out + o] - ref) <= 1e-5 * mag + 1e-6)) {
+        return ::testing::AssertionFailure()
+               << "t=" << t << " o=" << o << ": " << y[t * out + o] << " vs " << ref;
+      }
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 // Backends for every (ISA, thread count) combination.
 class CpuBackendTest : public ::testing::TestWithParam<std::tuple<CpuIsa, int>> {
  protected:
@@ -109,18 +134,7 @@ TEST_P(CpuBackendTest, MatMulMatchesNaiveLoop) {
         std::vector<float> x = RandomVector(c.tokens * c.in, &rng_);
         std::vector<float> y(c.tokens * c.out, -1.0f);
         backend_.MatMul(x.data(), c.tokens, w.view, bias_view, y.data());
-        for (int64_t t = 0; t < c.tokens; ++t) {
-          for (int64_t o = 0; o < c.out; ++o) {
-            double ref = 0.0, mag = 0.0;
-            for (int64_t i = 0; i < c.in; ++i) {
-              const double p = static_cast<double>(w.values[o * c.in + i]) * x[t * c.in + i];
-              ref += p;
-              mag += std::fabs(p);
-            }
-            if (bias_view != nullptr) ref += bias.values[o];
-            ASSERT_NEAR(y[t * c.out + o], ref, 1e-5 * mag + 1e-6) << "t=" << t << " o=" << o;
-          }
-        }
+        ASSERT_TRUE(MatchesNaiveMatMul(w, bias_view != nullptr ? &bias : nullptr, x, c.tokens, y));
       }
     }
   }
@@ -154,18 +168,7 @@ TEST_P(CpuBackendTest, PreparedMatMulMatchesNaiveLoopAndIsBatchInvariant) {
         std::vector<float> x = RandomVector(c.tokens * c.in, &rng_);
         std::vector<float> y(c.tokens * c.out, -1.0f);
         backend_.MatMul(x.data(), c.tokens, w.view, bias_view, y.data());
-        for (int64_t t = 0; t < c.tokens; ++t) {
-          for (int64_t o = 0; o < c.out; ++o) {
-            double ref = 0.0, mag = 0.0;
-            for (int64_t i = 0; i < c.in; ++i) {
-              const double p = static_cast<double>(w.values[o * c.in + i]) * x[t * c.in + i];
-              ref += p;
-              mag += std::fabs(p);
-            }
-            if (bias_view != nullptr) ref += bias.values[o];
-            ASSERT_NEAR(y[t * c.out + o], ref, 1e-5 * mag + 1e-6) << "t=" << t << " o=" << o;
-          }
-        }
+        ASSERT_TRUE(MatchesNaiveMatMul(w, bias_view != nullptr ? &bias : nullptr, x, c.tokens, y));
         // Sub-batches: each token alone, and a window of up to 5 tokens.
         for (int64_t t = 0; t < c.tokens; ++t) {
           const int64_t n = std::min<int64_t>(t % 2 == 0 ? 1 : 5, c.tokens - t);
