@@ -54,8 +54,9 @@ ABSL_FLAG(std::string, message, "",
           "chat: send this one user message, print the reply and exit (no interactive loop)");
 ABSL_FLAG(std::optional<int>, max_tokens, std::nullopt,
           "most tokens to generate; unset = the server's default_max_tokens");
-ABSL_FLAG(std::optional<double>, temperature, std::nullopt,
-          "sampling temperature; 0 = greedy; unset = server default (1.0)");
+ABSL_FLAG(double, temperature, 0.0,
+          "sampling temperature; 0 = greedy (the default of memserve's command-line tools; "
+          "the API's default is 1.0)");
 ABSL_FLAG(int, top_k, 0, "keep the k most likely tokens; 0 = off");
 ABSL_FLAG(std::optional<double>, top_p, std::nullopt, "nucleus mass in (0, 1]; unset = 1.0");
 ABSL_FLAG(double, min_p, 0.0, "drop tokens below min_p * p(best); 0 = off");
@@ -202,7 +203,7 @@ StreamResult PrintStream(grpc::ClientReaderInterface<v1::GenerateResponse>* read
       const v1::Token& t = msg.token();
       r.text += t.text();
       if (jsonl) {
-        std::cout << Dump(TokenToJson(t)) << "\n";
+        std::cout << jsonl::FormatToken(ToJsonlToken(t)) << "\n";
       } else {
         std::cout << t.text();
         printed = printed || !t.text().empty();
@@ -213,7 +214,7 @@ StreamResult PrintStream(grpc::ClientReaderInterface<v1::GenerateResponse>* read
       r.text += f.trailing_text();
       r.got_final = true;
       if (jsonl) {
-        std::cout << Dump(FinalToJson(f, r.text)) << "\n";
+        std::cout << jsonl::FormatFinal(ToJsonlFinal(f)) << "\n";
       } else {
         std::cout << f.trailing_text() << "\n";
         printed = false;

@@ -138,8 +138,11 @@ class FakeServerTest(unittest.TestCase):
         self.assertEqual(r.stdout, "Hello world\n")
         self.assertEqual(r.stderr, "")
         s = self.last_request().sampling
-        for field in ["temperature", "top_p", "repetition_penalty", "seed", "max_tokens"]:
+        for field in ["top_p", "repetition_penalty", "seed", "max_tokens"]:
             self.assertFalse(s.HasField(field), field)
+        # Greedy unless --temperature says otherwise, as `memserve generate`.
+        self.assertTrue(s.HasField("temperature"))
+        self.assertEqual(s.temperature, 0.0)
 
     def test_generate_jsonl(self):
         r = self.cli("generate", "--prompt", "Hi", "--max_tokens", "3", "--logprobs", "2",
@@ -150,12 +153,9 @@ class FakeServerTest(unittest.TestCase):
         self.assertEqual([t["text"] for t in lines[:3]], ["H", "e", "l"])
         self.assertEqual(lines[0]["id"], ord("H"))
         self.assertEqual(len(lines[0]["top"]), 2)
-        self.assertEqual(lines[0]["top"][1]["bytes"], "I")
-        final = lines[-1]
-        self.assertTrue(final["final"])
-        self.assertEqual(final["finish_reason"], "LENGTH")
-        self.assertEqual(final["output"], "Hel")
-        self.assertEqual(final["usage"]["completion_tokens"], 3)
+        self.assertEqual(lines[0]["top"][1], {"id": ord("I"), "logprob": -1.25, "text": "I"})
+        self.assertEqual(lines[-1], {"finish_reason": "length", "text": "",
+                                     "usage": {"prompt_tokens": 3, "completion_tokens": 3}})
         self.assertTrue(self.last_request().sampling.ignore_eos)
 
     def test_generate_prompt_from_stdin(self):
@@ -207,8 +207,9 @@ class FakeServerTest(unittest.TestCase):
     def test_chat_one_message(self):
         r = self.cli("chat", "--message", "hello", "--output", "jsonl")
         self.assertEqual(r.returncode, 0, r.stderr)
-        final = json.loads(r.stdout.splitlines()[-1])
-        self.assertEqual(final["output"], "reply 1")
+        lines = [json.loads(line) for line in r.stdout.splitlines()]
+        self.assertEqual("".join(line["text"] for line in lines), "reply 1")
+        self.assertEqual(lines[-1]["finish_reason"], "eos")
         self.assertEqual([m.role for m in self.last_request().messages], ["user"])
 
     def test_tokenize(self):
