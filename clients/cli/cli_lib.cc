@@ -380,6 +380,27 @@ jsonl::FinalLine ToJsonlFinal(const v1::Final& final) {
   return line;
 }
 
+ChatDrop OldestTurnsToDrop(const std::vector<ChatMessageSize>& messages, int64_t context,
+                           int64_t reserve) {
+  ChatDrop drop;
+  size_t first_user = 0;
+  while (first_user < messages.size() && !messages[first_user].is_user) ++first_user;
+  drop.first = first_user;
+  int64_t total = reserve;
+  for (const ChatMessageSize& m : messages) total += m.tokens;
+  // Turn boundaries after the first user message; the last turn stays.
+  size_t end = first_user;
+  while (total > context) {
+    size_t next = end + 1;
+    while (next < messages.size() && !messages[next].is_user) ++next;
+    if (next >= messages.size()) break;  // only the last turn is left
+    for (size_t i = end; i < next; ++i) total -= messages[i].tokens;
+    end = next;
+  }
+  drop.count = end - first_user;
+  return drop;
+}
+
 std::string FormatSummary(const v1::Final& final) {
   std::string out =
       absl::StrFormat("finish=%s prompt_tokens=%d completion_tokens=%d ttft_ms=%.1f total_ms=%.1f",

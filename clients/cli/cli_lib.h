@@ -114,6 +114,25 @@ std::string FinishReasonName(v1::FinishReason reason);
 jsonl::TokenLine ToJsonlToken(const v1::Token& token);
 jsonl::FinalLine ToJsonlFinal(const v1::Final& final);
 
+// One message of a chat conversation, for fitting it into the context.
+struct ChatMessageSize {
+  bool is_user = false;  // each user message starts a turn
+  int64_t tokens = 0;    // its tokens in the rendered prompt (template text included)
+};
+
+// The messages [first, first + count) of a conversation to leave out so that
+// its tokens plus `reserve` (room for the reply) fit `context`: whole turns (a
+// user message and the messages after it up to the next user message), oldest
+// first, never the messages before the first user message (a system prompt)
+// nor the last turn. count 0 when everything fits; every droppable turn when
+// even the rest alone does not fit.
+struct ChatDrop {
+  size_t first = 0;
+  size_t count = 0;
+};
+ChatDrop OldestTurnsToDrop(const std::vector<ChatMessageSize>& messages, int64_t context,
+                           int64_t reserve);
+
 // The one-line summary of a finished stream, e.g.
 // "finish=LENGTH prompt_tokens=5 completion_tokens=16 ttft_ms=12.3
 //  total_ms=45.6 request_id=abc" (one line).

@@ -178,6 +178,44 @@ TEST(FormatTest, FinalJsonl) {
   EXPECT_EQ(line.stop_token_id, 3);
 }
 
+std::vector<ChatMessageSize> Conversation(std::initializer_list<std::pair<char, int>> messages) {
+  std::vector<ChatMessageSize> out;
+  for (const auto& [role, tokens] : messages) out.push_back({role == 'u', tokens});
+  return out;
+}
+
+TEST(ChatTest, NothingDroppedWhenItFits) {
+  const auto c = Conversation({{'s', 10}, {'u', 20}, {'a', 30}, {'u', 20}});
+  const ChatDrop d = OldestTurnsToDrop(c, 100, 20);
+  EXPECT_EQ(d.first, 1u);
+  EXPECT_EQ(d.count, 0u);
+}
+
+TEST(ChatTest, DropsWholeOldestTurnsKeepingTheSystemPrompt) {
+  const auto c = Conversation({{'s', 10}, {'u', 20}, {'a', 30}, {'u', 5}, {'a', 5}, {'u', 20}});
+  // 90 tokens + 20 reserve: the first turn (50) must go.
+  ChatDrop d = OldestTurnsToDrop(c, 100, 20);
+  EXPECT_EQ(d.first, 1u);
+  EXPECT_EQ(d.count, 2u);
+  // Room for the system prompt and the last turn only.
+  d = OldestTurnsToDrop(c, 50, 20);
+  EXPECT_EQ(d.count, 4u);
+  // Not even that: every earlier turn goes, the last one stays.
+  d = OldestTurnsToDrop(c, 10, 20);
+  EXPECT_EQ(d.count, 4u);
+}
+
+TEST(ChatTest, WithoutSystemPromptAndWithCancelledReplies) {
+  // A turn may hold several messages (here a user message whose reply was
+  // never added).
+  const auto c = Conversation({{'u', 40}, {'u', 40}, {'a', 10}, {'u', 10}});
+  const ChatDrop d = OldestTurnsToDrop(c, 69, 10);
+  EXPECT_EQ(d.first, 0u);
+  EXPECT_EQ(d.count, 3u);
+  EXPECT_EQ(OldestTurnsToDrop(c, 100, 10).count, 1u);
+  EXPECT_EQ(OldestTurnsToDrop({}, 10, 20).count, 0u);
+}
+
 TEST(FormatTest, Summary) {
   EXPECT_EQ(FormatSummary(MakeFinal()),
             "finish=STOP prompt_tokens=5 completion_tokens=16 ttft_ms=12.3 total_ms=45.7 "
