@@ -32,7 +32,7 @@ import harness  # noqa: E402
 CLI = None
 SRV = None  # a server without artificial delays
 SLOW = None  # one that sleeps after every engine step: replies take a while
-STEP_DELAY_MS = 20
+STEP_DELAY_MS = 50
 
 
 def setUpModule():
@@ -201,7 +201,14 @@ def reply_text(lines):
 class ChatInterruptTest(unittest.TestCase):
     """Ctrl-C while a reply streams cancels that reply only."""
 
-    FLAGS = ["--max_tokens", "40", "--ignore_eos"]  # 40 steps of 20 ms
+    FLAGS = ["--max_tokens", "40", "--ignore_eos"]  # 40 steps of 50 ms
+
+    def partial_reply(self, chat):
+        """The text of the cancelled reply: the lines before the 40 tokens and
+        the final line of the second one."""
+        self.assertEqual(len(chat.finals()), 1)
+        self.assertEqual(chat.lines[-1], chat.finals()[0])
+        return reply_text(chat.lines[:-41])
 
     def test_sigint_mid_stream_cancels_the_reply_and_keeps_the_history(self):
         chat = ChatProcess(*self.FLAGS, server=SLOW)
@@ -210,7 +217,6 @@ class ChatInterruptTest(unittest.TestCase):
             chat.wait_for(lambda: len(chat.lines) >= 2, "the first tokens")
             chat.proc.send_signal(signal.SIGINT)
             chat.wait_for(lambda: SLOW.status().running == 0, "the server to drop the reply")
-            partial = reply_text(chat.lines)
             self.assertEqual(chat.finals(), [])
             self.assertLess(len(chat.lines), 40)
             chat.type(b"Again\n")
@@ -221,6 +227,7 @@ class ChatInterruptTest(unittest.TestCase):
         finally:
             chat.close()
         self.assertIn("memserve-cli: reply cancelled", stderr)
+        partial = self.partial_reply(chat)
         final = chat.finals()[0]
         self.assertEqual(final["usage"]["completion_tokens"], 40)
         # The second prompt holds the first exchange, with the partial reply.
@@ -240,8 +247,6 @@ class ChatInterruptTest(unittest.TestCase):
             chat.type(b"\x03")  # Ctrl-C: the terminal sends SIGINT
             chat.wait_for(lambda: "reply cancelled" in chat.screen, "the cancellation")
             chat.wait_for(lambda: chat.screen.rstrip().endswith(">"), "the prompt again")
-            partial = reply_text(chat.lines)
-            n = len(chat.lines)
             # Ctrl-C on a typed line discards the line, not the program.
             chat.type(b"abc")
             chat.pump(0.2)
@@ -258,7 +263,7 @@ class ChatInterruptTest(unittest.TestCase):
         finally:
             chat.close()
         self.assertEqual(chat.finals()[0]["usage"]["prompt_tokens"],
-                         raw_prompt_tokens("Tell me", partial, "Tell me"), chat.lines[n:])
+                         raw_prompt_tokens("Tell me", self.partial_reply(chat), "Tell me"))
         SLOW.wait_idle()
 
 
