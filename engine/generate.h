@@ -25,6 +25,10 @@ inline constexpr int kMaxStopStringBytes = 256;
 inline constexpr int kMaxLogprobs = 20;
 inline constexpr int kMaxStopTokenIds = 64;
 inline constexpr size_t kMaxPromptBytes = 4 << 20;
+// max_tokens of a request that leaves it unset, capped by the context left
+// after the prompt: the server's --default_max_tokens default and
+// `memserve generate`'s (docs/api.md).
+inline constexpr int kDefaultMaxTokens = 256;
 
 struct GenerateOptions {
   std::string prompt;           // UTF-8 text; encoded with BOS. Ignored when

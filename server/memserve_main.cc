@@ -7,9 +7,11 @@
 //
 // Exit codes: 0 success, 2 bad arguments or request (the message names the
 // field), 1 anything else (e.g. a corrupt checkpoint, named in the message).
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,17 +20,19 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "clients/common/generation_jsonl.h"
 #include "engine/generate.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
-#include "nlohmann/json.hpp"
 #include "server/serve.h"
 
 ABSL_FLAG(std::string, model, "",
           "serving checkpoint directory (config.json, model.safetensors); default: the "
           "bundled demo model (models/demo)");
 ABSL_FLAG(std::string, prompt, "", "prompt text (BOS is added)");
-ABSL_FLAG(int, max_tokens, 64, "maximum tokens to generate");
+ABSL_FLAG(std::optional<int>, max_tokens, std::nullopt,
+          "maximum tokens to generate; unset = min(256, the context left after the prompt), "
+          "as the server does");
 ABSL_FLAG(double, temperature, 0.0, "sampling temperature; 0 = greedy");
 ABSL_FLAG(int, top_k, 0, "keep the k most likely tokens; 0 = off");
 ABSL_FLAG(double, top_p, 1.0, "nucleus sampling mass in (0, 1]");
@@ -77,7 +81,8 @@ int RunGenerate() {
 
   GenerateOptions opts;
   opts.prompt = absl::GetFlag(FLAGS_prompt);
-  opts.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  const std::optional<int> max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  if (max_tokens) opts.max_tokens = *max_tokens;
   opts.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
   opts.sampling.top_k = absl::GetFlag(FLAGS_top_k);
   opts.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
@@ -98,15 +103,23 @@ int RunGenerate() {
   if (!model.ok()) return Fail(model.status());
   auto tokenizer = Tokenizer::Create((*model)->config().tokenizer, dir);
   if (!tokenizer.ok()) return Fail(tokenizer.status());
+  if (!max_tokens && !opts.prompt.empty()) {
+    // The server's rule for an unset max_tokens (docs/api.md); a prompt that
+    // leaves no room fails validation below.
+    absl::StatusOr<std::vector<int>> ids = (*tokenizer)->Encode(opts.prompt, /*add_bos=*/true);
+    if (!ids.ok()) return Fail(ids.status());
+    const int context_left = (*model)->config().max_seqlen - static_cast<int>(ids->size());
+    opts.max_tokens = std::max(1, std::min(kDefaultMaxTokens, context_left));
+  }
 
   const bool jsonl = output == "jsonl";
   auto on_token = [&](const TokenEvent& ev) {
     if (jsonl) {
-      nlohmann::json j = {{"id", ev.id}, {"text", ev.text}, {"logprob", ev.logprob}};
-      nlohmann::json top = nlohmann::json::array();
-      for (const auto& t : ev.top) top.push_back({{"id", t.id}, {"logprob", t.logprob}});
-      j["top"] = top;
-      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      jsonl::TokenLine line{ev.id, ev.text, ev.logprob, {}};
+      for (const TokenLogprob& t : ev.top) {
+        line.top.push_back({t.id, t.logprob, (*tokenizer)->TokenBytes(t.id)});
+      }
+      std::cout << jsonl::FormatToken(line) << "\n";
     } else {
       std::cout << ev.text;
     }
@@ -115,12 +128,14 @@ int RunGenerate() {
   auto result = Generate(**model, **tokenizer, opts, on_token);
   if (!result.ok()) return Fail(result.status());
   if (jsonl) {
-    nlohmann::json fin = {{"finish_reason", FinishReasonName(result->finish_reason)},
-                          {"text", result->trailing_text},
-                          {"usage",
-                           {{"prompt_tokens", result->prompt_tokens},
-                            {"completion_tokens", result->completion_tokens}}}};
-    std::cout << fin.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    jsonl::FinalLine fin;
+    fin.finish_reason = FinishReasonName(result->finish_reason);
+    fin.text = result->trailing_text;
+    fin.prompt_tokens = result->prompt_tokens;
+    fin.completion_tokens = result->completion_tokens;
+    if (!result->stop_string.empty()) fin.stop_string = result->stop_string;
+    if (result->stop_token_id >= 0) fin.stop_token_id = result->stop_token_id;
+    std::cout << jsonl::FormatFinal(fin) << "\n";
   } else {
     std::cout << result->trailing_text << "\n";
   }

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "engine/config.h"
 #include "engine/engine.h"
+#include "engine/generate.h"
 #include "engine/tokenizer.h"
 #include "memserve/v1/memserve.pb.h"
 
@@ -19,7 +20,7 @@ inline constexpr size_t kMaxRequestIdBytes = 128;
 
 struct ConvertOptions {
   // max_tokens when the request leaves it unset (capped by the context left).
-  int default_max_tokens = 256;
+  int default_max_tokens = kDefaultMaxTokens;
   std::string chat_template = "plain";
 };
 

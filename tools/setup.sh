@@ -11,6 +11,8 @@ PACKAGES=(
   libabsl-dev nlohmann-json3-dev libsentencepiece-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libgtest-dev libgmock-dev libbenchmark-dev
+  # line editing in memserve-cli chat
+  libedit-dev
   # tokenizer training for tests, Python tools and the PyTorch reference
   sentencepiece python3 python3-numpy python3-torch python3-sentencepiece python3-grpcio python3-protobuf
   # a real BLAS for torch (Debian's default is the slow reference BLAS)

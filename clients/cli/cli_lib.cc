@@ -15,6 +15,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -360,33 +361,44 @@ std::string FinishReasonName(v1::FinishReason reason) {
   return name;
 }
 
-nlohmann::json TokenToJson(const v1::Token& token) {
-  nlohmann::json top = nlohmann::json::array();
+jsonl::TokenLine ToJsonlToken(const v1::Token& token) {
+  jsonl::TokenLine line{token.id(), token.text(), token.logprob(), {}};
   for (const v1::TopLogprob& t : token.top_logprobs()) {
-    top.push_back(
-        {{"id", t.id()}, {"logprob", t.logprob()}, {"bytes", EscapeBytes(t.token_bytes())}});
+    line.top.push_back({t.id(), t.logprob(), t.token_bytes()});
   }
-  return {{"id", token.id()}, {"text", token.text()}, {"logprob", token.logprob()}, {"top", top}};
+  return line;
 }
 
-nlohmann::json FinalToJson(const v1::Final& final, const std::string& full_text) {
-  nlohmann::json j = {
-      {"final", true},
-      {"finish_reason", FinishReasonName(final.finish_reason())},
-      {"trailing_text", final.trailing_text()},
-      {"output", full_text},
-      {"usage",
-       {{"prompt_tokens", final.usage().prompt_tokens()},
-        {"completion_tokens", final.usage().completion_tokens()}}},
-      {"timings",
-       {{"queue_ms", final.timings().queue_ms()},
-        {"time_to_first_token_ms", final.timings().time_to_first_token_ms()},
-        {"total_ms", final.timings().total_ms()}}},
-      {"request_id", final.request_id()},
-  };
-  if (final.has_stop_string()) j["stop_string"] = final.stop_string();
-  if (final.has_stop_token_id()) j["stop_token_id"] = final.stop_token_id();
-  return j;
+jsonl::FinalLine ToJsonlFinal(const v1::Final& final) {
+  jsonl::FinalLine line;
+  line.finish_reason = absl::AsciiStrToLower(FinishReasonName(final.finish_reason()));
+  line.text = final.trailing_text();
+  line.prompt_tokens = final.usage().prompt_tokens();
+  line.completion_tokens = final.usage().completion_tokens();
+  if (final.has_stop_string()) line.stop_string = final.stop_string();
+  if (final.has_stop_token_id()) line.stop_token_id = final.stop_token_id();
+  return line;
+}
+
+ChatDrop OldestTurnsToDrop(const std::vector<ChatMessageSize>& messages, int64_t context,
+                           int64_t reserve) {
+  ChatDrop drop;
+  size_t first_user = 0;
+  while (first_user < messages.size() && !messages[first_user].is_user) ++first_user;
+  drop.first = first_user;
+  int64_t total = reserve;
+  for (const ChatMessageSize& m : messages) total += m.tokens;
+  // Turn boundaries after the first user message; the last turn stays.
+  size_t end = first_user;
+  while (total > context) {
+    size_t next = end + 1;
+    while (next < messages.size() && !messages[next].is_user) ++next;
+    if (next >= messages.size()) break;  // only the last turn is left
+    for (size_t i = end; i < next; ++i) total -= messages[i].tokens;
+    end = next;
+  }
+  drop.count = end - first_user;
+  return drop;
 }
 
 std::string FormatSummary(const v1::Final& final) {

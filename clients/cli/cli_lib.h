@@ -17,8 +17,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "clients/common/generation_jsonl.h"
 #include "memserve/v1/memserve.pb.h"
-#include "nlohmann/json.hpp"
 
 namespace memserve {
 namespace cli {
@@ -108,14 +108,30 @@ std::string EscapeBytes(absl::string_view bytes);
 // "LENGTH", "EOS", "STOP" (the enum value name without its prefix).
 std::string FinishReasonName(v1::FinishReason reason);
 
-// One jsonl line's object for a streamed token: id, text, logprob and, when
-// present, top_logprobs [{id, logprob, bytes}] (bytes escaped by EscapeBytes).
-nlohmann::json TokenToJson(const v1::Token& token);
+// A streamed token / the final message as the shared JSONL lines
+// (clients/common/generation_jsonl.h): finish reasons in lower case
+// ("length", "eos", "stop"), top entries with the token's bytes as "text".
+jsonl::TokenLine ToJsonlToken(const v1::Token& token);
+jsonl::FinalLine ToJsonlFinal(const v1::Final& final);
 
-// The final jsonl object: {"final": true, finish_reason, trailing_text, text
-// (the whole output), usage, timings, request_id, stop_string or
-// stop_token_id when one matched}.
-nlohmann::json FinalToJson(const v1::Final& final, const std::string& full_text);
+// One message of a chat conversation, for fitting it into the context.
+struct ChatMessageSize {
+  bool is_user = false;  // each user message starts a turn
+  int64_t tokens = 0;    // its tokens in the rendered prompt (template text included)
+};
+
+// The messages [first, first + count) of a conversation to leave out so that
+// its tokens plus `reserve` (room for the reply) fit `context`: whole turns (a
+// user message and the messages after it up to the next user message), oldest
+// first, never the messages before the first user message (a system prompt)
+// nor the last turn. count 0 when everything fits; every droppable turn when
+// even the rest alone does not fit.
+struct ChatDrop {
+  size_t first = 0;
+  size_t count = 0;
+};
+ChatDrop OldestTurnsToDrop(const std::vector<ChatMessageSize>& messages, int64_t context,
+                           int64_t reserve);
 
 // The one-line summary of a finished stream, e.g.
 // "finish=LENGTH prompt_tokens=5 completion_tokens=16 ttft_ms=12.3

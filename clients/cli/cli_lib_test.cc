@@ -8,6 +8,7 @@
 
 #include "absl/time/time.h"
 #include "memserve/v1/memserve.pb.h"
+#include "nlohmann/json.hpp"
 
 namespace memserve {
 namespace cli {
@@ -125,24 +126,25 @@ TEST(FormatTest, FinishReasonName) {
   EXPECT_EQ(FinishReasonName(static_cast<v1::FinishReason>(9)), "9");
 }
 
-TEST(FormatTest, TokenJson) {
+TEST(FormatTest, TokenJsonl) {
   v1::Token t;
   t.set_id(42);
   t.set_text("hi");
   t.set_logprob(-0.5f);
-  nlohmann::json j = TokenToJson(t);
-  EXPECT_EQ(j["id"], 42);
-  EXPECT_EQ(j["text"], "hi");
-  EXPECT_EQ(j["logprob"], -0.5);
-  EXPECT_TRUE(j["top"].empty());
+  jsonl::TokenLine line = ToJsonlToken(t);
+  EXPECT_EQ(line.id, 42);
+  EXPECT_EQ(line.text, "hi");
+  EXPECT_EQ(line.logprob, -0.5f);
+  EXPECT_TRUE(line.top.empty());
   v1::TopLogprob* top = t.add_top_logprobs();
   top->set_id(7);
   top->set_logprob(-1.0f);
   top->set_token_bytes(std::string("\xe2", 1));
-  j = TokenToJson(t);
-  ASSERT_EQ(j["top"].size(), 1u);
-  EXPECT_EQ(j["top"][0]["id"], 7);
-  EXPECT_EQ(j["top"][0]["bytes"], "\\xe2");
+  line = ToJsonlToken(t);
+  ASSERT_EQ(line.top.size(), 1u);
+  EXPECT_EQ(line.top[0].id, 7);
+  EXPECT_EQ(line.top[0].logprob, -1.0f);
+  EXPECT_EQ(line.top[0].text, "\xe2");
 }
 
 v1::Final MakeFinal() {
@@ -159,18 +161,59 @@ v1::Final MakeFinal() {
   return f;
 }
 
-TEST(FormatTest, FinalJson) {
-  nlohmann::json j = FinalToJson(MakeFinal(), "Hello!");
-  EXPECT_EQ(j["final"], true);
-  EXPECT_EQ(j["finish_reason"], "STOP");
-  EXPECT_EQ(j["trailing_text"], "!");
-  EXPECT_EQ(j["output"], "Hello!");
-  EXPECT_EQ(j["usage"]["prompt_tokens"], 5);
-  EXPECT_EQ(j["usage"]["completion_tokens"], 16);
-  EXPECT_EQ(j["timings"]["total_ms"], 45.67);
-  EXPECT_EQ(j["request_id"], "r1");
-  EXPECT_EQ(j["stop_string"], "\n");
-  EXPECT_FALSE(j.contains("stop_token_id"));
+TEST(FormatTest, FinalJsonl) {
+  jsonl::FinalLine line = ToJsonlFinal(MakeFinal());
+  EXPECT_EQ(line.finish_reason, "stop");
+  EXPECT_EQ(line.text, "!");
+  EXPECT_EQ(line.prompt_tokens, 5);
+  EXPECT_EQ(line.completion_tokens, 16);
+  EXPECT_EQ(line.stop_string, "\n");
+  EXPECT_FALSE(line.stop_token_id.has_value());
+  v1::Final f;
+  f.set_finish_reason(v1::FINISH_REASON_EOS);
+  f.set_stop_token_id(3);
+  line = ToJsonlFinal(f);
+  EXPECT_EQ(line.finish_reason, "eos");
+  EXPECT_FALSE(line.stop_string.has_value());
+  EXPECT_EQ(line.stop_token_id, 3);
+}
+
+std::vector<ChatMessageSize> Conversation(std::initializer_list<std::pair<char, int>> messages) {
+  std::vector<ChatMessageSize> out;
+  for (const auto& [role, tokens] : messages) out.push_back({role == 'u', tokens});
+  return out;
+}
+
+TEST(ChatTest, NothingDroppedWhenItFits) {
+  const auto c = Conversation({{'s', 10}, {'u', 20}, {'a', 30}, {'u', 20}});
+  const ChatDrop d = OldestTurnsToDrop(c, 100, 20);
+  EXPECT_EQ(d.first, 1u);
+  EXPECT_EQ(d.count, 0u);
+}
+
+TEST(ChatTest, DropsWholeOldestTurnsKeepingTheSystemPrompt) {
+  const auto c = Conversation({{'s', 10}, {'u', 20}, {'a', 30}, {'u', 5}, {'a', 5}, {'u', 20}});
+  // 90 tokens + 20 reserve: the first turn (50) must go.
+  ChatDrop d = OldestTurnsToDrop(c, 100, 20);
+  EXPECT_EQ(d.first, 1u);
+  EXPECT_EQ(d.count, 2u);
+  // Room for the system prompt and the last turn only.
+  d = OldestTurnsToDrop(c, 50, 20);
+  EXPECT_EQ(d.count, 4u);
+  // Not even that: every earlier turn goes, the last one stays.
+  d = OldestTurnsToDrop(c, 10, 20);
+  EXPECT_EQ(d.count, 4u);
+}
+
+TEST(ChatTest, WithoutSystemPromptAndWithCancelledReplies) {
+  // A turn may hold several messages (here a user message whose reply was
+  // never added).
+  const auto c = Conversation({{'u', 40}, {'u', 40}, {'a', 10}, {'u', 10}});
+  const ChatDrop d = OldestTurnsToDrop(c, 69, 10);
+  EXPECT_EQ(d.first, 0u);
+  EXPECT_EQ(d.count, 3u);
+  EXPECT_EQ(OldestTurnsToDrop(c, 100, 10).count, 1u);
+  EXPECT_EQ(OldestTurnsToDrop({}, 10, 20).count, 0u);
 }
 
 TEST(FormatTest, Summary) {

@@ -10,10 +10,19 @@
 //   status [--output text|json]
 //   health [--service NAME]
 //
+// chat reads lines with libedit's editing and history when standard input is a
+// terminal, plainly otherwise; /reset, /help, /exit. Ctrl-C while a reply
+// streams cancels that reply (the conversation keeps what came of it);
+// Ctrl-C at an empty prompt, or twice during one reply, ends the program
+// (exit 130). A conversation that outgrows the model's context loses its
+// oldest turns (a --system message stays), with one line on stderr.
+//
 // Exit codes: 0 success; 2 bad command line, or the server answered
 // INVALID_ARGUMENT; 3 the server cannot be reached, or answered UNAVAILABLE
-// (loading, draining); 1 anything else (for health: not SERVING).
+// (loading, draining); 130 chat ended by Ctrl-C; 1 anything else (for
+// health: not SERVING).
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -36,6 +45,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "clients/cli/cli_lib.h"
+#include "clients/cli/interrupt.h"
+#include "clients/cli/line_reader.h"
 #include "grpc_health/v1/health.grpc.pb.h"
 #include "memserve/v1/memserve.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -54,8 +65,9 @@ ABSL_FLAG(std::string, message, "",
           "chat: send this one user message, print the reply and exit (no interactive loop)");
 ABSL_FLAG(std::optional<int>, max_tokens, std::nullopt,
           "most tokens to generate; unset = the server's default_max_tokens");
-ABSL_FLAG(std::optional<double>, temperature, std::nullopt,
-          "sampling temperature; 0 = greedy; unset = server default (1.0)");
+ABSL_FLAG(double, temperature, 0.0,
+          "sampling temperature; 0 = greedy (the default of memserve's command-line tools; "
+          "the API's default is 1.0)");
 ABSL_FLAG(int, top_k, 0, "keep the k most likely tokens; 0 = off");
 ABSL_FLAG(std::optional<double>, top_p, std::nullopt, "nucleus mass in (0, 1]; unset = 1.0");
 ABSL_FLAG(double, min_p, 0.0, "drop tokens below min_p * p(best); 0 = off");
@@ -102,7 +114,10 @@ constexpr char kUsage[] =
     "           [--min_p M] [--seed S] [--stop a,b] [--logprobs K] [--ignore_eos]\n"
     "           [--output text|jsonl]           stream a completion\n"
     "  chat [--system TEXT] [sampling flags]    interactive chat (reads user lines from stdin\n"
-    "                                           until EOF or /exit; keeps the history)\n"
+    "                                           until EOF or /exit; keeps the history, drops\n"
+    "                                           its oldest turns when it outgrows the context;\n"
+    "                                           /reset, /help; Ctrl-C stops a reply, at an\n"
+    "                                           empty prompt it exits with 130)\n"
     "  chat --message TEXT [sampling flags]     one turn\n"
     "  tokenize TEXT [--no_bos] [--bytes]       token ids of TEXT\n"
     "  detokenize ID...                         text of token ids\n"
@@ -110,8 +125,10 @@ constexpr char kUsage[] =
     "  status [--output json]                   server state and load\n"
     "  health [--service NAME]                  liveness and readiness (exit 0 when both SERVING)\n"
     "\n"
+    "sampling flags default to greedy decoding (--temperature 0), as `memserve generate`.\n"
+    "\n"
     "exit codes: 0 ok; 2 bad command line or INVALID_ARGUMENT; 3 server unreachable or\n"
-    "UNAVAILABLE; 1 anything else.";
+    "UNAVAILABLE; 130 chat ended by Ctrl-C; 1 anything else.";
 
 // One line to stderr, prefixed with the program name.
 void Error(const std::string& message) { std::cerr << kProgram << ": " << message << "\n"; }
@@ -190,7 +207,9 @@ absl::StatusOr<v1::SamplingParams> SamplingFromFlags() {
 struct StreamResult {
   grpc::Status status;
   std::string text;  // the whole output received
+  int tokens = 0;    // token messages received
   bool got_final = false;
+  v1::Final final;
 };
 
 StreamResult PrintStream(grpc::ClientReaderInterface<v1::GenerateResponse>* reader, bool jsonl) {
@@ -201,8 +220,9 @@ StreamResult PrintStream(grpc::ClientReaderInterface<v1::GenerateResponse>* read
     if (msg.has_token()) {
       const v1::Token& t = msg.token();
       r.text += t.text();
+      ++r.tokens;
       if (jsonl) {
-        std::cout << Dump(TokenToJson(t)) << "\n";
+        std::cout << jsonl::FormatToken(ToJsonlToken(t)) << "\n";
       } else {
         std::cout << t.text();
         printed = printed || !t.text().empty();
@@ -212,8 +232,9 @@ StreamResult PrintStream(grpc::ClientReaderInterface<v1::GenerateResponse>* read
       const v1::Final& f = msg.final();
       r.text += f.trailing_text();
       r.got_final = true;
+      r.final = f;
       if (jsonl) {
-        std::cout << Dump(FinalToJson(f, r.text)) << "\n";
+        std::cout << jsonl::FormatFinal(ToJsonlFinal(f)) << "\n";
       } else {
         std::cout << f.trailing_text() << "\n";
         printed = false;
@@ -273,6 +294,171 @@ int RunGenerate(const std::vector<std::string>& args) {
   return r.status.ok() ? kExitOk : RpcError(r.status);
 }
 
+constexpr char kChatHelp[] =
+    "commands:\n"
+    "  /reset   forget the conversation (a --system message stays)\n"
+    "  /help    this text\n"
+    "  /exit    leave (also Ctrl-D, or Ctrl-C at an empty prompt)\n"
+    "Ctrl-C while a reply streams stops that reply; the conversation goes on.\n"
+    "When the conversation outgrows the model's context, its oldest turns are dropped.\n";
+
+// Exit code after Ctrl-C at the prompt: the shell's for an interrupt.
+constexpr int kExitInterrupted = 130;
+
+// A chat conversation and what the server tells about its size.
+class ChatSession {
+ public:
+  struct Turn {
+    grpc::Status status;
+    bool cancelled = false;  // by Ctrl-C; the partial reply joined the history
+    int interrupts = 0;      // Ctrl-C presses while the turn ran
+  };
+
+  ChatSession(Connection& conn, v1::SamplingParams sampling, bool jsonl, SigintPipe* interrupts)
+      : conn_(conn), sampling_(std::move(sampling)), jsonl_(jsonl), interrupts_(interrupts) {}
+
+  // Asks the server for the model's context (GetModelInfo).
+  grpc::Status Init(const std::string& system) {
+    v1::ModelInfo info;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    grpc::Status s = conn_.stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
+    if (!s.ok()) return s;
+    context_ = info.max_seqlen();
+    // Room kept for the reply: max_tokens, or when the server picks it, a
+    // quarter of the context (enough for an answer, most left to the history).
+    reserve_ = sampling_.has_max_tokens()
+                   ? sampling_.max_tokens()
+                   : std::min<int64_t>(info.limits().default_max_tokens(), context_ / 4);
+    if (!system.empty()) system_ = Message("system", system);
+    Reset();
+    return grpc::Status::OK;
+  }
+
+  void Reset() {
+    history_.clear();
+    if (system_) history_.push_back(*system_);
+  }
+
+  // One exchange. The user's line and the reply join the history when the
+  // call succeeds, or is cancelled by Ctrl-C (with the part of the reply that
+  // came); on an error the history stays as it was.
+  Turn Send(const std::string& user) {
+    std::vector<Entry> sent = history_;
+    sent.push_back(Message("user", user));
+    // Leave out the oldest turns that would not fit the context.
+    std::vector<ChatMessageSize> sizes;
+    for (const Entry& e : sent) {
+      sizes.push_back({e.message.role() == "user", e.tokens + overhead_per_message_});
+    }
+    ChatDrop drop = OldestTurnsToDrop(sizes, context_, reserve_);
+    size_t dropped = drop.count;
+    sent.erase(sent.begin() + drop.first, sent.begin() + drop.first + drop.count);
+
+    Turn turn;
+    StreamResult r;
+    while (true) {
+      v1::ChatRequest req;
+      for (const Entry& e : sent) *req.add_messages() = e.message;
+      *req.mutable_sampling() = sampling_;
+      req.set_request_id(absl::GetFlag(FLAGS_request_id));
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx);
+      {
+        std::optional<OnInterrupt> cancel;
+        if (interrupts_ != nullptr) cancel.emplace(*interrupts_, [&ctx] { ctx.TryCancel(); });
+        std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
+            conn_.stub->Chat(&ctx, req);
+        r = PrintStream(reader.get(), jsonl_);
+        if (cancel) turn.interrupts = cancel->count();
+      }
+      // The estimate can be short (template tokens are learned from the first
+      // reply): a prompt refused before any token makes room and tries again.
+      if (r.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT && r.tokens == 0 &&
+          turn.interrupts == 0) {
+        const size_t n = DropOldestTurn(&sent);
+        if (n > 0) {
+          dropped += n;
+          continue;
+        }
+      }
+      break;
+    }
+    turn.status = r.status;
+    turn.cancelled = !r.status.ok() && turn.interrupts > 0;
+    if (!r.status.ok() && !turn.cancelled) return turn;
+    if (r.got_final) Learn(sent, r.final.usage().prompt_tokens());
+    sent.push_back(Message("assistant", r.text));
+    history_ = std::move(sent);
+    if (dropped > 0) {
+      Error(absl::StrCat("the conversation outgrew the model's context (", context_,
+                         " tokens): dropped its ", dropped, " oldest message",
+                         dropped == 1 ? "" : "s"));
+    }
+    return turn;
+  }
+
+ private:
+  struct Entry {
+    v1::ChatMessage message;
+    int64_t tokens = 0;  // of the content alone
+  };
+
+  // Drops the oldest turn after the system prompt, unless it is the last
+  // one; returns the messages dropped.
+  static size_t DropOldestTurn(std::vector<Entry>* sent) {
+    auto is_user = [](const Entry& e) { return e.message.role() == "user"; };
+    const auto first = std::find_if(sent->begin(), sent->end(), is_user);
+    if (first == sent->end()) return 0;
+    const auto next = std::find_if(first + 1, sent->end(), is_user);
+    if (next == sent->end()) return 0;
+    const size_t n = static_cast<size_t>(next - first);
+    sent->erase(first, next);
+    return n;
+  }
+
+  Entry Message(const std::string& role, const std::string& content) {
+    Entry e;
+    e.message.set_role(role);
+    e.message.set_content(content);
+    e.tokens = CountTokens(content);
+    return e;
+  }
+
+  // Tokens of `text` (Tokenize, without BOS); its bytes if the call fails.
+  int64_t CountTokens(const std::string& text) {
+    if (text.empty()) return 0;
+    v1::TokenizeRequest req;
+    req.set_text(text);
+    req.set_add_bos(false);
+    v1::TokenizeResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    if (!conn_.stub->Tokenize(&ctx, req, &resp).ok()) return static_cast<int64_t>(text.size());
+    return resp.token_ids_size();
+  }
+
+  // The template's tokens per message (BOS, role names, separators), from
+  // what the server counted for the prompt of `sent`.
+  void Learn(const std::vector<Entry>& sent, int64_t prompt_tokens) {
+    if (sent.empty()) return;
+    int64_t content = 0;
+    for (const Entry& e : sent) content += e.tokens;
+    const int64_t n = static_cast<int64_t>(sent.size());
+    overhead_per_message_ = std::max<int64_t>(0, (prompt_tokens - content + n - 1) / n);
+  }
+
+  Connection& conn_;
+  const v1::SamplingParams sampling_;
+  const bool jsonl_;
+  SigintPipe* interrupts_;
+  std::optional<Entry> system_;
+  std::vector<Entry> history_;
+  int64_t context_ = 0;
+  int64_t reserve_ = 0;
+  int64_t overhead_per_message_ = 0;
+};
+
 int RunChat(const std::vector<std::string>& args) {
   std::string output;
   int code = kExitOk;
@@ -285,54 +471,55 @@ int RunChat(const std::vector<std::string>& args) {
   std::optional<Connection> conn = Connect(&code);
   if (!conn) return code;
 
-  std::vector<v1::ChatMessage> history;
-  if (!absl::GetFlag(FLAGS_system).empty()) {
-    v1::ChatMessage& m = history.emplace_back();
-    m.set_role("system");
-    m.set_content(absl::GetFlag(FLAGS_system));
-  }
-  // One exchange: the user's line and, when the call succeeds, the reply
-  // join the history; a failed turn leaves the history as it was.
-  auto turn = [&](const std::string& user) {
-    v1::ChatMessage& m = history.emplace_back();
-    m.set_role("user");
-    m.set_content(user);
-    v1::ChatRequest req;
-    for (const v1::ChatMessage& h : history) *req.add_messages() = h;
-    *req.mutable_sampling() = *sampling;
-    req.set_request_id(absl::GetFlag(FLAGS_request_id));
-    grpc::ClientContext ctx;
-    SetDeadline(&ctx);
-    std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = conn->stub->Chat(&ctx, req);
-    StreamResult r = PrintStream(reader.get(), output == "jsonl");
-    if (r.status.ok()) {
-      v1::ChatMessage& a = history.emplace_back();
-      a.set_role("assistant");
-      a.set_content(r.text);
-    } else {
-      history.pop_back();
-    }
-    return r.status;
-  };
+  // From here on Ctrl-C stops a reply, or at the prompt ends the program.
+  SigintPipe interrupts;
+  ChatSession chat(*conn, *sampling, output == "jsonl", &interrupts);
+  if (grpc::Status s = chat.Init(absl::GetFlag(FLAGS_system)); !s.ok()) return RpcError(s);
 
   const std::string message = absl::GetFlag(FLAGS_message);
   if (!message.empty()) {
-    grpc::Status s = turn(message);
-    return s.ok() ? kExitOk : RpcError(s);
+    const ChatSession::Turn turn = chat.Send(message);
+    if (turn.cancelled) return kExitInterrupted;
+    return turn.status.ok() ? kExitOk : RpcError(turn.status);
   }
   const bool tty = isatty(STDIN_FILENO) != 0;
+  std::unique_ptr<LineReader> reader = LineReader::Create(tty, "> ", interrupts);
   std::string line;
   while (true) {
-    if (tty) std::cerr << "> " << std::flush;
-    if (!std::getline(std::cin, line)) break;
-    if (line == "/exit") break;
+    const LineReader::Result read = reader->Read(&line);
+    if (read == LineReader::Result::kEof) break;
+    if (read == LineReader::Result::kInterrupted) {
+      if (tty) std::cerr << "\n";
+      if (line.empty()) return kExitInterrupted;
+      continue;  // Ctrl-C on a typed line discards it
+    }
     if (line.empty()) continue;
-    grpc::Status s = turn(line);
-    if (s.ok()) continue;
+    reader->AddHistory(line);
+    if (line == "/exit") return kExitOk;
+    if (line == "/help") {
+      std::cerr << kChatHelp;
+      continue;
+    }
+    if (line == "/reset") {
+      chat.Reset();
+      Error("conversation cleared");
+      continue;
+    }
+    if (line[0] == '/') {
+      Error(absl::StrCat("unknown command '", line, "' (/help lists them)"));
+      continue;
+    }
+    const ChatSession::Turn turn = chat.Send(line);
+    if (turn.interrupts > 1) return kExitInterrupted;  // a second Ctrl-C
+    if (turn.cancelled) {
+      Error("reply cancelled (Ctrl-C at an empty prompt exits)");
+      continue;
+    }
+    if (turn.status.ok()) continue;
     // At a terminal the user can go on (the failed line is forgotten);
     // a script learns of the failure through the exit code.
-    if (!tty) return RpcError(s);
-    Error(FormatStatus(s));
+    if (!tty) return RpcError(turn.status);
+    Error(FormatStatus(turn.status));
   }
   if (tty) std::cerr << "\n";
   return kExitOk;

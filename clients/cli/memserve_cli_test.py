@@ -23,6 +23,7 @@ sys.path.insert(0, HERE)
 
 from fake_server import FakeServer  # noqa: E402
 from grpc_health.v1 import health_pb2  # noqa: E402
+from memserve.v1 import memserve_pb2 as pb  # noqa: E402
 
 CLI = None
 
@@ -113,6 +114,10 @@ class FakeServerTest(unittest.TestCase):
     def last_request(self):
         return self.fake.memserve.requests[-1]
 
+    def chat_requests(self):
+        """The Chat calls (chat also tokenizes each message, to fit the context)."""
+        return [q for q in self.fake.memserve.requests if isinstance(q, pb.ChatRequest)]
+
     def test_generate_streams_text_and_prints_a_summary(self):
         r = self.cli("generate", "--prompt", "Hi", "--temperature", "0", "--max_tokens", "5",
                      "--stop", "a\\,b,\\n", "--seed", "7", "--request_id", "t-1")
@@ -138,8 +143,11 @@ class FakeServerTest(unittest.TestCase):
         self.assertEqual(r.stdout, "Hello world\n")
         self.assertEqual(r.stderr, "")
         s = self.last_request().sampling
-        for field in ["temperature", "top_p", "repetition_penalty", "seed", "max_tokens"]:
+        for field in ["top_p", "repetition_penalty", "seed", "max_tokens"]:
             self.assertFalse(s.HasField(field), field)
+        # Greedy unless --temperature says otherwise, as `memserve generate`.
+        self.assertTrue(s.HasField("temperature"))
+        self.assertEqual(s.temperature, 0.0)
 
     def test_generate_jsonl(self):
         r = self.cli("generate", "--prompt", "Hi", "--max_tokens", "3", "--logprobs", "2",
@@ -150,12 +158,9 @@ class FakeServerTest(unittest.TestCase):
         self.assertEqual([t["text"] for t in lines[:3]], ["H", "e", "l"])
         self.assertEqual(lines[0]["id"], ord("H"))
         self.assertEqual(len(lines[0]["top"]), 2)
-        self.assertEqual(lines[0]["top"][1]["bytes"], "I")
-        final = lines[-1]
-        self.assertTrue(final["final"])
-        self.assertEqual(final["finish_reason"], "LENGTH")
-        self.assertEqual(final["output"], "Hel")
-        self.assertEqual(final["usage"]["completion_tokens"], 3)
+        self.assertEqual(lines[0]["top"][1], {"id": ord("I"), "logprob": -1.25, "text": "I"})
+        self.assertEqual(lines[-1], {"finish_reason": "length", "text": "",
+                                     "usage": {"prompt_tokens": 3, "completion_tokens": 3}})
         self.assertTrue(self.last_request().sampling.ignore_eos)
 
     def test_generate_prompt_from_stdin(self):
@@ -187,7 +192,7 @@ class FakeServerTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout, "reply 2\nreply 4\n")
         self.assertNotIn("> ", r.stderr)  # stdin is not a terminal
-        reqs = self.fake.memserve.requests
+        reqs = self.chat_requests()
         self.assertEqual(len(reqs), 2)
         self.assertEqual([(m.role, m.content) for m in reqs[1].messages],
                          [("system", "Be brief."), ("user", "hi"), ("assistant", "reply 2"),
@@ -207,9 +212,10 @@ class FakeServerTest(unittest.TestCase):
     def test_chat_one_message(self):
         r = self.cli("chat", "--message", "hello", "--output", "jsonl")
         self.assertEqual(r.returncode, 0, r.stderr)
-        final = json.loads(r.stdout.splitlines()[-1])
-        self.assertEqual(final["output"], "reply 1")
-        self.assertEqual([m.role for m in self.last_request().messages], ["user"])
+        lines = [json.loads(line) for line in r.stdout.splitlines()]
+        self.assertEqual("".join(line["text"] for line in lines), "reply 1")
+        self.assertEqual(lines[-1]["finish_reason"], "eos")
+        self.assertEqual([m.role for m in self.chat_requests()[-1].messages], ["user"])
 
     def test_tokenize(self):
         r = self.cli("tokenize", "Hi")

@@ -22,8 +22,9 @@ struct RequestRecord {
   // "OK", or the gRPC status code's name ("UNAVAILABLE", ...). A stream that
   // ended OK without a final message counts as "INTERNAL".
   std::string code = "OK";
-  // Token messages received (the completion tokens of this request, also of
-  // a failed one: they were generated).
+  // The status message of a failed call (the server's words).
+  std::string message;
+  // Token messages received (also by a failed call).
   int64_t completion_tokens = 0;
   // From the call's start to the first token message; unset without tokens.
   std::optional<double> ttft_ms;
@@ -48,32 +49,48 @@ double Percentile(const std::vector<double>& sorted_values, double p);
 // p50, p90 and p99 of `values` (any order).
 Percentiles Summarize(std::vector<double> values);
 
-// The result of a measured phase.
+// Failed calls with one status code.
+struct ErrorCount {
+  int64_t count = 0;
+  std::string example;  // the message of the first such call
+};
+
+// The result of a measured phase. Rates and latencies describe the calls that
+// succeeded only: a failed call is counted in `errors`, never as throughput.
 struct Report {
   int streams = 0;
   int64_t requests = 0;  // measured requests, failed ones included
   int64_t ok = 0;
-  int64_t completion_tokens = 0;
+  int64_t completion_tokens = 0;         // received by the calls that succeeded
+  int64_t failed_completion_tokens = 0;  // received by failed calls before they failed
   double wall_s = 0;
   double tokens_per_s = 0;    // completion_tokens / wall_s
-  double requests_per_s = 0;  // requests / wall_s
-  Percentiles ttft_ms;
+  double requests_per_s = 0;  // ok / wall_s
+  Percentiles ttft_ms;        // of the calls that succeeded
   Percentiles itl_ms;
   Percentiles latency_ms;
-  std::map<std::string, int64_t> errors;  // status code name -> count; no "OK"
+  std::map<std::string, ErrorCount> errors;  // status code name -> failed calls; no "OK"
 };
 
 // REQUIRES: wall_s > 0 (else the rates are 0).
 Report MakeReport(const std::vector<RequestRecord>& records, int streams, double wall_s);
 
-// {streams, requests, ok, completion_tokens, wall_s, tokens_per_s,
-//  requests_per_s, ttft_ms {p50, p90, p99, count}, itl_ms {...},
-//  latency_ms {...}, errors {code: count}}; percentiles are null when there
-// were no values.
+// {streams, requests, ok, failed, completion_tokens, failed_completion_tokens,
+//  wall_s, tokens_per_s, requests_per_s, ttft_ms {p50, p90, p99, count},
+//  itl_ms {...}, latency_ms {...}, errors {code: {count, example}}};
+// percentiles are null when there were no values.
 nlohmann::json ReportToJson(const Report& report);
 
 // A few aligned lines for people.
 std::string FormatReport(const Report& report);
+
+// max_tokens for every call: `flag` when set, else kDefaultMaxTokens or less,
+// so that the longest prompt plus max_tokens fits the model's context
+// (`max_seqlen`). INVALID_ARGUMENT naming the flag and the limit when the set
+// value does not fit, or when the prompt leaves no room.
+inline constexpr int kDefaultMaxTokens = 128;
+absl::StatusOr<int> PickMaxTokens(std::optional<int> flag, int longest_prompt_tokens,
+                                  int max_seqlen);
 
 // Prompts from JSON lines, each an object with a string "prompt" (other keys
 // are ignored; blank lines skipped). INVALID_ARGUMENT names the line (from 1)

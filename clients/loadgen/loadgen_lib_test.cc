@@ -45,50 +45,75 @@ std::vector<RequestRecord> SampleRecords() {
   b.ttft_ms = 20;
   b.itl_ms = {6};
   b.latency_ms = 26;
-  RequestRecord failed;  // tokens before a failure still count
+  RequestRecord failed;  // its token is reported apart, never as throughput
   failed.code = "UNAVAILABLE";
+  failed.message = "draining";
   failed.completion_tokens = 1;
   failed.ttft_ms = 30;
   failed.latency_ms = 31;
   RequestRecord refused;
   refused.code = "RESOURCE_EXHAUSTED";
+  refused.message = "queue full (1024 waiting)";
   refused.latency_ms = 1;
-  return {a, b, failed, refused};
+  RequestRecord refused_again = refused;
+  refused_again.message = "queue full (1025 waiting)";
+  return {a, b, failed, refused, refused_again};
 }
 
-TEST(ReportTest, AggregatesRecords) {
+TEST(ReportTest, CountsOnlySuccessfulCallsAsThroughput) {
   Report r = MakeReport(SampleRecords(), 2, 0.5);
   EXPECT_EQ(r.streams, 2);
-  EXPECT_EQ(r.requests, 4);
+  EXPECT_EQ(r.requests, 5);
   EXPECT_EQ(r.ok, 2);
-  EXPECT_EQ(r.completion_tokens, 6);
-  EXPECT_DOUBLE_EQ(r.tokens_per_s, 12);
-  EXPECT_DOUBLE_EQ(r.requests_per_s, 8);
-  EXPECT_EQ(r.ttft_ms.count, 3u);
-  EXPECT_DOUBLE_EQ(r.ttft_ms.p50, 20);
+  EXPECT_EQ(r.completion_tokens, 5);
+  EXPECT_EQ(r.failed_completion_tokens, 1);
+  EXPECT_DOUBLE_EQ(r.tokens_per_s, 10);
+  EXPECT_DOUBLE_EQ(r.requests_per_s, 4);
+  EXPECT_EQ(r.ttft_ms.count, 2u);
+  EXPECT_DOUBLE_EQ(r.ttft_ms.p50, 15);
   EXPECT_EQ(r.itl_ms.count, 3u);
   EXPECT_DOUBLE_EQ(r.itl_ms.p50, 4);
-  EXPECT_EQ(r.latency_ms.count, 4u);
-  EXPECT_EQ(r.errors.size(), 2u);
-  EXPECT_EQ(r.errors.at("UNAVAILABLE"), 1);
-  EXPECT_EQ(r.errors.at("RESOURCE_EXHAUSTED"), 1);
+  EXPECT_EQ(r.latency_ms.count, 2u);
+  ASSERT_EQ(r.errors.size(), 2u);
+  EXPECT_EQ(r.errors.at("UNAVAILABLE").count, 1);
+  EXPECT_EQ(r.errors.at("UNAVAILABLE").example, "draining");
+  EXPECT_EQ(r.errors.at("RESOURCE_EXHAUSTED").count, 2);
+  EXPECT_EQ(r.errors.at("RESOURCE_EXHAUSTED").example, "queue full (1024 waiting)");
+}
+
+TEST(ReportTest, AllFailedMeansNoThroughput) {
+  RequestRecord refused;
+  refused.code = "INVALID_ARGUMENT";
+  refused.message = "too long";
+  refused.latency_ms = 1;
+  Report r = MakeReport({refused, refused, refused}, 1, 0.01);
+  EXPECT_EQ(r.ok, 0);
+  EXPECT_EQ(r.tokens_per_s, 0);
+  EXPECT_EQ(r.requests_per_s, 0);
+  EXPECT_EQ(r.latency_ms.count, 0u);
+  EXPECT_EQ(r.errors.at("INVALID_ARGUMENT").count, 3);
 }
 
 TEST(ReportTest, Json) {
   nlohmann::json j = ReportToJson(MakeReport(SampleRecords(), 2, 0.5));
-  for (const char* key : {"streams", "requests", "completion_tokens", "wall_s", "tokens_per_s",
-                          "ttft_ms", "itl_ms", "errors"}) {
+  for (const char* key :
+       {"streams", "requests", "ok", "failed", "completion_tokens", "failed_completion_tokens",
+        "wall_s", "tokens_per_s", "requests_per_s", "ttft_ms", "itl_ms", "latency_ms", "errors"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   EXPECT_EQ(j["streams"], 2);
-  EXPECT_EQ(j["requests"], 4);
-  EXPECT_EQ(j["completion_tokens"], 6);
+  EXPECT_EQ(j["requests"], 5);
+  EXPECT_EQ(j["failed"], 3);
+  EXPECT_EQ(j["completion_tokens"], 5);
+  EXPECT_EQ(j["failed_completion_tokens"], 1);
   EXPECT_EQ(j["wall_s"], 0.5);
-  EXPECT_EQ(j["tokens_per_s"], 12.0);
-  EXPECT_EQ(j["ttft_ms"]["p50"], 20.0);
+  EXPECT_EQ(j["tokens_per_s"], 10.0);
+  EXPECT_EQ(j["requests_per_s"], 4.0);
+  EXPECT_EQ(j["ttft_ms"]["p50"], 15.0);
   EXPECT_TRUE(j["itl_ms"].contains("p90"));
   EXPECT_TRUE(j["itl_ms"].contains("p99"));
-  EXPECT_EQ(j["errors"]["UNAVAILABLE"], 1);
+  EXPECT_EQ(j["errors"]["UNAVAILABLE"]["count"], 1);
+  EXPECT_EQ(j["errors"]["UNAVAILABLE"]["example"], "draining");
   EXPECT_FALSE(j["errors"].contains("OK"));
 
   nlohmann::json empty = ReportToJson(MakeReport({}, 1, 1.0));
@@ -99,11 +124,34 @@ TEST(ReportTest, Json) {
 
 TEST(ReportTest, Text) {
   const std::string text = FormatReport(MakeReport(SampleRecords(), 2, 0.5));
-  EXPECT_THAT(text, HasSubstr("2 streams, 4 requests (2 ok, 2 failed)"));
-  EXPECT_THAT(text, HasSubstr("12.0 tokens/s"));
-  EXPECT_THAT(text, HasSubstr("TTFT ms            p50 20.00"));
-  EXPECT_THAT(text, HasSubstr("errors             RESOURCE_EXHAUSTED 1, UNAVAILABLE 1"));
+  EXPECT_THAT(text, HasSubstr("2 streams, 5 requests (2 ok, 3 failed)"));
+  EXPECT_THAT(text, HasSubstr("completion tokens  5  (and 1 in failed calls, not counted)"));
+  EXPECT_THAT(text, HasSubstr("10.0 tokens/s  (4.00 requests/s)"));
+  EXPECT_THAT(text, HasSubstr("TTFT ms            p50 15.00"));
+  EXPECT_THAT(text,
+              HasSubstr("failed             2 x RESOURCE_EXHAUSTED, e.g. \"queue full (1024 "
+                        "waiting)\"\n  failed             1 x UNAVAILABLE, e.g. \"draining\"\n"));
   EXPECT_THAT(FormatReport(MakeReport({}, 1, 1.0)), HasSubstr("TTFT ms            -"));
+}
+
+TEST(MaxTokensTest, PicksWhatFitsTheContext) {
+  EXPECT_EQ(*PickMaxTokens(std::nullopt, 31, 128), 97);
+  EXPECT_EQ(*PickMaxTokens(std::nullopt, 31, 4096), kDefaultMaxTokens);
+  EXPECT_EQ(*PickMaxTokens(std::nullopt, 127, 128), 1);
+  EXPECT_EQ(*PickMaxTokens(50, 31, 128), 50);
+  EXPECT_EQ(*PickMaxTokens(97, 31, 128), 97);
+}
+
+TEST(MaxTokensTest, RefusesWhatCannotFit) {
+  absl::StatusOr<int> r = PickMaxTokens(128, 31, 128);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(),
+            "--max_tokens 128 does not fit: the longest prompt is 31 tokens and the model's "
+            "context (max_seqlen) 128, so at most 97");
+  r = PickMaxTokens(std::nullopt, 128, 128);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("leaves no room"));
+  EXPECT_FALSE(PickMaxTokens(0, 1, 128).ok());
 }
 
 TEST(PromptsTest, ParsesJsonLines) {

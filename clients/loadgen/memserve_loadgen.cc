@@ -4,16 +4,23 @@
 //   memserve-loadgen --server HOST:PORT --streams 8 --requests 200
 //       --max_tokens 128 [--prompt TEXT | --prompts_file F.jsonl] [--json_out F.json]
 //
-// Each of --streams threads runs streaming Generate calls back to back, until
-// --requests calls were started in all or --duration has passed. After
-// --warmup unmeasured calls, it records per call the time to the first token
-// (TTFT), the times between consecutive token messages (ITL) and the tokens
-// received; throughput is all tokens received / the measured phase's wall
-// time. Failed calls are counted by status code, never fatal.
+// It first asks the server for the model (GetModelInfo) and the prompts'
+// lengths (Tokenize): without --max_tokens it picks the largest value up to
+// 128 that fits the model's context after the longest prompt, and a
+// --max_tokens that cannot fit is refused before any call. Each of --streams
+// threads then runs streaming Generate calls back to back, until --requests
+// calls were started in all or --duration has passed. The --warmup unmeasured
+// calls must succeed (else it stops: nothing would be measured but errors).
+// Per measured call it records the time to the first token (TTFT), the times
+// between consecutive token messages (ITL) and the tokens received.
+// Throughput and latencies count only the calls that succeeded; failed calls
+// are reported apart, by status code with the server's message.
 //
-// Exit codes: 0 the run finished (some calls may have failed: see the
-// report); 1 no measured call succeeded, or --json_out could not be written;
-// 2 bad command line; 3 the server cannot be reached.
+// Exit codes: 0 the run finished (some measured calls may have failed: see
+// the report); 1 no measured call succeeded, a warm-up call failed, or
+// --json_out could not be written; 2 bad command line (also a --max_tokens
+// that does not fit the model, or a warm-up call refused as
+// INVALID_ARGUMENT); 3 the server cannot be reached or is UNAVAILABLE.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -27,6 +34,7 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -51,7 +59,9 @@ ABSL_FLAG(int, warmup, 1, "unmeasured calls before the measured phase");
 ABSL_FLAG(std::string, prompt, "The memory layer of this model", "the prompt of every call");
 ABSL_FLAG(std::string, prompts_file, "",
           "JSON lines {\"prompt\": ...}; calls cycle through them (instead of --prompt)");
-ABSL_FLAG(int, max_tokens, 128, "max_tokens of every call");
+ABSL_FLAG(std::optional<int>, max_tokens, std::nullopt,
+          "max_tokens of every call; unset = 128, or less so that the longest prompt plus "
+          "max_tokens fits the model's context (GetModelInfo)");
 ABSL_FLAG(double, temperature, 0.0, "sampling temperature; 0 = greedy");
 ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt,
           "RNG seed of every call (call i uses seed + i); unset = random");
@@ -75,6 +85,25 @@ void Error(const std::string& message) { std::cerr << kProgram << ": " << messag
 int UsageError(const std::string& message) {
   Error(absl::StrCat(message, " (see --help)"));
   return cli::kExitUsage;
+}
+
+// A failed preparatory call: one line, and its exit code.
+int RpcError(const std::string& what, const grpc::Status& status) {
+  Error(absl::StrCat(what, " failed: ", cli::FormatStatus(status)));
+  return cli::ExitCodeFor(status.error_code());
+}
+
+// The code cli::StatusCodeName calls `name`; UNKNOWN for none.
+grpc::StatusCode StatusCodeNamed(const std::string& name) {
+  for (int i = 0; i <= grpc::StatusCode::UNAUTHENTICATED; ++i) {
+    const auto code = static_cast<grpc::StatusCode>(i);
+    if (cli::StatusCodeName(code) == name) return code;
+  }
+  return grpc::StatusCode::UNKNOWN;
+}
+
+std::chrono::system_clock::time_point DeadlineAfter(absl::Duration d) {
+  return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(d);
 }
 
 double MsBetween(Clock::time_point a, Clock::time_point b) {
@@ -125,8 +154,10 @@ RequestRecord RunOne(v1::MemServe::Stub& stub, const Plan& plan, int64_t index,
   rec.latency_ms = MsBetween(start, Clock::now());
   if (!status.ok()) {
     rec.code = cli::StatusCodeName(status.error_code());
+    rec.message = status.error_message();
   } else if (!got_final) {
-    rec.code = "INTERNAL";  // the stream ended OK but incomplete
+    rec.code = "INTERNAL";
+    rec.message = "the stream ended OK without a final message";
   }
   return rec;
 }
@@ -163,10 +194,13 @@ int Main(int argc, char** argv) {
       argc, argv, "clients/loadgen/",
       "load generator for a memserve server: concurrent streaming Generate calls;\n"
       "reports decode throughput, TTFT and inter-token latency.\n\n"
-      "  memserve-loadgen --server HOST:PORT --streams N --requests R --max_tokens T\n"
+      "  memserve-loadgen --server HOST:PORT --streams N --requests R [--max_tokens T]\n"
       "      [--prompt TEXT | --prompts_file F.jsonl] [--duration 60s] [--json_out F.json]\n\n"
-      "exit codes: 0 finished; 1 no call succeeded or --json_out failed; 2 bad command line;\n"
-      "3 server unreachable.");
+      "Without --max_tokens it picks what fits the model's context (GetModelInfo).\n"
+      "Throughput counts successful calls only; failures are listed by status code.\n\n"
+      "exit codes: 0 finished; 1 no measured call succeeded, a warm-up call failed, or\n"
+      "--json_out failed; 2 bad command line (or --max_tokens that does not fit the model);\n"
+      "3 server unreachable or UNAVAILABLE.");
   if (rest.size() > 1) return UsageError(absl::StrCat("unexpected argument '", rest[1], "'"));
 
   const int streams = absl::GetFlag(FLAGS_streams);
@@ -177,6 +211,8 @@ int Main(int argc, char** argv) {
   if (requests_flag && *requests_flag < 1) return UsageError("--requests must be >= 1");
   const int warmup = absl::GetFlag(FLAGS_warmup);
   if (warmup < 0) return UsageError("--warmup must be >= 0");
+  const std::optional<int> max_tokens_flag = absl::GetFlag(FLAGS_max_tokens);
+  if (max_tokens_flag && *max_tokens_flag < 1) return UsageError("--max_tokens must be >= 1");
   // Without --requests: 100 calls, or as many as --duration allows.
   const int64_t limit =
       requests_flag ? *requests_flag : (duration > absl::ZeroDuration() ? -1 : 100);
@@ -197,14 +233,6 @@ int Main(int argc, char** argv) {
   } else {
     plan.prompts = {absl::GetFlag(FLAGS_prompt)};
   }
-  cli::SamplingOptions sampling;
-  sampling.temperature = absl::GetFlag(FLAGS_temperature);
-  sampling.max_tokens = absl::GetFlag(FLAGS_max_tokens);
-  sampling.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
-  plan.sampling = cli::BuildSamplingParams(sampling);
-  plan.seed = absl::GetFlag(FLAGS_seed);
-  plan.timeout = absl::GetFlag(FLAGS_timeout);
-
   const std::string target = absl::GetFlag(FLAGS_server);
   std::shared_ptr<grpc::Channel> channel = cli::MakeChannel(target);
   const grpc::Status connected = cli::WaitForServer(channel, absl::GetFlag(FLAGS_connect_timeout));
@@ -214,12 +242,55 @@ int Main(int argc, char** argv) {
   }
   std::unique_ptr<v1::MemServe::Stub> stub = v1::MemServe::NewStub(channel);
 
+  // What fits the model: its context, and the longest prompt in tokens.
+  v1::ModelInfo info;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(DeadlineAfter(absl::GetFlag(FLAGS_connect_timeout)));
+    const grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
+    if (!s.ok()) return RpcError("GetModelInfo", s);
+  }
+  int longest_prompt = 0;
+  for (const std::string& prompt :
+       std::set<std::string>(plan.prompts.begin(), plan.prompts.end())) {
+    v1::TokenizeRequest req;
+    req.set_text(prompt);
+    v1::TokenizeResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(DeadlineAfter(absl::GetFlag(FLAGS_connect_timeout)));
+    const grpc::Status s = stub->Tokenize(&ctx, req, &resp);
+    if (!s.ok()) return RpcError("Tokenize of a prompt", s);
+    longest_prompt = std::max(longest_prompt, resp.token_ids_size());
+  }
+  const absl::StatusOr<int> max_tokens =
+      PickMaxTokens(max_tokens_flag, longest_prompt, info.max_seqlen());
+  if (!max_tokens.ok()) return UsageError(std::string(max_tokens.status().message()));
+
+  cli::SamplingOptions sampling;
+  sampling.temperature = absl::GetFlag(FLAGS_temperature);
+  sampling.max_tokens = *max_tokens;
+  sampling.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  plan.sampling = cli::BuildSamplingParams(sampling);
+  plan.seed = absl::GetFlag(FLAGS_seed);
+  plan.timeout = absl::GetFlag(FLAGS_timeout);
+
+  std::cout << absl::StrFormat(
+                   "%s: %s, model %s (context %d tokens), longest prompt %d tokens, "
+                   "max_tokens %d%s\n",
+                   kProgram, target, info.model_name(), info.max_seqlen(), longest_prompt,
+                   *max_tokens, max_tokens_flag ? "" : " (picked to fit the context)")
+            << std::flush;
+
   if (warmup > 0) {
     const std::vector<RequestRecord> records =
         RunPhase(*stub, plan, std::min(streams, warmup), warmup, std::nullopt, "loadgen-warmup-");
     const Report w = MakeReport(records, std::min(streams, warmup), 1.0);
-    for (const auto& [code, count] : w.errors) {
-      Error(absl::StrCat("warmup: ", count, " call(s) failed with ", code));
+    if (!w.errors.empty()) {
+      // Measuring now would only time errors.
+      const auto& [code, e] = *w.errors.begin();
+      Error(absl::StrCat("warm-up failed: ", w.requests - w.ok, " of ", w.requests,
+                         " call(s) failed, e.g. ", code, ": ", e.example, "; nothing measured"));
+      return cli::ExitCodeFor(StatusCodeNamed(code));
     }
   }
 
@@ -232,9 +303,7 @@ int Main(int argc, char** argv) {
   const double wall_s = std::chrono::duration<double>(Clock::now() - start).count();
 
   const Report report = MakeReport(records, streams, wall_s);
-  std::cout << absl::StrFormat("%s: %s, max_tokens %d\n", kProgram, target,
-                               absl::GetFlag(FLAGS_max_tokens))
-            << FormatReport(report) << std::flush;
+  std::cout << FormatReport(report) << std::flush;
 
   int code = report.ok > 0 ? cli::kExitOk : cli::kExitOther;
   const std::string json_out = absl::GetFlag(FLAGS_json_out);

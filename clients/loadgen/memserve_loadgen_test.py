@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(ROOT, "proto"))
 sys.path.insert(0, os.path.join(ROOT, "clients", "cli"))
 
 from fake_server import FakeServer  # noqa: E402
+from memserve.v1 import memserve_pb2 as pb  # noqa: E402
 
 LOADGEN = None
 TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp(prefix="loadgen_")
@@ -62,8 +63,11 @@ class LoadgenTest(unittest.TestCase):
                 self.assertGreaterEqual(report[key][p], 0)
         self.assertEqual(report["itl_ms"]["count"], 12 * 6)
         self.assertEqual(report["errors"], {})
-        reqs = self.fake.memserve.requests
+        reqs = [q for q in self.fake.memserve.requests if isinstance(q, pb.GenerateRequest)]
         self.assertEqual(len(reqs), 14)  # warmup included
+        # The prompt's length was asked once, to check that max_tokens fits.
+        tokenized = [q for q in self.fake.memserve.requests if isinstance(q, pb.TokenizeRequest)]
+        self.assertEqual([q.text for q in tokenized], ["The memory layer of this model"])
         for req in reqs:
             self.assertEqual(req.sampling.max_tokens, 7)
             self.assertTrue(req.sampling.HasField("temperature"))
@@ -86,10 +90,16 @@ class LoadgenTest(unittest.TestCase):
             report = json.load(f)
         self.assertEqual(report["requests"], 6)
         self.assertEqual(report["ok"], 3)
-        self.assertEqual(report["errors"], {"INTERNAL": 3})
-        # 3 full calls of 4 tokens, 3 failed ones after 2 tokens each.
-        self.assertEqual(report["completion_tokens"], 3 * 4 + 3 * 2)
-        self.assertIn("errors             INTERNAL 3", r.stdout)
+        self.assertEqual(report["failed"], 3)
+        self.assertEqual(report["errors"],
+                         {"INTERNAL": {"count": 3, "example": "fake failure after 2 tokens"}})
+        # 3 full calls of 4 tokens count; the 2 tokens each of the 3 failed
+        # ones are reported apart.
+        self.assertEqual(report["completion_tokens"], 3 * 4)
+        self.assertEqual(report["failed_completion_tokens"], 3 * 2)
+        self.assertAlmostEqual(report["requests_per_s"], 3 / report["wall_s"], delta=1e-6)
+        self.assertIn('failed             3 x INTERNAL, e.g. "fake failure after 2 tokens"',
+                      r.stdout)
 
     def test_duration_limits_the_run(self):
         r = run("--server", self.fake.address, "--streams", "2", "--duration", "300ms",
