@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -380,6 +381,50 @@ absl::Status Parse(const json& root, ModelConfig* cfg) {
   return absl::OkStatus();
 }
 
+constexpr char kConvertCommand[] = "/usr/bin/python3 tools/convert_lingua.py";
+
+// Why `dir` has no config.json, in words the user can act on: no such
+// directory, not a directory, a training checkpoint (and the command that
+// converts it), or a directory that is no checkpoint at all.
+absl::Status NoConfigError(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path d(dir);
+  if (!fs::exists(d, ec)) return absl::NotFoundError(absl::StrCat(dir, ": no such directory"));
+  if (!fs::is_directory(d, ec)) {
+    return absl::NotFoundError(
+        absl::StrCat(dir,
+                     ": not a directory (a serving checkpoint is a directory with config.json; "
+                     "docs/checkpoint-format.md)"));
+  }
+  const auto has = [&](const char* name) { return fs::exists(d / name, ec); };
+  if (has("consolidated.pth")) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(dir,
+                     " is a training checkpoint (consolidated.pth + params.json), not a serving "
+                     "checkpoint; convert it with: ",
+                     kConvertCommand, " ", dir, " MODEL_DIR"));
+  }
+  if (has("consolidated/consolidated.pth")) {
+    const std::string sub = (d / "consolidated").string();
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir, " is a training checkpoint (its consolidated copy is in ", sub,
+        "), not a serving checkpoint; convert it with: ", kConvertCommand, " ", sub, " MODEL_DIR"));
+  }
+  if (has("params.json")) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir,
+        " is a training checkpoint (params.json) without consolidated.pth; consolidate it "
+        "with the training code, then convert it with: ",
+        kConvertCommand, " CKPT_DIR MODEL_DIR"));
+  }
+  return absl::NotFoundError(
+      absl::StrCat(dir,
+                   " has no config.json: not a serving checkpoint (docs/checkpoint-format.md); a "
+                   "training checkpoint (consolidated.pth + params.json) converts with: ",
+                   kConvertCommand, " CKPT_DIR MODEL_DIR"));
+}
+
 }  // namespace
 
 bool ModelConfig::IsMemoryLayer(int layer) const {
@@ -400,7 +445,9 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view json_text) {
 absl::StatusOr<ModelConfig> ModelConfig::LoadFromDir(const std::string& dir) {
   const std::string path = dir + "/config.json";
   std::string text;
-  RETURN_IF_ERROR(ReadSmallFile(path, kMaxConfigBytes, &text));
+  if (absl::Status read = ReadSmallFile(path, kMaxConfigBytes, &text); !read.ok()) {
+    return read.code() == absl::StatusCode::kNotFound ? NoConfigError(dir) : read;
+  }
   absl::StatusOr<ModelConfig> cfg = FromJson(text);
   if (!cfg.ok()) {
     return absl::Status(cfg.status().code(), absl::StrCat(path, ": ", cfg.status().message()));

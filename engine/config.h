@@ -55,7 +55,11 @@ struct ModelConfig {
   // Parses and validates config.json text. Errors are InvalidArgument and
   // name the offending field and the limit it broke.
   static absl::StatusOr<ModelConfig> FromJson(absl::string_view json_text);
-  // Reads `<dir>/config.json`; errors name the file.
+  // Reads `<dir>/config.json`; errors name the file. Without config.json the
+  // error says what `dir` is instead: NotFound for no such directory, not a
+  // directory, or a directory without config.json; FailedPrecondition for a
+  // training checkpoint (consolidated.pth / params.json), with the command
+  // that converts it (tools/convert_lingua.py).
   static absl::StatusOr<ModelConfig> LoadFromDir(const std::string& dir);
 };
 

@@ -1,6 +1,7 @@
 #include "engine/config.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <random>
 #include <string>
@@ -304,7 +305,7 @@ TEST(ConfigTest, LoadFromDir) {
   auto missing = ModelConfig::LoadFromDir(dir);
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(missing.status().message()), HasSubstr(dir + "/config.json"));
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr(dir + " has no config.json"));
 
   ASSERT_TRUE(testutil::WriteFile(dir + "/config.json", ValidConfig().dump(2)).ok());
   auto cfg = ModelConfig::LoadFromDir(dir);
@@ -319,6 +320,47 @@ TEST(ConfigTest, LoadFromDir) {
   EXPECT_EQ(err.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(err.status().message()), HasSubstr(dir + "/config.json: "));
   EXPECT_THAT(std::string(err.status().message()), HasSubstr("\"n_heads\""));
+}
+
+// Without config.json, the error says what the directory is and, for a
+// training checkpoint, the command that converts it.
+TEST(ConfigTest, LoadFromDirExplainsWhatIsThere) {
+  const std::string convert = "/usr/bin/python3 tools/convert_lingua.py ";
+  auto message = [](const absl::StatusOr<ModelConfig>& c) {
+    return std::string(c.status().message());
+  };
+  auto none = ModelConfig::LoadFromDir("/nonexistent/memserve/model");
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(message(none), "/nonexistent/memserve/model: no such directory");
+
+  const std::string empty = testutil::MakeTempDir("cfg_empty");
+  auto no_config = ModelConfig::LoadFromDir(empty);
+  EXPECT_EQ(no_config.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(message(no_config), HasSubstr(empty + " has no config.json: not a serving"));
+  EXPECT_THAT(message(no_config), HasSubstr(convert + "CKPT_DIR MODEL_DIR"));
+
+  ASSERT_TRUE(testutil::WriteFile(empty + "/file", "x").ok());
+  auto file = ModelConfig::LoadFromDir(empty + "/file");
+  EXPECT_THAT(message(file), HasSubstr(empty + "/file: not a directory"));
+
+  const std::string ckpt = testutil::MakeTempDir("cfg_ckpt");
+  ASSERT_TRUE(testutil::WriteFile(ckpt + "/params.json", "{}").ok());
+  auto unconsolidated = ModelConfig::LoadFromDir(ckpt);
+  EXPECT_EQ(unconsolidated.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(message(unconsolidated), HasSubstr("without consolidated.pth"));
+
+  ASSERT_TRUE(testutil::WriteFile(ckpt + "/consolidated.pth", "x").ok());
+  auto training = ModelConfig::LoadFromDir(ckpt);
+  EXPECT_EQ(training.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(message(training), HasSubstr(ckpt + " is a training checkpoint"));
+  EXPECT_THAT(message(training), HasSubstr(convert + ckpt + " MODEL_DIR"));
+
+  const std::string parent = testutil::MakeTempDir("cfg_parent");
+  ASSERT_TRUE(testutil::WriteFile(parent + "/params.json", "{}").ok());
+  std::filesystem::create_directory(parent + "/consolidated");
+  ASSERT_TRUE(testutil::WriteFile(parent + "/consolidated/consolidated.pth", "x").ok());
+  auto nested = ModelConfig::LoadFromDir(parent);
+  EXPECT_THAT(message(nested), HasSubstr(convert + parent + "/consolidated MODEL_DIR"));
 }
 
 // No input makes FromJson throw or crash: random mutations of a valid text.

@@ -4,7 +4,10 @@
 //   memserve generate [--model DIR] --prompt TEXT [--max_tokens N] [--temperature T]
 //       [--top_k K] [--top_p P] [--min_p M] [--seed S] [--stop S1,S2]
 //       [--logprobs K] [--output text|jsonl]
+//   memserve [COMMAND] --help
 //
+// The serve flags are defined in serve.cc, the generate flags here; --model
+// and --threads belong to both (MemserveProgram below, server/command_line.h).
 // Exit codes: 0 success, 2 bad arguments or request (the message names the
 // field), 1 anything else (e.g. a corrupt checkpoint, named in the message).
 #include <algorithm>
@@ -16,14 +19,13 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "clients/common/generation_jsonl.h"
 #include "engine/generate.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
+#include "server/command_line.h"
 #include "server/serve.h"
 
 ABSL_FLAG(std::string, model, "",
@@ -145,27 +147,45 @@ int RunGenerate() {
 }  // namespace
 }  // namespace memserve
 
+const memserve::Program& MemserveProgram() {
+  static const auto* program = new memserve::Program{
+      "memserve",
+      "inference for memory-augmented Llama models.",
+      "Exit codes: 0 ok; 2 bad arguments (the message names the flag); 1 anything else (a "
+      "model that does not load, a port in use).",
+      {{"serve",
+        "[--model DIR] [--listen HOST:PORT] [flags]",
+        "the gRPC server (memserve.v1, docs/api.md): loads the model, serves it until SIGTERM, "
+        "then drains",
+        {"server/serve.cc"},
+        {"model", "threads"}},
+       {"generate",
+        "[--model DIR] --prompt TEXT [flags]",
+        "one request in this process, no server; the text (or JSONL) goes to stdout",
+        {"server/memserve_main.cc"},
+        {}}}};
+  return *program;
+}
+
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "memserve: inference for memory-augmented Llama models.\n"
-      "  memserve serve [--model DIR] [--listen HOST:PORT] [flags]   gRPC server (memserve.v1)\n"
-      "  memserve generate [--model DIR] --prompt TEXT [flags]       one request, no server\n"
-      "  (see --help for every flag)");
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  if (args.size() < 2) {
-    std::cerr << absl::ProgramUsageMessage() << "\n";
+  const memserve::Program& program = MemserveProgram();
+  absl::StatusOr<memserve::ParsedCommandLine> command_line =
+      memserve::ParseCommandLine(program, argc, argv);
+  if (!command_line.ok()) return memserve::Fail(command_line.status());
+  if (command_line->help) {
+    std::cout << memserve::HelpText(program, command_line->command);
+    return 0;
+  }
+  if (command_line->command == nullptr) {
+    std::cerr << memserve::HelpText(program, nullptr);
     return 2;
   }
-  const std::string cmd = args[1];
-  if (args.size() > 2) {
-    std::cerr << "error: unexpected argument '" << args[2] << "'\n";
-    return 2;
+  const std::string cmd = command_line->command->name;
+  if (!command_line->args.empty()) {
+    return memserve::Fail(absl::InvalidArgumentError(absl::StrCat(
+        "unexpected argument '", command_line->args[0], "' (see memserve ", cmd, " --help)")));
   }
   if (cmd == "generate") return memserve::RunGenerate();
-  if (cmd == "serve") {
-    std::string dir = absl::GetFlag(FLAGS_model);
-    return memserve::RunServe(dir.empty() ? memserve::DefaultModelDir() : dir);
-  }
-  std::cerr << "error: unknown command '" << cmd << "' (expected: serve, generate)\n";
-  return 2;
+  std::string dir = absl::GetFlag(FLAGS_model);
+  return memserve::RunServe(dir.empty() ? memserve::DefaultModelDir() : dir);
 }

@@ -1,8 +1,11 @@
 #include "server/serve.h"
 
+#include <netdb.h>
 #include <signal.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -11,11 +14,17 @@
 
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "engine/engine.h"
+#include "engine/generate.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
+#include "grpc/support/log.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -23,9 +32,13 @@
 #include "server/service.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
-          "address to serve on, HOST:PORT; port 0 picks a free port (see --port_file)");
+          "address to serve on, HOST:PORT ([::]:PORT for IPv6); port 0 picks a free port (see "
+          "--port_file). A port another process listens on is refused (exit 1)");
 ABSL_FLAG(std::string, port_file, "",
-          "if set, the bound port is written here (decimal) once the server listens");
+          "if set, the bound port is written here (decimal) as soon as the port is bound, "
+          "before the model loads (health checks answer there; readiness says when it serves)");
+ABSL_FLAG(std::string, model_name, "",
+          "the model's name in GetModelInfo; default: the --model directory's base name");
 ABSL_FLAG(int, max_batch_size, 64, "sequences in one engine step (and running at once)");
 ABSL_FLAG(int, max_num_tokens, 2048, "tokens in one engine step (prompt chunks and decodes)");
 ABSL_FLAG(int, max_queue, 1024, "waiting requests; beyond it RESOURCE_EXHAUSTED");
@@ -33,14 +46,16 @@ ABSL_FLAG(int, block_size, 16, "tokens per KV cache block");
 ABSL_FLAG(int, num_blocks, 0,
           "KV cache blocks; 0 = enough for --max_batch_size full-context sequences, capped by "
           "--kv_cache_mb");
-ABSL_FLAG(int64_t, kv_cache_mb, 4096, "cap of the automatic KV cache size, MiB");
+ABSL_FLAG(int64_t, kv_cache_mb, 4096, "cap of the automatic KV cache size, in MiB");
 ABSL_FLAG(int, prefill_chunk, 512,
           "prompt tokens per sequence per step (chunked prefill); 0 = --max_num_tokens");
-ABSL_FLAG(int, default_max_tokens, 256,
+ABSL_FLAG(int, default_max_tokens, memserve::kDefaultMaxTokens,
           "max_tokens of requests that leave it unset (capped by the context left)");
 ABSL_FLAG(absl::Duration, shutdown_timeout, absl::Seconds(30),
-          "on SIGTERM, how long in-flight requests may run before they are cancelled");
-ABSL_FLAG(int64_t, max_request_bytes, int64_t{8} << 20, "largest request message accepted");
+          "on SIGTERM, how long in-flight requests may run before they are cancelled (a "
+          "duration, e.g. 30s; a bare number is seconds)");
+ABSL_FLAG(int64_t, max_request_bytes, int64_t{8} << 20,
+          "largest request message accepted, in bytes (1 MiB to 1 GiB)");
 ABSL_FLAG(absl::Duration, debug_load_delay, absl::ZeroDuration(),
           "testing: wait this long before loading the model (to observe LOADING)");
 ABSL_FLAG(absl::Duration, debug_step_delay, absl::ZeroDuration(),
@@ -55,6 +70,99 @@ namespace {
 void Log(const std::string& line) {
   const std::string out = absl::StrCat("memserve: ", line, "\n");
   std::fwrite(out.data(), 1, out.size(), stderr);
+}
+
+// gRPC logs through one process-wide function. Ours writes each gRPC log
+// line to stderr as one line, except while a GrpcLogCapture is alive: then
+// the lines are kept, so that a failure gRPC explains in a multi-line dump
+// (e.g. BuildAndStart on a port in use) becomes one line of ours.
+ABSL_CONST_INIT absl::Mutex grpc_log_mu(absl::kConstInit);
+std::string* grpc_log_capture ABSL_GUARDED_BY(grpc_log_mu) = nullptr;
+
+void GrpcLog(gpr_log_func_args* args) {
+  {
+    absl::MutexLock lock(&grpc_log_mu);
+    if (grpc_log_capture != nullptr) {
+      absl::StrAppend(grpc_log_capture, args->message, "\n");
+      return;
+    }
+  }
+  Log(absl::StrCat("grpc ", gpr_log_severity_string(args->severity), " ", args->file, ":",
+                   args->line, ": ", args->message));
+}
+
+class GrpcLogCapture {
+ public:
+  GrpcLogCapture() {
+    absl::MutexLock lock(&grpc_log_mu);
+    grpc_log_capture = &text_;
+  }
+  ~GrpcLogCapture() {
+    absl::MutexLock lock(&grpc_log_mu);
+    grpc_log_capture = nullptr;
+  }
+  // What gRPC logged so far.
+  std::string text() {
+    absl::MutexLock lock(&grpc_log_mu);
+    return text_;
+  }
+
+ private:
+  std::string text_;
+};
+
+// OK if `listen` is HOST:PORT with a port in 0..65535 (IPv6 hosts in
+// brackets), or a gRPC unix socket address ("unix:PATH"); else
+// InvalidArgument naming --listen. The host is resolved later, by gRPC.
+absl::Status CheckListenAddress(const std::string& listen) {
+  if (absl::StartsWith(listen, "unix:") || absl::StartsWith(listen, "unix-abstract:")) {
+    return absl::OkStatus();
+  }
+  const absl::Status bad = absl::InvalidArgumentError(
+      absl::StrCat("--listen: expected HOST:PORT with a port in 0..65535 (e.g. 0.0.0.0:50051, "
+                   "[::]:50051, localhost:0), got '",
+                   listen, "'"));
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) return bad;
+  const std::string host = listen.substr(0, colon);
+  const std::string port = listen.substr(colon + 1);
+  const bool bracketed = host.front() == '[' && host.back() == ']' && host.size() > 2;
+  if (!bracketed && host.find_first_of("[]:") != std::string::npos) return bad;
+  for (const char c : host) {
+    if (absl::ascii_isspace(static_cast<unsigned char>(c))) return bad;
+  }
+  if (port.empty() || port.size() > 5) return bad;
+  for (const char c : port) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return bad;
+  }
+  int value = 0;
+  if (!absl::SimpleAtoi(port, &value) || value > 65535) return bad;
+  return absl::OkStatus();
+}
+
+// Why gRPC could not listen, from what it logged: the system or resolver
+// error it quotes (e.g. "address already in use"), else "".
+std::string ListenFailureReason(const std::string& grpc_log) {
+  std::vector<std::string> known;
+  for (const int error : {EADDRINUSE, EADDRNOTAVAIL, EACCES, EAFNOSUPPORT}) {
+    known.push_back(std::strerror(error));
+  }
+  for (const int error : {EAI_NONAME, EAI_AGAIN, EAI_FAIL}) known.push_back(gai_strerror(error));
+  for (const std::string& text : known) {
+    if (absl::StrContains(grpc_log, text)) return absl::AsciiStrToLower(text);
+  }
+  return "";
+}
+
+// The name GetModelInfo reports by default: the directory's base name, also
+// when `model_dir` ends with a slash or is ".".
+std::string ModelNameOf(const std::string& model_dir) {
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::absolute(model_dir, ec);
+  if (ec) p = model_dir;
+  p = p.lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();
+  return p.filename().string();
 }
 
 // Writes `port` to `path` atomically (write a temporary, then rename), so a
@@ -113,27 +221,46 @@ int RunServe(const std::string& model_dir) {
     return 2;
   }
 
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  if (absl::Status s = CheckListenAddress(listen); !s.ok()) {
+    Log(absl::StrCat("error: ", s.message()));
+    return 2;
+  }
+
   ServiceOptions service_options;
-  service_options.model_name = std::filesystem::path(model_dir).filename().string();
+  service_options.model_name = absl::GetFlag(FLAGS_model_name);
+  if (service_options.model_name.empty()) service_options.model_name = ModelNameOf(model_dir);
   service_options.convert.default_max_tokens = default_max_tokens;
   service_options.max_request_bytes = max_request_bytes;
   MemServeService service(service_options);
 
+  // The port is bound before the model loads, so that a port in use fails
+  // at once and health probes answer during a long load (liveness SERVING,
+  // readiness NOT_SERVING); the "listening" line waits for the model.
+  gpr_set_log_function(GrpcLog);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  const std::string listen = absl::GetFlag(FLAGS_listen);
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  // gRPC sets SO_REUSEPORT by default: a second server on the same port
+  // would then start, and the kernel would split connections between them.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(static_cast<int>(max_request_bytes));
   builder.RegisterService(&service);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(NewParseErrorInterceptorFactory());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    Log(absl::StrCat("error: cannot listen on ", listen, " (--listen)"));
-    return 1;
+  std::unique_ptr<grpc::Server> server;
+  {
+    GrpcLogCapture capture;
+    server = builder.BuildAndStart();
+    if (server == nullptr || port == 0) {
+      const std::string reason = ListenFailureReason(capture.text());
+      Log(absl::StrCat("error: cannot listen on ", listen, " (--listen)",
+                       reason.empty() ? "" : ": ", reason));
+      return 1;
+    }
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus("", true);
@@ -144,9 +271,8 @@ int RunServe(const std::string& model_dir) {
     server->Shutdown();
     return 1;
   }
-  Log(absl::StrCat("listening on port ", port, " (", listen, "); loading ", model_dir));
+  Log(absl::StrCat("loading ", model_dir));
 
-  // Load while the port answers health checks (readiness NOT_SERVING).
   absl::SleepFor(absl::GetFlag(FLAGS_debug_load_delay));
   const absl::Time load_start = absl::Now();
   std::unique_ptr<Engine> engine;
@@ -172,9 +298,12 @@ int RunServe(const std::string& model_dir) {
   service.SetEngine(engine.get());
   health->SetServingStatus(kServiceName, true);
   const EngineStats stats = engine->Stats();
-  Log(absl::StrCat("ready in ", absl::FormatDuration(absl::Now() - load_start), ": ",
-                   engine->model().config().n_layers, " layers, KV cache ", stats.kv_blocks_total,
-                   " blocks x ", stats.kv_block_tokens, " tokens"));
+  const bool unix_socket = absl::StartsWith(listen, "unix");
+  Log(absl::StrCat(
+      "listening on ", unix_socket ? listen : absl::StrCat("port ", port, " (", listen, ")"),
+      ", ready: model '", service_options.model_name, "' loaded in ",
+      absl::FormatDuration(absl::Now() - load_start), ", ", engine->model().config().n_layers,
+      " layers, KV cache ", stats.kv_blocks_total, " blocks x ", stats.kv_block_tokens, " tokens"));
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);

@@ -1,7 +1,8 @@
 """End-to-end life-cycle tests of `memserve serve`: cancellation and deadlines
 free their KV blocks, a full queue answers RESOURCE_EXHAUSTED at once, SIGTERM
 drains (with and without hitting --shutdown_timeout), and health / state go
-LOADING -> SERVING while the model loads (docs/api.md).
+LOADING -> SERVING while the model loads, with the "listening" line only once
+it has loaded (docs/api.md, docs/operations.md).
 
 The server's --debug_step_delay (sleep after each engine step) holds requests
 in flight long enough to observe; --debug_load_delay holds the LOADING state.
@@ -267,12 +268,14 @@ class DrainTest(unittest.TestCase):
     def test_sigterm_idle_exits_zero(self):
         # Nothing in flight, but a client connected (as a load balancer or a health prober
         # would be): the server has nothing to drain and should exit promptly.
-        with harness.Server(name="idle") as srv:
+        # A bare number of seconds is a duration (docs/operations.md).
+        with harness.Server("--shutdown_timeout", "5", name="idle") as srv:
             self.assertEqual(srv.status().running, 0)
             t0 = time.monotonic()
             self.assertEqual(srv.stop(timeout=15), 0, srv.stderr_tail())
             dt = time.monotonic() - t0
             self.assertLess(dt, 3.0, "an idle server took %.1f s to exit after SIGTERM" % dt)
+            self.assertIn("draining (up to 5s)", srv.stderr_text())
 
 
 class LoadingTest(unittest.TestCase):
@@ -313,6 +316,9 @@ class LoadingTest(unittest.TestCase):
                 e = harness.rpc_error(fn, req, timeout=10)
                 self.assertIsNotNone(e, fn)
                 self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e)
+            # The port answers health checks, but the "listening" line waits for the model.
+            self.assertIn("memserve: loading ", srv.stderr_text())
+            self.assertNotIn("listening", srv.stderr_text())
             self.assertLess(time.monotonic() - t0, 2.8, "checks too slow to see LOADING")
             # Poll until ready; liveness SERVING throughout.
             states = []
@@ -327,6 +333,9 @@ class LoadingTest(unittest.TestCase):
             self.assertEqual(states[-1], SERVING, "never became ready")
             self.assertGreaterEqual(time.monotonic() - t0, 2.9, "ready before the load delay")
             self.assertEqual(srv.status().state, pb.SERVING_STATE_SERVING)
+            line = srv.wait_log("listening on port %d " % srv.port, timeout=5)
+            self.assertIsNotNone(line, srv.stderr_tail())
+            self.assertIn("ready", line)
             c = srv.stub.Complete(pb.GenerateRequest(text=PROMPT, sampling=greedy(3)),
                                   timeout=30)
             self.assertEqual(len(c.token_ids), 3)

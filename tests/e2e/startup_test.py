@@ -1,0 +1,85 @@
+"""End-to-end tests of how `memserve serve` starts: the --listen address (a
+port in use is refused, not shared; a malformed address or a port outside
+0..65535 is a one-line error), and the name GetModelInfo reports (--model with
+a trailing slash, --model_name). docs/operations.md has the contract.
+
+Run: bazel test //tests/e2e:startup_test, or by hand (see harness.py).
+"""
+import os
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import pb, greedy, DEMO_MODEL  # noqa: E402
+
+
+def serve(*flags, timeout=30):
+    """Runs `memserve serve` on the demo model to its exit (it must exit by itself)."""
+    cmd = [harness.memserve_binary(), "serve", "--model", DEMO_MODEL] + list(flags)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+class ListenTest(unittest.TestCase):
+
+    def assertOneLine(self, r, code, *needles):
+        self.assertEqual(r.returncode, code, "stdout=%r stderr=%r" % (r.stdout, r.stderr))
+        self.assertEqual(len(r.stderr.splitlines()), 1, "stderr is not one line: %r" % r.stderr)
+        for n in needles:
+            self.assertIn(n, r.stderr)
+
+    def test_port_in_use_is_refused(self):
+        with harness.Server(name="first") as first:
+            addr = "127.0.0.1:%d" % first.port
+            try:
+                r = serve("--listen", addr)
+            except subprocess.TimeoutExpired:
+                self.fail("a second server on %s did not exit: it shares the port" % addr)
+            self.assertOneLine(r, 1, "cannot listen on " + addr, "--listen",
+                               "address already in use")
+            self.assertNotIn("listening", r.stderr)
+            # The first one still serves.
+            c = first.stub.Complete(pb.GenerateRequest(text="Hi", sampling=greedy(3)),
+                                    timeout=30)
+            self.assertEqual(len(c.token_ids), 3)
+            self.assertEqual(first.stop(timeout=30), 0, first.stderr_tail())
+
+    def test_port_out_of_range(self):
+        for addr in ("127.0.0.1:99999", "127.0.0.1:65536", "127.0.0.1:123456"):
+            with self.subTest(addr=addr):
+                self.assertOneLine(serve("--listen", addr), 2, "--listen", "0..65535",
+                                   "'%s'" % addr)
+
+    def test_malformed_address(self):
+        for addr in ("127.0.0.1", "127.0.0.1:", ":50051", "127.0.0.1:http", "127.0.0.1:-1",
+                     "::1:50051", "[::1]50051", "127.0.0.1:5 0", ""):
+            with self.subTest(addr=addr):
+                self.assertOneLine(serve("--listen", addr), 2, "--listen", "HOST:PORT")
+
+    def test_address_that_cannot_be_bound_is_one_line(self):
+        # Not an address of this machine (TEST-NET-1), and a host that does not resolve:
+        # gRPC's own multi-line error dump is replaced by one line of ours.
+        for addr in ("192.0.2.1:50051", "nosuchhost.invalid:50051"):
+            with self.subTest(addr=addr):
+                self.assertOneLine(serve("--listen", addr, timeout=60), 1,
+                                   "error: cannot listen on %s (--listen)" % addr)
+
+
+class ModelNameTest(unittest.TestCase):
+
+    def test_trailing_slash_keeps_the_name(self):
+        with harness.Server(model=DEMO_MODEL + "/", name="slash") as srv:
+            self.assertEqual(srv.model_info().model_name, "demo")
+            self.assertIn("model 'demo'", srv.wait_log("listening on port"))
+
+    def test_model_name_flag(self):
+        with harness.Server("--model_name", "my-model", name="named") as srv:
+            self.assertEqual(srv.model_info().model_name, "my-model")
+            self.assertEqual(srv.stop(timeout=30), 0, srv.stderr_tail())
+
+
+if __name__ == "__main__":
+    harness.main()
