@@ -1,4 +1,4 @@
-// Backend: the compute surface the model calls (MODEL_SPEC.md math, op by op).
+// Backend: the compute surface the model calls (docs/model.md math, op by op).
 //
 // The CPU backend (cpu_backend.h) is the readable reference; a CUDA backend
 // implements the same ops later and is compared against it op by op. All
@@ -86,8 +86,8 @@ struct AttentionArgs {
   float* out = nullptr;                  // [n_tokens, n_heads * head_dim]
 };
 
-// One product-key memory lookup (MODEL_SPEC.md, "The memory layer", steps
-// 2-7) for `n_tokens` tokens:
+// One product-key memory lookup (docs/model.md, "The memory layer", steps
+// 1-6) for `n_tokens` tokens:
 //   sub-key scores of both halves of every head, top-knn per half, the
 //   candidate pairs (a, b) with (a+1)*(b+1) <= knn, their top-knn sorted by
 //   score descending, softmax (fp32), and

@@ -219,6 +219,11 @@ absl::Status ParseMemory(const json& j, const ModelConfig& cfg, MemoryConfig* me
 
   RETURN_IF_ERROR(o.Int("n_keys", true, 1, kMaxNKeys, &mem->n_keys));
   RETURN_IF_ERROR(o.Int("heads", true, 1, kMaxMemHeads, &mem->heads));
+  if (mem->heads < 2) {  // the training code's HashingMemory asserts mem_heads >= 2
+    return FieldError("memory.heads", absl::StrCat(mem->heads,
+                                                   " is below 2 (the training code needs at least "
+                                                   "two memory heads)"));
+  }
   RETURN_IF_ERROR(o.Int("knn", true, 1, kMaxKnn, &mem->knn));
   if (mem->knn > mem->n_keys) {
     return FieldError("memory.knn", absl::StrCat(mem->knn, " exceeds memory.n_keys=", mem->n_keys));

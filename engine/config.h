@@ -11,12 +11,12 @@
 
 namespace memserve {
 
-// The product-key memory layer (MODEL_SPEC.md, "The memory layer").
+// The product-key memory layer (docs/model.md, "The memory layer").
 struct MemoryConfig {
   std::vector<int> layers;      // sorted, unique layer indices; empty = dense model
   int n_keys = 0;               // sub-keys per half; the table has n_keys^2 rows
-  int heads = 0;
-  int knn = 0;
+  int heads = 0;                // >= 2, as the training code requires
+  int knn = 0;                  // <= n_keys
   int k_dim = 0;                // even; each half is k_dim/2
   int v_dim = 0;                // value row width (== dim when mem_v_dim was -1)
   bool share_values = true;     // one table (tensor "memory.values.weight") for all layers
@@ -45,7 +45,9 @@ struct ModelConfig {
   int max_seqlen = 0;      // positions >= max_seqlen are rejected
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
-  int sliding_window = 0;  // 0 = full causal attention
+  // 0 = full causal attention. A window is an explicit opt-in of config.json:
+  // the training code never applies one, so the converter always writes 0.
+  int sliding_window = 0;
   MemoryConfig memory;
   TokenizerConfig tokenizer;
   std::string chat_template = "plain";

@@ -199,6 +199,9 @@ TEST(ConfigTest, InvalidFieldsAreNamed) {
       {"n_keys missing", [](json& j) { j["memory"].erase("n_keys"); },
        "\"memory.n_keys\": is required"},
       {"heads", [](json& j) { j["memory"]["heads"] = 0; }, "\"memory.heads\": 0 is out of range"},
+      // The training code's HashingMemory asserts mem_heads >= 2.
+      {"one memory head", [](json& j) { j["memory"]["heads"] = 1; },
+       "\"memory.heads\": 1 is below 2"},
       {"knn > n_keys", [](json& j) { j["memory"]["knn"] = 33; },
        "\"memory.knn\": 33 exceeds memory.n_keys=32"},
       {"knn", [](json& j) { j["memory"]["knn"] = 0; }, "\"memory.knn\": 0 is out of range"},

@@ -456,8 +456,12 @@ MEMSERVE_TARGET_AVX512 void PackedBlock(const P* panel, int64_t in, const float*
     for (int q = 0; q < NP; ++q) {
       const P* pq = panel + q * panel_stride;
       const char* column = reinterpret_cast<const char*>(pq + k * PanelColumnElems<P>());
+      // The bound is a constexpr local: with the template call in the loop
+      // condition itself, GCC 12 ignores the unroll pragma and warns
+      // "ignoring loop annotation" for every instantiation.
+      constexpr int64_t kColumnBytes = PanelColumnElems<P>() * sizeof(P);
 #pragma GCC unroll 2
-      for (size_t line = 0; line < PanelColumnElems<P>() * sizeof(P); line += 64) {
+      for (int64_t line = 0; line < kColumnBytes; line += 64) {
         _mm_prefetch(column + line + kPanelPrefetchBytes, _MM_HINT_T0);
       }
       PanelColumn(pq, k, &w[2 * q], &w[2 * q + 1]);

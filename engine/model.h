@@ -1,4 +1,4 @@
-// Model: the memory-augmented Llama forward pass (MODEL_SPEC.md) over a
+// Model: the memory-augmented Llama forward pass (docs/model.md) over a
 // Backend, with weights used in place from the checkpoint mapping.
 #ifndef MEMSERVE_ENGINE_MODEL_H_
 #define MEMSERVE_ENGINE_MODEL_H_

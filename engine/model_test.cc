@@ -1,5 +1,5 @@
 // Model on tiny random checkpoints written by the test: the forward pass
-// against a plain double-precision re-implementation of MODEL_SPEC.md,
+// against a plain double-precision re-implementation of docs/model.md,
 // prefill vs token-by-token through the KV cache, and load/forward errors.
 #include "engine/model.h"
 
@@ -220,8 +220,8 @@ std::string WriteCheckpoint(const std::string& config_json, std::vector<TestTens
 }
 
 // ---------------------------------------------------------------------------
-// A plain double-precision forward pass of MODEL_SPEC.md, written from the
-// spec without reusing engine code.
+// A plain double-precision forward pass of docs/model.md, written from the
+// description without reusing engine code.
 
 using Mat = std::vector<double>;  // row-major
 

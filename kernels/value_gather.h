@@ -1,5 +1,5 @@
 // Weighted gather-sum of bf16 value rows on the GPU: the read half of the
-// product-key memory layer (MODEL_SPEC.md, step 7).
+// product-key memory layer (docs/model.md, "The memory layer", step 6).
 //
 //   out[n, :] = sum_{j < k} weights[n, j] * values[indices[n, j], :]   (fp32 accumulation)
 //

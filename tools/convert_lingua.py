@@ -41,7 +41,8 @@ PK_KEYS = {
     "is_enabled", "layers", "mem_n_keys", "mem_heads", "mem_knn", "mem_share_values", "mem_k_dim",
     "mem_v_dim", "swilu_projection", "value_fixed_lr", "mem_gated", "peer_variant",
 }
-# Defaults of the training code (MODEL_SPEC.md), used for fields params.json leaves out.
+# Defaults of the training code (docs/model.md, "Training configuration"), used for fields
+# params.json leaves out.
 MODEL_DEFAULTS = {
     "dim": 512, "n_layers": 8, "head_dim": None, "n_heads": None, "n_kv_heads": None,
     "ffn_dim_multiplier": None, "multiple_of": 256, "norm_eps": 1e-5, "rope_theta": 10000.0,
@@ -133,11 +134,11 @@ def model_config_from_params(params):
     mult = m["ffn_dim_multiplier"]
     if mult is not None:
         mult = _num(m, "ffn_dim_multiplier", "model.")
-    sw = m["sliding_window"]
-    if sw is not None:
-        sw = _int(m, "sliding_window", "model.")
-        if sw <= 0:
-            raise ConversionError(f"params.json: model.sliding_window must be > 0, got {sw}")
+    if m["sliding_window"] is not None:
+        # The training code stores the field but its attention paths (sdpa, flex_attention)
+        # never apply it: the model it trained attends to the whole causal prefix.
+        warn(f"params.json: model.sliding_window={m['sliding_window']!r} dropped: the training "
+             "code never applies it; the converted model uses full causal attention")
     cfg = {
         "dim": dim, "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv_heads,
         "head_dim": head_dim,
@@ -146,7 +147,7 @@ def model_config_from_params(params):
         "max_seqlen": _int(m, "max_seqlen", "model."),
         "norm_eps": _num(m, "norm_eps", "model."),
         "rope_theta": _num(m, "rope_theta", "model."),
-        "sliding_window": sw or 0,
+        "sliding_window": 0,  # see above; a window is an opt-in of config.json only
         "memory": None,
     }
     if cfg["max_seqlen"] <= 0:
@@ -156,15 +157,15 @@ def model_config_from_params(params):
     where = "model.productkey_args."
     if _bool(pk, "is_enabled", where):
         if _bool(pk, "peer_variant", where):
-            raise ConversionError("params.json: model.productkey_args.peer_variant=true (the PEER "
-                                  "memory variant) is not supported by memserve")
+            raise ConversionError(f"params.json: {where}peer_variant=true: PEER variant not "
+                                  "supported (memserve serves product-key memories only)")
         layers_raw = pk["layers"]
         if isinstance(layers_raw, int) and not isinstance(layers_raw, bool):
             layers_raw = str(layers_raw)
         if not isinstance(layers_raw, str):
             raise ConversionError(f"params.json: {where}layers must be a string like \"4,12\"")
-        try:
-            listed = {int(s) for s in layers_raw.split(",") if len(s.strip()) > 0}
+        try:  # exactly the training code's parse: "4, 12" and "4,,12" work, "4, ,12" does not
+            listed = {int(s) for s in layers_raw.split(",") if len(s) > 0}
         except ValueError:
             raise ConversionError(f"params.json: {where}layers={layers_raw!r} is not a "
                                   "comma-separated list of integers")
@@ -180,14 +181,8 @@ def model_config_from_params(params):
             k_dim = _int(pk, "mem_k_dim", where)
             mem_v_dim = _int(pk, "mem_v_dim", where)
             swilu = _bool(pk, "swilu_projection", where)
-            if n_keys <= 0 or heads <= 0 or knn <= 0 or knn > n_keys:
-                raise ConversionError(f"params.json: need mem_n_keys > 0, mem_heads > 0 and "
-                                      f"0 < mem_knn <= mem_n_keys (got {n_keys}, {heads}, {knn})")
-            if k_dim < 2 or k_dim % 2:
-                raise ConversionError(f"params.json: {where}mem_k_dim={k_dim} must be even, >= 2")
-            if mem_v_dim == 0 or mem_v_dim < -1:
-                raise ConversionError(f"params.json: {where}mem_v_dim={mem_v_dim} must be -1 or "
-                                      "> 0")
+            check_memory_args(n_keys, heads, knn, k_dim, mem_v_dim, swilu)
+            # mem_v_dim <= 0 means "the model width", as in the training code.
             cfg["memory"] = {
                 "layers": layers, "n_keys": n_keys, "heads": heads, "knn": knn, "k_dim": k_dim,
                 "v_dim": mem_v_dim if mem_v_dim > 0 else dim,
@@ -197,6 +192,25 @@ def model_config_from_params(params):
                 "gated": _bool(pk, "mem_gated", where),
             }
     return cfg, weight_tying
+
+
+def check_memory_args(n_keys, heads, knn, k_dim, mem_v_dim, swilu):
+    """Refuses the memory configurations the training code refuses (HashingMemory's asserts, and
+    the ones its forward pass cannot run), naming the params.json field."""
+    where = "params.json: model.productkey_args."
+    if n_keys < 1:
+        raise ConversionError(f"{where}mem_n_keys={n_keys} must be >= 1")
+    if heads < 2:  # assert mem_heads >= 2
+        raise ConversionError(f"{where}mem_heads={heads} must be >= 2 (the training code needs "
+                              "at least two memory heads)")
+    if not 1 <= knn <= n_keys:  # topk(knn) over n_keys sub-keys
+        raise ConversionError(f"{where}mem_knn={knn} must be in [1, mem_n_keys={n_keys}]")
+    if k_dim < 2 or k_dim % 2:  # assert mem_k_dim >= 2; assert mem_k_dim % 2 == 0
+        raise ConversionError(f"{where}mem_k_dim={k_dim} must be even and >= 2 (two halves)")
+    if mem_v_dim == 0 and swilu:  # Linear(dim, 0): the forward pass cannot run
+        raise ConversionError(f"{where}mem_v_dim=0 with swilu_projection=true gives a 0-wide "
+                              "projection the training code cannot run (use -1 for the model "
+                              "width)")
 
 
 def expected_shapes(cfg):
@@ -410,6 +424,17 @@ def _bits_equal(a, b):
     return torch.equal(a, b)
 
 
+def refuse_peer(sd):
+    """A PEER memory (Parameter Efficient Expert Retrieval) stores its experts as `values_u` and
+    `values_v` embeddings instead of `values`; it also carries value_proj and swilu_projection, so
+    only `values_u` tells it apart. Refused whatever params.json says."""
+    peer = sorted(n for n in sd if "values_u" in n.split("."))
+    if peer:
+        raise ConversionError(f"PEER variant not supported: the checkpoint holds PEER memory "
+                              f"tensors {_names(peer, 4)} (memserve serves product-key memories "
+                              "only)")
+
+
 def plan_tensors(sd, cfg, weight_tying, dtype):
     """Checks the state dict against cfg; returns a list of (out_name, source_name, out_dtype)
     in file order (F32 first, then BF16, so every offset is aligned to its element size)."""
@@ -516,6 +541,7 @@ def convert(ckpt_dir, out_dir, dtype="float32", allow_pickle=False, chat_templat
     tok_cfg, tok_src, tok_vocab = resolve_tokenizer(params, ckpt_dir)
 
     sd = load_state_dict(ckpt_path, allow_pickle)
+    refuse_peer(sd)
     plan = plan_tensors(sd, cfg, weight_tying, tdtype)
     if cfg["vocab_size"] < tok_vocab:
         raise ConversionError(f"vocab_size {cfg['vocab_size']} is smaller than the tokenizer's "

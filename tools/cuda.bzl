@@ -15,6 +15,10 @@ NVCC_FLAGS = [
     "-gencode=arch=compute_90,code=compute_90",
     "-Xcompiler=-fPIC",
     "-Xcompiler=-Wall",
+    # Warnings are errors, from nvcc's front end and from the host compiler
+    # (as --copt=-Werror in .bazelrc does for C++).
+    "-Xcompiler=-Werror",
+    "--Werror=all-warnings",
     "--expt-relaxed-constexpr",
 ]
 

@@ -2,15 +2,16 @@
 """Writes a small random checkpoint in the TRAINING code's consolidated format.
 
 The output directory mirrors what Meta Lingua / facebookresearch/memory writes after
-`consolidate_checkpoints` (see MODEL_SPEC.md, "Checkpoints written by the training
-code"):
+`consolidate_checkpoints` (see docs/model.md, "Training checkpoints"):
     OUT_DIR/consolidated.pth   torch.save({"model": state_dict, "optim": {}})
     OUT_DIR/params.json        the whole training config; model under "model",
                                tokenizer under "data.tokenizer"
     OUT_DIR/tokenizer.model    only for --tokenizer sp (trained here with spm_train)
 
 All tensors are fp32 except `*.values.weight` (bf16). With shared values every memory layer holds
-an identical (separately stored) copy of the one table, as the training code saves it.
+an identical (separately stored) copy of the one table, as the training code saves it. With
+peer=True the memory layers are PEER ones (`values_u`/`values_v` fp32 embeddings instead of
+`values`, peer_variant=true in params.json): memserve refuses those, and the tests check it does.
 
 Weights are random but scaled so activations stay O(1), logits are not degenerate, and product-key
 sub-key scores are spread wide enough that top-k selections have clear gaps. Seeded: the same
@@ -42,7 +43,7 @@ DEFAULTS = dict(
     ffn_dim_multiplier=None, vocab=None, max_seqlen=256, rope_theta=10000.0, norm_eps=1e-5,
     sliding_window=None, mem_layers="1", mem_n_keys=16, mem_heads=4, mem_knn=8, mem_k_dim=32,
     mem_v_dim=-1, share_values=True, swilu=True, gated=False, tokenizer="bytes", sp_vocab=512,
-    seed=0, init_scale=1.0, key_scale=2.0,
+    seed=0, init_scale=1.0, key_scale=2.0, peer=False,
 )
 
 
@@ -155,7 +156,10 @@ def build_state_dict(a, vocab, mem_layers):
             sd[f + "query_proj.query_mlps.0.weight"] = _normal(g, (heads * k_dim, dim),
                                                                1.0 / math.sqrt(dim))
             sd[f + "query_proj.query_mlps.0.bias"] = _normal(g, (heads * k_dim,), 0.1)
-            if shared_table is not None:
+            if a["peer"]:  # PEER: two fp32 embeddings (training code's nn.Embedding)
+                sd[f + "values_u.weight"] = _normal(g, (n_keys * n_keys, v_dim), 1.0)
+                sd[f + "values_v.weight"] = _normal(g, (n_keys * n_keys, v_dim), 1.0)
+            elif shared_table is not None:
                 sd[f + "values.weight"] = shared_table.clone()
             else:
                 sd[f + "values.weight"] = _normal(g, (n_keys * n_keys, v_dim),
@@ -210,7 +214,7 @@ def build_params(a, vocab, tokenizer_path, out_dir):
             "swilu_projection": a["swilu"],
             "value_fixed_lr": 0.001,
             "mem_gated": a["gated"],
-            "peer_variant": False,
+            "peer_variant": a["peer"],
         },
         "seed": 42,
         "vocab_size": vocab,
@@ -268,6 +272,8 @@ def make_model(out_dir, **kwargs):
             raise ValueError("mem_k_dim must be even")
         if a["mem_knn"] > a["mem_n_keys"]:
             raise ValueError("mem_knn must be <= mem_n_keys")
+        if a["mem_heads"] < 2:
+            raise ValueError("mem_heads must be >= 2 (as in the training code)")
     if a["dim"] % a["n_heads"] or a["n_heads"] % (a["n_kv_heads"] or a["n_heads"]):
         raise ValueError("dim % n_heads and n_heads % n_kv_heads must be 0")
     os.makedirs(out_dir, exist_ok=True)
@@ -319,6 +325,8 @@ def main(argv=None):
     ap.add_argument("--no_share_values", action="store_true")
     ap.add_argument("--no_swilu", action="store_true")
     ap.add_argument("--gated", action="store_true")
+    ap.add_argument("--peer", action="store_true",
+                    help="PEER memory layers (values_u/values_v), which memserve refuses")
     ap.add_argument("--tokenizer", choices=["bytes", "sp"], default=d["tokenizer"])
     ap.add_argument("--sp_vocab", type=int, default=d["sp_vocab"])
     ap.add_argument("--seed", type=int, default=d["seed"])

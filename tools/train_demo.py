@@ -2,7 +2,7 @@
 """Trains the small memory-augmented demo model (models/demo/) on tools/demo_facts.py's facts.
 
 A pre-norm Llama with bytes tokens whose FFN in one layer is a product-key memory layer
-(MODEL_SPEC.md, "The memory layer": per-half top-knn, knn*knn candidates, top-knn, softmax,
+(docs/model.md, "The memory layer": per-half top-knn, knn*knn candidates, top-knn, softmax,
 weighted value rows summed over heads, swilu projection). CPU only, 2 threads, reproducible: fixed
 seeds, deterministic data order. Writes the TRAINING code's consolidated checkpoint
 (consolidated.pth {"model", "optim"} + params.json, as tools/make_test_model.py does), so
@@ -139,7 +139,7 @@ class QueryProj(nn.Module):
 
 
 class ProductKeyMemory(nn.Module):
-    """MODEL_SPEC.md's memory layer with swilu projection (no gating, no query batch norm)."""
+    """The memory layer of docs/model.md with swilu projection (no gating, no query batch norm)."""
 
     def __init__(self, dim, n_keys, heads, knn, k_dim):
         super().__init__()

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""An independent fp32 PyTorch reference of the memory-augmented Llama (MODEL_SPEC.md).
+"""An independent fp32 PyTorch reference of the memory-augmented Llama (docs/model.md).
 
 It reads the TRAINING checkpoint format (consolidated.pth + params.json) directly, so it shares no
 code with tools/convert_lingua.py, and implements the forward pass step by step as the spec states
@@ -24,7 +24,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-# Training-code defaults for fields params.json may leave out (MODEL_SPEC.md).
+# Training-code defaults for fields params.json may leave out (docs/model.md).
 _MODEL_DEFAULTS = dict(dim=512, n_layers=8, head_dim=None, n_heads=None, n_kv_heads=None,
                        ffn_dim_multiplier=None, multiple_of=256, norm_eps=1e-5,
                        rope_theta=10000.0, max_seqlen=1024, sliding_window=None)
@@ -78,7 +78,9 @@ class ReferenceModel:
         self.norm_eps = float(m["norm_eps"])
         self.rope_theta = float(m["rope_theta"])
         self.max_seqlen = m["max_seqlen"]
-        self.sliding_window = m["sliding_window"]  # None = full causal
+        # None = full causal. params.json's sliding_window is ignored, as the training code
+        # ignores it; a caller may set a window explicitly (the engine's opt-in).
+        self.sliding_window = None
         if pk["peer_variant"] and pk["is_enabled"]:
             raise NotImplementedError("peer_variant is not implemented in the reference")
         listed = [int(s) for s in str(pk["layers"]).split(",") if s.strip()]

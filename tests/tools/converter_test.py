@@ -119,7 +119,8 @@ class ConverterRoundTripTest(TempDirTest):
                                                              a["ffn_dim_multiplier"]),
             "vocab_size": src["tok_embeddings.weight"].shape[0],
             "max_seqlen": a["max_seqlen"], "norm_eps": a["norm_eps"],
-            "rope_theta": a["rope_theta"], "sliding_window": a["sliding_window"] or 0,
+            "rope_theta": a["rope_theta"],
+            "sliding_window": 0,  # the training code never applies params.json's window
             "chat_template": "plain",
         }
         for k, v in expect.items():
@@ -194,6 +195,24 @@ class ConverterRoundTripTest(TempDirTest):
 
     def test_gated_vdim(self):
         self.convert_and_check("gated_vdim", gated=True, mem_v_dim=48)
+
+    def test_sliding_window_dropped_with_one_warning(self):
+        ckpt, out = self.path("sw"), self.path("sw_serving")
+        make_test_model.make_model(ckpt, sliding_window=16)
+        rc, err = run_converter(ckpt, out)
+        self.assertEqual(rc, 0, err)
+        lines = [ln for ln in err.splitlines() if "sliding_window" in ln]
+        self.assertEqual(len(lines), 1, err)
+        self.assertIn("warning", lines[0])
+        self.assertIn("params.json", lines[0])
+        self.assertIn("sliding_window=16", lines[0])
+        with open(os.path.join(out, "config.json")) as f:
+            self.assertEqual(json.load(f)["sliding_window"], 0)
+
+    def test_nonpositive_mem_v_dim_means_dim(self):
+        # HashingMemory reads any mem_v_dim <= 0 as "the model width" (0 only without swilu).
+        self.convert_and_check("vdim_m2", mem_v_dim=-2)
+        self.convert_and_check("vdim_0", mem_v_dim=0, swilu=False)
 
     def test_no_swilu(self):
         self.convert_and_check("noswilu", swilu=False)                  # no projection at all
@@ -282,7 +301,42 @@ class ConverterRefusalTest(TempDirTest):
 
     def test_peer_variant(self):
         d = self.variant("peer", lambda p: p["model"]["productkey_args"].update(peer_variant=True))
-        self.assertRefused(d, "peer_variant")
+        self.assertRefused(d, "peer_variant", "PEER variant not supported")
+
+    def test_peer_detected_by_values_u(self):
+        # A PEER checkpoint also has value_proj and swilu_projection; values_u gives it away,
+        # whatever params.json's peer_variant says.
+        d = self.path("peer_tensors")
+        make_test_model.make_model(d, n_layers=3, mem_layers="0,2", peer=True)
+        sd = load_training_sd(d)
+        self.assertIn("layers.0.feed_forward.value_proj.weight", sd)
+        self.assertIn("layers.0.feed_forward.swilu_projection.weight", sd)
+        self.assertRefused(d, "peer_variant=true", "PEER variant not supported")
+        with open(os.path.join(d, "params.json")) as f:
+            p = json.load(f)
+        p["model"]["productkey_args"]["peer_variant"] = False
+        with open(os.path.join(d, "params.json"), "w") as f:
+            json.dump(p, f)
+        err = self.assertRefused(d, "PEER variant not supported",
+                                 "layers.0.feed_forward.values_u.weight")
+        self.assertNotIn("missing tensors", err)
+
+    def test_memory_args_the_training_code_refuses(self):
+        # HashingMemory's asserts (mem_heads >= 2, mem_k_dim even and >= 2), topk(mem_knn) over
+        # mem_n_keys sub-keys, and a 0-wide swilu projection; each names its field.
+        pk = "productkey_args."
+        for name, change, needle in [
+                ("one_head", dict(mem_heads=1), pk + "mem_heads=1 must be >= 2"),
+                ("knn", dict(mem_knn=17), pk + "mem_knn=17 must be in [1, mem_n_keys=16]"),
+                ("knn0", dict(mem_knn=0), pk + "mem_knn=0"),
+                ("nkeys", dict(mem_n_keys=0, mem_knn=0), pk + "mem_n_keys=0 must be >= 1"),
+                ("kdim_odd", dict(mem_k_dim=33), pk + "mem_k_dim=33 must be even"),
+                ("vdim0", dict(mem_v_dim=0), pk + "mem_v_dim=0 with swilu_projection=true"),
+                ("layers_blank", dict(layers="0, ,2"), pk + "layers='0, ,2'")]:
+            with self.subTest(name):
+                d = self.variant("mem_" + name,
+                                 lambda p: p["model"]["productkey_args"].update(change))
+                self.assertRefused(d, "params.json: model." + needle)
 
     def test_tiktoken(self):
         d = self.variant("tiktoken", lambda p: p["data"]["tokenizer"].update(name="tiktoken",
@@ -445,9 +499,12 @@ class ReferenceModelTest(TempDirTest):
     def test_sliding_window(self):
         ckpt = self.path("sw")
         make_test_model.make_model(ckpt, mem_layers="1", sliding_window=4)
-        m = ReferenceModel.load(ckpt)
+        # params.json's window is ignored, as the training code ignores it ...
         full = ReferenceModel.load(ckpt)
-        full.sliding_window = None
+        self.assertIsNone(full.sliding_window)
+        # ... and applies only when set explicitly (the engine's config.json opt-in).
+        m = ReferenceModel.load(ckpt)
+        m.sliding_window = 4
         toks = list(range(10, 20))
         a, _ = m.forward(toks, trace=False)
         b, _ = full.forward(toks, trace=False)
