@@ -535,8 +535,9 @@ TEST_F(SentencePieceModelTest, PropertiesMatchSentencePiece) {
   EXPECT_EQ(Ours("uni_nfkc", g_models->files["uni_nfkc"])->normalizer_name(), "nmt_nfkc");
 }
 
-// Long inputs: equal ids on 200 KB, and 1 MB in well under a second per
-// model type (the encoders are linear; a quadratic one takes minutes).
+// Long inputs: equal ids on 200 KB; 1 MB (random, one repeated letter, CJK,
+// spaces) encodes in < 1 s here (printed), bounded at 20 s so that a loaded
+// machine or ASan passes while a quadratic encoder (hours at 1 MB) fails.
 TEST_F(SentencePieceModelTest, LongInputsAreFastAndEqual) {
   TextGenerator gen(99, {});
   const std::string text = gen.Long(200 << 10);
@@ -562,7 +563,7 @@ TEST_F(SentencePieceModelTest, LongInputsAreFastAndEqual) {
       ASSERT_TRUE(ids.ok()) << ids.status();
       std::printf("%s: 1 MB (%.20s...) -> %zu ids in %.3f s\n", name,
                   absl::CHexEscape(mb->substr(0, 12)).c_str(), ids->size(), seconds);
-      EXPECT_LT(seconds, 3.0) << "encoding 1 MB took " << seconds << " s";
+      EXPECT_LT(seconds, 20.0) << "encoding 1 MB took " << seconds << " s";
     }
   }
 }
