@@ -5,8 +5,8 @@ against Python's sentencepiece (the reference implementation) for the same text.
 Until memserve encoded SentencePiece itself, such a server aborted while loading the model (exit
 134: Debian's libsentencepiece carries protobuf 3.14, memserve links protobuf 3.21).
 
-Run: bazel test //tests/e2e:sentencepiece_test, or by hand (see harness.py):
-  /usr/bin/python3 tests/e2e/sentencepiece_test.py --memserve bazel-bin/server/memserve \
+Run: bazel test //tests/e2e:sp_tokenizer_test, or by hand (see harness.py):
+  /usr/bin/python3 tests/e2e/sp_tokenizer_test.py --memserve bazel-bin/server/memserve \
       --memserve_cli bazel-bin/clients/cli/memserve-cli
 """
 import json
