@@ -1,12 +1,6 @@
 #include "engine/tokenizer.h"
 
-#include <sys/stat.h>
-
-#include <cerrno>
 #include <cstdint>
-#include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -14,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "engine/file_util.h"
-#include "engine/sentencepiece_shim.h"
+#include "engine/sentencepiece_model.h"
 #include "engine/status_macros.h"
 
 namespace memserve {
@@ -110,109 +104,14 @@ class ByteTokenizer final : public Tokenizer {
 // sp: a SentencePiece model. Decoding follows SentencePieceProcessor::Decode
 // (v0.1.97) exactly, so that streamed text equals its output.
 
-// The few ModelProto fields decoding depends on, read from the serialized
-// proto (Debian ships no sentencepiece_model.pb.h).
-struct SpModelFlags {
-  bool add_dummy_prefix = true;          // NormalizerSpec field 3 (default true)
-  bool remove_extra_whitespaces = true;  // NormalizerSpec field 4 (default true)
-  bool has_denormalizer = false;         // DenormalizerSpec with a charsmap
-};
-
-// Minimal protobuf wire-format reader.
-class WireReader {
- public:
-  explicit WireReader(absl::string_view s) : s_(s) {}
-  bool done() const { return pos_ >= s_.size(); }
-
-  bool Varint(uint64_t* v) {
-    *v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (pos_ >= s_.size()) return false;
-      const uint8_t b = static_cast<uint8_t>(s_[pos_++]);
-      *v |= static_cast<uint64_t>(b & 0x7f) << shift;
-      if ((b & 0x80) == 0) return true;
-    }
-    return false;
-  }
-  // Reads one field; for length-delimited fields `*bytes` is its payload.
-  bool Field(uint32_t* number, uint32_t* wire_type, uint64_t* value, absl::string_view* bytes) {
-    uint64_t key;
-    if (!Varint(&key)) return false;
-    *number = static_cast<uint32_t>(key >> 3);
-    *wire_type = static_cast<uint32_t>(key & 7);
-    switch (*wire_type) {
-      case 0:
-        return Varint(value);
-      case 1:
-        return Skip(8);
-      case 5:
-        return Skip(4);
-      case 2: {
-        uint64_t len;
-        if (!Varint(&len) || len > s_.size() - pos_) return false;
-        *bytes = s_.substr(pos_, static_cast<size_t>(len));
-        pos_ += static_cast<size_t>(len);
-        return true;
-      }
-      default:
-        return false;  // groups are not used by sentencepiece_model.proto
-    }
-  }
-
- private:
-  bool Skip(size_t n) {
-    if (n > s_.size() - pos_) return false;
-    pos_ += n;
-    return true;
-  }
-  absl::string_view s_;
-  size_t pos_ = 0;
-};
-
-bool ReadSpModelFlags(absl::string_view model_proto, SpModelFlags* flags) {
-  WireReader top(model_proto);
-  while (!top.done()) {
-    uint32_t num, wt;
-    uint64_t val = 0;
-    absl::string_view bytes;
-    if (!top.Field(&num, &wt, &val, &bytes)) return false;
-    if (wt != 2 || (num != 3 && num != 5)) continue;
-    WireReader sub(bytes);
-    while (!sub.done()) {
-      uint32_t n2, wt2;
-      uint64_t v2 = 0;
-      absl::string_view b2;
-      if (!sub.Field(&n2, &wt2, &v2, &b2)) return false;
-      if (num == 3 && wt2 == 0 && n2 == 3) flags->add_dummy_prefix = v2 != 0;
-      if (num == 3 && wt2 == 0 && n2 == 4) flags->remove_extra_whitespaces = v2 != 0;
-      if (num == 5 && wt2 == 2 && n2 == 2 && !b2.empty()) flags->has_denormalizer = true;
-    }
-  }
-  return true;
-}
-
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const TokenizerConfig& cfg,
                                                          const std::string& path) {
     std::string data;
     RETURN_IF_ERROR(ReadSmallFile(path, kMaxTokenizerFileBytes, &data));
-    std::string error;
-    std::unique_ptr<SentencePieceShim> sp = SentencePieceShim::Load(data, &error);
-    if (sp == nullptr) {
-      return absl::DataLossError(absl::StrCat(path, ": not a valid SentencePiece model: ", error));
-    }
-    SpModelFlags flags;
-    if (!ReadSpModelFlags(data, &flags)) {
-      return absl::DataLossError(
-          absl::StrCat(path, ": cannot read the model's normalizer settings"));
-    }
-    if (flags.has_denormalizer) {
-      return absl::UnimplementedError(absl::StrCat(path,
-                                                   ": SentencePiece models with a denormalizer are "
-                                                   "not supported (decoding could not stream)"));
-    }
-    const int n = sp->GetPieceSize();
+    ASSIGN_OR_RETURN(std::unique_ptr<SentencePieceModel> sp, SentencePieceModel::Parse(data, path));
+    const int n = sp->piece_size();
     auto check_id = [&](const char* field, int id, int model_id) -> absl::Status {
       if (id < 0 || id >= n) {
         return absl::InvalidArgumentError(absl::StrCat(path, ": tokenizer.", field, " ", id,
@@ -223,24 +122,20 @@ class SentencePieceTokenizer final : public Tokenizer {
                                                        " disagrees with the model's ", field, " ",
                                                        model_id));
       }
-      if (!sp->IsControl(id)) {
+      if (sp->piece(id).type != SentencePieceModel::PieceType::kControl) {
         return absl::InvalidArgumentError(absl::StrCat(path, ": tokenizer.", field, " ", id,
-                                                       " (piece \"", sp->IdToPiece(id),
+                                                       " (piece \"", sp->piece(id).text,
                                                        "\") is not a control piece"));
       }
       return absl::OkStatus();
     };
     RETURN_IF_ERROR(check_id("bos_id", cfg.bos_id, sp->bos_id()));
     RETURN_IF_ERROR(check_id("eos_id", cfg.eos_id, sp->eos_id()));
-    return std::unique_ptr<Tokenizer>(new SentencePieceTokenizer(cfg, std::move(sp), flags));
+    return std::unique_ptr<Tokenizer>(new SentencePieceTokenizer(cfg, std::move(sp)));
   }
 
   absl::StatusOr<std::vector<int>> Encode(absl::string_view text, bool add_bos) const override {
-    std::vector<int> pieces;
-    std::string error;
-    if (!sp_->Encode(std::string(text), &pieces, &error)) {
-      return absl::InternalError(absl::StrCat("SentencePiece Encode failed: ", error));
-    }
+    ASSIGN_OR_RETURN(std::vector<int> pieces, sp_->Encode(text));
     if (!add_bos) return pieces;
     std::vector<int> ids;
     ids.reserve(pieces.size() + 1);
@@ -253,7 +148,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     return pieces_[id].bytes;
   }
   bool StripsLeadingSpace() const override {
-    return flags_.add_dummy_prefix || flags_.remove_extra_whitespaces;
+    return sp_->add_dummy_prefix() || sp_->remove_extra_whitespaces();
   }
   int vocab_size() const override { return static_cast<int>(pieces_.size()); }
   std::string kind() const override { return "sp"; }
@@ -266,7 +161,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   bool BeginsWithSpaceSymbol(int id) const override {
     return id >= 0 && id < static_cast<int>(pieces_.size()) && pieces_[id].space_symbol_first;
   }
-  bool StripsRepeatedLeadingSpace() const override { return flags_.remove_extra_whitespaces; }
+  bool StripsRepeatedLeadingSpace() const override { return sp_->remove_extra_whitespaces(); }
 
  private:
   struct Piece {
@@ -275,37 +170,39 @@ class SentencePieceTokenizer final : public Tokenizer {
     bool space_symbol_first = false;
   };
 
-  SentencePieceTokenizer(const TokenizerConfig& cfg, std::unique_ptr<SentencePieceShim> sp,
-                         SpModelFlags flags)
-      : Tokenizer(cfg.bos_id, cfg.eos_id), sp_(std::move(sp)), flags_(flags) {
-    const int n = sp_->GetPieceSize();
+  SentencePieceTokenizer(const TokenizerConfig& cfg, std::unique_ptr<SentencePieceModel> sp)
+      : Tokenizer(cfg.bos_id, cfg.eos_id), sp_(std::move(sp)) {
+    using PieceType = SentencePieceModel::PieceType;
+    const int n = sp_->piece_size();
     pieces_.resize(n);
     for (int id = 0; id < n; ++id) {
       Piece& p = pieces_[id];
-      const std::string piece = sp_->IdToPiece(id);
-      if (sp_->IsControl(id)) {
-        p.cls = TokenClass::kSpecial;  // invisible
-      } else if (sp_->IsUnknown(id)) {
-        p.cls = TokenClass::kSpecial;
-        p.bytes = sp_->DecodeIds({id});  // the model's unk surface
-      } else if (sp_->IsByte(id)) {
-        // "<0xAB>"
-        p.cls = TokenClass::kByte;
-        unsigned int b = 0;
-        if (piece.size() == 6 && std::sscanf(piece.c_str(), "<0x%2X>", &b) == 1) {
-          p.bytes = std::string(1, static_cast<char>(b));
-        }
-      } else {
-        // Normal, user-defined and unused pieces decode as their text.
-        p.cls = TokenClass::kOrdinary;
-        p.space_symbol_first = absl::StartsWith(piece, kSpaceSymbol);
-        p.bytes = absl::StrReplaceAll(piece, {{kSpaceSymbol, " "}});
+      const SentencePieceModel::Piece& piece = sp_->piece(id);
+      switch (piece.type) {
+        case PieceType::kControl:
+          p.cls = TokenClass::kSpecial;  // invisible
+          break;
+        case PieceType::kUnknown:
+          p.cls = TokenClass::kSpecial;
+          p.bytes = sp_->unk_surface();
+          break;
+        case PieceType::kByte:  // "<0xAB>"
+          p.cls = TokenClass::kByte;
+          p.bytes = std::string(1, static_cast<char>(sp_->PieceByte(id)));
+          break;
+        case PieceType::kNormal:
+        case PieceType::kUserDefined:
+        case PieceType::kUnused:
+          // Decoded as their text.
+          p.cls = TokenClass::kOrdinary;
+          p.space_symbol_first = absl::StartsWith(piece.text, kSpaceSymbol);
+          p.bytes = absl::StrReplaceAll(piece.text, {{kSpaceSymbol, " "}});
+          break;
       }
     }
   }
 
-  std::unique_ptr<SentencePieceShim> sp_;
-  SpModelFlags flags_;
+  std::unique_ptr<SentencePieceModel> sp_;
   std::vector<Piece> pieces_;
 };
 

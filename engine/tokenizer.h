@@ -1,4 +1,4 @@
-// Tokenizers (MODEL_SPEC.md, "Tokenizers used by the training code") and
+// Tokenizers (docs/model.md, "Tokenizers") and
 // the incremental, UTF-8-safe detokenizer used for streaming.
 //
 // Decoding model: every token contributes exact bytes (TokenBytes); the text
@@ -32,15 +32,19 @@ class Tokenizer {
  public:
   virtual ~Tokenizer();
 
-  // "bytes" (no file) or "sp" (`model_dir`/`cfg.file`, a SentencePiece model).
+  // "bytes" (no file) or "sp" (`model_dir`/`cfg.file`, a SentencePiece model,
+  // read and encoded by engine/sentencepiece_model.h).
   // Errors: InvalidArgument for a bad config (kind, ids out of range, ids
-  // that disagree with the SentencePiece model), Unimplemented for "tiktoken",
-  // NotFound / DataLoss naming the file for a missing or unreadable model.
+  // that disagree with the SentencePiece model), Unimplemented for "tiktoken"
+  // or an sp model with a denormalizer, NotFound / DataLoss naming the file
+  // for a missing, unreadable or malformed model.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Create(const TokenizerConfig& cfg,
                                                            const std::string& model_dir);
 
   // Token ids for arbitrary bytes `text` (invalid UTF-8 is the caller's
-  // concern), with BOS first if `add_bos`. Never adds EOS.
+  // concern), with BOS first if `add_bos`. Never adds EOS. sp: exactly
+  // SentencePiece's ids; InvalidArgument for the rare text SentencePiece
+  // refuses (see SentencePieceModel::Encode).
   virtual absl::StatusOr<std::vector<int>> Encode(absl::string_view text, bool add_bos) const = 0;
 
   // The exact bytes token `id` contributes to decoded text: "" for control

@@ -143,6 +143,56 @@ class DemoModelTest(unittest.TestCase):
         self.assertIn("prompt is empty", r.stderr)
 
 
+class SentencePieceModelTest(unittest.TestCase):
+    """A model with a SentencePiece tokenizer (tools/make_test_model.py --tokenizer sp). Until
+    memserve encoded SentencePiece itself, loading one aborted the process (exit 134: Debian's
+    libsentencepiece carries protobuf 3.14 next to memserve's 3.21)."""
+
+    @classmethod
+    def setUpClass(cls):
+        import sentencepiece
+        tmp = tempfile.mkdtemp(prefix="cli_sp_", dir=os.environ.get("TEST_TMPDIR"))
+        ckpt = os.path.join(tmp, "ckpt")
+        cls.model = os.path.join(tmp, "serve")
+        make_test_model.make_model(ckpt, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                                   mem_layers="1", mem_n_keys=16, mem_heads=2, mem_knn=8,
+                                   mem_k_dim=32, max_seqlen=128, seed=5, tokenizer="sp")
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_lingua.py"), ckpt,
+                        cls.model], check=True, stdout=subprocess.DEVNULL)
+        cls.sp = sentencepiece.SentencePieceProcessor(
+            model_file=os.path.join(cls.model, "tokenizer.model"))
+
+    def test_generate_text(self):
+        r = run("--prompt", "Hello", "--max_tokens", "8", model=self.model)
+        self.assertEqual(r.returncode, 0, "stdout=%r stderr=%r" % (r.stdout, r.stderr))
+        self.assertNotIn("libprotobuf", r.stderr)
+
+    def test_generate_jsonl_counts_sentencepiece_prompt_tokens(self):
+        prompt = "Zürich 日本語 😀 the memory  layer 12345"
+        r = run("--prompt", prompt, "--max_tokens", "6", "--ignore_eos", "--output", "jsonl",
+                model=self.model)
+        self.assertEqual(r.returncode, 0, "stdout=%r stderr=%r" % (r.stdout, r.stderr))
+        objs = jsonl(r.stdout)
+        self.assertEqual(len(objs), 7)
+        final = objs[-1]
+        self.assertEqual(final["usage"]["prompt_tokens"], len(self.sp.encode(prompt)) + 1)
+        self.assertEqual(final["usage"]["completion_tokens"], 6)
+        vocab = json.load(open(os.path.join(self.model, "config.json")))["vocab_size"]
+        for o in objs[:-1]:
+            self.assertTrue(0 <= o["id"] < vocab, o)
+
+    def test_corrupt_tokenizer_model_is_a_clear_error(self):
+        d = os.path.join(os.path.dirname(self.model), "corrupt_sp")
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(self.model, d)
+        with open(os.path.join(d, "tokenizer.model"), "wb") as f:
+            f.write(b"not a sentencepiece model \xff\xff")
+        r = run("--prompt", "hi", model=d)
+        self.assertEqual(r.returncode, 1, "stdout=%r stderr=%r" % (r.stdout, r.stderr))
+        self.assertIn(os.path.join(d, "tokenizer.model"), r.stderr)
+        self.assertIn("not a valid SentencePiece model", r.stderr)
+
+
 class BadInputTest(unittest.TestCase):
     def assertRejected(self, r, *needles, code=2):
         self.assertEqual(r.returncode, code, "stdout=%r stderr=%r" % (r.stdout, r.stderr))

@@ -10,8 +10,12 @@ tokens, and compare:
   - memory top-k rows: identical wherever the reference's score gap between the
     k-th and (k+1)-th row is clear; scores within 1e-4;
   - greedy continuation: 32 identical tokens.
+For the SentencePiece model, text prompts also go through the `memserve` binary itself (`memserve
+generate --output jsonl`, greedy): its prompt token count and 32 greedy tokens must equal the
+reference's continuation of the ids Python's sentencepiece gives the text. (dump_model takes ids
+and does not link protobuf, so it missed that `memserve` aborted on every SentencePiece model.)
 
-Run: /usr/bin/python3 tests/parity/parity_test.py --dump_model PATH
+Run: /usr/bin/python3 tests/parity/parity_test.py --dump_model PATH --memserve PATH
 """
 import argparse
 import json
@@ -33,9 +37,13 @@ import make_test_model  # noqa: E402
 from reference_model import ReferenceModel  # noqa: E402
 
 DUMP_MODEL = None
+MEMSERVE = None
 REL_TOL = 1e-4
 GAP_CLEAR = 1e-3
 N_GREEDY = 32
+# Text prompts for SentencePiece models: multi-byte characters, byte-fallback pieces (🦀 ∑ are not
+# in make_test_model's corpus), digits split one by one, runs of spaces and a tab.
+TEXT_PROMPTS = ["Zürich 日本語 😀 the memory layer 12345", "  two  spaces\tand 🦀 ∑ café"]
 
 # name -> make_test_model keyword arguments (and converter flags).
 SHAPES = {
@@ -123,6 +131,26 @@ class ParityTest(unittest.TestCase):
         want = ref.greedy(tokens, N_GREEDY)
         self.assertEqual(cpp["greedy"], want, name + ": greedy continuation")
 
+        if kwargs.get("tokenizer") == "sp":
+            self.check_text_through_memserve(name, serve, ref)
+
+    def check_text_through_memserve(self, name, serve, ref):
+        """`memserve generate` on text: the binary tokenizes it as sentencepiece does and
+        continues it as the reference does."""
+        for text in TEXT_PROMPTS:
+            r = subprocess.run([MEMSERVE, "generate", "--model", serve, "--prompt", text,
+                                "--max_tokens", str(N_GREEDY), "--temperature", "0",
+                                "--ignore_eos", "--output", "jsonl"],
+                               capture_output=True, text=True, timeout=300)
+            self.assertEqual(r.returncode, 0, "%s: memserve generate %r: %s" %
+                             (name, text, r.stderr[-2000:]))
+            objs = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+            got, final = [o["id"] for o in objs[:-1]], objs[-1]
+            ids = ref.encode(text)  # BOS + Python sentencepiece's ids
+            self.assertEqual(final["usage"]["prompt_tokens"], len(ids), "%s: %r" % (name, text))
+            self.assertEqual(got, ref.greedy(ids, N_GREEDY),
+                             "%s: memserve's greedy continuation of %r" % (name, text))
+
     def test_dense(self):
         self.run_shape("dense", SHAPES["dense"])
 
@@ -151,6 +179,8 @@ class ParityTest(unittest.TestCase):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--dump_model", required=True)
+    parser.add_argument("--memserve", required=True)
     args, rest = parser.parse_known_args()
     DUMP_MODEL = os.path.abspath(args.dump_model)
+    MEMSERVE = os.path.abspath(args.memserve)
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
