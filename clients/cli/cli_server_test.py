@@ -308,11 +308,5 @@ class ChatCommandsTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    argv = harness.parse_args()
-    if "--cli" in argv:
-        i = argv.index("--cli")
-        CLI = os.path.abspath(argv[i + 1])
-        del argv[i:i + 2]
-    if not CLI:
-        sys.exit("usage: cli_server_test.py --memserve PATH --cli PATH [unittest args]")
-    unittest.main(argv=argv, verbosity=2)
+    CLI = harness.take_path_arg("--cli")
+    harness.main()

@@ -116,11 +116,5 @@ class LoadgenServerTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    argv = harness.parse_args()
-    if "--loadgen" in argv:
-        i = argv.index("--loadgen")
-        LOADGEN = os.path.abspath(argv[i + 1])
-        del argv[i:i + 2]
-    if not LOADGEN:
-        sys.exit("usage: loadgen_server_test.py --memserve PATH --loadgen PATH [unittest args]")
-    unittest.main(argv=argv, verbosity=2)
+    LOADGEN = harness.take_path_arg("--loadgen")
+    harness.main()

@@ -92,6 +92,21 @@ def parse_args(argv=None):
     return rest
 
 
+def take_path_arg(flag, default_bazel_bin=None):
+    """Takes `flag PATH` out of sys.argv (the path of another binary a test
+    drives, e.g. --cli); returns it absolute, else ROOT/bazel-bin/
+    `default_bazel_bin` when given, else exits naming the flag."""
+    argv = sys.argv
+    if flag in argv and argv.index(flag) + 1 < len(argv):
+        i = argv.index(flag)
+        path = os.path.abspath(argv[i + 1])
+        del argv[i:i + 2]
+        return path
+    if default_bazel_bin:
+        return os.path.join(ROOT, "bazel-bin", default_bazel_bin)
+    sys.exit("usage: %s --memserve PATH %s PATH [unittest args]" % (sys.argv[0], flag))
+
+
 def main():
     """unittest.main with --memserve handled; verbose, so test.log shows each test."""
     import unittest

@@ -18,7 +18,6 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import grpc  # noqa: E402
 import harness  # noqa: E402
 from harness import pb, greedy  # noqa: E402
 
@@ -171,12 +170,5 @@ class GenerateTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    argv = list(sys.argv)
-    if "--memserve_cli" in argv:
-        i = argv.index("--memserve_cli")
-        CLI = os.path.abspath(argv[i + 1])
-        del argv[i:i + 2]
-    else:
-        CLI = os.path.join(harness.ROOT, "bazel-bin", "clients", "cli", "memserve-cli")
-    sys.argv = argv
+    CLI = harness.take_path_arg("--memserve_cli", "clients/cli/memserve-cli")
     harness.main()

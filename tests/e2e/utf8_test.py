@@ -141,12 +141,5 @@ class GeneratedTextTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    argv = list(sys.argv)
-    if "--cli" in argv:
-        i = argv.index("--cli")
-        CLI = os.path.abspath(argv[i + 1])
-        del argv[i:i + 2]
-    sys.argv = argv
-    if CLI is None:
-        CLI = os.path.join(harness.ROOT, "bazel-bin", "clients", "cli", "memserve-cli")
+    CLI = harness.take_path_arg("--cli", "clients/cli/memserve-cli")
     harness.main()
