@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "engine/request/validate.h"
 #include "engine/status_macros.h"
 
 namespace memserve {
@@ -119,9 +120,7 @@ Engine::~Engine() {
 absl::StatusOr<uint64_t> Engine::Submit(EngineRequest request,
                                         std::shared_ptr<RequestObserver> observer) {
   const ModelConfig& config = model_->config();
-  RETURN_IF_ERROR(ValidateSamplingOptions(request.options, config));
-  RETURN_IF_ERROR(
-      ValidatePromptTokens("prompt", request.prompt, request.options.max_tokens, config));
+  RETURN_IF_ERROR(ValidateRequest(request, config));
   const int n_prompt = static_cast<int>(request.prompt.size());
   SequenceRequest seq;
   seq.prompt_tokens = n_prompt;

@@ -32,6 +32,7 @@
 #include "engine/generate.h"
 #include "engine/load_model.h"
 #include "engine/model.h"
+#include "engine/request/request.h"
 #include "engine/scheduler.h"
 #include "engine/tokenizer.h"
 
@@ -52,14 +53,6 @@ struct EngineOptions {
   // Testing aid: sleep this long after every step, so that tests can hold
   // requests in flight on a tiny model. 0 in production.
   absl::Duration debug_step_delay = absl::ZeroDuration();
-};
-
-// One generation request, already tokenized.
-struct EngineRequest {
-  std::string id;           // for logs; need not be unique
-  std::vector<int> prompt;  // token ids, >= 1, each in the vocabulary
-  GenerateOptions options;  // prompt / prompt_ids are ignored
-  absl::Time deadline = absl::InfiniteFuture();
 };
 
 struct RequestTimings {
@@ -130,11 +123,11 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Checks and queues a request; returns its engine id. Errors (the observer
-  // is then never called): InvalidArgument naming the field and limit
-  // (prompt + max_tokens over the context or the whole KV pool, bad
-  // options), ResourceExhausted (--max_queue requests already wait),
-  // Unavailable (draining).
+  // Checks (ValidateRequest, engine/request/validate.h) and queues a request;
+  // returns its engine id. Errors (the observer is then never called):
+  // InvalidArgument naming the field and limit (prompt + max_tokens over the
+  // context or the whole KV pool, bad options), ResourceExhausted (--max_queue requests already
+  // wait), Unavailable (draining).
   absl::StatusOr<uint64_t> Submit(EngineRequest request, std::shared_ptr<RequestObserver> observer);
 
   // Stops request `id` (a no-op when it already ended): it leaves the queue or

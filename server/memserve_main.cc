@@ -26,6 +26,7 @@
 #include "engine/backend_factory.h"
 #include "engine/generate.h"
 #include "engine/load_model.h"
+#include "engine/request/validate.h"
 #include "server/command_line.h"
 #include "server/serve.h"
 
@@ -100,7 +101,7 @@ int RunGenerate() {
   opts.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
   opts.logprobs = absl::GetFlag(FLAGS_logprobs);
   // Check what needs no model first, so bad flags fail fast.
-  if (absl::Status s = opts.sampling.Validate(); !s.ok()) return Fail(s);
+  if (absl::Status s = ValidateSamplingParams(opts.sampling); !s.ok()) return Fail(s);
   LoadOptions load;
   load.model_dir = dir;
   load.threads = absl::GetFlag(FLAGS_threads);
@@ -113,12 +114,14 @@ int RunGenerate() {
   const std::unique_ptr<Model>& model = loaded->model;
   const std::unique_ptr<Tokenizer>& tokenizer = loaded->tokenizer;
   if (!max_tokens && !opts.prompt.empty()) {
-    // The server's rule for an unset max_tokens (docs/api.md); a prompt that
-    // leaves no room fails validation below.
+    // The server's rule for an unset max_tokens (docs/api.md), from the one
+    // request module; a prompt that leaves no room fails here.
     absl::StatusOr<std::vector<int>> ids = tokenizer->Encode(opts.prompt, /*add_bos=*/true);
     if (!ids.ok()) return Fail(ids.status());
-    const int context_left = model->config().max_seqlen - static_cast<int>(ids->size());
-    opts.max_tokens = std::max(1, std::min(kDefaultMaxTokens, context_left));
+    absl::StatusOr<int> resolved = ResolveMaxTokens(std::nullopt, static_cast<int>(ids->size()),
+                                                    kDefaultMaxTokens, model->config());
+    if (!resolved.ok()) return Fail(resolved.status());
+    opts.max_tokens = *resolved;
   }
 
   const bool jsonl = output == "jsonl";

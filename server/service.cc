@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/generate.h"
+#include "engine/request/validate.h"
 #include "server/grpc_status.h"
 
 namespace memserve {
@@ -452,10 +453,8 @@ grpc::ServerUnaryReactor* MemServeService::Tokenize(grpc::CallbackServerContext*
                                                     v1::TokenizeResponse* response) {
   Engine* engine = engine_.load();
   if (engine == nullptr) return Answer(context, LoadingError());
-  if (request->text().size() > kMaxPromptBytes) {
-    return Answer(context, absl::InvalidArgumentError(absl::StrCat(
-                               "text is ", request->text().size(), " bytes; the limit is ",
-                               kMaxPromptBytes, " (max_prompt_bytes)")));
+  if (absl::Status s = ValidateTextBytes("text", request->text()); !s.ok()) {
+    return Answer(context, s);
   }
   const bool add_bos = request->has_add_bos() ? request->add_bos() : true;
   absl::StatusOr<std::vector<int>> ids = engine->tokenizer().Encode(request->text(), add_bos);
@@ -473,14 +472,12 @@ grpc::ServerUnaryReactor* MemServeService::Detokenize(grpc::CallbackServerContex
                                                       v1::DetokenizeResponse* response) {
   Engine* engine = engine_.load();
   if (engine == nullptr) return Answer(context, LoadingError());
-  const int vocab = engine->model().config().vocab_size;
   const auto& ids = request->token_ids();
-  for (int i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= vocab) {
-      return Answer(context, absl::InvalidArgumentError(
-                                 absl::StrCat("token_ids[", i, "] = ", ids[i],
-                                              " is outside the vocabulary [0, ", vocab, ")")));
-    }
+  if (absl::Status s = ValidateTokenIds(
+          "token_ids", absl::MakeConstSpan(ids.data(), static_cast<size_t>(ids.size())),
+          engine->Info().config.vocab_size);
+      !s.ok()) {
+    return Answer(context, s);
   }
   response->set_text(
       engine->tokenizer().Decode(absl::MakeConstSpan(ids.data(), static_cast<size_t>(ids.size()))));
