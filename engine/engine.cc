@@ -1,9 +1,12 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "engine/request/validate.h"
 #include "engine/status_macros.h"
 
 namespace memserve {
@@ -25,28 +28,61 @@ struct Engine::Live {
   absl::Status end_status = absl::CancelledError("the request was cancelled");
 };
 
-Engine::Engine(std::unique_ptr<Model> model, std::unique_ptr<Tokenizer> tokenizer,
-               std::unique_ptr<Scheduler> scheduler, std::unique_ptr<KvCache> cache,
-               const EngineOptions& options)
-    : model_(std::move(model)),
-      tokenizer_(std::move(tokenizer)),
+namespace {
+
+// The name of a model served from `model_dir`: the directory's base name,
+// also when `model_dir` ends with a slash or is ".".
+std::string ModelNameOf(const std::string& model_dir) {
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::absolute(model_dir, ec);
+  if (ec) p = model_dir;
+  p = p.lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();
+  return p.filename().string();
+}
+
+}  // namespace
+
+Engine::Engine(LoadedModel loaded, std::unique_ptr<Scheduler> scheduler,
+               std::unique_ptr<KvCache> cache, const EngineOptions& options)
+    : model_(std::move(loaded.model)),
+      tokenizer_(std::move(loaded.tokenizer)),
       options_(options),
       cache_(std::move(cache)),
       scheduler_(std::move(scheduler)) {
+  const ModelConfig& config = model_->config();
+  info_.model_name =
+      options.model_name.empty() ? ModelNameOf(options.model_dir) : options.model_name;
+  info_.model_dir = options.model_dir;
+  info_.device = DeviceName(loaded.device);
+  info_.config = config;
+  info_.tokenizer = tokenizer_->kind();
+  info_.bos_id = tokenizer_->bos_id();
+  info_.eos_id = tokenizer_->eos_id();
+  if (!config.memory.layers.empty()) {
+    info_.value_table_placement = ValueTablePlacement(loaded.device);
+    info_.value_table_bytes = model_->value_table_bytes();
+  }
+  info_.context_length = config.max_seqlen;
+  const SchedulerOptions& sched = scheduler_->options();
+  info_.kv_blocks = sched.num_blocks;
+  info_.kv_block_tokens = sched.block_size;
+  info_.kv_cache_bytes = model_->KvBytesPerBlock(sched.block_size) * sched.num_blocks;
   thread_ = std::thread([this] { Loop(); });
 }
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Model> model,
-                                                       std::unique_ptr<Tokenizer> tokenizer,
-                                                       const EngineOptions& options) {
-  if (model == nullptr || tokenizer == nullptr) {
-    return absl::InvalidArgumentError("Engine::Create: model and tokenizer are required");
-  }
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   SchedulerOptions sched = options.scheduler;
   if (sched.block_size < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("--block_size must be >= 1, got ", sched.block_size));
   }
+  LoadOptions load;
+  load.model_dir = options.model_dir;
+  load.device = options.device;
+  load.threads = options.threads;
+  ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(load));
+  const Model* model = loaded.model.get();
   const ModelConfig& config = model->config();
   const int blocks_per_sequence = (config.max_seqlen + sched.block_size - 1) / sched.block_size;
   if (sched.num_blocks == 0) {
@@ -63,8 +99,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Model> mo
   layout.num_blocks = sched.num_blocks;
   layout.kv_dim = static_cast<int64_t>(config.n_kv_heads) * config.head_dim;
   ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, model->NewPagedCache(layout));
-  return std::unique_ptr<Engine>(new Engine(std::move(model), std::move(tokenizer),
-                                            std::move(scheduler), std::move(cache), options));
+  return std::unique_ptr<Engine>(
+      new Engine(std::move(loaded), std::move(scheduler), std::move(cache), options));
 }
 
 Engine::~Engine() {
@@ -84,9 +120,7 @@ Engine::~Engine() {
 absl::StatusOr<uint64_t> Engine::Submit(EngineRequest request,
                                         std::shared_ptr<RequestObserver> observer) {
   const ModelConfig& config = model_->config();
-  RETURN_IF_ERROR(ValidateSamplingOptions(request.options, config));
-  RETURN_IF_ERROR(
-      ValidatePromptTokens("prompt", request.prompt, request.options.max_tokens, config));
+  RETURN_IF_ERROR(ValidateRequest(request, config));
   const int n_prompt = static_cast<int>(request.prompt.size());
   SequenceRequest seq;
   seq.prompt_tokens = n_prompt;

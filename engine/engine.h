@@ -6,7 +6,9 @@
 // own RNG (RequestDecoder), so a request's tokens do not depend on what else
 // is in the batch.
 //
-//   auto engine = Engine::Create(std::move(model), std::move(tokenizer), options);
+//   EngineOptions options;
+//   options.model_dir = "models/demo";
+//   auto engine = Engine::Create(options);   // loads and assembles everything
 //   auto id = (*engine)->Submit(std::move(request), observer);   // any thread
 //   (*engine)->Cancel(*id);                                      // any thread
 //   (*engine)->Drain(absl::Seconds(30));                         // shutdown
@@ -26,14 +28,24 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/backend_factory.h"
 #include "engine/generate.h"
+#include "engine/load_model.h"
 #include "engine/model.h"
+#include "engine/request/request.h"
 #include "engine/scheduler.h"
 #include "engine/tokenizer.h"
 
 namespace memserve {
 
 struct EngineOptions {
+  // What to load and where (LoadModel, engine/load_model.h).
+  std::string model_dir;
+  Device device = Device::kCpu;
+  int threads = 0;  // CPU threads for the ops; 0 = one per hardware thread
+  // The model's name in Info() (GetModelInfo); empty = the base name of
+  // model_dir.
+  std::string model_name;
   // num_blocks 0 = enough blocks for max_batch_size sequences of the whole
   // context, capped at kv_cache_bytes.
   SchedulerOptions scheduler;
@@ -41,14 +53,6 @@ struct EngineOptions {
   // Testing aid: sleep this long after every step, so that tests can hold
   // requests in flight on a tiny model. 0 in production.
   absl::Duration debug_step_delay = absl::ZeroDuration();
-};
-
-// One generation request, already tokenized.
-struct EngineRequest {
-  std::string id;           // for logs; need not be unique
-  std::vector<int> prompt;  // token ids, >= 1, each in the vocabulary
-  GenerateOptions options;  // prompt / prompt_ids are ignored
-  absl::Time deadline = absl::InfiniteFuture();
 };
 
 struct RequestTimings {
@@ -71,6 +75,28 @@ class RequestObserver {
   virtual void OnDone(absl::StatusOr<GenerateResult> result, const RequestTimings& timings) = 0;
 };
 
+// What the engine serves and how (GetModelInfo, the server's log). Fixed
+// after Create.
+struct EngineInfo {
+  std::string model_name;
+  std::string model_dir;
+  std::string device;     // "cpu" or "cuda" (DeviceName)
+  ModelConfig config;     // shape, memory layers, tokenizer setting, context length
+  std::string tokenizer;  // Tokenizer::kind(): "bytes" or "sp"
+  int bos_id = -1;
+  int eos_id = -1;
+  // Memory value table(s): where they live (ModelInfo.memory.placement,
+  // e.g. "cpu-mmap") and their bytes as stored; "" and 0 for a dense model.
+  std::string value_table_placement;
+  int64_t value_table_bytes = 0;
+  int context_length = 0;  // tokens: prompt + generated <= this (max_seqlen)
+  // The paged K/V cache: blocks of kv_block_tokens tokens, kv_cache_bytes
+  // allocated in all.
+  int kv_blocks = 0;
+  int kv_block_tokens = 0;
+  int64_t kv_cache_bytes = 0;
+};
+
 struct EngineStats {
   int running = 0;
   int waiting = 0;
@@ -85,21 +111,23 @@ struct EngineStats {
 
 class Engine {
  public:
-  // Sizes the KV pool, allocates it and starts the engine thread. Errors
-  // name the option (--num_blocks, ...) and the limit.
-  static absl::StatusOr<std::unique_ptr<Engine>> Create(std::unique_ptr<Model> model,
-                                                        std::unique_ptr<Tokenizer> tokenizer,
-                                                        const EngineOptions& options);
+  // Assembles everything: checks the device, loads the model and tokenizer
+  // (LoadModel), sizes and allocates the KV pool, builds the scheduler and
+  // starts the engine thread. Errors: InvalidArgument naming the option
+  // (--device, --block_size, --num_blocks, ...) and the limit; Unimplemented
+  // for a device this build lacks (--device cuda); the load errors of
+  // LoadModel (a missing or corrupt checkpoint, naming the file).
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
   // Cancels what is left (observers get Unavailable) and joins the thread.
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Checks and queues a request; returns its engine id. Errors (the observer
-  // is then never called): InvalidArgument naming the field and limit
-  // (prompt + max_tokens over the context or the whole KV pool, bad
-  // options), ResourceExhausted (--max_queue requests already wait),
-  // Unavailable (draining).
+  // Checks (ValidateRequest, engine/request/validate.h) and queues a request;
+  // returns its engine id. Errors (the observer is then never called):
+  // InvalidArgument naming the field and limit (prompt + max_tokens over the
+  // context or the whole KV pool, bad options), ResourceExhausted (--max_queue requests already
+  // wait), Unavailable (draining).
   absl::StatusOr<uint64_t> Submit(EngineRequest request, std::shared_ptr<RequestObserver> observer);
 
   // Stops request `id` (a no-op when it already ended): it leaves the queue or
@@ -113,14 +141,14 @@ class Engine {
   void Drain(absl::Duration timeout);
 
   EngineStats Stats() const;
+  const EngineInfo& Info() const { return info_; }
   const Model& model() const { return *model_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const SchedulerOptions& scheduler_options() const { return scheduler_->options(); }
 
  private:
   struct Live;  // per-request state of the engine loop
-  Engine(std::unique_ptr<Model> model, std::unique_ptr<Tokenizer> tokenizer,
-         std::unique_ptr<Scheduler> scheduler, std::unique_ptr<KvCache> cache,
+  Engine(LoadedModel loaded, std::unique_ptr<Scheduler> scheduler, std::unique_ptr<KvCache> cache,
          const EngineOptions& options);
 
   void Loop();
@@ -133,6 +161,7 @@ class Engine {
   const std::unique_ptr<Model> model_;
   const std::unique_ptr<Tokenizer> tokenizer_;
   const EngineOptions options_;
+  EngineInfo info_;                 // set by the constructor, then read-only
   std::unique_ptr<KvCache> cache_;  // engine thread only
 
   mutable std::mutex mu_;

@@ -92,20 +92,19 @@ struct Solo {
 class EngineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto model = Model::Load(kDemoDir, ModelOptions{2});
-    ASSERT_TRUE(model.ok()) << model.status();
-    solo_model_ = model->release();
-    auto tokenizer = Tokenizer::Create(solo_model_->config().tokenizer, kDemoDir);
-    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-    tokenizer_ = tokenizer->release();
+    LoadOptions load;
+    load.model_dir = kDemoDir;
+    load.threads = 2;
+    auto loaded = LoadModel(load);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    solo_model_ = loaded->model.release();
+    tokenizer_ = loaded->tokenizer.release();
   }
 
   std::unique_ptr<Engine> MakeEngine(EngineOptions options) {
-    auto model = Model::Load(kDemoDir, ModelOptions{2});
-    EXPECT_TRUE(model.ok()) << model.status();
-    auto tokenizer = Tokenizer::Create((*model)->config().tokenizer, kDemoDir);
-    EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
-    auto engine = Engine::Create(std::move(*model), std::move(*tokenizer), options);
+    options.model_dir = kDemoDir;
+    options.threads = 2;
+    auto engine = Engine::Create(options);
     EXPECT_TRUE(engine.ok()) << engine.status();
     return std::move(*engine);
   }
@@ -314,6 +313,70 @@ TEST_F(EngineTest, BadRequestsNameTheField) {
   r.options.stop.assign(10000, "x");
   EXPECT_THAT(submit(r).message(), HasSubstr("stop has 10000 strings; the limit is 64"));
   ExpectIdle(*engine);
+}
+
+TEST(EngineCreateTest, BadModelDirNamesTheFile) {
+  EngineOptions options;
+  options.model_dir = "/nonexistent/memserve/model";
+  auto engine = Engine::Create(options);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_NE(engine.status().code(), absl::StatusCode::kOk);
+  EXPECT_THAT(engine.status().message(), HasSubstr("/nonexistent/memserve/model"));
+}
+
+TEST(EngineCreateTest, CudaIsUnimplementedAndNamesTheFlag) {
+  EngineOptions options;
+  options.model_dir = kDemoDir;
+  options.device = Device::kCuda;
+  auto engine = Engine::Create(options);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(engine.status().message(), HasSubstr("--device cuda"));
+}
+
+TEST(EngineCreateTest, UnknownDeviceIsInvalidArgumentNamingTheFlag) {
+  auto device = ParseDevice("tpu");
+  ASSERT_FALSE(device.ok());
+  EXPECT_EQ(device.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(device.status().message(), "--device must be cpu or cuda, got 'tpu'");
+  EXPECT_EQ(*ParseDevice("cpu"), Device::kCpu);
+  EXPECT_EQ(*ParseDevice("cuda"), Device::kCuda);
+}
+
+TEST(EngineCreateTest, BadSchedulerOptionNamesTheFlag) {
+  EngineOptions options;
+  options.model_dir = kDemoDir;
+  options.scheduler.block_size = 0;
+  auto engine = Engine::Create(options);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(engine.status().message(), HasSubstr("--block_size"));
+}
+
+TEST_F(EngineTest, InfoDescribesTheAssembledEngine) {
+  EngineOptions options;
+  options.scheduler.block_size = 16;
+  options.scheduler.num_blocks = 10;
+  auto engine = MakeEngine(options);
+  const EngineInfo& info = engine->Info();
+  EXPECT_EQ(info.model_name, "demo");  // the directory's base name
+  EXPECT_EQ(info.model_dir, kDemoDir);
+  EXPECT_EQ(info.device, "cpu");
+  EXPECT_EQ(info.tokenizer, tokenizer_->kind());
+  EXPECT_EQ(info.bos_id, tokenizer_->bos_id());
+  EXPECT_EQ(info.eos_id, tokenizer_->eos_id());
+  EXPECT_EQ(info.context_length, solo_model_->config().max_seqlen);
+  EXPECT_EQ(info.config.dim, solo_model_->config().dim);
+  ASSERT_FALSE(info.config.memory.layers.empty());  // the demo model has memory layers
+  EXPECT_EQ(info.value_table_placement, "cpu-mmap");
+  EXPECT_EQ(info.value_table_bytes, solo_model_->value_table_bytes());
+  EXPECT_GT(info.value_table_bytes, 0);
+  EXPECT_EQ(info.kv_blocks, 10);
+  EXPECT_EQ(info.kv_block_tokens, 16);
+  EXPECT_EQ(info.kv_cache_bytes, 10 * solo_model_->KvBytesPerBlock(16));
+
+  options.model_name = "served-as";
+  EXPECT_EQ(MakeEngine(options)->Info().model_name, "served-as");
 }
 
 TEST_F(EngineTest, DrainFinishesInFlightAndRefusesNewRequests) {

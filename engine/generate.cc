@@ -21,83 +21,6 @@ const char* FinishReasonName(FinishReason r) {
   return "unknown";
 }
 
-absl::Status ValidateSamplingOptions(const GenerateOptions& o, const ModelConfig& config) {
-  if (o.max_tokens < 1 || o.max_tokens > config.max_seqlen) {
-    return absl::InvalidArgumentError(absl::StrCat("max_tokens must be in [1, ", config.max_seqlen,
-                                                   "] (the model's max_seqlen), got ",
-                                                   o.max_tokens));
-  }
-  if (o.min_tokens < 0 || o.min_tokens > o.max_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "min_tokens must be in [0, max_tokens = ", o.max_tokens, "], got ", o.min_tokens));
-  }
-  if (o.logprobs < 0 || o.logprobs > kMaxLogprobs) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("logprobs must be in [0, ", kMaxLogprobs, "], got ", o.logprobs));
-  }
-  if (o.stop.size() > static_cast<size_t>(kMaxStopStrings)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("stop has ", o.stop.size(), " strings; the limit is ", kMaxStopStrings));
-  }
-  for (size_t i = 0; i < o.stop.size(); ++i) {
-    if (o.stop[i].empty() || o.stop[i].size() > static_cast<size_t>(kMaxStopStringBytes)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "stop[", i, "] is ", o.stop[i].size(), " bytes; it must be 1 to ", kMaxStopStringBytes));
-    }
-    if (!IsValidUtf8(o.stop[i])) {
-      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is not valid UTF-8"));
-    }
-  }
-  if (o.stop_token_ids.size() > static_cast<size_t>(kMaxStopTokenIds)) {
-    return absl::InvalidArgumentError(absl::StrCat("stop_token_ids has ", o.stop_token_ids.size(),
-                                                   " ids; the limit is ", kMaxStopTokenIds));
-  }
-  for (size_t i = 0; i < o.stop_token_ids.size(); ++i) {
-    if (o.stop_token_ids[i] < 0 || o.stop_token_ids[i] >= config.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("stop_token_ids[", i, "] = ", o.stop_token_ids[i],
-                       " is outside the vocabulary [0, ", config.vocab_size, ")"));
-    }
-  }
-  return o.sampling.Validate();
-}
-
-absl::Status ValidatePromptTokens(absl::string_view field, absl::Span<const int> prompt,
-                                  int max_tokens, const ModelConfig& config) {
-  if (prompt.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " is empty"));
-  for (size_t i = 0; i < prompt.size(); ++i) {
-    if (prompt[i] < 0 || prompt[i] >= config.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "] = ", prompt[i],
-                                                     " is outside the vocabulary [0, ",
-                                                     config.vocab_size, ")"));
-    }
-  }
-  if (static_cast<int64_t>(prompt.size()) + max_tokens > config.max_seqlen) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, " (", prompt.size(), " tokens) + max_tokens (", max_tokens,
-        ") exceeds the model's context of ", config.max_seqlen, " tokens (max_seqlen)"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ValidateGenerateOptions(const GenerateOptions& o, const ModelConfig& config) {
-  if (o.prompt_ids.empty() && o.prompt.empty()) {
-    return absl::InvalidArgumentError("prompt is empty");
-  }
-  if (o.prompt.size() > kMaxPromptBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("prompt is ", o.prompt.size(), " bytes; the limit is ", kMaxPromptBytes));
-  }
-  if (o.prompt_ids.empty() && !IsValidUtf8(o.prompt)) {
-    return absl::InvalidArgumentError("prompt is not valid UTF-8");
-  }
-  if (!o.prompt_ids.empty()) {
-    RETURN_IF_ERROR(ValidateSamplingOptions(o, config));
-    return ValidatePromptTokens("prompt_ids", o.prompt_ids, o.max_tokens, config);
-  }
-  return ValidateSamplingOptions(o, config);
-}
-
 RequestDecoder::RequestDecoder(const Tokenizer& tokenizer, const GenerateOptions& options,
                                std::vector<int> prompt)
     : tokenizer_(tokenizer),
@@ -188,7 +111,7 @@ absl::StatusOr<GenerateResult> Generate(Model& model, const Tokenizer& tokenizer
   if (prompt.empty()) {
     ASSIGN_OR_RETURN(prompt, tokenizer.Encode(options.prompt, /*add_bos=*/true));
   }
-  RETURN_IF_ERROR(ValidatePromptTokens("prompt", prompt, options.max_tokens, config));
+  RETURN_IF_ERROR(ValidatePromptTokens(prompt, options.max_tokens, config));
   const int n_prompt = static_cast<int>(prompt.size());
 
   auto cache = model.NewCache(n_prompt + options.max_tokens);

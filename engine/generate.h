@@ -1,6 +1,7 @@
 // Generate: one request, start to finish, on one model (no batching). The
 // CLI's `memserve generate` runs on it; the batched engine reuses its pieces
-// (validation, stop handling, event shape).
+// (stop handling, event shape). Requests are validated by
+// engine/request/validate.h.
 #ifndef MEMSERVE_ENGINE_GENERATE_H_
 #define MEMSERVE_ENGINE_GENERATE_H_
 
@@ -13,38 +14,13 @@
 #include "absl/types/span.h"
 #include "engine/config.h"
 #include "engine/model.h"
+#include "engine/request/request.h"
+#include "engine/request/validate.h"
 #include "engine/sampling.h"
 #include "engine/stop_strings.h"
 #include "engine/tokenizer.h"
 
 namespace memserve {
-
-// Request limits that are not model properties.
-inline constexpr int kMaxStopStrings = 64;
-inline constexpr int kMaxStopStringBytes = 256;
-inline constexpr int kMaxLogprobs = 20;
-inline constexpr int kMaxStopTokenIds = 64;
-inline constexpr size_t kMaxPromptBytes = 4 << 20;
-// max_tokens of a request that leaves it unset, capped by the context left
-// after the prompt: the server's --default_max_tokens default and
-// `memserve generate`'s (docs/api.md).
-inline constexpr int kDefaultMaxTokens = 256;
-
-struct GenerateOptions {
-  std::string prompt;           // UTF-8 text; encoded with BOS. Ignored when
-  std::vector<int> prompt_ids;  // prompt_ids is non-empty (used as is, no BOS added)
-  SamplingParams sampling;
-  int max_tokens = 128;  // >= 1; prompt + max_tokens <= max_seqlen
-  // Before this many tokens, EOS and stop tokens cannot be sampled and stop
-  // strings are not matched (a stop string must lie wholly in the text of
-  // later tokens). [0, max_tokens].
-  int min_tokens = 0;
-  std::vector<std::string> stop;    // stop strings; output is cut before the match
-  std::vector<int> stop_token_ids;  // sampling one ends generation (kStop)
-  bool include_stop_str = false;
-  bool ignore_eos = false;
-  int logprobs = 0;  // top-n alternatives per token, 0..kMaxLogprobs
-};
 
 struct TokenLogprob {
   int id = 0;
@@ -73,22 +49,6 @@ struct GenerateResult {
   std::string stop_string;    // kStop by a stop string: the one that matched
   int stop_token_id = -1;     // kStop by a stop token: its id; else -1
 };
-
-// Checks everything but the prompt against the model's limits. Errors are
-// InvalidArgument whose message starts with the field name (max_tokens,
-// min_tokens, logprobs, stop[i], stop_token_ids[i], temperature, ...), so a
-// caller can prefix its own path.
-absl::Status ValidateSamplingOptions(const GenerateOptions& options, const ModelConfig& config);
-
-// A tokenized prompt against the model: non-empty, every id in the
-// vocabulary, and prompt + max_tokens within max_seqlen. InvalidArgument
-// naming `field` ("prompt_ids[3] = ...") and the limit.
-absl::Status ValidatePromptTokens(absl::string_view field, absl::Span<const int> prompt,
-                                  int max_tokens, const ModelConfig& config);
-
-// ValidateSamplingOptions plus the prompt (text or ids). Errors are
-// InvalidArgument naming the field and the limit.
-absl::Status ValidateGenerateOptions(const GenerateOptions& options, const ModelConfig& config);
 
 // The per-request half of generation, shared by Generate and the batched
 // engine: samples each next token from the logits the model produced for the

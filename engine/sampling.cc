@@ -4,17 +4,10 @@
 #include <cmath>
 #include <limits>
 
-#include "absl/strings/str_cat.h"
-
 namespace memserve {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-absl::Status RangeError(const char* field, float value, const char* range) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, " must be in ", range, ", got ", value));
-}
 
 inline float Sanitize(float v) { return std::isnan(v) ? kNegInf : v; }
 
@@ -29,28 +22,6 @@ bool Better(const C& a, const C& b) {
 constexpr size_t kTopPPartialSort = 256;
 
 }  // namespace
-
-absl::Status SamplingParams::Validate() const {
-  if (!std::isfinite(temperature) || temperature < 0.0f) {
-    return RangeError("temperature", temperature, "[0, inf) (0 = greedy)");
-  }
-  if (top_k < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("top_k must be >= 0 (0 = off), got ", top_k));
-  }
-  if (!(top_p > 0.0f && top_p <= 1.0f)) return RangeError("top_p", top_p, "(0, 1]");
-  if (!(min_p >= 0.0f && min_p <= 1.0f)) return RangeError("min_p", min_p, "[0, 1]");
-  if (!(repetition_penalty > 0.0f && repetition_penalty <= kMaxRepetitionPenalty)) {
-    return RangeError("repetition_penalty", repetition_penalty, "(0, 10] (1 = off)");
-  }
-  if (!(std::fabs(frequency_penalty) <= kMaxAbsFrequencyPenalty)) {
-    return RangeError("frequency_penalty", frequency_penalty, "[-2, 2]");
-  }
-  if (!(std::fabs(presence_penalty) <= kMaxAbsPresencePenalty)) {
-    return RangeError("presence_penalty", presence_penalty, "[-2, 2]");
-  }
-  return absl::OkStatus();
-}
 
 Sampler::Sampler(const SamplingParams& params) : params_(params) {
   if (params_.has_seed) {

@@ -9,7 +9,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/status/status.h"
 #include "absl/types/span.h"
 
 namespace memserve {
@@ -36,12 +35,7 @@ struct SamplingParams {
   uint64_t seed = 0;
   bool has_seed = false;
 
-  // InvalidArgument naming the field and its limit:
-  //   temperature finite and >= 0, top_k >= 0, top_p in (0, 1], min_p in [0, 1],
-  //   repetition_penalty in (0, kMaxRepetitionPenalty],
-  //   frequency_penalty and presence_penalty in [-2, 2].
-  absl::Status Validate() const;
-
+  // Limits, checked by ValidateSamplingParams (engine/request/validate.h).
   static constexpr float kMaxRepetitionPenalty = 10.0f;
   static constexpr float kMaxAbsFrequencyPenalty = 2.0f;
   static constexpr float kMaxAbsPresencePenalty = 2.0f;
@@ -51,7 +45,7 @@ struct SamplingParams {
 // requests. Not thread-safe (one request at a time); cheap to create.
 class Sampler {
  public:
-  // REQUIRES: params.Validate().ok().
+  // REQUIRES: ValidateSamplingParams(params).ok().
   explicit Sampler(const SamplingParams& params);
 
   // The next token for `logits` ([vocab]), given the sequence so far

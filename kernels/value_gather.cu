@@ -7,13 +7,14 @@
 namespace memserve::kernels {
 namespace {
 
-// One block per output row n; threads stride over v_dim. Each thread keeps
-// an fp32 accumulator per column it owns.
+// One block per output row n; threads stride over the v_dim columns of the
+// slice. Each thread keeps an fp32 accumulator per column it owns. `values`
+// already points at column col0 of row 0; rows are row_stride apart.
 __global__ void ValueGatherKernel(const __nv_bfloat16* __restrict__ values,
                                   const int64_t* __restrict__ indices,
                                   const float* __restrict__ weights,
                                   float* __restrict__ out, int64_t rows,
-                                  int v_dim, int k) {
+                                  int64_t row_stride, int v_dim, int k) {
   const int n = blockIdx.x;
   const int64_t* idx = indices + static_cast<int64_t>(n) * k;
   const float* w = weights + static_cast<int64_t>(n) * k;
@@ -22,7 +23,7 @@ __global__ void ValueGatherKernel(const __nv_bfloat16* __restrict__ values,
     for (int j = 0; j < k; ++j) {
       const int64_t row = idx[j];
       if (row < 0 || row >= rows) continue;
-      acc += w[j] * __bfloat162float(values[row * v_dim + c]);
+      acc += w[j] * __bfloat162float(values[row * row_stride + c]);
     }
     out[static_cast<int64_t>(n) * v_dim + c] = acc;
   }
@@ -39,6 +40,18 @@ absl::Status ValueGatherParams::Validate() const {
   if (v_dim <= 0) return absl::InvalidArgumentError(absl::StrCat("ValueGatherParams.v_dim must be > 0, got ", v_dim));
   if (n < 0 || n > (1 << 30)) return absl::InvalidArgumentError(absl::StrCat("ValueGatherParams.n must be in [0, 2^30], got ", n));
   if (k <= 0 || k > 4096) return absl::InvalidArgumentError(absl::StrCat("ValueGatherParams.k must be in [1, 4096], got ", k));
+  if (row_stride < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ValueGatherParams.row_stride must be >= 0 (0 = v_dim), got ", row_stride));
+  }
+  if (col0 < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("ValueGatherParams.col0 must be >= 0, got ", col0));
+  }
+  if (col0 + v_dim > effective_row_stride()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ValueGatherParams: the slice [col0, col0 + v_dim) = [", col0, ", ", col0 + v_dim,
+        ") is past the row (row_stride ", effective_row_stride(), ")"));
+  }
   return absl::OkStatus();
 }
 
@@ -48,8 +61,8 @@ absl::Status LaunchValueGather(const ValueGatherParams& p, void* stream) {
   if (p.n == 0) return absl::OkStatus();
   const int threads = p.v_dim >= 256 ? 256 : ((p.v_dim + 31) / 32) * 32;
   ValueGatherKernel<<<p.n, threads, 0, static_cast<cudaStream_t>(stream)>>>(
-      reinterpret_cast<const __nv_bfloat16*>(p.values), p.indices, p.weights,
-      p.out, p.rows, p.v_dim, p.k);
+      reinterpret_cast<const __nv_bfloat16*>(p.values) + p.col0, p.indices, p.weights, p.out,
+      p.rows, p.effective_row_stride(), p.v_dim, p.k);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("value_gather launch: ", cudaGetErrorString(err)));

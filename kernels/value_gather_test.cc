@@ -6,7 +6,9 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -45,28 +47,42 @@ TEST(ValueGatherParamsTest, ValidateNamesTheField) {
   EXPECT_NE(p.Validate().message().find("k must be"), std::string::npos);
   p.k = 1;
   EXPECT_TRUE(p.Validate().ok());
+  // A column slice must lie within the row.
+  p.row_stride = 8;
+  p.col0 = 4;
+  EXPECT_TRUE(p.Validate().ok());
+  p.col0 = 5;
+  EXPECT_NE(p.Validate().message().find("past the row (row_stride 8)"), std::string::npos);
+  p.col0 = -1;
+  EXPECT_NE(p.Validate().message().find("col0 must be >= 0"), std::string::npos);
+  p.col0 = 0;
+  p.row_stride = -2;
+  EXPECT_NE(p.Validate().message().find("row_stride must be >= 0"), std::string::npos);
+  p.row_stride = 2;  // narrower than v_dim = 4
+  EXPECT_NE(p.Validate().message().find("past the row"), std::string::npos);
 }
 
-TEST(ValueGatherTest, MatchesCpuReference) {
-  std::string why;
-  if (ListCudaDevices(&why).empty()) GTEST_SKIP() << "no CUDA device: " << why;
-  const int64_t rows = 4096;
-  const int v_dim = 200, n = 37, k = 64;
+// Runs the kernel on random inputs and compares it with a CPU reference by
+// NMSE. The table is [rows, row_stride] (row_stride 0 = v_dim) and the
+// kernel reads its columns [col0, col0 + v_dim).
+void ExpectMatchesCpuReference(int64_t rows, int64_t row_stride, int64_t col0, int v_dim, int n,
+                               int k) {
+  const int64_t stride = row_stride == 0 ? v_dim : row_stride;
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
   std::uniform_int_distribution<int64_t> row(0, rows - 1);
-  std::vector<uint16_t> values(rows * v_dim);
+  std::vector<uint16_t> values(rows * stride);
   for (auto& x : values) x = ToBf16(normal(rng));
   std::vector<int64_t> idx(n * k);
   for (auto& x : idx) x = row(rng);
   std::vector<float> w(n * k);
   for (auto& x : w) x = normal(rng);
 
-  std::vector<float> want(n * v_dim, 0.f);
+  std::vector<float> want(n * v_dim, 0.f);  // [n, v_dim]
   for (int i = 0; i < n; ++i)
     for (int j = 0; j < k; ++j)
       for (int c = 0; c < v_dim; ++c)
-        want[i * v_dim + c] += w[i * k + j] * FromBf16(values[idx[i * k + j] * v_dim + c]);
+        want[i * v_dim + c] += w[i * k + j] * FromBf16(values[idx[i * k + j] * stride + col0 + c]);
 
   uint16_t* d_values;
   int64_t* d_idx;
@@ -78,7 +94,17 @@ TEST(ValueGatherTest, MatchesCpuReference) {
   cudaMemcpy(d_values, values.data(), values.size() * 2, cudaMemcpyHostToDevice);
   cudaMemcpy(d_idx, idx.data(), idx.size() * 8, cudaMemcpyHostToDevice);
   cudaMemcpy(d_w, w.data(), w.size() * 4, cudaMemcpyHostToDevice);
-  ValueGatherParams p{d_values, d_idx, d_w, d_out, rows, v_dim, n, k};
+  ValueGatherParams p;
+  p.values = d_values;
+  p.indices = d_idx;
+  p.weights = d_w;
+  p.out = d_out;
+  p.rows = rows;
+  p.v_dim = v_dim;
+  p.n = n;
+  p.k = k;
+  p.row_stride = row_stride;
+  p.col0 = col0;
   ASSERT_TRUE(LaunchValueGather(p, nullptr).ok());
   std::vector<float> got(want.size());
   ASSERT_EQ(cudaMemcpy(got.data(), d_out, got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
@@ -87,11 +113,25 @@ TEST(ValueGatherTest, MatchesCpuReference) {
     err += (got[i] - want[i]) * (got[i] - want[i]);
     ref += want[i] * want[i];
   }
-  EXPECT_LT(err / ref, 1e-10);  // NMSE
+  EXPECT_LT(err / ref, 1e-10) << "row_stride " << row_stride << " col0 " << col0;  // NMSE
   cudaFree(d_values);
   cudaFree(d_idx);
   cudaFree(d_w);
   cudaFree(d_out);
+}
+
+TEST(ValueGatherTest, MatchesCpuReference) {
+  std::string why;
+  if (ListCudaDevices(&why).empty()) GTEST_SKIP() << "no CUDA device: " << why;
+  ExpectMatchesCpuReference(/*rows=*/4096, /*row_stride=*/0, /*col0=*/0, /*v_dim=*/200, 37, 64);
+}
+
+// One shard's column slice of a wider table: the middle, and the last slice.
+TEST(ValueGatherTest, ColumnSliceMatchesCpuReference) {
+  std::string why;
+  if (ListCudaDevices(&why).empty()) GTEST_SKIP() << "no CUDA device: " << why;
+  ExpectMatchesCpuReference(/*rows=*/4096, /*row_stride=*/256, /*col0=*/64, /*v_dim=*/64, 37, 64);
+  ExpectMatchesCpuReference(/*rows=*/1000, /*row_stride=*/200, /*col0=*/150, /*v_dim=*/50, 5, 32);
 }
 
 }  // namespace

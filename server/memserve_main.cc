@@ -1,13 +1,14 @@
 // memserve: the command-line entry point.
 //
 //   memserve serve [--model DIR] [--listen HOST:PORT] [serving flags]   (server/serve.h)
-//   memserve generate [--model DIR] --prompt TEXT [--max_tokens N] [--temperature T]
+//   memserve generate [--model DIR] [--device cpu|cuda] --prompt TEXT [--max_tokens N]
+//   [--temperature T]
 //       [--top_k K] [--top_p P] [--min_p M] [--seed S] [--stop S1,S2]
 //       [--logprobs K] [--output text|jsonl]
 //   memserve [COMMAND] --help
 //
-// The serve flags are defined in serve.cc, the generate flags here; --model
-// and --threads belong to both (MemserveProgram below, server/command_line.h).
+// The serve flags are defined in serve.cc, the generate flags here; --model,
+// --threads and --device belong to both (MemserveProgram below, server/command_line.h).
 // Exit codes: 0 success, 2 bad arguments or request (the message names the
 // field), 1 anything else (e.g. a corrupt checkpoint, named in the message).
 #include <algorithm>
@@ -22,9 +23,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "clients/common/generation_jsonl.h"
+#include "engine/backend_factory.h"
 #include "engine/generate.h"
-#include "engine/model.h"
-#include "engine/tokenizer.h"
+#include "engine/load_model.h"
+#include "engine/request/validate.h"
 #include "server/command_line.h"
 #include "server/serve.h"
 
@@ -45,6 +47,8 @@ ABSL_FLAG(bool, ignore_eos, false, "keep generating after EOS");
 ABSL_FLAG(int, logprobs, 0, "top-n alternatives per token in jsonl output (0..20)");
 ABSL_FLAG(std::string, output, "text", "text: stream the text; jsonl: one JSON object per token");
 ABSL_FLAG(int, threads, 0, "CPU threads; 0 = all cores");
+ABSL_FLAG(std::string, device, "cpu",
+          "where the model runs: cpu, or cuda (not in this build yet: exits 1 saying so)");
 
 namespace memserve {
 namespace {
@@ -97,21 +101,27 @@ int RunGenerate() {
   opts.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
   opts.logprobs = absl::GetFlag(FLAGS_logprobs);
   // Check what needs no model first, so bad flags fail fast.
-  if (absl::Status s = opts.sampling.Validate(); !s.ok()) return Fail(s);
+  if (absl::Status s = ValidateSamplingParams(opts.sampling); !s.ok()) return Fail(s);
+  LoadOptions load;
+  load.model_dir = dir;
+  load.threads = absl::GetFlag(FLAGS_threads);
+  absl::StatusOr<Device> device = ParseDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) return Fail(device.status());
+  load.device = *device;
 
-  ModelOptions model_opts;
-  model_opts.num_threads = absl::GetFlag(FLAGS_threads);
-  auto model = Model::Load(dir, model_opts);
-  if (!model.ok()) return Fail(model.status());
-  auto tokenizer = Tokenizer::Create((*model)->config().tokenizer, dir);
-  if (!tokenizer.ok()) return Fail(tokenizer.status());
+  absl::StatusOr<LoadedModel> loaded = LoadModel(load);
+  if (!loaded.ok()) return Fail(loaded.status());
+  const std::unique_ptr<Model>& model = loaded->model;
+  const std::unique_ptr<Tokenizer>& tokenizer = loaded->tokenizer;
   if (!max_tokens && !opts.prompt.empty()) {
-    // The server's rule for an unset max_tokens (docs/api.md); a prompt that
-    // leaves no room fails validation below.
-    absl::StatusOr<std::vector<int>> ids = (*tokenizer)->Encode(opts.prompt, /*add_bos=*/true);
+    // The server's rule for an unset max_tokens (docs/api.md), from the one
+    // request module; a prompt that leaves no room fails here.
+    absl::StatusOr<std::vector<int>> ids = tokenizer->Encode(opts.prompt, /*add_bos=*/true);
     if (!ids.ok()) return Fail(ids.status());
-    const int context_left = (*model)->config().max_seqlen - static_cast<int>(ids->size());
-    opts.max_tokens = std::max(1, std::min(kDefaultMaxTokens, context_left));
+    absl::StatusOr<int> resolved = ResolveMaxTokens(std::nullopt, static_cast<int>(ids->size()),
+                                                    kDefaultMaxTokens, model->config());
+    if (!resolved.ok()) return Fail(resolved.status());
+    opts.max_tokens = *resolved;
   }
 
   const bool jsonl = output == "jsonl";
@@ -119,7 +129,7 @@ int RunGenerate() {
     if (jsonl) {
       jsonl::TokenLine line{ev.id, ev.text, ev.logprob, {}};
       for (const TokenLogprob& t : ev.top) {
-        line.top.push_back({t.id, t.logprob, (*tokenizer)->TokenBytes(t.id)});
+        line.top.push_back({t.id, t.logprob, tokenizer->TokenBytes(t.id)});
       }
       std::cout << jsonl::FormatToken(line) << "\n";
     } else {
@@ -127,7 +137,7 @@ int RunGenerate() {
     }
     std::cout.flush();
   };
-  auto result = Generate(**model, **tokenizer, opts, on_token);
+  auto result = Generate(*model, *tokenizer, opts, on_token);
   if (!result.ok()) return Fail(result.status());
   if (jsonl) {
     jsonl::FinalLine fin;
@@ -158,7 +168,7 @@ const memserve::Program& MemserveProgram() {
         "the gRPC server (memserve.v1, docs/api.md): loads the model, serves it until SIGTERM, "
         "then drains",
         {"server/serve.cc"},
-        {"model", "threads"}},
+        {"model", "threads", "device"}},
        {"generate",
         "[--model DIR] --prompt TEXT [flags]",
         "one request in this process, no server; the text (or JSONL) goes to stdout",

@@ -1,5 +1,6 @@
 // Turns API requests (memserve.v1 protos) into engine requests, checking
-// every rule of docs/api.md. Errors are InvalidArgument naming the proto
+// every rule of docs/api.md through engine/request/validate.h (the one place
+// a request is validated). Errors are InvalidArgument naming the proto
 // field by its path ("text", "token_ids[3]", "sampling.top_p",
 // "messages[1].role", "request_id") and the limit.
 #ifndef MEMSERVE_SERVER_REQUEST_CONVERT_H_
@@ -11,12 +12,12 @@
 #include "engine/config.h"
 #include "engine/engine.h"
 #include "engine/generate.h"
+#include "engine/request/request.h"
+#include "engine/request/validate.h"
 #include "engine/tokenizer.h"
 #include "memserve/v1/memserve.pb.h"
 
 namespace memserve {
-
-inline constexpr size_t kMaxRequestIdBytes = 128;
 
 struct ConvertOptions {
   // max_tokens when the request leaves it unset (capped by the context left).
@@ -36,9 +37,6 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const v1::GenerateRequest& request
 absl::StatusOr<EngineRequest> ToEngineRequest(const v1::ChatRequest& request,
                                               const Tokenizer& tokenizer, const ModelConfig& config,
                                               const ConvertOptions& options);
-
-// request_id: empty, or <= kMaxRequestIdBytes printable ASCII without spaces.
-absl::Status ValidateRequestId(const std::string& id);
 
 }  // namespace memserve
 

@@ -20,10 +20,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "engine/backend_factory.h"
 #include "engine/engine.h"
 #include "engine/generate.h"
-#include "engine/model.h"
-#include "engine/tokenizer.h"
 #include "grpc/support/log.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -63,6 +62,7 @@ ABSL_FLAG(absl::Duration, debug_step_delay, absl::ZeroDuration(),
 
 // Defined in memserve_main.cc, shared with `memserve generate`.
 ABSL_DECLARE_FLAG(int, threads);
+ABSL_DECLARE_FLAG(std::string, device);
 
 namespace memserve {
 namespace {
@@ -154,17 +154,6 @@ std::string ListenFailureReason(const std::string& grpc_log) {
   return "";
 }
 
-// The name GetModelInfo reports by default: the directory's base name, also
-// when `model_dir` ends with a slash or is ".".
-std::string ModelNameOf(const std::string& model_dir) {
-  std::error_code ec;
-  std::filesystem::path p = std::filesystem::absolute(model_dir, ec);
-  if (ec) p = model_dir;
-  p = p.lexically_normal();
-  if (!p.has_filename()) p = p.parent_path();
-  return p.filename().string();
-}
-
 // Writes `port` to `path` atomically (write a temporary, then rename), so a
 // reader never sees a partial number.
 bool WritePortFile(const std::string& path, int port) {
@@ -191,6 +180,9 @@ int RunServe(const std::string& model_dir) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   EngineOptions engine_options;
+  engine_options.model_dir = model_dir;
+  engine_options.threads = absl::GetFlag(FLAGS_threads);
+  engine_options.model_name = absl::GetFlag(FLAGS_model_name);
   SchedulerOptions& sched = engine_options.scheduler;
   sched.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   sched.max_num_tokens = absl::GetFlag(FLAGS_max_num_tokens);
@@ -201,6 +193,18 @@ int RunServe(const std::string& model_dir) {
   engine_options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
   engine_options.debug_step_delay = absl::GetFlag(FLAGS_debug_step_delay);
   // Check the flags that need no model first, so that mistakes fail fast.
+  {
+    absl::StatusOr<Device> device = ParseDevice(absl::GetFlag(FLAGS_device));
+    if (!device.ok()) {
+      Log(absl::StrCat("error: ", device.status().message()));
+      return 2;
+    }
+    if (absl::Status s = CheckDeviceAvailable(*device); !s.ok()) {
+      Log(absl::StrCat("error: ", s.message()));
+      return 1;
+    }
+    engine_options.device = *device;
+  }
   {
     SchedulerOptions check = sched;
     if (check.num_blocks == 0) check.num_blocks = 1;
@@ -228,8 +232,6 @@ int RunServe(const std::string& model_dir) {
   }
 
   ServiceOptions service_options;
-  service_options.model_name = absl::GetFlag(FLAGS_model_name);
-  if (service_options.model_name.empty()) service_options.model_name = ModelNameOf(model_dir);
   service_options.convert.default_max_tokens = default_max_tokens;
   service_options.max_request_bytes = max_request_bytes;
   MemServeService service(service_options);
@@ -277,15 +279,7 @@ int RunServe(const std::string& model_dir) {
   const absl::Time load_start = absl::Now();
   std::unique_ptr<Engine> engine;
   absl::Status load_status = [&]() -> absl::Status {
-    ModelOptions model_options;
-    model_options.num_threads = absl::GetFlag(FLAGS_threads);
-    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(model_dir, model_options);
-    if (!model.ok()) return model.status();
-    absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
-        Tokenizer::Create((*model)->config().tokenizer, model_dir);
-    if (!tokenizer.ok()) return tokenizer.status();
-    absl::StatusOr<std::unique_ptr<Engine>> created =
-        Engine::Create(std::move(*model), std::move(*tokenizer), engine_options);
+    absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(engine_options);
     if (!created.ok()) return created.status();
     engine = std::move(*created);
     return absl::OkStatus();
@@ -297,13 +291,14 @@ int RunServe(const std::string& model_dir) {
   }
   service.SetEngine(engine.get());
   health->SetServingStatus(kServiceName, true);
-  const EngineStats stats = engine->Stats();
+  const EngineInfo& info = engine->Info();
   const bool unix_socket = absl::StartsWith(listen, "unix");
-  Log(absl::StrCat(
-      "listening on ", unix_socket ? listen : absl::StrCat("port ", port, " (", listen, ")"),
-      ", ready: model '", service_options.model_name, "' loaded in ",
-      absl::FormatDuration(absl::Now() - load_start), ", ", engine->model().config().n_layers,
-      " layers, KV cache ", stats.kv_blocks_total, " blocks x ", stats.kv_block_tokens, " tokens"));
+  Log(absl::StrCat("listening on ",
+                   unix_socket ? listen : absl::StrCat("port ", port, " (", listen, ")"),
+                   ", ready: model '", info.model_name, "' loaded in ",
+                   absl::FormatDuration(absl::Now() - load_start), " on ", info.device, ", ",
+                   info.config.n_layers, " layers, KV cache ", info.kv_blocks, " blocks x ",
+                   info.kv_block_tokens, " tokens"));
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);

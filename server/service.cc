@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/generate.h"
+#include "engine/request/validate.h"
 #include "server/grpc_status.h"
 
 namespace memserve {
@@ -452,10 +453,8 @@ grpc::ServerUnaryReactor* MemServeService::Tokenize(grpc::CallbackServerContext*
                                                     v1::TokenizeResponse* response) {
   Engine* engine = engine_.load();
   if (engine == nullptr) return Answer(context, LoadingError());
-  if (request->text().size() > kMaxPromptBytes) {
-    return Answer(context, absl::InvalidArgumentError(absl::StrCat(
-                               "text is ", request->text().size(), " bytes; the limit is ",
-                               kMaxPromptBytes, " (max_prompt_bytes)")));
+  if (absl::Status s = ValidateTextBytes("text", request->text()); !s.ok()) {
+    return Answer(context, s);
   }
   const bool add_bos = request->has_add_bos() ? request->add_bos() : true;
   absl::StatusOr<std::vector<int>> ids = engine->tokenizer().Encode(request->text(), add_bos);
@@ -473,14 +472,12 @@ grpc::ServerUnaryReactor* MemServeService::Detokenize(grpc::CallbackServerContex
                                                       v1::DetokenizeResponse* response) {
   Engine* engine = engine_.load();
   if (engine == nullptr) return Answer(context, LoadingError());
-  const int vocab = engine->model().config().vocab_size;
   const auto& ids = request->token_ids();
-  for (int i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= vocab) {
-      return Answer(context, absl::InvalidArgumentError(
-                                 absl::StrCat("token_ids[", i, "] = ", ids[i],
-                                              " is outside the vocabulary [0, ", vocab, ")")));
-    }
+  if (absl::Status s = ValidateTokenIds(
+          "token_ids", absl::MakeConstSpan(ids.data(), static_cast<size_t>(ids.size())),
+          engine->Info().config.vocab_size);
+      !s.ok()) {
+    return Answer(context, s);
   }
   response->set_text(
       engine->tokenizer().Decode(absl::MakeConstSpan(ids.data(), static_cast<size_t>(ids.size()))));
@@ -493,8 +490,9 @@ grpc::ServerUnaryReactor* MemServeService::GetModelInfo(grpc::CallbackServerCont
   (void)request;
   Engine* engine = engine_.load();
   if (engine == nullptr) return Answer(context, LoadingError());
-  const ModelConfig& c = engine->model().config();
-  info->set_model_name(options_.model_name);
+  const EngineInfo& e = engine->Info();
+  const ModelConfig& c = e.config;
+  info->set_model_name(e.model_name);
   info->set_architecture("llama");
   info->set_dim(c.dim);
   info->set_n_layers(c.n_layers);
@@ -503,7 +501,7 @@ grpc::ServerUnaryReactor* MemServeService::GetModelInfo(grpc::CallbackServerCont
   info->set_head_dim(c.head_dim);
   info->set_ffn_hidden_dim(c.ffn_hidden_dim);
   info->set_vocab_size(c.vocab_size);
-  info->set_max_seqlen(c.max_seqlen);
+  info->set_max_seqlen(e.context_length);
   info->set_sliding_window(c.sliding_window);
   info->set_rope_theta(c.rope_theta);
   v1::MemoryLayerConfig* m = info->mutable_memory();
@@ -519,16 +517,16 @@ grpc::ServerUnaryReactor* MemServeService::GetModelInfo(grpc::CallbackServerCont
     m->set_gated(c.memory.gated);
     m->set_swilu_projection(c.memory.swilu_projection);
     m->set_value_proj(c.memory.value_proj);
-    m->set_placement("cpu-mmap");
-    m->set_value_table_bytes(engine->model().value_table_bytes());
+    m->set_placement(e.value_table_placement);
+    m->set_value_table_bytes(e.value_table_bytes);
   }
   v1::TokenizerInfo* t = info->mutable_tokenizer();
-  t->set_kind(c.tokenizer.kind);
+  t->set_kind(e.tokenizer);
   t->set_vocab_size(c.vocab_size);
-  t->set_bos_id(engine->tokenizer().bos_id());
-  t->set_eos_id(engine->tokenizer().eos_id());
+  t->set_bos_id(e.bos_id);
+  t->set_eos_id(e.eos_id);
   info->set_chat_template(c.chat_template);
-  info->set_backend("cpu");
+  info->set_backend(e.device);
   v1::Limits* l = info->mutable_limits();
   const SchedulerOptions& s = engine->scheduler_options();
   l->set_max_batch_size(s.max_batch_size);

@@ -22,7 +22,6 @@ inline constexpr char kServiceName[] = "memserve.v1.MemServe";
 inline constexpr char kVersion[] = "memserve 0.1.0";
 
 struct ServiceOptions {
-  std::string model_name;         // shown in ModelInfo
   ConvertOptions convert;         // chat_template comes from the model's config
   int64_t max_request_bytes = 0;  // the server's receive limit, for ModelInfo.limits
 };

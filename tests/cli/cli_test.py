@@ -361,6 +361,50 @@ class FlagErrorTest(unittest.TestCase):
         self.assertNotIn("shutdown_timeout", r.stderr)
 
 
+class DeviceFlagTest(unittest.TestCase):
+    """--device cpu|cuda on both commands: cpu is the default and changes nothing;
+    cuda is refused in one line until the CUDA backend lands (exit 1, before
+    loading or listening); any other name is a bad argument (exit 2)."""
+
+    def assertOneLine(self, r, code, *needles):
+        self.assertEqual(r.returncode, code, "stdout=%r stderr=%r" % (r.stdout, r.stderr))
+        self.assertNotIn("listening", r.stderr)
+        lines = r.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, r.stderr)
+        for n in needles:
+            self.assertIn(n, lines[0])
+
+    def test_cuda_is_refused_clearly(self):
+        for cmd in (["generate", "--model", MODEL, "--prompt", "hi"],
+                    ["serve", "--model", MODEL, "--listen", "127.0.0.1:0"]):
+            with self.subTest(cmd=cmd[0]):
+                r = memserve(*cmd, "--device", "cuda", timeout=60)
+                self.assertOneLine(r, 1, "--device cuda: this build has no CUDA backend yet")
+                self.assertEqual(r.stdout, "")
+
+    def test_unknown_device_is_a_bad_argument(self):
+        for cmd in (["generate", "--model", MODEL, "--prompt", "hi"],
+                    ["serve", "--model", MODEL, "--listen", "127.0.0.1:0"]):
+            with self.subTest(cmd=cmd[0]):
+                r = memserve(*cmd, "--device=tpu", timeout=60)
+                self.assertOneLine(r, 2, "--device must be cpu or cuda, got 'tpu'")
+
+    def test_cpu_is_the_default(self):
+        args = ["--prompt", "hello", "--max_tokens", "8", "--output", "jsonl"]
+        default = run(*args)
+        cpu = run("--device", "cpu", *args)
+        self.assertEqual(default.returncode, 0, default.stderr)
+        self.assertEqual(cpu.returncode, 0, cpu.stderr)
+        self.assertEqual(cpu.stdout, default.stdout)
+
+    def test_help_lists_device(self):
+        for cmd in ("serve", "generate"):
+            with self.subTest(cmd=cmd):
+                r = memserve(cmd, "--help")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertIn("--device", r.stdout)
+
+
 class ModelDirErrorTest(unittest.TestCase):
     """--model pointing at something that is not a serving checkpoint says what it
     is, for `generate` and `serve` alike (exit 1, one line), and `serve` fails

@@ -81,5 +81,20 @@ class ModelNameTest(unittest.TestCase):
             self.assertEqual(srv.stop(timeout=30), 0, srv.stderr_tail())
 
 
+class DeviceTest(unittest.TestCase):
+    """--device: GetModelInfo and the ready line say where the model runs, from the
+    engine (Engine::Info); the CLI tests cover the refusals (cuda, unknown names)."""
+
+    def test_cpu_device_in_model_info_and_log(self):
+        with harness.Server("--device", "cpu", name="device_cpu") as srv:
+            m = srv.model_info()
+            self.assertEqual(m.backend, "cpu")
+            self.assertEqual(m.memory.placement, "cpu-mmap")
+            mem = harness.load_config()["memory"]
+            self.assertEqual(m.memory.value_table_bytes, mem["n_keys"] ** 2 * mem["v_dim"] * 2)
+            self.assertIn(" on cpu, ", srv.wait_log("listening on port"))
+            self.assertEqual(srv.stop(timeout=30), 0, srv.stderr_tail())
+
+
 if __name__ == "__main__":
     harness.main()

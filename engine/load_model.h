@@ -1,0 +1,40 @@
+// LoadModel: the one assembly path from a checkpoint directory to a model on
+// a device plus its tokenizer. Engine::Create builds on it; `memserve
+// generate` (one request, no engine) uses it directly. Nothing else calls
+// Model::Load in production code.
+#ifndef MEMSERVE_ENGINE_LOAD_MODEL_H_
+#define MEMSERVE_ENGINE_LOAD_MODEL_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/backend_factory.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+
+namespace memserve {
+
+struct LoadOptions {
+  std::string model_dir;  // serving checkpoint (docs/checkpoint-format.md)
+  Device device = Device::kCpu;
+  int threads = 0;  // CPU threads for the ops; 0 = one per hardware thread
+};
+
+// What LoadModel returns: the model and its tokenizer, ready to run. The
+// tokenizer does not refer to the model; the model lives on `device`.
+struct LoadedModel {
+  Device device = Device::kCpu;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+// Checks the device (before touching the files), loads config, weights and
+// tokenizer. Errors: Unimplemented for a device this build lacks;
+// InvalidArgument for a bad config or tokenizer setting; NotFound, DataLoss
+// and the like for a missing or corrupt checkpoint, naming the file.
+absl::StatusOr<LoadedModel> LoadModel(const LoadOptions& options);
+
+}  // namespace memserve
+
+#endif  // MEMSERVE_ENGINE_LOAD_MODEL_H_
