@@ -11,7 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/backend.h"
+#include "engine/backend/backend.h"
 #include "engine/config.h"
 #include "engine/kv_cache.h"
 #include "engine/weights.h"

@@ -1,6 +1,6 @@
 // Backend: the compute surface the model calls (docs/model.md math, op by op).
 //
-// The CPU backend (cpu_backend.h) is the readable reference; a CUDA backend
+// The CPU backend (engine/backend/cpu/cpu_backend.h) is the readable reference; a CUDA backend
 // implements the same ops later and is compared against it op by op. All
 // activations are fp32; weights are TensorViews (F32 or BF16) used in place.
 // Activation pointers are host memory for the CPU backend and device memory
@@ -9,8 +9,8 @@
 //
 // Thread-safety: a Backend instance is used by one thread at a time (ops keep
 // reusable scratch buffers); ops may use worker threads internally.
-#ifndef MEMSERVE_ENGINE_BACKEND_H_
-#define MEMSERVE_ENGINE_BACKEND_H_
+#ifndef MEMSERVE_ENGINE_BACKEND_BACKEND_H_
+#define MEMSERVE_ENGINE_BACKEND_BACKEND_H_
 
 #include <cmath>
 #include <cstdint>
@@ -126,9 +126,7 @@ class Backend {
   // kernels) and use it whenever MatMul gets a view with the same data
   // pointer. REQUIRES: the views' data stays valid and unchanged while the
   // backend lives. Default: nothing.
-  virtual void PrepareMatMulWeights(absl::Span<const TensorView* const> weights) {
-    (void)weights;
-  }
+  virtual void PrepareMatMulWeights(absl::Span<const TensorView* const> weights) { (void)weights; }
 
   // y[t, o] = sum_i x[t, i] * w[o, i] (+ bias[o]).
   // x [n_tokens, in], w [out, in] F32|BF16, bias [out] F32|BF16 or null,
@@ -171,4 +169,4 @@ class Backend {
 
 }  // namespace memserve
 
-#endif  // MEMSERVE_ENGINE_BACKEND_H_
+#endif  // MEMSERVE_ENGINE_BACKEND_BACKEND_H_
