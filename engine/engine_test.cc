@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "engine/model_cpu.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -92,7 +93,7 @@ struct Solo {
 class EngineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto model = Model::Load(kDemoDir, ModelOptions{2});
+    auto model = LoadCpuModel(kDemoDir, ModelOptions{2});
     ASSERT_TRUE(model.ok()) << model.status();
     solo_model_ = model->release();
     auto tokenizer = Tokenizer::Create(solo_model_->config().tokenizer, kDemoDir);
@@ -101,7 +102,7 @@ class EngineTest : public ::testing::Test {
   }
 
   std::unique_ptr<Engine> MakeEngine(EngineOptions options) {
-    auto model = Model::Load(kDemoDir, ModelOptions{2});
+    auto model = LoadCpuModel(kDemoDir, ModelOptions{2});
     EXPECT_TRUE(model.ok()) << model.status();
     auto tokenizer = Tokenizer::Create((*model)->config().tokenizer, kDemoDir);
     EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();

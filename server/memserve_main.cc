@@ -24,6 +24,7 @@
 #include "clients/common/generation_jsonl.h"
 #include "engine/generate.h"
 #include "engine/model.h"
+#include "engine/model_cpu.h"
 #include "engine/tokenizer.h"
 #include "server/command_line.h"
 #include "server/serve.h"
@@ -101,7 +102,7 @@ int RunGenerate() {
 
   ModelOptions model_opts;
   model_opts.num_threads = absl::GetFlag(FLAGS_threads);
-  auto model = Model::Load(dir, model_opts);
+  auto model = LoadCpuModel(dir, model_opts);
   if (!model.ok()) return Fail(model.status());
   auto tokenizer = Tokenizer::Create((*model)->config().tokenizer, dir);
   if (!tokenizer.ok()) return Fail(tokenizer.status());

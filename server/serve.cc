@@ -23,6 +23,7 @@
 #include "engine/engine.h"
 #include "engine/generate.h"
 #include "engine/model.h"
+#include "engine/model_cpu.h"
 #include "engine/tokenizer.h"
 #include "grpc/support/log.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -279,7 +280,7 @@ int RunServe(const std::string& model_dir) {
   absl::Status load_status = [&]() -> absl::Status {
     ModelOptions model_options;
     model_options.num_threads = absl::GetFlag(FLAGS_threads);
-    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(model_dir, model_options);
+    absl::StatusOr<std::unique_ptr<Model>> model = LoadCpuModel(model_dir, model_options);
     if (!model.ok()) return model.status();
     absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
         Tokenizer::Create((*model)->config().tokenizer, model_dir);

@@ -15,7 +15,8 @@ std::vector<float>& ThreadAttentionScratch() {
 
 }  // namespace
 
-void CpuAttention(ThreadPool* pool, const CpuKernels& kern, absl::Span<const AttentionArgs> seqs) {
+void CpuAttention(ThreadPool* pool, const CpuKernels& kern,
+                  absl::Span<const CpuAttentionSeq> seqs) {
   // Work items are (sequence, token, head) triples numbered consecutively;
   // first_item[s] is the first item of sequence s.
   std::vector<int64_t> first_item(seqs.size() + 1, 0);
@@ -28,7 +29,7 @@ void CpuAttention(ThreadPool* pool, const CpuKernels& kern, absl::Span<const Att
         std::upper_bound(first_item.begin(), first_item.end(), begin) - first_item.begin() - 1;
     for (int64_t item = begin; item < end; ++item) {
       while (item >= first_item[s + 1]) ++s;
-      const AttentionArgs& a = seqs[s];
+      const CpuAttentionSeq& a = seqs[s];
       const int64_t local = item - first_item[s];
       const int64_t t = local / a.n_heads;
       const int h = static_cast<int>(local % a.n_heads);

@@ -1,18 +1,23 @@
-// CpuBackend: the reference implementation of the Backend ops, multithreaded
-// and vectorized (AVX-512 / AVX2+FMA kernels chosen at run time, with a
-// portable fallback for other CPUs). The ops themselves live by concern in
+// CpuBackend: the reference implementation of the Backend (backend.h),
+// multithreaded and vectorized (AVX-512 / AVX2+FMA kernels chosen at run
+// time, with a portable fallback for other CPUs). The ops live by concern in
 // this folder: kernels_*.cc (per-ISA inner loops), packed_weight (weight
 // packing), matmul, attention, memory_lookup; this class owns the thread
-// pool, the packed weights and the elementwise ops.
+// pool, the buffers' memory rules and the elementwise ops.
+//
+// Buffers: "cpu" (64-byte aligned host memory it allocates), "cpu-mapped"
+// (a wrapped host range, used in place), "cpu-packed" (a MatMul weight of at
+// least PackedWeight::kMinRows rows in the panel layout of the AVX-512
+// kernels, when the ISA has them: PlaceWeight(kMatMul)).
 #ifndef MEMSERVE_ENGINE_BACKEND_CPU_CPU_BACKEND_H_
 #define MEMSERVE_ENGINE_BACKEND_CPU_CPU_BACKEND_H_
 
 #include <cstdint>
 #include <memory>
-#include <unordered_map>
 #include <vector>
 
 #include "engine/backend/backend.h"
+#include "engine/backend/cpu/attention.h"
 #include "engine/backend/cpu/cpu_isa.h"
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/memory_lookup.h"
@@ -32,39 +37,52 @@ class CpuBackend : public Backend {
   ~CpuBackend() override;
 
   const char* name() const override { return "cpu"; }
+  Device device() const override { return Device::kCpu; }
   // The level actually used (never kAuto).
   CpuIsa isa() const { return isa_; }
   ThreadPool* pool() { return pool_.get(); }
+  // How many weights PlaceWeight packed (for tests).
+  int64_t packed_weights() const { return packed_weights_; }
 
-  // Packs BF16/F32 weights of at least PackedWeight::kMinRows rows when the
-  // ISA has packed kernels (AVX-512): a copy of each, as large as the weight.
-  void PrepareMatMulWeights(absl::Span<const TensorView* const> weights) override;
-  // How many weights PrepareMatMulWeights packed (for tests).
-  size_t packed_weights() const { return packed_.size(); }
-  void MatMul(const float* x, int64_t n_tokens, const TensorView& w, const TensorView* bias,
-              float* y) override;
-  void RmsNorm(const float* x, int64_t n_tokens, const TensorView& weight, float eps,
-               float* y) override;
-  void Embedding(const TensorView& table, absl::Span<const int> ids, float* y) override;
-  void Rope(float* x, int64_t n_tokens, int n_heads, int head_dim, const int32_t* positions,
-            const RopeTable& table) override;
-  using Backend::Attention;
-  void Attention(absl::Span<const AttentionArgs> seqs) override;
-  void SwiGlu(const float* a, const float* b, int64_t n, float* y) override;
-  void Add(const float* x, int64_t n, float* y) override;
-  void SigmoidGateRows(const float* gate, int64_t rows, int64_t cols, float* x) override;
-  void MemoryLookup(const MemoryLookupArgs& args) override;
+  absl::StatusOr<std::unique_ptr<Buffer>> AllocateBuffer(size_t bytes) override;
+  absl::StatusOr<std::unique_ptr<Buffer>> WrapHostMemory(const void* data, size_t bytes) override;
+  // kMatMul weights are packed (a copy as large as the weight) when the ISA
+  // has packed kernels; everything else stays in the mapping.
+  absl::StatusOr<std::unique_ptr<Buffer>> PlaceWeight(const TensorView& w, WeightUse use,
+                                                      Tensor* tensor) override;
+  absl::Status Upload(const void* src, const Tensor& dst) override;
+  absl::Status Download(const Tensor& src, void* dst) override;
+  absl::Status Synchronize() override { return absl::OkStatus(); }
 
-  // Weights with fewer rows stay unpacked (the memory layers' gate: 1 row).
-  static constexpr int64_t kMinPackedRows = PackedWeight::kMinRows;
+  absl::Status MatMul(const Tensor& x, const Tensor& w, const Tensor& bias,
+                      const Tensor& y) override;
+  absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) override;
+  absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) override;
+  absl::Status Rope(const Tensor& x, const Tensor& positions, const Tensor& rope) override;
+  absl::Status WriteKv(const Tensor& k, const Tensor& v, const Tensor& kv_rows,
+                       const Tensor& k_cache, const Tensor& v_cache) override;
+  absl::Status Attention(const AttentionShape& shape, const BatchDescriptor& batch, const Tensor& q,
+                         const Tensor& k_cache, const Tensor& v_cache, const Tensor& out) override;
+  absl::Status SwiGlu(const Tensor& a, const Tensor& b, const Tensor& y) override;
+  absl::Status Add(const Tensor& x, const Tensor& y) override;
+  absl::Status SigmoidGateRows(const Tensor& gate, const Tensor& x) override;
+  absl::Status MemoryLookup(const MemoryLookupArgs& args) override;
+
+ protected:
+  // The host address of t's first byte. Every op reaches memory through
+  // here; InvalidArgument (naming `what`) unless t lies inside a host buffer
+  // of this backend and has dtype `dtype`. A subclass may check more.
+  virtual absl::StatusOr<void*> HostData(const Tensor& t, DType dtype, const char* what) const;
+  // As HostData for a weight operand: F32 or BF16; packed weights refused.
+  absl::StatusOr<const void*> WeightData(const Tensor& t, const char* what) const;
 
  private:
   CpuIsa isa_;
   const CpuKernels* kernels_;
-  // Prepared weights by the data pointer of their view.
-  std::unordered_map<const void*, std::unique_ptr<PackedWeight>> packed_;
   std::unique_ptr<ThreadPool> pool_;
   CpuMemoryLookup memory_lookup_;
+  int64_t packed_weights_ = 0;
+  std::vector<CpuAttentionSeq> attention_seqs_;  // reused by Attention
 };
 
 }  // namespace memserve

@@ -28,8 +28,10 @@ TEST_P(CpuBackendTest, RmsNormMatchesNaiveLoop) {
     const int64_t dim = 37, tokens = 5;
     OwnedTensor w = MakeTensor({dim}, wt, &rng_);
     std::vector<float> x = RandomVector(tokens * dim, &rng_, 3.0f);
-    std::vector<float> y(x.size());
-    backend_.RmsNorm(x.data(), tokens, w.view, 1e-5f, y.data());
+    const Tensor w_t = dev_.Weight(w);
+    const Tensor y_t = dev_.Filled(DType::kF32, {tokens, dim});
+    ASSERT_TRUE(backend_.RmsNorm(dev_.F32(x, {tokens, dim}), w_t, 1e-5f, y_t).ok());
+    const std::vector<float> y = dev_.ReadF32(y_t);
     for (int64_t t = 0; t < tokens; ++t) {
       double ss = 0;
       for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(x[t * dim + i]) * x[t * dim + i];
@@ -40,21 +42,25 @@ TEST_P(CpuBackendTest, RmsNormMatchesNaiveLoop) {
       }
     }
     // In place.
-    std::vector<float> z = x;
-    backend_.RmsNorm(z.data(), tokens, w.view, 1e-5f, z.data());
-    EXPECT_EQ(z, y);
+    const Tensor z_t = dev_.F32(x, {tokens, dim});
+    ASSERT_TRUE(backend_.RmsNorm(z_t, w_t, 1e-5f, z_t).ok());
+    EXPECT_EQ(dev_.ReadF32(z_t), y);
   }
 }
 
 TEST_P(CpuBackendTest, EmbeddingCopiesRows) {
   for (DType dt : {DType::kF32, DType::kBF16}) {
     OwnedTensor table = MakeTensor({10, 6}, dt, &rng_);
-    const std::vector<int> ids = {3, 0, 9, 3};
-    std::vector<float> y(ids.size() * 6);
-    backend_.Embedding(table.view, ids, y.data());
+    const std::vector<int32_t> ids = {3, 0, 9, 3};
+    const Tensor y_t = dev_.Filled(DType::kF32, {4, 6});
+    ASSERT_TRUE(backend_.Embedding(dev_.Weight(table), dev_.I32(ids, {4}), y_t).ok());
+    const std::vector<float> y = dev_.ReadF32(y_t);
     for (size_t t = 0; t < ids.size(); ++t) {
       for (int i = 0; i < 6; ++i) ASSERT_EQ(y[t * 6 + i], table.values[ids[t] * 6 + i]);
     }
+    // An id outside the table is an error, not a read out of bounds.
+    EXPECT_EQ(backend_.Embedding(dev_.Weight(table), dev_.I32({10}, {1}), y_t.Rows(0, 1)).code(),
+              absl::StatusCode::kInvalidArgument);
   }
 }
 
@@ -84,8 +90,9 @@ TEST_P(CpuBackendTest, RopeRotatesInterleavedPairs) {
   RopeTable table = RopeTable::Make(hd, 64, 10000.0f);
   const std::vector<int32_t> positions = {0, 5, 6, 63};
   std::vector<float> x = RandomVector(tokens * heads * hd, &rng_);
-  std::vector<float> y = x;
-  backend_.Rope(y.data(), tokens, heads, hd, positions.data(), table);
+  const Tensor y_t = dev_.F32(x, {tokens, heads, hd});
+  ASSERT_TRUE(backend_.Rope(y_t, dev_.I32(positions, {tokens}), dev_.Rope(table)).ok());
+  const std::vector<float> y = dev_.ReadF32(y_t);
   for (int64_t t = 0; t < tokens; ++t) {
     for (int h = 0; h < heads; ++h) {
       for (int i = 0; i < hd / 2; ++i) {
@@ -105,10 +112,12 @@ TEST_P(CpuBackendTest, RopeScoresDependOnRelativePosition) {
   const int hd = 32;
   RopeTable table = RopeTable::Make(hd, 128, 10000.0f);
   std::vector<float> q0 = RandomVector(hd, &rng_), k0 = RandomVector(hd, &rng_);
+  const Tensor rope = dev_.Rope(table);
   auto score = [&](int32_t pq, int32_t pk) {
-    std::vector<float> q = q0, k = k0;
-    backend_.Rope(q.data(), 1, 1, hd, &pq, table);
-    backend_.Rope(k.data(), 1, 1, hd, &pk, table);
+    const Tensor q_t = dev_.F32(q0, {1, 1, hd}), k_t = dev_.F32(k0, {1, 1, hd});
+    EXPECT_TRUE(backend_.Rope(q_t, dev_.I32({pq}, {1}), rope).ok());
+    EXPECT_TRUE(backend_.Rope(k_t, dev_.I32({pk}, {1}), rope).ok());
+    const std::vector<float> q = dev_.ReadF32(q_t), k = dev_.ReadF32(k_t);
     return std::inner_product(q.begin(), q.end(), k.begin(), 0.0);
   };
   EXPECT_NEAR(score(10, 3), score(50, 43), 1e-4);
@@ -118,21 +127,24 @@ TEST_P(CpuBackendTest, RopeScoresDependOnRelativePosition) {
 TEST_P(CpuBackendTest, ElementwiseOps) {
   const int64_t n = 40000;  // above the inline threshold
   std::vector<float> a = RandomVector(n, &rng_, 4.0f), b = RandomVector(n, &rng_);
-  std::vector<float> y(n);
-  backend_.SwiGlu(a.data(), b.data(), n, y.data());
+  const Tensor a_t = dev_.F32(a, {n}), b_t = dev_.F32(b, {n});
+  const Tensor y_t = dev_.Filled(DType::kF32, {n});
+  ASSERT_TRUE(backend_.SwiGlu(a_t, b_t, y_t).ok());
+  const std::vector<float> y = dev_.ReadF32(y_t);
   for (int64_t i = 0; i < n; ++i) {
     const double silu = a[i] / (1.0 + std::exp(-static_cast<double>(a[i])));
     ASSERT_NEAR(y[i], silu * b[i], 1e-5 * (std::fabs(silu * b[i]) + 1e-3));
   }
-  std::vector<float> acc = b;
-  backend_.Add(a.data(), n, acc.data());
+  ASSERT_TRUE(backend_.Add(a_t, b_t).ok());
+  const std::vector<float> acc = dev_.ReadF32(b_t);
   for (int64_t i = 0; i < n; ++i) ASSERT_EQ(acc[i], b[i] + a[i]);
 
   const int64_t rows = 3, cols = 5;
   std::vector<float> gate = {0.0f, 2.0f, -30.0f};
   std::vector<float> x = RandomVector(rows * cols, &rng_);
-  std::vector<float> gx = x;
-  backend_.SigmoidGateRows(gate.data(), rows, cols, gx.data());
+  const Tensor gx_t = dev_.F32(x, {rows, cols});
+  ASSERT_TRUE(backend_.SigmoidGateRows(dev_.F32(gate, {rows}), gx_t).ok());
+  const std::vector<float> gx = dev_.ReadF32(gx_t);
   for (int64_t r = 0; r < rows; ++r) {
     const double g = 1.0 / (1.0 + std::exp(-static_cast<double>(gate[r])));
     for (int64_t c = 0; c < cols; ++c) ASSERT_NEAR(gx[r * cols + c], g * x[r * cols + c], 1e-6);

@@ -57,17 +57,19 @@ TEST_P(CpuBackendTest, MatMulMatchesNaiveLoop) {
                                   " w=", DTypeName(wt), " bias=", bias_kind));
         OwnedTensor w = MakeTensor({c.out, c.in}, wt, &rng_);
         OwnedTensor bias = MakeTensor({c.out}, bias_kind == 2 ? DType::kBF16 : DType::kF32, &rng_);
-        const TensorView* bias_view = bias_kind == 0 ? nullptr : &bias.view;
+        const Tensor bias_t = bias_kind == 0 ? Tensor() : dev_.Weight(bias);
         std::vector<float> x = RandomVector(c.tokens * c.in, &rng_);
-        std::vector<float> y(c.tokens * c.out, -1.0f);
-        backend_.MatMul(x.data(), c.tokens, w.view, bias_view, y.data());
-        ASSERT_TRUE(MatchesNaiveMatMul(w, bias_view != nullptr ? &bias : nullptr, x, c.tokens, y));
+        const Tensor y_t = dev_.Filled(DType::kF32, {c.tokens, c.out}, -1.0f);
+        ASSERT_TRUE(
+            backend_.MatMul(dev_.F32(x, {c.tokens, c.in}), dev_.Weight(w), bias_t, y_t).ok());
+        ASSERT_TRUE(MatchesNaiveMatMul(w, bias_kind == 0 ? nullptr : &bias, x, c.tokens,
+                                       dev_.ReadF32(y_t)));
       }
     }
   }
 }
 
-// Prepared (on AVX-512: packed) weights: the same results as the naive loop,
+// Weights placed for MatMul (on AVX-512: packed): the same results as the naive loop,
 // any row count (partial panels) and token count (every token block size),
 // and each token bit-identical to computing it alone or in any sub-batch.
 TEST_P(CpuBackendTest, PreparedMatMulMatchesNaiveLoopAndIsBatchInvariant) {
@@ -76,31 +78,32 @@ TEST_P(CpuBackendTest, PreparedMatMulMatchesNaiveLoopAndIsBatchInvariant) {
   };
   const Case cases[] = {{16, 1, 1},    {17, 13, 3},  {32, 64, 12},  {75, 37, 13},
                         {130, 64, 70}, {300, 48, 9}, {64, 257, 25}, {200, 33, 2}};
-  size_t prepared = 0;
+  int64_t prepared = 0;
   std::vector<std::unique_ptr<OwnedTensor>> weights;
   for (const Case& c : cases) {
     for (DType wt : {DType::kF32, DType::kBF16}) {
       for (int bias_kind = 0; bias_kind < 3; ++bias_kind) {
         SCOPED_TRACE(absl::StrCat("out=", c.out, " in=", c.in, " T=", c.tokens,
                                   " w=", DTypeName(wt), " bias=", bias_kind));
-        // Prepared weights stay alive (at their address) while the backend may
-        // use them: it knows them by address.
+        // Placed weights may stay views of the host data: keep it alive.
         weights.push_back(std::make_unique<OwnedTensor>(MakeTensor({c.out, c.in}, wt, &rng_)));
         const OwnedTensor& w = *weights.back();
-        const TensorView* views[] = {&w.view};
-        backend_.PrepareMatMulWeights(views);
+        const Tensor w_t = dev_.Weight(w, WeightUse::kMatMul);
         ++prepared;
         OwnedTensor bias = MakeTensor({c.out}, bias_kind == 2 ? DType::kBF16 : DType::kF32, &rng_);
-        const TensorView* bias_view = bias_kind == 0 ? nullptr : &bias.view;
+        const Tensor bias_t = bias_kind == 0 ? Tensor() : dev_.Weight(bias);
         std::vector<float> x = RandomVector(c.tokens * c.in, &rng_);
-        std::vector<float> y(c.tokens * c.out, -1.0f);
-        backend_.MatMul(x.data(), c.tokens, w.view, bias_view, y.data());
-        ASSERT_TRUE(MatchesNaiveMatMul(w, bias_view != nullptr ? &bias : nullptr, x, c.tokens, y));
+        const Tensor x_t = dev_.F32(x, {c.tokens, c.in});
+        const Tensor y_t = dev_.Filled(DType::kF32, {c.tokens, c.out}, -1.0f);
+        ASSERT_TRUE(backend_.MatMul(x_t, w_t, bias_t, y_t).ok());
+        const std::vector<float> y = dev_.ReadF32(y_t);
+        ASSERT_TRUE(MatchesNaiveMatMul(w, bias_kind == 0 ? nullptr : &bias, x, c.tokens, y));
         // Sub-batches: each token alone, and a window of up to 5 tokens.
         for (int64_t t = 0; t < c.tokens; ++t) {
           const int64_t n = std::min<int64_t>(t % 2 == 0 ? 1 : 5, c.tokens - t);
-          std::vector<float> ys(n * c.out, -1.0f);
-          backend_.MatMul(x.data() + t * c.in, n, w.view, bias_view, ys.data());
+          const Tensor ys_t = dev_.Filled(DType::kF32, {n, c.out}, -1.0f);
+          ASSERT_TRUE(backend_.MatMul(x_t.Rows(t, n), w_t, bias_t, ys_t).ok());
+          const std::vector<float> ys = dev_.ReadF32(ys_t);
           ASSERT_EQ(0, std::memcmp(ys.data(), y.data() + t * c.out, ys.size() * sizeof(float)))
               << "tokens [" << t << ", " << t + n << ") differ from the full batch";
         }
@@ -108,7 +111,7 @@ TEST_P(CpuBackendTest, PreparedMatMulMatchesNaiveLoopAndIsBatchInvariant) {
     }
   }
   // The packed kernels exist for AVX-512 only; elsewhere nothing is packed.
-  EXPECT_EQ(backend_.packed_weights(), backend_.isa() == CpuIsa::kAvx512 ? prepared : 0u);
+  EXPECT_EQ(backend_.packed_weights(), backend_.isa() == CpuIsa::kAvx512 ? prepared : 0);
 }
 
 INSTANTIATE_CPU_BACKEND_TEST_SUITE(CpuBackendTest);

@@ -55,7 +55,7 @@ LookupScratch& ThreadLookupScratch() {
 
 }  // namespace
 
-void CpuMemoryLookup::Run(ThreadPool* pool, const CpuKernels& kern, const MemoryLookupArgs& a) {
+void CpuMemoryLookup::Run(ThreadPool* pool, const CpuKernels& kern, const CpuMemoryLookupArgs& a) {
   const int heads = a.heads;
   const int n_keys = a.n_keys;
   const int knn = a.knn;
@@ -77,7 +77,7 @@ void CpuMemoryLookup::Run(ThreadPool* pool, const CpuKernels& kern, const Memory
     // 1. Sub-key scores: keys row r = (h, half_idx, j) belongs to group
     //    g = 2h + half_idx = r / n_keys and reads query columns
     //    [g * k_dim/2, (g+1) * k_dim/2).  scores [nb, key_rows].
-    GroupedMatMul(pool, kern, a.keys->data, a.keys->dtype, key_rows, half,
+    GroupedMatMul(pool, kern, a.keys, a.keys_dtype, key_rows, half,
                   /*rows_per_group=*/n_keys,
                   /*x_group_stride=*/half, nullptr, DType::kF32, a.queries + t0 * q_stride,
                   q_stride, nb, scores, key_rows);
@@ -149,7 +149,7 @@ void CpuMemoryLookup::Run(ThreadPool* pool, const CpuKernels& kern, const Memory
         std::max<int64_t>(1, std::min<int64_t>(v_dim / 64, (2LL * threads + nb - 1) / nb));
     const int64_t col_block = ((v_dim + col_blocks - 1) / col_blocks + 15) / 16 * 16;
     const int64_t n_col_blocks = (v_dim + col_block - 1) / col_block;
-    const bool bf16_values = a.values->dtype == DType::kBF16;
+    const bool bf16_values = a.values_dtype == DType::kBF16;
     pool->ParallelFor(nb * n_col_blocks, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t t = task / n_col_blocks;
@@ -161,11 +161,11 @@ void CpuMemoryLookup::Run(ThreadPool* pool, const CpuKernels& kern, const Memory
         const int64_t* rows = lookup_rows_.data() + t * heads * knn;
         for (int64_t i = 0; i < static_cast<int64_t>(heads) * knn; ++i) {
           if (bf16_values) {
-            kern.axpy_bf16(
-                w[i], static_cast<const uint16_t*>(a.values->data) + rows[i] * v_dim + c0, out, cn);
+            kern.axpy_bf16(w[i], static_cast<const uint16_t*>(a.values) + rows[i] * v_dim + c0, out,
+                           cn);
           } else {
-            kern.axpy_f32(w[i], static_cast<const float*>(a.values->data) + rows[i] * v_dim + c0,
-                          out, cn);
+            kern.axpy_f32(w[i], static_cast<const float*>(a.values) + rows[i] * v_dim + c0, out,
+                          cn);
           }
         }
       }

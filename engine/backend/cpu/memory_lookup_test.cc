@@ -29,19 +29,20 @@ struct LookupCase {
   bool integer_data;  // small integers: every score exact, many exact ties
 };
 
-// The lookup arguments for case `c` (outputs left null).
-MemoryLookupArgs LookupArgs(const LookupCase& c, const std::vector<float>& queries,
-                            const OwnedTensor& keys, const OwnedTensor& values) {
+// The lookup arguments for case `c` (outputs: `out` only).
+MemoryLookupArgs LookupArgs(TestTensors* dev, const LookupCase& c,
+                            const std::vector<float>& queries, const OwnedTensor& keys,
+                            const OwnedTensor& values) {
   MemoryLookupArgs a;
-  a.n_tokens = c.tokens;
   a.heads = c.heads;
   a.n_keys = c.n_keys;
   a.knn = c.knn;
   a.k_dim = c.k_dim;
   a.v_dim = c.v_dim;
-  a.queries = queries.data();
-  a.keys = &keys.view;
-  a.values = &values.view;
+  a.queries = dev->F32(queries, {c.tokens, static_cast<int64_t>(c.heads) * c.k_dim});
+  a.keys = dev->Weight(keys);
+  a.values = dev->Weight(values);
+  a.out = dev->Filled(DType::kF32, {c.tokens, c.v_dim}, -3.0f);
   return a;
 }
 
@@ -98,7 +99,7 @@ BruteForce BruteForceLookup(const LookupCase& c, const std::vector<float>& queri
   return bf;
 }
 
-void RunLookupCase(CpuBackend* backend, const LookupCase& c, std::mt19937* rng) {
+void RunLookupCase(Backend* backend, TestTensors* dev, const LookupCase& c, std::mt19937* rng) {
   SCOPED_TRACE(absl::StrCat("heads=", c.heads, " n_keys=", c.n_keys, " knn=", c.knn,
                             " k_dim=", c.k_dim, " v_dim=", c.v_dim, " T=", c.tokens,
                             " keys=", DTypeName(c.key_dtype), " values=", DTypeName(c.value_dtype),
@@ -118,14 +119,14 @@ void RunLookupCase(CpuBackend* backend, const LookupCase& c, std::mt19937* rng) 
   OwnedTensor values =
       FromValues(RandomVector(static_cast<int64_t>(c.n_keys) * c.n_keys * c.v_dim, rng),
                  {static_cast<int64_t>(c.n_keys) * c.n_keys, c.v_dim}, c.value_dtype);
-  std::vector<float> out(c.tokens * c.v_dim, -3.0f);
-  std::vector<int64_t> rows(c.tokens * c.heads * c.knn, -1);
-  std::vector<float> scores(rows.size());
-  MemoryLookupArgs a = LookupArgs(c, queries, keys, values);
-  a.out = out.data();
-  a.out_indices = rows.data();
-  a.out_scores = scores.data();
-  backend->MemoryLookup(a);
+  MemoryLookupArgs a = LookupArgs(dev, c, queries, keys, values);
+  a.out_indices = dev->Filled(DType::kI64, {c.tokens, c.heads, c.knn});
+  a.out_scores = dev->Filled(DType::kF32, {c.tokens, c.heads, c.knn});
+  const absl::Status st = backend->MemoryLookup(a);
+  ASSERT_TRUE(st.ok()) << st;
+  const std::vector<float> out = dev->ReadF32(a.out);
+  const std::vector<int64_t> rows = dev->ReadI64(a.out_indices);
+  const std::vector<float> scores = dev->ReadF32(a.out_scores);
 
   const BruteForce bf = BruteForceLookup(c, queries, keys.values, values.values);
   int compared = 0;
@@ -174,7 +175,7 @@ TEST_P(CpuBackendTest, MemoryLookupMatchesBruteForce) {
       {2, 20, 16, 6, 8, 3, DType::kBF16, DType::kF32, true},
       {1, 8, 1, 4, 4, 5, DType::kF32, DType::kBF16, true},  // knn == 1
   };
-  for (const LookupCase& c : cases) RunLookupCase(&backend_, c, &rng_);
+  for (const LookupCase& c : cases) RunLookupCase(&backend_, &dev_, c, &rng_);
 }
 
 TEST_P(CpuBackendTest, MemoryLookupWithoutTraceOutputs) {
@@ -182,15 +183,13 @@ TEST_P(CpuBackendTest, MemoryLookupWithoutTraceOutputs) {
   std::vector<float> queries = RandomVector(c.tokens * c.heads * c.k_dim, &rng_);
   OwnedTensor keys = MakeTensor({2LL * c.heads * c.n_keys, c.k_dim / 2}, DType::kF32, &rng_);
   OwnedTensor values = MakeTensor({256, c.v_dim}, DType::kBF16, &rng_);
-  MemoryLookupArgs a = LookupArgs(c, queries, keys, values);
-  std::vector<float> out1(c.tokens * c.v_dim), out2(out1.size());
-  a.out = out1.data();
-  backend_.MemoryLookup(a);
-  std::vector<int64_t> rows(c.tokens * c.heads * c.knn);
-  a.out_indices = rows.data();
-  a.out = out2.data();
-  backend_.MemoryLookup(a);
-  EXPECT_EQ(out1, out2);
+  MemoryLookupArgs a = LookupArgs(&dev_, c, queries, keys, values);
+  ASSERT_TRUE(backend_.MemoryLookup(a).ok());
+  const std::vector<float> out1 = dev_.ReadF32(a.out);
+  a.out_indices = dev_.Filled(DType::kI64, {c.tokens, c.heads, c.knn});
+  a.out = dev_.Filled(DType::kF32, {c.tokens, c.v_dim});
+  ASSERT_TRUE(backend_.MemoryLookup(a).ok());
+  EXPECT_EQ(out1, dev_.ReadF32(a.out));
 }
 
 INSTANTIATE_CPU_BACKEND_TEST_SUITE(CpuBackendTest);
