@@ -66,6 +66,7 @@ struct Model::Scratch {
   }
 
   // Host staging, reused across passes.
+  std::vector<BatchChunk> pass;       // the chunks of the pass being cut
   std::vector<int64_t> kv_rows;       // [T]
   std::vector<int32_t> ids;           // [T]
   std::vector<int32_t> positions;     // [T]
@@ -448,7 +449,8 @@ absl::Status Model::Run(KvCache* cache, absl::Span<const BatchChunk> chunks,
   // Cut the chunks into passes of at most kMaxChunk tokens; a chunk may be
   // split across passes (its later tokens then read the K/V its earlier
   // tokens wrote), which gives the same results.
-  std::vector<BatchChunk> pass;
+  std::vector<BatchChunk>& pass = scratch_->pass;
+  pass.clear();
   int pass_tokens = 0;
   int64_t logits_before_pass = 0;  // logits rows written by earlier passes
   int64_t pass_logits = 0;

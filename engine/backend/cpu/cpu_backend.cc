@@ -13,6 +13,17 @@
 #include "engine/dtype.h"
 #include "engine/status_macros.h"
 
+// `var` = the host address of weight operand `tensor`, or return the error
+// naming `what`.
+#define MEMSERVE_WEIGHT_DATA(var, tensor, what) \
+  var = WeightData(tensor);                     \
+  if (var == nullptr) return WeightError(tensor, what)
+// `void* var` = the host address of `tensor` (of `dtype`), or return the
+// error naming `what`.
+#define MEMSERVE_HOST_DATA(var, tensor, dtype, what) \
+  void* var = HostData(tensor, dtype);               \
+  if (var == nullptr) return OperandError(tensor, dtype, what)
+
 namespace memserve {
 namespace {
 
@@ -117,37 +128,47 @@ absl::StatusOr<std::unique_ptr<Buffer>> CpuBackend::PlaceWeight(const TensorView
   return Backend::PlaceWeight(w, use, tensor);
 }
 
-absl::StatusOr<void*> CpuBackend::HostData(const Tensor& t, DType dtype, const char* what) const {
-  if (t.buffer == nullptr || t.buffer->backend() != this) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cpu backend: ", what, " is not a tensor of this backend"));
-  }
-  if (t.dtype != dtype || !t.InBounds()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cpu backend: ", what, " is ", t.DebugString(), " at offset ", t.offset,
-                     " of a ", t.buffer->size(), "-byte buffer; expected ", DTypeName(dtype)));
+void* CpuBackend::HostData(const Tensor& t, DType dtype) const {
+  if (t.buffer == nullptr || t.buffer->backend() != this || t.dtype != dtype || !t.InBounds()) {
+    return nullptr;
   }
   return static_cast<char*>(static_cast<const HostBuffer*>(t.buffer)->data()) + t.offset;
 }
 
-absl::StatusOr<const void*> CpuBackend::WeightData(const Tensor& t, const char* what) const {
-  if (t.dtype != DType::kF32 && t.dtype != DType::kBF16) {
+absl::Status CpuBackend::OperandError(const Tensor& t, DType dtype, const char* what) const {
+  if (t.buffer == nullptr || t.buffer->backend() != this) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cpu backend: ", what, " is ", t.DebugString(), "; expected F32 or BF16"));
+        absl::StrCat("cpu backend: ", what, " is not a tensor of this backend"));
   }
+  return absl::InvalidArgumentError(
+      absl::StrCat("cpu backend: ", what, " is ", t.DebugString(), " at offset ", t.offset,
+                   " of a ", t.buffer->size(), "-byte buffer; expected ", DTypeName(dtype)));
+}
+
+const void* CpuBackend::WeightData(const Tensor& t) const {
+  if ((t.dtype != DType::kF32 && t.dtype != DType::kBF16) || PackedOf(t) != nullptr) {
+    return nullptr;
+  }
+  return HostData(t, t.dtype);
+}
+
+absl::Status CpuBackend::WeightError(const Tensor& t, const char* what) const {
   if (PackedOf(t) != nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         "cpu backend: ", what, " is a packed weight; only MatMul takes packed weights"));
   }
-  ASSIGN_OR_RETURN(void* p, HostData(t, t.dtype, what));
-  return const_cast<const void*>(p);
+  if (t.dtype != DType::kF32 && t.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cpu backend: ", what, " is ", t.DebugString(), "; expected F32 or BF16"));
+  }
+  return OperandError(t, t.dtype, what);
 }
 
 absl::Status CpuBackend::Upload(const void* src, const Tensor& dst) {
   if (dst.buffer != nullptr && dst.buffer->type_name() != kOwnedType) {
     return absl::InvalidArgumentError("cpu backend: Upload into a read-only buffer");
   }
-  ASSIGN_OR_RETURN(void* p, HostData(dst, dst.dtype, "Upload destination"));
+  MEMSERVE_HOST_DATA(p, dst, dst.dtype, "Upload destination");
   std::memcpy(p, src, dst.nbytes());
   return absl::OkStatus();
 }
@@ -156,7 +177,7 @@ absl::Status CpuBackend::Download(const Tensor& src, void* dst) {
   if (PackedOf(src) != nullptr) {
     return absl::InvalidArgumentError("cpu backend: Download of a packed weight");
   }
-  ASSIGN_OR_RETURN(void* p, HostData(src, src.dtype, "Download source"));
+  MEMSERVE_HOST_DATA(p, src, src.dtype, "Download source");
   std::memcpy(dst, p, src.nbytes());
   return absl::OkStatus();
 }
@@ -175,13 +196,13 @@ absl::Status CpuBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor& 
   if (y.rank != 2 || y.shape[0] != n_tokens || y.shape[1] != out) {
     return ShapeError("MatMul", "y", y, absl::StrCat("[", n_tokens, ", ", out, "]"));
   }
-  ASSIGN_OR_RETURN(void* xp, HostData(x, DType::kF32, "MatMul x"));
-  ASSIGN_OR_RETURN(void* yp, HostData(y, DType::kF32, "MatMul y"));
+  MEMSERVE_HOST_DATA(xp, x, DType::kF32, "MatMul x");
+  MEMSERVE_HOST_DATA(yp, y, DType::kF32, "MatMul y");
   const void* bias_data = nullptr;
   DType bias_dtype = DType::kF32;
   if (bias.present()) {
     if (bias.numel() != out) return ShapeError("MatMul", "bias", bias, absl::StrCat("[", out, "]"));
-    ASSIGN_OR_RETURN(bias_data, WeightData(bias, "MatMul bias"));
+    MEMSERVE_WEIGHT_DATA(bias_data, bias, "MatMul bias");
     bias_dtype = bias.dtype;
   }
   const float* xf = static_cast<const float*>(xp);
@@ -190,7 +211,8 @@ absl::Status CpuBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor& 
     PackedMatMul(pool_.get(), *kernels_, *packed, bias_data, bias_dtype, xf, n_tokens, yf);
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(const void* wp, WeightData(w, "MatMul w"));
+  const void* wp;
+  MEMSERVE_WEIGHT_DATA(wp, w, "MatMul w");
   GroupedMatMul(pool_.get(), *kernels_, wp, w.dtype, out, in, /*rows_per_group=*/out,
                 /*x_group_stride=*/0, bias_data, bias_dtype, xf, in, n_tokens, yf, out);
   return absl::OkStatus();
@@ -206,9 +228,10 @@ absl::Status CpuBackend::RmsNorm(const Tensor& x_t, const Tensor& weight, float 
     return ShapeError("RmsNorm", "y", y_t, x_t.DebugString());
   }
   const int64_t n_tokens = x_t.shape[0];
-  ASSIGN_OR_RETURN(void* xp, HostData(x_t, DType::kF32, "RmsNorm x"));
-  ASSIGN_OR_RETURN(void* yp, HostData(y_t, DType::kF32, "RmsNorm y"));
-  ASSIGN_OR_RETURN(const void* wp, WeightData(weight, "RmsNorm weight"));
+  MEMSERVE_HOST_DATA(xp, x_t, DType::kF32, "RmsNorm x");
+  MEMSERVE_HOST_DATA(yp, y_t, DType::kF32, "RmsNorm y");
+  const void* wp;
+  MEMSERVE_WEIGHT_DATA(wp, weight, "RmsNorm weight");
   const float* x = static_cast<const float*>(xp);
   float* y = static_cast<float*>(yp);
   const bool bf16 = weight.dtype == DType::kBF16;
@@ -241,9 +264,10 @@ absl::Status CpuBackend::Embedding(const Tensor& table, const Tensor& ids_t, con
   if (y_t.rank != 2 || y_t.shape[0] != n || y_t.shape[1] != dim) {
     return ShapeError("Embedding", "y", y_t, absl::StrCat("[", n, ", ", dim, "]"));
   }
-  ASSIGN_OR_RETURN(const void* tp, WeightData(table, "Embedding table"));
-  ASSIGN_OR_RETURN(void* ip, HostData(ids_t, DType::kI32, "Embedding ids"));
-  ASSIGN_OR_RETURN(void* yp, HostData(y_t, DType::kF32, "Embedding y"));
+  const void* tp;
+  MEMSERVE_WEIGHT_DATA(tp, table, "Embedding table");
+  MEMSERVE_HOST_DATA(ip, ids_t, DType::kI32, "Embedding ids");
+  MEMSERVE_HOST_DATA(yp, y_t, DType::kF32, "Embedding y");
   const int32_t* ids = static_cast<const int32_t*>(ip);
   float* y = static_cast<float*>(yp);
   const char* base = static_cast<const char*>(tp);
@@ -272,9 +296,9 @@ absl::Status CpuBackend::Rope(const Tensor& x_t, const Tensor& positions_t, cons
     return ShapeError("Rope", "positions", positions_t, absl::StrCat("[", n_tokens, "]"));
   }
   const int64_t max_positions = rope.shape[1];
-  ASSIGN_OR_RETURN(void* xp, HostData(x_t, DType::kF32, "Rope x"));
-  ASSIGN_OR_RETURN(void* pp, HostData(positions_t, DType::kI32, "Rope positions"));
-  ASSIGN_OR_RETURN(void* rp, HostData(rope, DType::kF32, "Rope table"));
+  MEMSERVE_HOST_DATA(xp, x_t, DType::kF32, "Rope x");
+  MEMSERVE_HOST_DATA(pp, positions_t, DType::kI32, "Rope positions");
+  MEMSERVE_HOST_DATA(rp, rope, DType::kF32, "Rope table");
   float* x = static_cast<float*>(xp);
   const int32_t* positions = static_cast<const int32_t*>(pp);
   for (int64_t t = 0; t < n_tokens; ++t) {
@@ -325,11 +349,11 @@ absl::Status CpuBackend::WriteKv(const Tensor& k_t, const Tensor& v_t, const Ten
       v_cache_t.shape[1] != kv_dim) {
     return ShapeError("WriteKv", "v_cache", v_cache_t, k_cache_t.DebugString());
   }
-  ASSIGN_OR_RETURN(void* kp, HostData(k_t, DType::kF32, "WriteKv k"));
-  ASSIGN_OR_RETURN(void* vp, HostData(v_t, DType::kF32, "WriteKv v"));
-  ASSIGN_OR_RETURN(void* rp, HostData(rows_t, DType::kI64, "WriteKv kv_rows"));
-  ASSIGN_OR_RETURN(void* kcp, HostData(k_cache_t, DType::kF32, "WriteKv k_cache"));
-  ASSIGN_OR_RETURN(void* vcp, HostData(v_cache_t, DType::kF32, "WriteKv v_cache"));
+  MEMSERVE_HOST_DATA(kp, k_t, DType::kF32, "WriteKv k");
+  MEMSERVE_HOST_DATA(vp, v_t, DType::kF32, "WriteKv v");
+  MEMSERVE_HOST_DATA(rp, rows_t, DType::kI64, "WriteKv kv_rows");
+  MEMSERVE_HOST_DATA(kcp, k_cache_t, DType::kF32, "WriteKv k_cache");
+  MEMSERVE_HOST_DATA(vcp, v_cache_t, DType::kF32, "WriteKv v_cache");
   const float* k = static_cast<const float*>(kp);
   const float* v = static_cast<const float*>(vp);
   const int64_t* rows = static_cast<const int64_t*>(rp);
@@ -358,10 +382,10 @@ absl::Status CpuBackend::Attention(const AttentionShape& shape, const BatchDescr
                                                    " n_kv_heads=", shape.n_kv_heads,
                                                    " head_dim=", shape.head_dim));
   }
-  const std::string want_q = absl::StrCat("[", batch.n_tokens, ", ", q_dim, "]");
-  if (q_t.numel() != batch.n_tokens * q_dim) return ShapeError("Attention", "q", q_t, want_q);
-  if (out_t.numel() != batch.n_tokens * q_dim) {
-    return ShapeError("Attention", "out", out_t, want_q);
+  if (q_t.numel() != batch.n_tokens * q_dim || out_t.numel() != batch.n_tokens * q_dim) {
+    const bool bad_q = q_t.numel() != batch.n_tokens * q_dim;
+    return ShapeError("Attention", bad_q ? "q" : "out", bad_q ? q_t : out_t,
+                      absl::StrCat("[", batch.n_tokens, ", ", q_dim, "]"));
   }
   if (k_cache_t.rank != 2 || k_cache_t.shape[1] != kv_dim || v_cache_t.rank != 2 ||
       v_cache_t.shape[0] != k_cache_t.shape[0] || v_cache_t.shape[1] != kv_dim) {
@@ -374,13 +398,13 @@ absl::Status CpuBackend::Attention(const AttentionShape& shape, const BatchDescr
                                                    batch.n_seqs, " sequences, ", batch.n_tokens,
                                                    " tokens, block_size ", batch.block_size, ")"));
   }
-  ASSIGN_OR_RETURN(void* qp, HostData(q_t, DType::kF32, "Attention q"));
-  ASSIGN_OR_RETURN(void* op, HostData(out_t, DType::kF32, "Attention out"));
-  ASSIGN_OR_RETURN(void* kp, HostData(k_cache_t, DType::kF32, "Attention k_cache"));
-  ASSIGN_OR_RETURN(void* vp, HostData(v_cache_t, DType::kF32, "Attention v_cache"));
-  ASSIGN_OR_RETURN(void* sp, HostData(batch.seq_starts, DType::kI32, "batch seq_starts"));
-  ASSIGN_OR_RETURN(void* pp, HostData(batch.positions, DType::kI32, "batch positions"));
-  ASSIGN_OR_RETURN(void* bp, HostData(batch.block_tables, DType::kI32, "batch block_tables"));
+  MEMSERVE_HOST_DATA(qp, q_t, DType::kF32, "Attention q");
+  MEMSERVE_HOST_DATA(op, out_t, DType::kF32, "Attention out");
+  MEMSERVE_HOST_DATA(kp, k_cache_t, DType::kF32, "Attention k_cache");
+  MEMSERVE_HOST_DATA(vp, v_cache_t, DType::kF32, "Attention v_cache");
+  MEMSERVE_HOST_DATA(sp, batch.seq_starts, DType::kI32, "batch seq_starts");
+  MEMSERVE_HOST_DATA(pp, batch.positions, DType::kI32, "batch positions");
+  MEMSERVE_HOST_DATA(bp, batch.block_tables, DType::kI32, "batch block_tables");
   const int32_t* starts = static_cast<const int32_t*>(sp);
   const int32_t* positions = static_cast<const int32_t*>(pp);
   const int32_t* tables = static_cast<const int32_t*>(bp);
@@ -430,9 +454,9 @@ absl::Status CpuBackend::SwiGlu(const Tensor& a_t, const Tensor& b_t, const Tens
   if (b_t.numel() != n || y_t.numel() != n) {
     return ShapeError("SwiGlu", "b or y", b_t, a_t.DebugString());
   }
-  ASSIGN_OR_RETURN(void* ap, HostData(a_t, DType::kF32, "SwiGlu a"));
-  ASSIGN_OR_RETURN(void* bp, HostData(b_t, DType::kF32, "SwiGlu b"));
-  ASSIGN_OR_RETURN(void* yp, HostData(y_t, DType::kF32, "SwiGlu y"));
+  MEMSERVE_HOST_DATA(ap, a_t, DType::kF32, "SwiGlu a");
+  MEMSERVE_HOST_DATA(bp, b_t, DType::kF32, "SwiGlu b");
+  MEMSERVE_HOST_DATA(yp, y_t, DType::kF32, "SwiGlu y");
   const float* a = static_cast<const float*>(ap);
   const float* b = static_cast<const float*>(bp);
   float* y = static_cast<float*>(yp);
@@ -448,8 +472,8 @@ absl::Status CpuBackend::SwiGlu(const Tensor& a_t, const Tensor& b_t, const Tens
 absl::Status CpuBackend::Add(const Tensor& x_t, const Tensor& y_t) {
   const int64_t n = x_t.numel();
   if (y_t.numel() != n) return ShapeError("Add", "y", y_t, x_t.DebugString());
-  ASSIGN_OR_RETURN(void* xp, HostData(x_t, DType::kF32, "Add x"));
-  ASSIGN_OR_RETURN(void* yp, HostData(y_t, DType::kF32, "Add y"));
+  MEMSERVE_HOST_DATA(xp, x_t, DType::kF32, "Add x");
+  MEMSERVE_HOST_DATA(yp, y_t, DType::kF32, "Add y");
   const float* x = static_cast<const float*>(xp);
   float* y = static_cast<float*>(yp);
   pool_->ParallelFor(
@@ -468,8 +492,8 @@ absl::Status CpuBackend::SigmoidGateRows(const Tensor& gate_t, const Tensor& x_t
   }
   const int64_t rows = x_t.shape[0];
   const int64_t cols = x_t.shape[1];
-  ASSIGN_OR_RETURN(void* gp, HostData(gate_t, DType::kF32, "SigmoidGateRows gate"));
-  ASSIGN_OR_RETURN(void* xp, HostData(x_t, DType::kF32, "SigmoidGateRows x"));
+  MEMSERVE_HOST_DATA(gp, gate_t, DType::kF32, "SigmoidGateRows gate");
+  MEMSERVE_HOST_DATA(xp, x_t, DType::kF32, "SigmoidGateRows x");
   const float* gate = static_cast<const float*>(gp);
   float* x = static_cast<float*>(xp);
   for (int64_t r = 0; r < rows; ++r) {
@@ -513,10 +537,10 @@ absl::Status CpuBackend::MemoryLookup(const MemoryLookupArgs& a) {
   c.knn = a.knn;
   c.k_dim = a.k_dim;
   c.v_dim = a.v_dim;
-  ASSIGN_OR_RETURN(void* qp, HostData(a.queries, DType::kF32, "MemoryLookup queries"));
-  ASSIGN_OR_RETURN(c.keys, WeightData(a.keys, "MemoryLookup keys"));
-  ASSIGN_OR_RETURN(c.values, WeightData(a.values, "MemoryLookup values"));
-  ASSIGN_OR_RETURN(void* op, HostData(a.out, DType::kF32, "MemoryLookup out"));
+  MEMSERVE_HOST_DATA(qp, a.queries, DType::kF32, "MemoryLookup queries");
+  MEMSERVE_WEIGHT_DATA(c.keys, a.keys, "MemoryLookup keys");
+  MEMSERVE_WEIGHT_DATA(c.values, a.values, "MemoryLookup values");
+  MEMSERVE_HOST_DATA(op, a.out, DType::kF32, "MemoryLookup out");
   c.queries = static_cast<const float*>(qp);
   c.keys_dtype = a.keys.dtype;
   c.values_dtype = a.values.dtype;
@@ -526,7 +550,7 @@ absl::Status CpuBackend::MemoryLookup(const MemoryLookupArgs& a) {
       return ShapeError("MemoryLookup", "out_indices", a.out_indices,
                         absl::StrCat("[", n_tokens, ", ", a.heads, ", ", a.knn, "]"));
     }
-    ASSIGN_OR_RETURN(void* p, HostData(a.out_indices, DType::kI64, "MemoryLookup out_indices"));
+    MEMSERVE_HOST_DATA(p, a.out_indices, DType::kI64, "MemoryLookup out_indices");
     c.out_indices = static_cast<int64_t*>(p);
   }
   if (a.out_scores.present()) {
@@ -534,7 +558,7 @@ absl::Status CpuBackend::MemoryLookup(const MemoryLookupArgs& a) {
       return ShapeError("MemoryLookup", "out_scores", a.out_scores,
                         absl::StrCat("[", n_tokens, ", ", a.heads, ", ", a.knn, "]"));
     }
-    ASSIGN_OR_RETURN(void* p, HostData(a.out_scores, DType::kF32, "MemoryLookup out_scores"));
+    MEMSERVE_HOST_DATA(p, a.out_scores, DType::kF32, "MemoryLookup out_scores");
     c.out_scores = static_cast<float*>(p);
   }
   memory_lookup_.Run(pool_.get(), *kernels_, c);

@@ -68,15 +68,17 @@ class CpuBackend : public Backend {
   absl::Status SigmoidGateRows(const Tensor& gate, const Tensor& x) override;
   absl::Status MemoryLookup(const MemoryLookupArgs& args) override;
 
- protected:
-  // The host address of t's first byte. Every op reaches memory through
-  // here; InvalidArgument (naming `what`) unless t lies inside a host buffer
-  // of this backend and has dtype `dtype`. A subclass may check more.
-  virtual absl::StatusOr<void*> HostData(const Tensor& t, DType dtype, const char* what) const;
-  // As HostData for a weight operand: F32 or BF16; packed weights refused.
-  absl::StatusOr<const void*> WeightData(const Tensor& t, const char* what) const;
-
  private:
+  // The host address of t's first byte, or null unless t lies inside a host
+  // buffer of this backend and has dtype `dtype`. Every op reaches memory
+  // through here (or WeightData); OperandError says why it refused.
+  void* HostData(const Tensor& t, DType dtype) const;
+  absl::Status OperandError(const Tensor& t, DType dtype, const char* what) const;
+  // As HostData for a weight operand: F32 or BF16, not packed; WeightError
+  // says why it refused.
+  const void* WeightData(const Tensor& t) const;
+  absl::Status WeightError(const Tensor& t, const char* what) const;
+
   CpuIsa isa_;
   const CpuKernels* kernels_;
   std::unique_ptr<ThreadPool> pool_;
