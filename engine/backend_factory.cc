@@ -1,18 +1,9 @@
 #include "engine/backend_factory.h"
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend/cpu/cpu_backend.h"
 
 namespace memserve {
-
-const char* DeviceName(Device device) {
-  switch (device) {
-    case Device::kCpu:
-      return "cpu";
-    case Device::kCuda:
-      return "cuda";
-  }
-  return "unknown";
-}
 
 absl::StatusOr<Device> ParseDevice(absl::string_view name) {
   if (name == "cpu") return Device::kCpu;
@@ -35,11 +26,11 @@ const char* ValueTablePlacement(Device device) {
   return device == Device::kCpu ? "cpu-mmap" : "gpu-sharded";
 }
 
-absl::StatusOr<ModelOptions> MakeBackend(Device device, int threads) {
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(Device device, int threads) {
   if (absl::Status s = CheckDeviceAvailable(device); !s.ok()) return s;
-  ModelOptions options;
+  CpuBackend::Options options;
   options.num_threads = threads;
-  return options;
+  return std::make_unique<CpuBackend>(options);
 }
 
 }  // namespace memserve

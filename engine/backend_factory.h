@@ -4,17 +4,18 @@
 #ifndef MEMSERVE_ENGINE_BACKEND_FACTORY_H_
 #define MEMSERVE_ENGINE_BACKEND_FACTORY_H_
 
+#include <memory>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "engine/model.h"
+#include "engine/backend/backend.h"
+#include "engine/runtime/tensor.h"
 
 namespace memserve {
 
-enum class Device { kCpu, kCuda };
-
-// "cpu" or "cuda": the --device value and ModelInfo.backend.
-const char* DeviceName(Device device);
+// Device and DeviceName ("cpu", "cuda": the --device value and
+// ModelInfo.backend) are in engine/runtime/tensor.h.
 
 // The --device flag's value. InvalidArgument naming --device and the
 // choices for anything but "cpu" and "cuda".
@@ -31,11 +32,9 @@ absl::Status CheckDeviceAvailable(Device device);
 const char* ValueTablePlacement(Device device);
 
 // The backend for `device` with `threads` CPU threads (0 = one per hardware
-// thread), in the form Model::Load takes it. Today the model builds its CPU
-// backend itself from ModelOptions, so this returns those options; when the
-// loader takes the backend as an argument, this function builds it and is
-// the only code that changes. Errors: those of CheckDeviceAvailable.
-absl::StatusOr<ModelOptions> MakeBackend(Device device, int threads);
+// thread), for Model::Load: the one place a backend is built. Errors: those
+// of CheckDeviceAvailable.
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(Device device, int threads);
 
 }  // namespace memserve
 

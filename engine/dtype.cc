@@ -2,7 +2,19 @@
 
 namespace memserve {
 
-const char* DTypeName(DType t) { return t == DType::kF32 ? "F32" : "BF16"; }
+const char* DTypeName(DType t) {
+  switch (t) {
+    case DType::kF32:
+      return "F32";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kI32:
+      return "I32";
+    case DType::kI64:
+      return "I64";
+  }
+  return "?";
+}
 
 void ConvertToF32(DType t, const void* src, size_t n, float* dst) {
   if (t == DType::kF32) {

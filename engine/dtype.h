@@ -10,11 +10,24 @@
 
 namespace memserve {
 
-enum class DType { kF32, kBF16 };
+// Checkpoint tensors are F32 or BF16; the integer types describe the
+// backend's index tensors (token ids, positions, block tables, cache rows).
+enum class DType { kF32, kBF16, kI32, kI64 };
 
 // Bytes per element.
-inline size_t DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
-// Safetensors spelling: "F32", "BF16".
+inline size_t DTypeSize(DType t) {
+  switch (t) {
+    case DType::kBF16:
+      return 2;
+    case DType::kI64:
+      return 8;
+    case DType::kF32:
+    case DType::kI32:
+      break;
+  }
+  return 4;
+}
+// Safetensors spelling: "F32", "BF16", "I32", "I64".
 const char* DTypeName(DType t);
 
 // bf16 is the upper half of an IEEE fp32.
@@ -34,6 +47,7 @@ inline uint16_t F32ToBf16(float f) {
 }
 
 // Converts `n` elements at `src` (of type `t`) to fp32 into `dst`.
+// REQUIRES: t is kF32 or kBF16.
 void ConvertToF32(DType t, const void* src, size_t n, float* dst);
 
 }  // namespace memserve

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "engine/model_cpu.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/model_cpu.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -24,7 +25,7 @@ class GenerateTest : public ::testing::Test {
   static void SetUpTestSuite() {
     const char* srcdir = std::getenv("TEST_SRCDIR");
     const std::string dir = absl::StrCat(srcdir ? srcdir : ".", "/memserve/models/demo");
-    auto model = Model::Load(dir);
+    auto model = LoadCpuModel(dir);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = model->release();
     auto tok = Tokenizer::Create(model_->config().tokenizer, dir);
@@ -67,7 +68,7 @@ TEST_F(GenerateTest, KnownFactEndsWithEos) {
   GenerateResult r = Run(Greedy(24));
   EXPECT_EQ(r.text, kAnswer);
   EXPECT_EQ(r.finish_reason, FinishReason::kEos);
-  EXPECT_EQ(r.prompt_tokens, static_cast<int>(sizeof(kPrompt) - 1) + 1);  // bytes + BOS
+  EXPECT_EQ(r.prompt_tokens, static_cast<int>(sizeof(kPrompt) - 1) + 1);      // bytes + BOS
   EXPECT_EQ(r.completion_tokens, static_cast<int>(sizeof(kAnswer) - 1) + 1);  // + EOS
 }
 
@@ -182,12 +183,16 @@ TEST_F(GenerateTest, InvalidRequestsNameTheField) {
   const std::vector<Case> cases = {
       {"prompt is empty", [](GenerateOptions* o) { o->prompt.clear(); }},
       {"not valid UTF-8", [](GenerateOptions* o) { o->prompt = "ab\xff"; }},
-      {"prompt_ids[1]", [](GenerateOptions* o) { o->prompt_ids = {1, 999}; }},
+      {"prompt_ids[1]",
+       [](GenerateOptions* o) {
+         o->prompt_ids = {1, 999};
+       }},
       {"max_tokens", [](GenerateOptions* o) { o->max_tokens = 0; }},
       {"max_seqlen", [](GenerateOptions* o) { o->max_tokens = 120; }},  // 28 + 120 > 128
       {"logprobs", [](GenerateOptions* o) { o->logprobs = kMaxLogprobs + 1; }},
       {"stop has", [](GenerateOptions* o) { o->stop.assign(kMaxStopStrings + 1, "x"); }},
-      {"stop[0]", [](GenerateOptions* o) { o->stop = {std::string(kMaxStopStringBytes + 1, 'x')}; }},
+      {"stop[0]",
+       [](GenerateOptions* o) { o->stop = {std::string(kMaxStopStringBytes + 1, 'x')}; }},
       {"temperature", [](GenerateOptions* o) { o->sampling.temperature = -1.0f; }},
       {"top_p", [](GenerateOptions* o) { o->sampling.top_p = 0.0f; }},
   };

@@ -9,8 +9,9 @@ namespace memserve {
 absl::StatusOr<LoadedModel> LoadModel(const LoadOptions& options) {
   LoadedModel out;
   out.device = options.device;
-  ASSIGN_OR_RETURN(ModelOptions backend, MakeBackend(options.device, options.threads));
-  ASSIGN_OR_RETURN(out.model, Model::Load(options.model_dir, backend));
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
+                   MakeBackend(options.device, options.threads));
+  ASSIGN_OR_RETURN(out.model, Model::Load(options.model_dir, std::move(backend)));
   ASSIGN_OR_RETURN(out.tokenizer,
                    Tokenizer::Create(out.model->config().tokenizer, options.model_dir));
   return out;

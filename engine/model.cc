@@ -1,12 +1,12 @@
 #include "engine/model.h"
 
 #include <algorithm>
+#include <cstring>
 #include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "engine/cpu_backend.h"
 #include "engine/status_macros.h"
 
 namespace memserve {
@@ -14,50 +14,66 @@ namespace {
 
 // Longest run of tokens pushed through the layers at once; longer calls are
 // split (results are identical: every op treats tokens independently). Bounds
-// the activation buffers at about kMaxChunk x (the widest layer) floats.
+// the activation buffer at about kMaxChunk x (the sum of the layer widths)
+// floats.
 constexpr int kMaxChunk = 256;
 // Rope rows computed up front; more are added when a sequence gets longer.
 constexpr int kInitialRopePositions = 4096;
 
+constexpr size_t AlignUp(size_t n) { return (n + 63) / 64 * 64; }
+
 }  // namespace
 
-KvCache::KvCache(const void* owner, int n_layers, const PagedKvLayout& layout)
-    : owner_(owner), layout_(layout) {
-  const size_t n = static_cast<size_t>(n_layers) * layout.floats_per_layer();
-  // Not zeroed: positions are written before they are read.
-  k_.reset(new float[n]);
-  v_.reset(new float[n]);
+KvCache::KvCache(const void* owner, const PagedKvLayout& layout, std::unique_ptr<Buffer> k,
+                 std::unique_ptr<Buffer> v)
+    : owner_(owner), layout_(layout), k_(std::move(k)), v_(std::move(v)) {}
+
+Tensor KvCache::LayerView(Buffer* buffer, int layer) const {
+  const int64_t rows = static_cast<int64_t>(layout_.num_blocks) * layout_.block_size;
+  return Tensor::Of(buffer, DType::kF32, {rows, layout_.kv_dim},
+                    static_cast<size_t>(layer * layout_.floats_per_layer()) * sizeof(float));
 }
 
 struct Model::Layer {
-  TensorView attention_norm, wq, wk, wv, wo, ffn_norm;
+  Tensor attention_norm, wq, wk, wv, wo, ffn_norm;
   bool memory = false;
   // Dense SwiGLU FFN.
-  TensorView w1, w2, w3;
+  Tensor w1, w2, w3;
   // Memory layer.
-  TensorView keys, query_w, query_b, swilu_w, swilu_b, value_proj_w, value_proj_b, gating_w,
-      gating_b;
+  Tensor keys, query_w, query_b, swilu_w, swilu_b, value_proj_w, value_proj_b, gating_w, gating_b;
   int value_table = -1;  // index into value_tables_
 };
 
-// Activation buffers, grown to the largest chunk seen and reused.
+// The activations of one pass, regions of one backend buffer sized for
+// `capacity` tokens (grown to the largest pass seen, at most kMaxChunk), the
+// logits rows, the step's batch descriptor (staged on the host, uploaded
+// once per pass) and the memory-trace outputs.
 struct Model::Scratch {
-  std::vector<float> h;     // [T, dim] residual stream
-  std::vector<float> xn;    // [T, dim] normed input of a block
-  std::vector<float> q;     // [T, n_heads * head_dim]
-  std::vector<float> k;     // [T, kv_dim] new keys, before they go to their slots
-  std::vector<float> v;     // [T, kv_dim] new values
-  std::vector<float> attn;  // [T, n_heads * head_dim]
-  std::vector<float> out;   // [T, dim] block output
-  std::vector<float> a;     // [T, ffn_hidden] (dense) / [T, heads * k_dim] (memory queries)
-  std::vector<float> b;     // [T, ffn_hidden] (dense) / [T, v_dim] (swilu projection)
-  std::vector<float> y;     // [T, v_dim] memory read
-  std::vector<float> gate;  // [T]
-  std::vector<int32_t> positions;
-  std::vector<int> ids;                  // [T] the pieces' tokens, concatenated
-  std::vector<int64_t> slots;            // [T] cache row of each token
-  std::vector<int64_t> logit_tokens;     // rows of h whose logits are wanted
-  std::vector<AttentionArgs> attention;  // one per piece
+  // Activation regions, each [capacity, width] F32 at a 64-byte aligned offset.
+  enum Region { kH, kXn, kQ, kK, kV, kAttn, kOut, kA, kB, kY, kGate, kRegions };
+  int64_t widths[kRegions] = {};
+  size_t offsets[kRegions] = {};
+  int64_t capacity = 0;
+  std::unique_ptr<Buffer> activations;
+  std::unique_ptr<Buffer> logits;  // [capacity, vocab] F32
+  std::unique_ptr<Buffer> batch;   // the BatchDescriptor's index tensors
+  std::unique_ptr<Buffer> trace;   // I64 rows then F32 scores, [capacity, heads, knn] each
+
+  // [T, width] view of region r (width: the region's, or narrower).
+  Tensor View(Region r, int64_t tokens, int64_t width = 0) const {
+    return Tensor::Of(activations.get(), DType::kF32, {tokens, width > 0 ? width : widths[r]},
+                      offsets[r]);
+  }
+
+  // Host staging, reused across passes.
+  std::vector<BatchChunk> pass;       // the chunks of the pass being cut
+  std::vector<int64_t> kv_rows;       // [T]
+  std::vector<int32_t> ids;           // [T]
+  std::vector<int32_t> positions;     // [T]
+  std::vector<int32_t> seq_starts;    // [n_seqs + 1]
+  std::vector<int32_t> tables;        // [n_seqs, max_blocks]
+  std::vector<char> staged;           // the descriptor's bytes, uploaded at once
+  std::vector<int64_t> logit_tokens;  // rows of h whose logits are wanted
   std::vector<int64_t> trace_rows;
   std::vector<float> trace_scores;
 };
@@ -65,29 +81,40 @@ struct Model::Scratch {
 Model::Model() = default;
 Model::~Model() = default;
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
-                                                   const ModelOptions& options) {
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, Backend& backend) {
   std::unique_ptr<Model> model(new Model());
+  model->backend_ = &backend;
   ASSIGN_OR_RETURN(model->config_, ModelConfig::LoadFromDir(dir));
   ASSIGN_OR_RETURN(model->store_, WeightStore::Open(dir));
   RETURN_IF_ERROR(model->LoadWeights(dir));
   const ModelConfig& c = model->config_;
-  model->rope_ =
-      RopeTable::Make(c.head_dim, std::min(c.max_seqlen, kInitialRopePositions), c.rope_theta);
-  CpuBackend::Options backend_options;
-  backend_options.num_threads = options.num_threads;
-  model->backend_ = std::make_unique<CpuBackend>(backend_options);
-  // Every weight Forward passes to MatMul (memory keys go through
-  // MemoryLookup, the value tables are gathered: neither is prepared).
-  std::vector<const TensorView*> matmul_weights = {&model->output_};
-  for (const Layer& l : model->layers_) {
-    for (const TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3, &l.query_w,
-                                &l.swilu_w, &l.value_proj_w, &l.gating_w}) {
-      if (w->data != nullptr) matmul_weights.push_back(w);
-    }
-  }
-  model->backend_->PrepareMatMulWeights(matmul_weights);
+  RETURN_IF_ERROR(model->EnsureRope(std::min(c.max_seqlen, kInitialRopePositions)));
   model->scratch_ = std::make_unique<Scratch>();
+  Scratch& s = *model->scratch_;
+  const MemoryConfig& m = c.memory;
+  const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
+  const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
+  const int64_t mem_q_dim = static_cast<int64_t>(m.heads) * m.k_dim;
+  s.widths[Scratch::kH] = c.dim;                                // residual stream
+  s.widths[Scratch::kXn] = c.dim;                               // normed input of a block
+  s.widths[Scratch::kQ] = q_dim;                                // [n_heads, head_dim]
+  s.widths[Scratch::kK] = kv_dim;                               // new keys
+  s.widths[Scratch::kV] = kv_dim;                               // new values
+  s.widths[Scratch::kAttn] = q_dim;                             // attention output
+  s.widths[Scratch::kOut] = std::max<int64_t>(c.dim, m.v_dim);  // block output
+  s.widths[Scratch::kA] = std::max<int64_t>(c.ffn_hidden_dim, mem_q_dim);  // w1 x / queries
+  s.widths[Scratch::kB] = std::max<int64_t>(c.ffn_hidden_dim, m.v_dim);    // w3 x / swilu
+  s.widths[Scratch::kY] = std::max<int64_t>(1, m.v_dim);                   // memory read
+  s.widths[Scratch::kGate] = 1;                                            // memory gate
+  return model;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
+                                                   std::unique_ptr<Backend> backend) {
+  if (backend == nullptr) return absl::InvalidArgumentError("Model::Load: null backend");
+  Backend& b = *backend;
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Load(dir, b));
+  model->owned_backend_ = std::move(backend);
   return model;
 }
 
@@ -121,65 +148,78 @@ absl::Status Model::LoadWeights(const std::string& dir) {
     }
   }
 
-  std::set<std::string> expected;
-  auto get = [&](const std::string& name,
-                 std::vector<int64_t> shape) -> absl::StatusOr<TensorView> {
-    expected.insert(name);
-    return store_->Get(name, shape);
+  // Every tensor is checked first; then the backend places each one (so a
+  // bad checkpoint fails before any weight is packed or copied).
+  struct Pending {
+    TensorView view;
+    WeightUse use;
+    Tensor* tensor;
   };
+  std::vector<Pending> pending;
+  std::set<std::string> expected;
+  auto get = [&](Tensor* tensor, const std::string& name, std::vector<int64_t> shape,
+                 WeightUse use = WeightUse::kOther) -> absl::Status {
+    expected.insert(name);
+    ASSIGN_OR_RETURN(TensorView view, store_->Get(name, shape));
+    pending.push_back(Pending{std::move(view), use, tensor});
+    return absl::OkStatus();
+  };
+  constexpr WeightUse kMatMul = WeightUse::kMatMul;
   const int64_t dim = c.dim;
   const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
   const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
-  ASSIGN_OR_RETURN(tok_embeddings_, get("tok_embeddings.weight", {c.vocab_size, dim}));
-  ASSIGN_OR_RETURN(norm_, get("norm.weight", {dim}));
-  ASSIGN_OR_RETURN(output_, get("output.weight", {c.vocab_size, dim}));
+  RETURN_IF_ERROR(get(&tok_embeddings_, "tok_embeddings.weight", {c.vocab_size, dim}));
+  RETURN_IF_ERROR(get(&norm_, "norm.weight", {dim}));
+  RETURN_IF_ERROR(get(&output_, "output.weight", {c.vocab_size, dim}, kMatMul));
 
   const int64_t rows = m.rows();
-  if (!m.layers.empty() && m.share_values) {
-    ASSIGN_OR_RETURN(TensorView values, get("memory.values.weight", {rows, m.v_dim}));
-    value_tables_.push_back(std::move(values));
+  int memory_layers = 0;
+  for (int i = 0; i < c.n_layers; ++i) memory_layers += c.IsMemoryLayer(i) ? 1 : 0;
+  value_tables_.resize(memory_layers == 0 ? 0 : m.share_values ? 1 : memory_layers);
+  if (memory_layers > 0 && m.share_values) {
+    RETURN_IF_ERROR(get(&value_tables_[0], "memory.values.weight", {rows, m.v_dim}));
   }
+  int next_table = m.share_values ? 1 : 0;
   layers_.resize(c.n_layers);
   for (int i = 0; i < c.n_layers; ++i) {
     Layer& l = layers_[i];
     const std::string p = absl::StrCat("layers.", i, ".");
-    ASSIGN_OR_RETURN(l.attention_norm, get(p + "attention_norm.weight", {dim}));
-    ASSIGN_OR_RETURN(l.ffn_norm, get(p + "ffn_norm.weight", {dim}));
-    ASSIGN_OR_RETURN(l.wq, get(p + "attention.wq.weight", {q_dim, dim}));
-    ASSIGN_OR_RETURN(l.wk, get(p + "attention.wk.weight", {kv_dim, dim}));
-    ASSIGN_OR_RETURN(l.wv, get(p + "attention.wv.weight", {kv_dim, dim}));
-    ASSIGN_OR_RETURN(l.wo, get(p + "attention.wo.weight", {dim, q_dim}));
+    RETURN_IF_ERROR(get(&l.attention_norm, p + "attention_norm.weight", {dim}));
+    RETURN_IF_ERROR(get(&l.ffn_norm, p + "ffn_norm.weight", {dim}));
+    RETURN_IF_ERROR(get(&l.wq, p + "attention.wq.weight", {q_dim, dim}, kMatMul));
+    RETURN_IF_ERROR(get(&l.wk, p + "attention.wk.weight", {kv_dim, dim}, kMatMul));
+    RETURN_IF_ERROR(get(&l.wv, p + "attention.wv.weight", {kv_dim, dim}, kMatMul));
+    RETURN_IF_ERROR(get(&l.wo, p + "attention.wo.weight", {dim, q_dim}, kMatMul));
     const std::string f = p + "feed_forward.";
     l.memory = c.IsMemoryLayer(i);
     if (!l.memory) {
       const int64_t hidden = c.ffn_hidden_dim;
-      ASSIGN_OR_RETURN(l.w1, get(f + "w1.weight", {hidden, dim}));
-      ASSIGN_OR_RETURN(l.w2, get(f + "w2.weight", {dim, hidden}));
-      ASSIGN_OR_RETURN(l.w3, get(f + "w3.weight", {hidden, dim}));
+      RETURN_IF_ERROR(get(&l.w1, f + "w1.weight", {hidden, dim}, kMatMul));
+      RETURN_IF_ERROR(get(&l.w2, f + "w2.weight", {dim, hidden}, kMatMul));
+      RETURN_IF_ERROR(get(&l.w3, f + "w3.weight", {hidden, dim}, kMatMul));
       continue;
     }
     const int64_t qk = static_cast<int64_t>(m.heads) * m.k_dim;
-    ASSIGN_OR_RETURN(l.keys, get(f + "keys", {2LL * m.heads * m.n_keys, m.k_dim / 2}));
-    ASSIGN_OR_RETURN(l.query_w, get(f + "query_proj.query_mlps.0.weight", {qk, dim}));
-    ASSIGN_OR_RETURN(l.query_b, get(f + "query_proj.query_mlps.0.bias", {qk}));
+    RETURN_IF_ERROR(get(&l.keys, f + "keys", {2LL * m.heads * m.n_keys, m.k_dim / 2}));
+    RETURN_IF_ERROR(get(&l.query_w, f + "query_proj.query_mlps.0.weight", {qk, dim}, kMatMul));
+    RETURN_IF_ERROR(get(&l.query_b, f + "query_proj.query_mlps.0.bias", {qk}));
     if (m.swilu_projection) {
-      ASSIGN_OR_RETURN(l.swilu_w, get(f + "swilu_projection.weight", {m.v_dim, dim}));
-      ASSIGN_OR_RETURN(l.swilu_b, get(f + "swilu_projection.bias", {m.v_dim}));
+      RETURN_IF_ERROR(get(&l.swilu_w, f + "swilu_projection.weight", {m.v_dim, dim}, kMatMul));
+      RETURN_IF_ERROR(get(&l.swilu_b, f + "swilu_projection.bias", {m.v_dim}));
     }
     if (m.value_proj) {
-      ASSIGN_OR_RETURN(l.value_proj_w, get(f + "value_proj.weight", {dim, m.v_dim}));
-      ASSIGN_OR_RETURN(l.value_proj_b, get(f + "value_proj.bias", {dim}));
+      RETURN_IF_ERROR(get(&l.value_proj_w, f + "value_proj.weight", {dim, m.v_dim}, kMatMul));
+      RETURN_IF_ERROR(get(&l.value_proj_b, f + "value_proj.bias", {dim}));
     }
     if (m.gated) {
-      ASSIGN_OR_RETURN(l.gating_w, get(f + "gating.weight", {1, dim}));
-      ASSIGN_OR_RETURN(l.gating_b, get(f + "gating.bias", {1}));
+      RETURN_IF_ERROR(get(&l.gating_w, f + "gating.weight", {1, dim}, kMatMul));
+      RETURN_IF_ERROR(get(&l.gating_b, f + "gating.bias", {1}));
     }
     if (m.share_values) {
       l.value_table = 0;
     } else {
-      ASSIGN_OR_RETURN(TensorView values, get(f + "values.weight", {rows, m.v_dim}));
-      l.value_table = static_cast<int>(value_tables_.size());
-      value_tables_.push_back(std::move(values));
+      l.value_table = next_table++;
+      RETURN_IF_ERROR(get(&value_tables_[l.value_table], f + "values.weight", {rows, m.v_dim}));
     }
   }
 
@@ -197,12 +237,21 @@ absl::Status Model::LoadWeights(const std::string& dir) {
         unexpected.size() > listed ? ", ..." : "",
         " (check memory.layers, memory.share_values, swilu_projection, value_proj, gated)"));
   }
+  for (Pending& p : pending) {
+    absl::StatusOr<std::unique_ptr<Buffer>> buffer = backend_->PlaceWeight(p.view, p.use, p.tensor);
+    if (!buffer.ok()) {
+      return absl::Status(buffer.status().code(),
+                          absl::StrCat("placing ", p.view.name, " on the ", backend_->name(),
+                                       " backend: ", buffer.status().message()));
+    }
+    weight_buffers_.push_back(*std::move(buffer));
+  }
   return absl::OkStatus();
 }
 
 int64_t Model::value_table_bytes() const {
   int64_t bytes = 0;
-  for (const TensorView& t : value_tables_) bytes += static_cast<int64_t>(t.nbytes());
+  for (const Tensor& t : value_tables_) bytes += static_cast<int64_t>(t.nbytes());
   return bytes;
 }
 
@@ -211,7 +260,8 @@ std::unique_ptr<KvCache> Model::NewCache(int capacity) const {
   layout.block_size = std::max(1, std::min(capacity, config_.max_seqlen));
   layout.num_blocks = 1;
   layout.kv_dim = static_cast<int64_t>(config_.n_kv_heads) * config_.head_dim;
-  return std::unique_ptr<KvCache>(new KvCache(this, config_.n_layers, layout));
+  absl::StatusOr<std::unique_ptr<KvCache>> cache = NewPagedCache(layout);
+  return cache.ok() ? *std::move(cache) : nullptr;
 }
 
 int64_t Model::KvBytesPerBlock(int block_size) const {
@@ -227,22 +277,62 @@ absl::StatusOr<std::unique_ptr<KvCache>> Model::NewPagedCache(const PagedKvLayou
         "KV layout kv_dim is ", layout.kv_dim, "; the model's n_kv_heads * head_dim is ", kv_dim));
   }
   const int64_t bytes = KvBytesPerBlock(layout.block_size) * layout.num_blocks;
-  std::unique_ptr<KvCache> cache;
-  try {
-    cache.reset(new KvCache(this, config_.n_layers, layout));
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cannot allocate the KV cache: ", layout.num_blocks, " blocks x ",
-                     layout.block_size, " tokens = ", bytes, " bytes (lower --num_blocks)"));
+  // Not zeroed: positions are written (WriteKv) before they are read.
+  const size_t half = static_cast<size_t>(bytes / 2);
+  absl::StatusOr<std::unique_ptr<Buffer>> k = backend_->AllocateBuffer(half);
+  absl::StatusOr<std::unique_ptr<Buffer>> v = k.ok() ? backend_->AllocateBuffer(half) : k.status();
+  if (!k.ok() || !v.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot allocate the KV cache: ", layout.num_blocks, " blocks x ", layout.block_size,
+        " tokens = ", bytes,
+        " bytes (lower --num_blocks): ", (k.ok() ? v.status() : k.status()).message()));
   }
-  return cache;
+  return std::unique_ptr<KvCache>(new KvCache(this, layout, *std::move(k), *std::move(v)));
 }
 
-void Model::EnsureRope(int positions) {
-  if (positions <= rope_.max_positions) return;
-  int n = std::max(positions, 2 * rope_.max_positions);
+absl::Status Model::EnsureBuffer(std::unique_ptr<Buffer>* buffer, size_t bytes) {
+  if (*buffer != nullptr && (*buffer)->size() >= bytes) return absl::OkStatus();
+  const size_t grown = std::max(bytes, *buffer != nullptr ? 2 * (*buffer)->size() : size_t{0});
+  buffer->reset();
+  ASSIGN_OR_RETURN(*buffer, backend_->AllocateBuffer(grown));
+  return absl::OkStatus();
+}
+
+absl::Status Model::EnsureRope(int positions) {
+  if (positions <= rope_positions_) return absl::OkStatus();
+  int n = std::max(positions, 2 * rope_positions_);
   n = std::min(n, config_.max_seqlen);
-  rope_ = RopeTable::Make(config_.head_dim, n, config_.rope_theta);
+  const RopeTable table = RopeTable::Make(config_.head_dim, n, config_.rope_theta);
+  const int64_t half = config_.head_dim / 2;
+  std::vector<float> both(table.cos);
+  both.insert(both.end(), table.sin.begin(), table.sin.end());
+  RETURN_IF_ERROR(EnsureBuffer(&rope_buffer_, both.size() * sizeof(float)));
+  const Tensor rope = Tensor::Of(rope_buffer_.get(), DType::kF32, {2, n, half});
+  RETURN_IF_ERROR(backend_->Upload(both.data(), rope));
+  rope_ = rope;
+  rope_positions_ = n;
+  return absl::OkStatus();
+}
+
+absl::Status Model::EnsureCapacity(int64_t tokens) {
+  Scratch& s = *scratch_;
+  if (tokens <= s.capacity) return absl::OkStatus();
+  int64_t capacity = 1;
+  while (capacity < tokens) capacity *= 2;
+  capacity = std::min<int64_t>(std::max<int64_t>(capacity, tokens), kMaxChunk);
+  capacity = std::max(capacity, tokens);
+  size_t bytes = 0;
+  for (int r = 0; r < Scratch::kRegions; ++r) {
+    s.offsets[r] = bytes;
+    bytes += AlignUp(static_cast<size_t>(capacity * s.widths[r]) * sizeof(float));
+  }
+  s.activations.reset();
+  ASSIGN_OR_RETURN(s.activations, backend_->AllocateBuffer(bytes));
+  s.logits.reset();
+  ASSIGN_OR_RETURN(s.logits, backend_->AllocateBuffer(static_cast<size_t>(capacity) *
+                                                      config_.vocab_size * sizeof(float)));
+  s.capacity = capacity;
+  return absl::OkStatus();
 }
 
 absl::Status Model::Forward(KvCache* cache, absl::Span<const int> tokens, bool all_logits,
@@ -279,44 +369,18 @@ absl::Status Model::Forward(KvCache* cache, absl::Span<const int> tokens, bool a
         "sequence of ", end, " tokens exceeds the model's max_seqlen of ", config_.max_seqlen));
   }
 
-  EnsureRope(static_cast<int>(end));
-  const int64_t vocab = config_.vocab_size;
-  logits->resize(static_cast<size_t>(all_logits ? tokens.size() : 1) * vocab);
-  if (trace != nullptr) {
-    trace->clear();
-    for (int i = 0; i < config_.n_layers; ++i) {
-      if (!layers_[i].memory) continue;
-      MemoryTrace t;
-      t.layer = i;
-      t.heads = config_.memory.heads;
-      t.knn = config_.memory.knn;
-      trace->push_back(std::move(t));
-    }
-  }
   const KvBlockId block0 = 0;  // a single-sequence cache is one block
-  for (size_t c0 = 0; c0 < tokens.size(); c0 += kMaxChunk) {
-    const size_t n = std::min<size_t>(kMaxChunk, tokens.size() - c0);
-    const bool last_chunk = c0 + n == tokens.size();
-    Piece piece;
-    piece.tokens = tokens.subspan(c0, n);
-    piece.start = static_cast<int>(start + c0);
-    piece.blocks = &block0;
-    float* out = nullptr;
-    if (all_logits) {
-      piece.logits = Piece::Logits::kAll;
-      out = logits->data() + c0 * vocab;
-    } else if (last_chunk) {
-      piece.logits = Piece::Logits::kLast;
-      out = logits->data();
-    }
-    RunPieces(cache, absl::MakeConstSpan(&piece, 1), out, trace);
-    cache->length_ += static_cast<int>(n);
-  }
-  return absl::OkStatus();
+  BatchChunk chunk;
+  chunk.tokens = tokens;
+  chunk.first_position = static_cast<int>(start);
+  chunk.blocks = absl::MakeConstSpan(&block0, 1);
+  chunk.wants_logits = !all_logits;
+  chunk.all_logits = all_logits;
+  return Run(cache, absl::MakeConstSpan(&chunk, 1), logits, trace, /*advance_length=*/true);
 }
 
 absl::Status Model::ForwardBatch(KvCache* cache, absl::Span<const BatchChunk> chunks,
-                                 std::vector<float>* logits) {
+                                 std::vector<float>* logits, std::vector<MemoryTrace>* trace) {
   if (cache == nullptr || logits == nullptr) {
     return absl::InvalidArgumentError("ForwardBatch: cache and logits must not be null");
   }
@@ -324,8 +388,6 @@ absl::Status Model::ForwardBatch(KvCache* cache, absl::Span<const BatchChunk> ch
     return absl::InvalidArgumentError("ForwardBatch: the KV cache was created by another model");
   }
   const PagedKvLayout& layout = cache->layout();
-  int max_end = 0;
-  int n_logits = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
     const BatchChunk& c = chunks[i];
     if (c.tokens.empty()) {
@@ -356,211 +418,258 @@ absl::Status Model::ForwardBatch(KvCache* cache, absl::Span<const BatchChunk> ch
                          " is outside the cache [0, ", layout.num_blocks, ")"));
       }
     }
-    max_end = std::max<int>(max_end, static_cast<int>(end));
-    n_logits += c.wants_logits ? 1 : 0;
   }
-  EnsureRope(max_end);
+  return Run(cache, chunks, logits, trace, /*advance_length=*/false);
+}
+
+absl::Status Model::Run(KvCache* cache, absl::Span<const BatchChunk> chunks,
+                        std::vector<float>* logits, std::vector<MemoryTrace>* trace,
+                        bool advance_length) {
+  int max_end = 0;
+  int64_t n_logits = 0;
+  for (const BatchChunk& c : chunks) {
+    max_end = std::max(max_end, c.first_position + static_cast<int>(c.tokens.size()));
+    n_logits += c.all_logits ? static_cast<int64_t>(c.tokens.size()) : c.wants_logits ? 1 : 0;
+  }
+  RETURN_IF_ERROR(EnsureRope(max_end));
   const int64_t vocab = config_.vocab_size;
-  logits->resize(static_cast<size_t>(n_logits) * vocab);
+  logits->resize(static_cast<size_t>(n_logits * vocab));
+  if (trace != nullptr) {
+    trace->clear();
+    for (int i = 0; i < config_.n_layers; ++i) {
+      if (!layers_[i].memory) continue;
+      MemoryTrace t;
+      t.layer = i;
+      t.heads = config_.memory.heads;
+      t.knn = config_.memory.knn;
+      trace->push_back(std::move(t));
+    }
+  }
 
   // Cut the chunks into passes of at most kMaxChunk tokens; a chunk may be
   // split across passes (its later tokens then read the K/V its earlier
   // tokens wrote), which gives the same results.
-  std::vector<Piece> pass;
+  std::vector<BatchChunk>& pass = scratch_->pass;
+  pass.clear();
   int pass_tokens = 0;
-  int logits_before_pass = 0;  // logits rows written by earlier passes
-  int pass_logits = 0;
-  auto flush = [&]() {
-    if (pass.empty()) return;
-    RunPieces(cache, pass, logits->data() + static_cast<int64_t>(logits_before_pass) * vocab,
-              nullptr);
+  int64_t logits_before_pass = 0;  // logits rows written by earlier passes
+  int64_t pass_logits = 0;
+  auto flush = [&]() -> absl::Status {
+    if (pass.empty()) return absl::OkStatus();
+    RETURN_IF_ERROR(RunPass(cache, pass, logits->data() + logits_before_pass * vocab, trace));
+    if (advance_length) {
+      for (const BatchChunk& p : pass) cache->length_ += static_cast<int>(p.tokens.size());
+    }
     logits_before_pass += pass_logits;
     pass.clear();
     pass_tokens = 0;
     pass_logits = 0;
+    return absl::OkStatus();
   };
   for (const BatchChunk& c : chunks) {
     size_t done = 0;
     while (done < c.tokens.size()) {
-      if (pass_tokens == kMaxChunk) flush();
+      if (pass_tokens == kMaxChunk) RETURN_IF_ERROR(flush());
       const size_t n = std::min<size_t>(kMaxChunk - pass_tokens, c.tokens.size() - done);
-      Piece piece;
+      BatchChunk piece;
       piece.tokens = c.tokens.subspan(done, n);
-      piece.start = c.first_position + static_cast<int>(done);
-      piece.blocks = c.blocks.data();
+      piece.first_position = c.first_position + static_cast<int>(done);
+      piece.blocks = c.blocks;
       done += n;
-      if (done == c.tokens.size() && c.wants_logits) {
-        piece.logits = Piece::Logits::kLast;
-        ++pass_logits;
-      }
+      piece.all_logits = c.all_logits;
+      piece.wants_logits = !c.all_logits && c.wants_logits && done == c.tokens.size();
+      pass_logits += piece.all_logits ? static_cast<int64_t>(n) : piece.wants_logits ? 1 : 0;
       pass.push_back(piece);
       pass_tokens += static_cast<int>(n);
     }
   }
-  flush();
-  return absl::OkStatus();
+  return flush();
 }
 
-void Model::RunPieces(KvCache* cache, absl::Span<const Piece> pieces, float* logits,
-                      std::vector<MemoryTrace>* trace) {
+absl::Status Model::RunPass(KvCache* cache, absl::Span<const BatchChunk> pass, float* logits,
+                            std::vector<MemoryTrace>* trace) {
   const ModelConfig& c = config_;
   const MemoryConfig& m = c.memory;
   Backend& be = *backend_;
   Scratch& s = *scratch_;
   const PagedKvLayout& layout = cache->layout();
   int64_t T = 0;
-  for (const Piece& p : pieces) T += static_cast<int64_t>(p.tokens.size());
+  for (const BatchChunk& p : pass) T += static_cast<int64_t>(p.tokens.size());
+  RETURN_IF_ERROR(EnsureCapacity(T));
   const int64_t dim = c.dim;
-  const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
-  const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
-  const int64_t mem_q_dim = static_cast<int64_t>(m.heads) * m.k_dim;
-  const int64_t wide = std::max<int64_t>(c.ffn_hidden_dim, mem_q_dim);
-  auto grow = [](std::vector<float>* v, int64_t n) {
-    if (static_cast<int64_t>(v->size()) < n) v->resize(n);
-  };
-  grow(&s.h, T * dim);
-  grow(&s.xn, T * dim);
-  grow(&s.q, T * q_dim);
-  grow(&s.k, T * kv_dim);
-  grow(&s.v, T * kv_dim);
-  grow(&s.attn, T * q_dim);
-  grow(&s.out, T * std::max<int64_t>(dim, m.v_dim));
-  grow(&s.a, T * wide);
-  grow(&s.b, T * std::max<int64_t>(c.ffn_hidden_dim, m.v_dim));
-  grow(&s.y, T * m.v_dim);
-  grow(&s.gate, T);
-  // Per token: position, id and cache row; per piece: attention arguments
-  // (pointers filled per layer) and which rows of h need logits.
-  s.positions.clear();
+
+  // --- the batch descriptor: built on the host, uploaded at once ---
+  const int n_seqs = static_cast<int>(pass.size());
+  int max_blocks = 1;
+  for (const BatchChunk& p : pass) {
+    const int end = p.first_position + static_cast<int>(p.tokens.size());
+    max_blocks = std::max(max_blocks, (end + layout.block_size - 1) / layout.block_size);
+  }
+  s.kv_rows.clear();
   s.ids.clear();
-  s.slots.clear();
+  s.positions.clear();
+  s.seq_starts.clear();
+  s.tables.assign(static_cast<size_t>(n_seqs) * max_blocks, 0);
   s.logit_tokens.clear();
-  s.attention.clear();
-  for (const Piece& p : pieces) {
+  for (int q = 0; q < n_seqs; ++q) {
+    const BatchChunk& p = pass[q];
     const int64_t first = static_cast<int64_t>(s.ids.size());
+    s.seq_starts.push_back(static_cast<int32_t>(first));
     for (size_t t = 0; t < p.tokens.size(); ++t) {
-      const int pos = p.start + static_cast<int>(t);
+      const int pos = p.first_position + static_cast<int>(t);
       s.positions.push_back(pos);
       s.ids.push_back(p.tokens[t]);
-      s.slots.push_back(
-          layout.Offset(KvSlot{p.blocks[pos / layout.block_size], pos % layout.block_size}));
+      s.kv_rows.push_back(static_cast<int64_t>(p.blocks[pos / layout.block_size]) *
+                              layout.block_size +
+                          pos % layout.block_size);
     }
+    const int end = p.first_position + static_cast<int>(p.tokens.size());
+    const int used = (end + layout.block_size - 1) / layout.block_size;
+    std::copy(p.blocks.begin(), p.blocks.begin() + used,
+              s.tables.begin() + static_cast<int64_t>(q) * max_blocks);
     const int64_t n = static_cast<int64_t>(p.tokens.size());
-    if (p.logits == Piece::Logits::kAll) {
+    if (p.all_logits) {
       for (int64_t t = 0; t < n; ++t) s.logit_tokens.push_back(first + t);
-    } else if (p.logits == Piece::Logits::kLast) {
+    } else if (p.wants_logits) {
       s.logit_tokens.push_back(first + n - 1);
     }
-    AttentionArgs args;
-    args.n_tokens = n;
-    args.start_pos = p.start;
-    args.n_heads = c.n_heads;
-    args.n_kv_heads = c.n_kv_heads;
-    args.head_dim = c.head_dim;
-    args.sliding_window = c.sliding_window;
-    args.q = s.q.data() + first * q_dim;
-    args.out = s.attn.data() + first * q_dim;
-    args.block_table = p.blocks;
-    args.block_size = layout.block_size;
-    s.attention.push_back(args);
   }
+  s.seq_starts.push_back(static_cast<int32_t>(T));
+  // Layout: kv_rows (I64) first, then the I32 arrays, each 8-byte aligned.
+  auto bytes_of = [](const auto& v) { return v.size() * sizeof(v[0]); };
+  auto align8 = [](size_t n) { return (n + 7) / 8 * 8; };
+  const size_t off_rows = 0;
+  const size_t off_ids = align8(off_rows + bytes_of(s.kv_rows));
+  const size_t off_pos = align8(off_ids + bytes_of(s.ids));
+  const size_t off_starts = align8(off_pos + bytes_of(s.positions));
+  const size_t off_tables = align8(off_starts + bytes_of(s.seq_starts));
+  const size_t total = align8(off_tables + bytes_of(s.tables));
+  s.staged.resize(total);
+  std::memcpy(s.staged.data() + off_rows, s.kv_rows.data(), bytes_of(s.kv_rows));
+  std::memcpy(s.staged.data() + off_ids, s.ids.data(), bytes_of(s.ids));
+  std::memcpy(s.staged.data() + off_pos, s.positions.data(), bytes_of(s.positions));
+  std::memcpy(s.staged.data() + off_starts, s.seq_starts.data(), bytes_of(s.seq_starts));
+  std::memcpy(s.staged.data() + off_tables, s.tables.data(), bytes_of(s.tables));
+  RETURN_IF_ERROR(EnsureBuffer(&s.batch, total));
+  RETURN_IF_ERROR(be.Upload(
+      s.staged.data(), Tensor::Of(s.batch.get(), DType::kI64, {static_cast<int64_t>(total / 8)})));
+  BatchDescriptor batch;
+  batch.n_tokens = T;
+  batch.n_seqs = n_seqs;
+  batch.block_size = layout.block_size;
+  batch.max_blocks = max_blocks;
+  batch.kv_rows = Tensor::Of(s.batch.get(), DType::kI64, {T}, off_rows);
+  batch.token_ids = Tensor::Of(s.batch.get(), DType::kI32, {T}, off_ids);
+  batch.positions = Tensor::Of(s.batch.get(), DType::kI32, {T}, off_pos);
+  batch.seq_starts = Tensor::Of(s.batch.get(), DType::kI32, {n_seqs + 1}, off_starts);
+  batch.block_tables = Tensor::Of(s.batch.get(), DType::kI32, {n_seqs, max_blocks}, off_tables);
 
-  float* h = s.h.data();    // [T, dim]
-  float* xn = s.xn.data();  // [T, dim]
-  be.Embedding(tok_embeddings_, s.ids, h);
+  AttentionShape attention;
+  attention.n_heads = c.n_heads;
+  attention.n_kv_heads = c.n_kv_heads;
+  attention.head_dim = c.head_dim;
+  attention.sliding_window = c.sliding_window;
+
+  const Tensor h = s.View(Scratch::kH, T);    // [T, dim]
+  const Tensor xn = s.View(Scratch::kXn, T);  // [T, dim]
+  const Tensor q = s.View(Scratch::kQ, T);    // [T, n_heads * head_dim]
+  const Tensor k = s.View(Scratch::kK, T);    // [T, kv_dim]
+  const Tensor v = s.View(Scratch::kV, T);    // [T, kv_dim]
+  const Tensor attn = s.View(Scratch::kAttn, T);
+  const Tensor block_out = s.View(Scratch::kOut, T, dim);  // [T, dim]
+  const Tensor q_heads = q.Reshaped({T, c.n_heads, c.head_dim});
+  const Tensor k_heads = k.Reshaped({T, c.n_kv_heads, c.head_dim});
+  const Tensor no_bias;
+  RETURN_IF_ERROR(be.Embedding(tok_embeddings_, batch.token_ids, h));
   int memory_index = 0;
   for (int i = 0; i < c.n_layers; ++i) {
     const Layer& l = layers_[i];
     // --- attention block: h += wo(attention(rope(wq x), rope(wk x), wv x)) ---
-    be.RmsNorm(h, T, l.attention_norm, c.norm_eps, xn);
-    float* q = s.q.data();      // [T, n_heads, head_dim]
-    float* k_new = s.k.data();  // [T, kv_dim]
-    float* v_new = s.v.data();  // [T, kv_dim]
-    be.MatMul(xn, T, l.wq, nullptr, q);
-    be.MatMul(xn, T, l.wk, nullptr, k_new);
-    be.MatMul(xn, T, l.wv, nullptr, v_new);
-    be.Rope(q, T, c.n_heads, c.head_dim, s.positions.data(), rope_);
-    be.Rope(k_new, T, c.n_kv_heads, c.head_dim, s.positions.data(), rope_);
-    float* k_cache = cache->keys(i);
-    float* v_cache = cache->values(i);
-    for (int64_t t = 0; t < T; ++t) {
-      std::copy(k_new + t * kv_dim, k_new + (t + 1) * kv_dim, k_cache + s.slots[t]);
-      std::copy(v_new + t * kv_dim, v_new + (t + 1) * kv_dim, v_cache + s.slots[t]);
-    }
-    for (AttentionArgs& args : s.attention) {
-      args.k_cache = k_cache;
-      args.v_cache = v_cache;
-    }
-    be.Attention(s.attention);
-    be.MatMul(s.attn.data(), T, l.wo, nullptr, s.out.data());
-    be.Add(s.out.data(), T * dim, h);
+    RETURN_IF_ERROR(be.RmsNorm(h, l.attention_norm, c.norm_eps, xn));
+    RETURN_IF_ERROR(be.MatMul(xn, l.wq, no_bias, q));
+    RETURN_IF_ERROR(be.MatMul(xn, l.wk, no_bias, k));
+    RETURN_IF_ERROR(be.MatMul(xn, l.wv, no_bias, v));
+    RETURN_IF_ERROR(be.Rope(q_heads, batch.positions, rope_));
+    RETURN_IF_ERROR(be.Rope(k_heads, batch.positions, rope_));
+    const Tensor k_cache = cache->keys(i);
+    const Tensor v_cache = cache->values(i);
+    RETURN_IF_ERROR(be.WriteKv(k, v, batch.kv_rows, k_cache, v_cache));
+    RETURN_IF_ERROR(be.Attention(attention, batch, q, k_cache, v_cache, attn));
+    RETURN_IF_ERROR(be.MatMul(attn, l.wo, no_bias, block_out));
+    RETURN_IF_ERROR(be.Add(block_out, h));
 
     // --- feed-forward block: h += ffn(ffn_norm(h)) ---
-    be.RmsNorm(h, T, l.ffn_norm, c.norm_eps, xn);
+    RETURN_IF_ERROR(be.RmsNorm(h, l.ffn_norm, c.norm_eps, xn));
     if (!l.memory) {
       const int64_t hidden = c.ffn_hidden_dim;
-      float* a = s.a.data();  // [T, hidden]
-      float* b = s.b.data();  // [T, hidden]
-      be.MatMul(xn, T, l.w1, nullptr, a);
-      be.MatMul(xn, T, l.w3, nullptr, b);
-      be.SwiGlu(a, b, T * hidden, a);
-      be.MatMul(a, T, l.w2, nullptr, s.out.data());
-      be.Add(s.out.data(), T * dim, h);
+      const Tensor a = s.View(Scratch::kA, T, hidden);  // [T, hidden]
+      const Tensor b = s.View(Scratch::kB, T, hidden);  // [T, hidden]
+      RETURN_IF_ERROR(be.MatMul(xn, l.w1, no_bias, a));
+      RETURN_IF_ERROR(be.MatMul(xn, l.w3, no_bias, b));
+      RETURN_IF_ERROR(be.SwiGlu(a, b, a));
+      RETURN_IF_ERROR(be.MatMul(a, l.w2, no_bias, block_out));
+      RETURN_IF_ERROR(be.Add(block_out, h));
       continue;
     }
-    float* queries = s.a.data();  // [T, heads * k_dim]
-    float* y = s.y.data();        // [T, v_dim]
-    be.MatMul(xn, T, l.query_w, &l.query_b, queries);
+    const Tensor queries = s.View(Scratch::kA, T, static_cast<int64_t>(m.heads) * m.k_dim);
+    const Tensor y = s.View(Scratch::kY, T, m.v_dim);  // [T, v_dim]
+    RETURN_IF_ERROR(be.MatMul(xn, l.query_w, l.query_b, queries));
     MemoryLookupArgs look;
-    look.n_tokens = T;
     look.heads = m.heads;
     look.n_keys = m.n_keys;
     look.knn = m.knn;
     look.k_dim = m.k_dim;
     look.v_dim = m.v_dim;
     look.queries = queries;
-    look.keys = &l.keys;
-    look.values = &value_tables_[l.value_table];
+    look.keys = l.keys;
+    look.values = value_tables_[l.value_table];
     look.out = y;
     MemoryTrace* tr = trace != nullptr ? &(*trace)[memory_index] : nullptr;
+    const int64_t picks = T * m.heads * m.knn;
     if (tr != nullptr) {
-      const size_t n = static_cast<size_t>(T) * m.heads * m.knn;
-      s.trace_rows.resize(n);
-      s.trace_scores.resize(n);
-      look.out_indices = s.trace_rows.data();
-      look.out_scores = s.trace_scores.data();
+      RETURN_IF_ERROR(EnsureBuffer(&s.trace, static_cast<size_t>(picks) * 12));
+      look.out_indices = Tensor::Of(s.trace.get(), DType::kI64, {T, m.heads, m.knn});
+      look.out_scores = Tensor::Of(s.trace.get(), DType::kF32, {T, m.heads, m.knn},
+                                   static_cast<size_t>(picks) * sizeof(int64_t));
     }
-    be.MemoryLookup(look);
+    RETURN_IF_ERROR(be.MemoryLookup(look));
     if (tr != nullptr) {
+      s.trace_rows.resize(picks);
+      s.trace_scores.resize(picks);
+      RETURN_IF_ERROR(be.Download(look.out_indices, s.trace_rows.data()));
+      RETURN_IF_ERROR(be.Download(look.out_scores, s.trace_scores.data()));
       tr->tokens += static_cast<int>(T);
       tr->indices.insert(tr->indices.end(), s.trace_rows.begin(), s.trace_rows.end());
       tr->scores.insert(tr->scores.end(), s.trace_scores.begin(), s.trace_scores.end());
     }
     ++memory_index;
-    float* out = y;  // [T, dim] once projected
+    Tensor out = y;  // [T, dim] once projected
     if (m.swilu_projection) {
-      float* proj = s.b.data();  // [T, v_dim]
-      be.MatMul(xn, T, l.swilu_w, &l.swilu_b, proj);
-      be.SwiGlu(proj, y, T * m.v_dim, y);  // y * silu(swilu_projection(x))
+      const Tensor proj = s.View(Scratch::kB, T, m.v_dim);  // [T, v_dim]
+      RETURN_IF_ERROR(be.MatMul(xn, l.swilu_w, l.swilu_b, proj));
+      RETURN_IF_ERROR(be.SwiGlu(proj, y, y));  // y * silu(swilu_projection(x))
     }
     if (m.value_proj) {
-      be.MatMul(y, T, l.value_proj_w, &l.value_proj_b, s.out.data());
-      out = s.out.data();
+      RETURN_IF_ERROR(be.MatMul(y, l.value_proj_w, l.value_proj_b, block_out));
+      out = block_out;
     }
     if (m.gated) {
-      be.MatMul(xn, T, l.gating_w, &l.gating_b, s.gate.data());  // [T, 1]
-      be.SigmoidGateRows(s.gate.data(), T, dim, out);
+      const Tensor gate = s.View(Scratch::kGate, T);  // [T, 1]
+      RETURN_IF_ERROR(be.MatMul(xn, l.gating_w, l.gating_b, gate));
+      RETURN_IF_ERROR(be.SigmoidGateRows(gate, out));
     }
-    be.Add(out, T * dim, h);
+    RETURN_IF_ERROR(be.Add(out, h));
   }
 
-  // --- output: logits = output(norm(h)) for the wanted rows ---
+  // --- output: logits = output(norm(h)) for the wanted rows, one download ---
   const int64_t rows = static_cast<int64_t>(s.logit_tokens.size());
-  if (rows == 0) return;
+  if (rows == 0) return absl::OkStatus();
   for (int64_t r = 0; r < rows; ++r) {
-    be.RmsNorm(h + s.logit_tokens[r] * dim, 1, norm_, c.norm_eps, xn + r * dim);
+    RETURN_IF_ERROR(be.RmsNorm(h.Rows(s.logit_tokens[r], 1), norm_, c.norm_eps, xn.Rows(r, 1)));
   }
-  be.MatMul(xn, rows, output_, nullptr, logits);
+  const Tensor out_logits = Tensor::Of(s.logits.get(), DType::kF32, {rows, c.vocab_size});
+  RETURN_IF_ERROR(be.MatMul(xn.Rows(0, rows), output_, no_bias, out_logits));
+  return be.Download(out_logits, logits);
 }
 
 }  // namespace memserve

@@ -1,5 +1,10 @@
 // Model: the memory-augmented Llama forward pass (docs/model.md) over a
-// Backend, with weights used in place from the checkpoint mapping.
+// Backend the caller chooses. At load the backend decides where each weight
+// lives (PlaceWeight: the CPU packs matmul weights, a device copies them);
+// the memory value tables stay in the checkpoint mapping (WrapHostMemory).
+// Activations, the K/V cache, the step's batch descriptor and the RoPE table
+// are backend buffers; the model moves bytes only through Upload/Download
+// (one logits download per pass) and never dereferences them.
 #ifndef MEMSERVE_ENGINE_MODEL_H_
 #define MEMSERVE_ENGINE_MODEL_H_
 
@@ -11,19 +16,21 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/backend.h"
+#include "engine/backend/backend.h"
 #include "engine/config.h"
 #include "engine/kv_cache.h"
+#include "engine/runtime/tensor.h"
 #include "engine/weights.h"
 
 namespace memserve {
 
+// Options of LoadCpuModel (engine/model_cpu.h), which builds the CPU backend.
 struct ModelOptions {
   int num_threads = 0;  // CPU threads for the ops; 0 = one per hardware thread
 };
 
-// Key/value storage for every layer: per layer, K and V arrays of
-// [num_blocks, block_size, n_kv_heads * head_dim] fp32 (PagedKvLayout). A
+// Key/value storage for every layer, in two backend buffers (K and V): per
+// layer [num_blocks, block_size, n_kv_heads * head_dim] fp32 (PagedKvLayout). A
 // cache from NewCache holds one sequence in one block of `capacity` tokens
 // and tracks its length (Forward); one from NewPagedCache holds many
 // sequences whose block tables the caller keeps (ForwardBatch). Valid only
@@ -39,18 +46,21 @@ class KvCache {
 
  private:
   friend class Model;
-  KvCache(const void* owner, int n_layers, const PagedKvLayout& layout);
-  float* keys(int layer) { return k_.get() + layer * layout_.floats_per_layer(); }
-  float* values(int layer) { return v_.get() + layer * layout_.floats_per_layer(); }
+  KvCache(const void* owner, const PagedKvLayout& layout, std::unique_ptr<Buffer> k,
+          std::unique_ptr<Buffer> v);
+  // Layer `layer`'s keys / values: [num_blocks * block_size, kv_dim] F32.
+  Tensor keys(int layer) const { return LayerView(k_.get(), layer); }
+  Tensor values(int layer) const { return LayerView(v_.get(), layer); }
+  Tensor LayerView(Buffer* buffer, int layer) const;
 
   const void* owner_;
   PagedKvLayout layout_;
   int length_ = 0;
-  std::unique_ptr<float[]> k_;  // [n_layers, num_blocks, block_size, kv_dim]
-  std::unique_ptr<float[]> v_;
+  std::unique_ptr<Buffer> k_;  // [n_layers, num_blocks, block_size, kv_dim]
+  std::unique_ptr<Buffer> v_;
 };
 
-// Part of one sequence in a batched step (Model::ForwardBatch): `tokens` at
+// A sequence's tokens in one step (Model::ForwardBatch): `tokens` at
 // positions first_position, first_position + 1, ..., whose K/V go to the
 // sequence's blocks; attention reads positions [0, first_position) from the
 // same blocks (written by earlier steps).
@@ -60,6 +70,8 @@ struct BatchChunk {
   absl::Span<const KvBlockId> blocks;  // the sequence's block table; covers
                                        // [0, first_position + tokens.size())
   bool wants_logits = false;           // produce the logits of the last token
+  bool all_logits = false;             // produce the logits of every token
+                                       // (instead of the last only)
 };
 
 // What one memory layer read, for parity tests: for every token and head the
@@ -75,15 +87,20 @@ struct MemoryTrace {
 };
 
 // Thread-safety: Load and config() are safe from any thread. NewCache may be
-// called concurrently with anything. Forward must be called from one thread
-// at a time (it reuses internal activation buffers), whatever the cache.
+// called concurrently with anything. Forward and ForwardBatch must be called
+// from one thread at a time (they reuse the activation buffers and the
+// backend), whatever the cache.
 class Model {
  public:
-  // Reads `<dir>/config.json` and the checkpoint tensors. Every tensor the
-  // config implies is checked by name and shape (errors name the tensor and
-  // file); a tensor the config does not use is an error naming it.
+  // Reads `<dir>/config.json` and the checkpoint tensors and places each
+  // weight on `backend` (Backend::PlaceWeight). Every tensor the config
+  // implies is checked by name and shape (errors name the tensor and file);
+  // a tensor the config does not use is an error naming it.
+  // REQUIRES: `backend` outlives the model and every cache it creates.
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir, Backend& backend);
+  // The same, the model owning `backend`.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir,
-                                                     const ModelOptions& options = {});
+                                                     std::unique_ptr<Backend> backend);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -92,8 +109,10 @@ class Model {
   // Bytes of the memory value table(s) in the checkpoint (0 without memory).
   int64_t value_table_bytes() const;
 
+  Backend& backend() const { return *backend_; }
+
   // A cache for one sequence of up to `capacity` tokens, clamped to
-  // [1, max_seqlen].
+  // [1, max_seqlen]; null when the backend cannot allocate it.
   std::unique_ptr<KvCache> NewCache(int capacity) const;
 
   // Block storage for many sequences (ForwardBatch). InvalidArgument naming
@@ -111,23 +130,28 @@ class Model {
   // Errors (InvalidArgument, naming the limit; the cache is unchanged): empty
   // `tokens`, an id outside [0, vocab_size), positions beyond the cache
   // capacity or max_seqlen, a cache from another model or a paged one, null
-  // cache/logits.
+  // cache/logits. A backend failure is returned as is (the cache's length
+  // then counts only the passes that finished).
+  // This is ForwardBatch with one chunk over the cache's single block.
   absl::Status Forward(KvCache* cache, absl::Span<const int> tokens, bool all_logits,
                        std::vector<float>* logits, std::vector<MemoryTrace>* trace = nullptr);
 
   // One step of many sequences as one batch: every op runs over the tokens of
-  // all chunks together, except attention, which each chunk runs over its own
-  // blocks. `logits` becomes [number of chunks with wants_logits, vocab], in
-  // chunk order. Each token's result is bit-identical to computing its
-  // sequence alone (Forward): no op mixes tokens, and every op's arithmetic
-  // per token is independent of the batch.
+  // all chunks together, attention over each chunk's own blocks. `logits`
+  // becomes [rows, vocab] in chunk order: per chunk, one row per token with
+  // all_logits, else one row with wants_logits, else none. Each token's
+  // result is bit-identical to computing its sequence alone: no op mixes
+  // tokens, and every op's arithmetic per token is independent of the batch.
+  // `trace`, when not null, is replaced as described at Forward.
   // REQUIRES: chunks write disjoint (block, offset) slots.
   // Errors (InvalidArgument naming chunks[i] and the limit; nothing is
   // computed): empty tokens, ids outside the vocabulary, positions beyond
   // max_seqlen, block tables too short or with ids outside the cache, a
-  // cache from another model, null arguments.
+  // cache from another model, null arguments. A backend failure (e.g.
+  // Internal from a device) is returned as is; the K/V written by the step
+  // is then unspecified.
   absl::Status ForwardBatch(KvCache* cache, absl::Span<const BatchChunk> chunks,
-                            std::vector<float>* logits);
+                            std::vector<float>* logits, std::vector<MemoryTrace>* trace = nullptr);
 
  private:
   struct Layer;
@@ -135,27 +159,32 @@ class Model {
   Model();
 
   absl::Status LoadWeights(const std::string& dir);
-  // Tokens of one sequence run through the layers in one pass.
-  struct Piece {
-    enum class Logits { kNone, kLast, kAll };
-    absl::Span<const int> tokens;
-    int start = 0;                      // position of tokens[0]
-    const KvBlockId* blocks = nullptr;  // block table covering start + tokens.size()
-    Logits logits = Logits::kNone;
-  };
-  // Runs the pieces (<= kMaxChunk tokens in all) through every layer and
-  // writes their logits rows, in piece order, to `logits`.
-  void RunPieces(KvCache* cache, absl::Span<const Piece> pieces, float* logits,
-                 std::vector<MemoryTrace>* trace);
-  void EnsureRope(int positions);
+  // Validated chunks, cut into passes of at most kMaxChunk tokens; with
+  // `advance_length` (Forward), the cache's length counts each finished pass.
+  absl::Status Run(KvCache* cache, absl::Span<const BatchChunk> chunks, std::vector<float>* logits,
+                   std::vector<MemoryTrace>* trace, bool advance_length);
+  // Runs the chunks of one pass (<= kMaxChunk tokens in all) through every
+  // layer and downloads their logits rows, in chunk order, to `logits`.
+  absl::Status RunPass(KvCache* cache, absl::Span<const BatchChunk> pass, float* logits,
+                       std::vector<MemoryTrace>* trace);
+  // The RoPE table covers `positions` positions (grown and re-uploaded).
+  absl::Status EnsureRope(int positions);
+  // The activation buffer holds `tokens` tokens (grown when needed).
+  absl::Status EnsureCapacity(int64_t tokens);
+  // A buffer of at least `bytes` bytes in *buffer (grown when needed).
+  absl::Status EnsureBuffer(std::unique_ptr<Buffer>* buffer, size_t bytes);
 
   ModelConfig config_;
+  std::unique_ptr<Backend> owned_backend_;  // destroyed after every buffer
+  Backend* backend_ = nullptr;
   std::unique_ptr<WeightStore> store_;
-  std::unique_ptr<Backend> backend_;
-  TensorView tok_embeddings_, norm_, output_;
+  std::vector<std::unique_ptr<Buffer>> weight_buffers_;
+  Tensor tok_embeddings_, norm_, output_;
   std::vector<Layer> layers_;
-  std::vector<TensorView> value_tables_;  // one (shared) or one per memory layer
-  RopeTable rope_;
+  std::vector<Tensor> value_tables_;  // one (shared) or one per memory layer
+  int rope_positions_ = 0;
+  std::unique_ptr<Buffer> rope_buffer_;  // F32 [2, rope_positions_, head_dim / 2]
+  Tensor rope_;
   std::unique_ptr<Scratch> scratch_;
 };
 

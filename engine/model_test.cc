@@ -2,6 +2,7 @@
 // against a plain double-precision re-implementation of docs/model.md,
 // prefill vs token-by-token through the KV cache, and load/forward errors.
 #include "engine/model.h"
+#include "engine/model_cpu.h"
 
 #include <stdlib.h>
 
@@ -434,7 +435,7 @@ class ModelVariantTest : public ::testing::TestWithParam<Variant> {};
 TEST_P(ModelVariantTest, MatchesDoublePrecisionSpecImplementation) {
   const TinySpec& s = GetParam().spec;
   Checkpoint ck = MakeCheckpoint(s);
-  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), ck.tensors), ModelOptions{2});
+  auto model = LoadCpuModel(WriteCheckpoint(ConfigJson(s), ck.tensors), ModelOptions{2});
   ASSERT_TRUE(model.ok()) << model.status();
   const std::vector<int> tokens = RandomTokens(12, s.vocab, 7);
   auto cache = (*model)->NewCache(s.max_seqlen);
@@ -453,7 +454,7 @@ TEST_P(ModelVariantTest, MatchesDoublePrecisionSpecImplementation) {
 
 TEST_P(ModelVariantTest, PrefillEqualsTokenByTokenDecode) {
   const TinySpec& s = GetParam().spec;
-  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), MakeCheckpoint(s).tensors));
+  auto model = LoadCpuModel(WriteCheckpoint(ConfigJson(s), MakeCheckpoint(s).tensors));
   ASSERT_TRUE(model.ok()) << model.status();
   Model& m = **model;
   const std::vector<int> tokens = RandomTokens(20, s.vocab, 11);
@@ -496,7 +497,7 @@ TEST_P(ModelVariantTest, PrefillEqualsTokenByTokenDecode) {
 
 TEST_P(ModelVariantTest, TraceCoversEveryMemoryLayer) {
   const TinySpec& s = GetParam().spec;
-  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), MakeCheckpoint(s).tensors));
+  auto model = LoadCpuModel(WriteCheckpoint(ConfigJson(s), MakeCheckpoint(s).tensors));
   ASSERT_TRUE(model.ok()) << model.status();
   const std::vector<int> tokens = RandomTokens(5, s.vocab, 13);
   auto cache = (*model)->NewCache(16);
@@ -529,7 +530,7 @@ TEST_P(ModelVariantTest, TraceCoversEveryMemoryLayer) {
 // may depend neither on the other sequences nor on how a prompt is chunked.
 TEST_P(ModelVariantTest, ForwardBatchEqualsSoloForwardBitExactly) {
   const TinySpec& s = GetParam().spec;
-  auto loaded = Model::Load(WriteCheckpoint(ConfigJson(s), MakeCheckpoint(s).tensors));
+  auto loaded = LoadCpuModel(WriteCheckpoint(ConfigJson(s), MakeCheckpoint(s).tensors));
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   Model& m = **loaded;
   const int V = s.vocab;
@@ -624,7 +625,7 @@ TEST(ModelTest, LongPromptIsSplitIntoChunksWithSameResult) {
   TinySpec s;
   s.max_seqlen = 600;
   s.n_layers = 2;
-  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), MakeCheckpoint(s).tensors));
+  auto model = LoadCpuModel(WriteCheckpoint(ConfigJson(s), MakeCheckpoint(s).tensors));
   ASSERT_TRUE(model.ok()) << model.status();
   Model& m = **model;
   const std::vector<int> tokens = RandomTokens(530, s.vocab, 17);  // > 2 chunks of 256
@@ -649,7 +650,7 @@ class ModelErrorTest : public ::testing::Test {
  protected:
   void SetUp() override {
     spec_.max_seqlen = 16;
-    auto model = Model::Load(WriteCheckpoint(ConfigJson(spec_), MakeCheckpoint(spec_).tensors));
+    auto model = LoadCpuModel(WriteCheckpoint(ConfigJson(spec_), MakeCheckpoint(spec_).tensors));
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
   }
@@ -697,7 +698,7 @@ TEST_F(ModelErrorTest, CacheCapacityIsClampedToMaxSeqlen) {
 }
 
 TEST_F(ModelErrorTest, RejectsCacheOfAnotherModelAndNullArguments) {
-  auto other = Model::Load(WriteCheckpoint(ConfigJson(spec_), MakeCheckpoint(spec_).tensors));
+  auto other = LoadCpuModel(WriteCheckpoint(ConfigJson(spec_), MakeCheckpoint(spec_).tensors));
   ASSERT_TRUE(other.ok());
   auto foreign = (*other)->NewCache(8);
   std::vector<float> logits;
@@ -718,7 +719,7 @@ TEST(ModelLoadTest, MissingTensorIsNamed) {
                                     return t.name == "layers.1.feed_forward.gating.bias";
                                   }),
                    ck.tensors.end());
-  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), ck.tensors));
+  auto model = LoadCpuModel(WriteCheckpoint(ConfigJson(s), ck.tensors));
   ASSERT_FALSE(model.ok());
   EXPECT_THAT(std::string(model.status().message()),
               HasSubstr("layers.1.feed_forward.gating.bias"));
@@ -729,7 +730,7 @@ TEST(ModelLoadTest, UnexpectedTensorIsNamed) {
   Checkpoint ck = MakeCheckpoint(s);
   ck.tensors.push_back(
       MakeTensor("layers.0.feed_forward.extra.weight", DType::kF32, {2}, {1.0f, 2.0f}));
-  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), ck.tensors));
+  auto model = LoadCpuModel(WriteCheckpoint(ConfigJson(s), ck.tensors));
   ASSERT_FALSE(model.ok());
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(model.status().message()),
@@ -747,7 +748,7 @@ TEST(ModelLoadTest, TensorsOfAnotherArchitectureAreUnexpected) {
   for (const TestTensor& t : d.tensors) {
     if (t.name.rfind("layers.1.feed_forward.w", 0) == 0) ck.tensors.push_back(t);
   }
-  auto model = Model::Load(WriteCheckpoint(ConfigJson(dense), ck.tensors));
+  auto model = LoadCpuModel(WriteCheckpoint(ConfigJson(dense), ck.tensors));
   ASSERT_FALSE(model.ok());
   EXPECT_THAT(std::string(model.status().message()), HasSubstr("memory.values.weight"));
   EXPECT_THAT(std::string(model.status().message()), HasSubstr("layers.1.feed_forward.keys"));
@@ -761,13 +762,13 @@ TEST(ModelLoadTest, WrongShapeIsNamed) {
       t = MakeTensor(t.name, DType::kF32, {8, 32}, std::vector<float>(8 * 32, 0.5f));
     }
   }
-  auto model = Model::Load(WriteCheckpoint(ConfigJson(s), ck.tensors));
+  auto model = LoadCpuModel(WriteCheckpoint(ConfigJson(s), ck.tensors));
   ASSERT_FALSE(model.ok());
   EXPECT_THAT(std::string(model.status().message()), HasSubstr("layers.2.attention.wk.weight"));
 }
 
 TEST(ModelLoadTest, MissingDirectoryFails) {
-  auto model = Model::Load("/nonexistent/memserve/model");
+  auto model = LoadCpuModel("/nonexistent/memserve/model");
   EXPECT_FALSE(model.ok());
 }
 

@@ -5,8 +5,8 @@
 //         (AVX-512, or AVX2 where the CPU lacks it), 1 thread and all threads.
 //   read  streaming read bandwidth of a --read_mib buffer (far beyond the
 //         caches), all threads: the ceiling of batch-1 decode's weight traffic.
-//   matmul CpuBackend::MatMul (after PrepareMatMulWeights, as the model
-//         does) with bf16 weights of --rows x --in, cycling
+//   matmul CpuBackend::MatMul (weights placed with PlaceWeight(kMatMul), as
+//         the model's loader does) with bf16 weights of --rows x --in, cycling
 //         through enough matrices (--pool_mib) that weights come from memory as
 //         in a real model, at 1, 4, 16 and 64 tokens: GFLOP/s and weight GB/s.
 // One JSON line per measurement; each is the best of --repeats.
@@ -17,6 +17,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -24,7 +26,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "engine/cpu_backend.h"
+#include "engine/backend/cpu/cpu_backend.h"
 #include "engine/dtype.h"
 #include "engine/weights.h"
 
@@ -38,6 +40,16 @@ ABSL_FLAG(int, repeats, 3, "measurements per line; the best is printed");
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The value, or abort with the error (a benchmark has no caller to report to).
+template <typename T>
+T Check(absl::StatusOr<T> v) {
+  if (!v.ok()) {
+    std::fprintf(stderr, "cpu_roofline: %s\n", std::string(v.status().message()).c_str());
+    std::abort();
+  }
+  return *std::move(v);
+}
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -107,14 +119,14 @@ void MeasureFma(int threads, int repeats) {
     double best = 0;
     std::vector<float> sink(n);
     for (int r = 0; r < repeats; ++r) {
-      const double s = TimeThreads(n, [&](int t) {
-        sink[t] = avx512 ? FmaLoop512(iters) : FmaLoop256(iters);
-      });
+      const double s =
+          TimeThreads(n, [&](int t) { sink[t] = avx512 ? FmaLoop512(iters) : FmaLoop256(iters); });
       best = std::max(best, 2.0 * lanes * kChains * iters * n / s / 1e9);
     }
-    std::printf("{\"what\": \"fma\", \"isa\": \"%s\", \"threads\": %d, \"gflops\": %.1f, "
-                "\"sink\": %.3g}\n",
-                avx512 ? "avx512" : "avx2", n, best, sink[0]);
+    std::printf(
+        "{\"what\": \"fma\", \"isa\": \"%s\", \"threads\": %d, \"gflops\": %.1f, "
+        "\"sink\": %.3g}\n",
+        avx512 ? "avx512" : "avx2", n, best, sink[0]);
     if (threads == 1) break;
   }
 }
@@ -128,7 +140,8 @@ __attribute__((target("avx2"))) double SumAvx2(const float* buf, int64_t begin, 
     for (int j = 0; j < 4; ++j) acc[j] = _mm256_add_ps(acc[j], _mm256_loadu_ps(buf + i + 8 * j));
   }
   alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+  _mm256_store_ps(lanes,
+                  _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
   double total = 0;
   for (float v : lanes) total += v;
   for (; i < end; ++i) total += buf[i];
@@ -154,9 +167,10 @@ void MeasureRead(int threads, int mib, int repeats) {
     });
     best = std::max(best, n * 4.0 / s / 1e9);
   }
-  std::printf("{\"what\": \"read\", \"threads\": %d, \"mib\": %d, \"gb_per_s\": %.1f, "
-              "\"sink\": %.3g}\n",
-              threads, mib, best, sums[0]);
+  std::printf(
+      "{\"what\": \"read\", \"threads\": %d, \"mib\": %d, \"gb_per_s\": %.1f, "
+      "\"sink\": %.3g}\n",
+      threads, mib, best, sums[0]);
 }
 
 void MeasureMatMul(int threads, int rows, int in, int pool_mib, int repeats) {
@@ -170,35 +184,43 @@ void MeasureMatMul(int threads, int rows, int in, int pool_mib, int repeats) {
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   for (uint16_t& v : w) v = memserve::F32ToBf16(dist(rng));
-  std::vector<memserve::TensorView> views(n_matrices);
+  // As Model::Load does: the backend places them (AVX-512: packed panels).
+  std::vector<std::unique_ptr<memserve::Buffer>> buffers;
+  std::vector<memserve::Tensor> weights(n_matrices);
   for (int m = 0; m < n_matrices; ++m) {
-    views[m].name = "w" + std::to_string(m);
-    views[m].dtype = memserve::DType::kBF16;
-    views[m].shape = {rows, in};
-    views[m].data = w.data() + m * per_matrix;
+    memserve::TensorView view;
+    view.name = "w" + std::to_string(m);
+    view.dtype = memserve::DType::kBF16;
+    view.shape = {rows, in};
+    view.data = w.data() + m * per_matrix;
+    buffers.push_back(Check(backend.PlaceWeight(view, memserve::WeightUse::kMatMul, &weights[m])));
   }
-  // As Model::Load does: the backend may repack them (AVX-512: panels).
-  std::vector<const memserve::TensorView*> view_ptrs;
-  for (const memserve::TensorView& v : views) view_ptrs.push_back(&v);
-  backend.PrepareMatMulWeights(view_ptrs);
+  const memserve::Tensor no_bias;
   for (int tokens : {1, 4, 16, 64}) {
-    std::vector<float> x(static_cast<size_t>(tokens) * in), y(static_cast<size_t>(tokens) * rows);
-    for (float& v : x) v = dist(rng);
+    std::vector<float> x_host(static_cast<size_t>(tokens) * in);
+    for (float& v : x_host) v = dist(rng);
+    auto x_buffer = Check(backend.AllocateBuffer(x_host.size() * sizeof(float)));
+    auto y_buffer = Check(backend.AllocateBuffer(static_cast<size_t>(tokens) * rows * 4));
+    const memserve::Tensor x =
+        memserve::Tensor::Of(x_buffer.get(), memserve::DType::kF32, {tokens, in});
+    const memserve::Tensor y =
+        memserve::Tensor::Of(y_buffer.get(), memserve::DType::kF32, {tokens, rows});
+    if (!backend.Upload(x_host.data(), x).ok()) std::abort();
     // At least one pass over the pool and ~0.5 s of work at 60 GFLOP/s.
     const int calls = std::max<int64_t>(n_matrices, 15'000'000'000LL / (per_matrix * tokens));
     double s = 1e30;
     for (int r = 0; r < repeats; ++r) {
       const auto t0 = Clock::now();
       for (int c = 0; c < calls; ++c) {
-        backend.MatMul(x.data(), tokens, views[c % n_matrices], nullptr, y.data());
+        if (!backend.MatMul(x, weights[c % n_matrices], no_bias, y).ok()) std::abort();
       }
       s = std::min(s, Seconds(t0, Clock::now()));
     }
-    std::printf("{\"what\": \"matmul_bf16\", \"isa\": \"%s\", \"threads\": %d, \"rows\": %d, "
-                "\"in\": %d, \"tokens\": %d, \"gflops\": %.1f, \"weight_gb_per_s\": %.1f}\n",
-                memserve::CpuIsaName(backend.isa()), backend.pool()->num_threads(), rows, in,
-                tokens, 2.0 * per_matrix * tokens * calls / s / 1e9,
-                2.0 * per_matrix * calls / s / 1e9);
+    std::printf(
+        "{\"what\": \"matmul_bf16\", \"isa\": \"%s\", \"threads\": %d, \"rows\": %d, "
+        "\"in\": %d, \"tokens\": %d, \"gflops\": %.1f, \"weight_gb_per_s\": %.1f}\n",
+        memserve::CpuIsaName(backend.isa()), backend.pool()->num_threads(), rows, in, tokens,
+        2.0 * per_matrix * tokens * calls / s / 1e9, 2.0 * per_matrix * calls / s / 1e9);
   }
 }
 

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/model.h"
+#include "engine/model_cpu.h"
 
 ABSL_FLAG(std::string, model, "", "serving checkpoint directory");
 ABSL_FLAG(int, prompt_tokens, 16, "prompt length");
@@ -111,7 +112,7 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   memserve::ModelOptions opts;
   opts.num_threads = absl::GetFlag(FLAGS_threads);
-  auto model_or = memserve::Model::Load(absl::GetFlag(FLAGS_model), opts);
+  auto model_or = memserve::LoadCpuModel(absl::GetFlag(FLAGS_model), opts);
   if (!model_or.ok()) {
     std::cerr << model_or.status() << "\n";
     return 1;

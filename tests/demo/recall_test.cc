@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/generate.h"
 #include "engine/model.h"
+#include "engine/model_cpu.h"
 #include "engine/tokenizer.h"
 #include "engine/weights.h"
 #include "gtest/gtest.h"
@@ -60,7 +61,7 @@ struct Loaded {
 
 Loaded LoadOrDie(const std::string& dir) {
   Loaded l;
-  auto model = Model::Load(dir);
+  auto model = LoadCpuModel(dir);
   EXPECT_TRUE(model.ok()) << model.status();
   if (!model.ok()) return l;
   l.model = std::move(*model);

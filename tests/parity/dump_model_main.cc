@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "engine/model.h"
+#include "engine/model_cpu.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, model, "", "serving checkpoint directory");
@@ -54,7 +55,7 @@ int Run() {
     std::cerr << "--tokens must be non-empty and 1 <= --prefix <= len(tokens)\n";
     return 2;
   }
-  auto model_or = Model::Load(absl::GetFlag(FLAGS_model));
+  auto model_or = memserve::LoadCpuModel(absl::GetFlag(FLAGS_model));
   if (!model_or.ok()) {
     std::cerr << model_or.status() << "\n";
     return 1;

@@ -1,7 +1,7 @@
 // ThreadPool: a fixed set of worker threads for data-parallel loops
 // (ParallelFor). The CPU backend runs every op through one of these.
-#ifndef MEMSERVE_ENGINE_THREAD_POOL_H_
-#define MEMSERVE_ENGINE_THREAD_POOL_H_
+#ifndef MEMSERVE_ENGINE_BACKEND_CPU_THREAD_POOL_H_
+#define MEMSERVE_ENGINE_BACKEND_CPU_THREAD_POOL_H_
 
 #include <atomic>
 #include <condition_variable>
@@ -68,10 +68,10 @@ class ThreadPool {
   std::atomic<int64_t> chunks_done_{0};
   std::atomic<uint64_t> generation_{0};  // bumped once per job (under mu_)
   std::atomic<int> active_{0};           // workers inside RunChunks
-  int sleeping_ = 0;    // guarded by mu_: workers blocked in work_cv_
-  bool stop_ = false;  // guarded by mu_
+  int sleeping_ = 0;                     // guarded by mu_: workers blocked in work_cv_
+  bool stop_ = false;                    // guarded by mu_
 };
 
 }  // namespace memserve
 
-#endif  // MEMSERVE_ENGINE_THREAD_POOL_H_
+#endif  // MEMSERVE_ENGINE_BACKEND_CPU_THREAD_POOL_H_

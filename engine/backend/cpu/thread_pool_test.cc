@@ -1,4 +1,4 @@
-#include "engine/thread_pool.h"
+#include "engine/backend/cpu/thread_pool.h"
 
 #include <atomic>
 #include <cstdint>

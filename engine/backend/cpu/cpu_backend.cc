@@ -1,0 +1,568 @@
+#include "engine/backend/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/backend/cpu/attention.h"
+#include "engine/backend/cpu/matmul.h"
+#include "engine/dtype.h"
+#include "engine/status_macros.h"
+
+// `var` = the host address of weight operand `tensor`, or return the error
+// naming `what`.
+#define MEMSERVE_WEIGHT_DATA(var, tensor, what) \
+  var = WeightData(tensor);                     \
+  if (var == nullptr) return WeightError(tensor, what)
+// `void* var` = the host address of `tensor` (of `dtype`), or return the
+// error naming `what`.
+#define MEMSERVE_HOST_DATA(var, tensor, dtype, what) \
+  void* var = HostData(tensor, dtype);               \
+  if (var == nullptr) return OperandError(tensor, dtype, what)
+
+namespace memserve {
+namespace {
+
+inline float Silu(float x) { return x / (1.0f + std::exp(-x)); }
+inline float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+constexpr const char* kOwnedType = "cpu";
+constexpr const char* kMappedType = "cpu-mapped";
+constexpr const char* kPackedType = "cpu-packed";
+
+// Every buffer of a CpuBackend: host memory at data().
+class HostBuffer : public Buffer {
+ public:
+  // Takes ownership of `data` (freed with std::free) when `owned`.
+  HostBuffer(const Backend* backend, const char* type, void* data, size_t size, bool owned)
+      : Buffer(backend, Device::kCpu, type, size), data_(data), owned_(owned) {}
+  ~HostBuffer() override {
+    if (owned_) std::free(data_);
+  }
+  void* data() const { return data_; }
+
+ private:
+  void* data_;
+  bool owned_;
+};
+
+// A weight in the packed kernels' layout; data() is the packed panels.
+class PackedBuffer : public HostBuffer {
+ public:
+  PackedBuffer(const Backend* backend, std::unique_ptr<PackedWeight> packed, size_t size)
+      : HostBuffer(backend, kPackedType, packed->data.get(), size, /*owned=*/false),
+        packed_(std::move(packed)) {}
+  const PackedWeight& packed() const { return *packed_; }
+
+ private:
+  std::unique_ptr<PackedWeight> packed_;
+};
+
+const PackedWeight* PackedOf(const Tensor& w) {
+  if (w.buffer == nullptr || w.buffer->type_name() != kPackedType) return nullptr;
+  return &static_cast<const PackedBuffer*>(w.buffer)->packed();
+}
+
+absl::Status ShapeError(const char* op, const char* what, const Tensor& t,
+                        const std::string& want) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(op, ": ", what, " is ", t.DebugString(), "; expected ", want));
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(const Options& options) {
+  CpuIsa isa = options.isa;
+  if (isa == CpuIsa::kAuto || !CpuIsaSupported(isa)) isa = SupportedCpuIsas().back();
+  isa_ = isa;
+  kernels_ = &KernelsFor(isa);
+  pool_ = std::make_unique<ThreadPool>(options.num_threads);
+}
+
+CpuBackend::~CpuBackend() = default;
+
+// --- memory ---
+
+absl::StatusOr<std::unique_ptr<Buffer>> CpuBackend::AllocateBuffer(size_t bytes) {
+  // 64-byte aligned (a cache line; every vector load of the kernels).
+  const size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
+  void* data = std::aligned_alloc(64, rounded);
+  if (data == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cpu backend: cannot allocate a buffer of ", bytes, " bytes"));
+  }
+  return std::unique_ptr<Buffer>(new HostBuffer(this, kOwnedType, data, bytes, /*owned=*/true));
+}
+
+absl::StatusOr<std::unique_ptr<Buffer>> CpuBackend::WrapHostMemory(const void* data, size_t bytes) {
+  if (data == nullptr && bytes > 0) {
+    return absl::InvalidArgumentError("cpu backend: WrapHostMemory of a null range");
+  }
+  // Read-only by contract: no op writes a wrapped buffer (the model passes
+  // them only as weights).
+  return std::unique_ptr<Buffer>(
+      new HostBuffer(this, kMappedType, const_cast<void*>(data), bytes, /*owned=*/false));
+}
+
+absl::StatusOr<std::unique_ptr<Buffer>> CpuBackend::PlaceWeight(const TensorView& w, WeightUse use,
+                                                                Tensor* tensor) {
+  const bool packable = use == WeightUse::kMatMul && IsPackable(w) &&
+                        kernels_->packed_matmul_bf16 != nullptr &&
+                        kernels_->packed_matmul_f32 != nullptr;
+  if (packable) {
+    std::unique_ptr<PackedWeight> packed = PackWeight(w, pool_.get());
+    if (packed != nullptr) {  // else out of memory: the weight stays in the mapping
+      const size_t bytes =
+          static_cast<size_t>(packed->panels * PackedWeight::kPanelRows * packed->in) *
+          DTypeSize(w.dtype);
+      std::unique_ptr<Buffer> buffer(new PackedBuffer(this, std::move(packed), bytes));
+      *tensor = TensorFromView(buffer.get(), w);
+      ++packed_weights_;
+      return buffer;
+    }
+  }
+  return Backend::PlaceWeight(w, use, tensor);
+}
+
+void* CpuBackend::HostData(const Tensor& t, DType dtype) const {
+  if (t.buffer == nullptr || t.buffer->backend() != this || t.dtype != dtype || !t.InBounds()) {
+    return nullptr;
+  }
+  return static_cast<char*>(static_cast<const HostBuffer*>(t.buffer)->data()) + t.offset;
+}
+
+absl::Status CpuBackend::OperandError(const Tensor& t, DType dtype, const char* what) const {
+  if (t.buffer == nullptr || t.buffer->backend() != this) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cpu backend: ", what, " is not a tensor of this backend"));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("cpu backend: ", what, " is ", t.DebugString(), " at offset ", t.offset,
+                   " of a ", t.buffer->size(), "-byte buffer; expected ", DTypeName(dtype)));
+}
+
+const void* CpuBackend::WeightData(const Tensor& t) const {
+  if ((t.dtype != DType::kF32 && t.dtype != DType::kBF16) || PackedOf(t) != nullptr) {
+    return nullptr;
+  }
+  return HostData(t, t.dtype);
+}
+
+absl::Status CpuBackend::WeightError(const Tensor& t, const char* what) const {
+  if (PackedOf(t) != nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cpu backend: ", what, " is a packed weight; only MatMul takes packed weights"));
+  }
+  if (t.dtype != DType::kF32 && t.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cpu backend: ", what, " is ", t.DebugString(), "; expected F32 or BF16"));
+  }
+  return OperandError(t, t.dtype, what);
+}
+
+absl::Status CpuBackend::Upload(const void* src, const Tensor& dst) {
+  if (dst.buffer != nullptr && dst.buffer->type_name() != kOwnedType) {
+    return absl::InvalidArgumentError("cpu backend: Upload into a read-only buffer");
+  }
+  MEMSERVE_HOST_DATA(p, dst, dst.dtype, "Upload destination");
+  std::memcpy(p, src, dst.nbytes());
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Download(const Tensor& src, void* dst) {
+  if (PackedOf(src) != nullptr) {
+    return absl::InvalidArgumentError("cpu backend: Download of a packed weight");
+  }
+  MEMSERVE_HOST_DATA(p, src, src.dtype, "Download source");
+  std::memcpy(dst, p, src.nbytes());
+  return absl::OkStatus();
+}
+
+// --- ops ---
+
+absl::Status CpuBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor& bias,
+                                const Tensor& y) {
+  if (w.rank != 2) return ShapeError("MatMul", "w", w, "[out, in]");
+  const int64_t out = w.shape[0];
+  const int64_t in = w.shape[1];
+  const int64_t n_tokens = x.rank >= 1 ? x.shape[0] : 0;
+  if (x.rank != 2 || x.shape[1] != in) {
+    return ShapeError("MatMul", "x", x, absl::StrCat("[T, ", in, "]"));
+  }
+  if (y.rank != 2 || y.shape[0] != n_tokens || y.shape[1] != out) {
+    return ShapeError("MatMul", "y", y, absl::StrCat("[", n_tokens, ", ", out, "]"));
+  }
+  MEMSERVE_HOST_DATA(xp, x, DType::kF32, "MatMul x");
+  MEMSERVE_HOST_DATA(yp, y, DType::kF32, "MatMul y");
+  const void* bias_data = nullptr;
+  DType bias_dtype = DType::kF32;
+  if (bias.present()) {
+    if (bias.numel() != out) return ShapeError("MatMul", "bias", bias, absl::StrCat("[", out, "]"));
+    MEMSERVE_WEIGHT_DATA(bias_data, bias, "MatMul bias");
+    bias_dtype = bias.dtype;
+  }
+  const float* xf = static_cast<const float*>(xp);
+  float* yf = static_cast<float*>(yp);
+  if (const PackedWeight* packed = PackedOf(w); packed != nullptr && w.buffer->backend() == this) {
+    PackedMatMul(pool_.get(), *kernels_, *packed, bias_data, bias_dtype, xf, n_tokens, yf);
+    return absl::OkStatus();
+  }
+  const void* wp;
+  MEMSERVE_WEIGHT_DATA(wp, w, "MatMul w");
+  GroupedMatMul(pool_.get(), *kernels_, wp, w.dtype, out, in, /*rows_per_group=*/out,
+                /*x_group_stride=*/0, bias_data, bias_dtype, xf, in, n_tokens, yf, out);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::RmsNorm(const Tensor& x_t, const Tensor& weight, float eps,
+                                 const Tensor& y_t) {
+  const int64_t dim = weight.numel();
+  if (x_t.rank != 2 || x_t.shape[1] != dim) {
+    return ShapeError("RmsNorm", "x", x_t, absl::StrCat("[T, ", dim, "]"));
+  }
+  if (y_t.rank != 2 || y_t.shape[0] != x_t.shape[0] || y_t.shape[1] != dim) {
+    return ShapeError("RmsNorm", "y", y_t, x_t.DebugString());
+  }
+  const int64_t n_tokens = x_t.shape[0];
+  MEMSERVE_HOST_DATA(xp, x_t, DType::kF32, "RmsNorm x");
+  MEMSERVE_HOST_DATA(yp, y_t, DType::kF32, "RmsNorm y");
+  const void* wp;
+  MEMSERVE_WEIGHT_DATA(wp, weight, "RmsNorm weight");
+  const float* x = static_cast<const float*>(xp);
+  float* y = static_cast<float*>(yp);
+  const bool bf16 = weight.dtype == DType::kBF16;
+  const float* wf = static_cast<const float*>(wp);
+  const uint16_t* wb = static_cast<const uint16_t*>(wp);
+  pool_->ParallelFor(
+      n_tokens,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const float* xt = x + t * dim;
+          float* yt = y + t * dim;
+          double sum_sq = 0.0;
+          for (int64_t i = 0; i < dim; ++i) sum_sq += static_cast<double>(xt[i]) * xt[i];
+          const float mean = static_cast<float>(sum_sq / static_cast<double>(dim));
+          const float inv = 1.0f / std::sqrt(mean + eps);
+          for (int64_t i = 0; i < dim; ++i) {
+            yt[i] = (xt[i] * inv) * (bf16 ? Bf16ToF32(wb[i]) : wf[i]);
+          }
+        }
+      },
+      /*min_chunk=*/std::max<int64_t>(1, 16384 / std::max<int64_t>(1, dim)));
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Embedding(const Tensor& table, const Tensor& ids_t, const Tensor& y_t) {
+  if (table.rank != 2) return ShapeError("Embedding", "table", table, "[vocab, dim]");
+  const int64_t vocab = table.shape[0];
+  const int64_t dim = table.shape[1];
+  const int64_t n = ids_t.numel();
+  if (y_t.rank != 2 || y_t.shape[0] != n || y_t.shape[1] != dim) {
+    return ShapeError("Embedding", "y", y_t, absl::StrCat("[", n, ", ", dim, "]"));
+  }
+  const void* tp;
+  MEMSERVE_WEIGHT_DATA(tp, table, "Embedding table");
+  MEMSERVE_HOST_DATA(ip, ids_t, DType::kI32, "Embedding ids");
+  MEMSERVE_HOST_DATA(yp, y_t, DType::kF32, "Embedding y");
+  const int32_t* ids = static_cast<const int32_t*>(ip);
+  float* y = static_cast<float*>(yp);
+  const char* base = static_cast<const char*>(tp);
+  const size_t row_bytes = static_cast<size_t>(dim) * DTypeSize(table.dtype);
+  for (int64_t t = 0; t < n; ++t) {
+    if (ids[t] < 0 || ids[t] >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Embedding: ids[", t, "] = ", ids[t], " is outside [0, ", vocab, ")"));
+    }
+    ConvertToF32(table.dtype, base + static_cast<size_t>(ids[t]) * row_bytes,
+                 static_cast<size_t>(dim), y + t * dim);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Rope(const Tensor& x_t, const Tensor& positions_t, const Tensor& rope) {
+  if (x_t.rank != 3) return ShapeError("Rope", "x", x_t, "[T, n_heads, head_dim]");
+  const int64_t n_tokens = x_t.shape[0];
+  const int n_heads = static_cast<int>(x_t.shape[1]);
+  const int head_dim = static_cast<int>(x_t.shape[2]);
+  const int half = head_dim / 2;
+  if (rope.rank != 3 || rope.shape[0] != 2 || rope.shape[2] != half) {
+    return ShapeError("Rope", "rope", rope, absl::StrCat("[2, max_positions, ", half, "]"));
+  }
+  if (positions_t.numel() != n_tokens) {
+    return ShapeError("Rope", "positions", positions_t, absl::StrCat("[", n_tokens, "]"));
+  }
+  const int64_t max_positions = rope.shape[1];
+  MEMSERVE_HOST_DATA(xp, x_t, DType::kF32, "Rope x");
+  MEMSERVE_HOST_DATA(pp, positions_t, DType::kI32, "Rope positions");
+  MEMSERVE_HOST_DATA(rp, rope, DType::kF32, "Rope table");
+  float* x = static_cast<float*>(xp);
+  const int32_t* positions = static_cast<const int32_t*>(pp);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    if (positions[t] < 0 || positions[t] >= max_positions) {
+      return absl::InvalidArgumentError(absl::StrCat("Rope: positions[", t, "] = ", positions[t],
+                                                     " is outside the table [0, ", max_positions,
+                                                     ")"));
+    }
+  }
+  const float* cos_table = static_cast<const float*>(rp);
+  const float* sin_table = cos_table + max_positions * half;
+  pool_->ParallelFor(
+      n_tokens,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const float* c = cos_table + static_cast<size_t>(positions[t]) * half;
+          const float* s = sin_table + static_cast<size_t>(positions[t]) * half;
+          for (int h = 0; h < n_heads; ++h) {
+            float* v = x + (t * n_heads + h) * head_dim;
+            for (int i = 0; i < half; ++i) {
+              const float x0 = v[2 * i];
+              const float x1 = v[2 * i + 1];
+              v[2 * i] = c[i] * x0 - s[i] * x1;
+              v[2 * i + 1] = s[i] * x0 + c[i] * x1;
+            }
+          }
+        }
+      },
+      /*min_chunk=*/std::max<int64_t>(1, 8192 / std::max(1, n_heads * head_dim)));
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::WriteKv(const Tensor& k_t, const Tensor& v_t, const Tensor& rows_t,
+                                 const Tensor& k_cache_t, const Tensor& v_cache_t) {
+  if (k_t.rank != 2) return ShapeError("WriteKv", "k", k_t, "[T, kv_dim]");
+  const int64_t n = k_t.shape[0];
+  const int64_t kv_dim = k_t.shape[1];
+  if (v_t.rank != 2 || v_t.shape[0] != n || v_t.shape[1] != kv_dim) {
+    return ShapeError("WriteKv", "v", v_t, k_t.DebugString());
+  }
+  if (rows_t.numel() != n) {
+    return ShapeError("WriteKv", "kv_rows", rows_t, absl::StrCat("[", n, "]"));
+  }
+  if (k_cache_t.rank != 2 || k_cache_t.shape[1] != kv_dim) {
+    return ShapeError("WriteKv", "k_cache", k_cache_t, absl::StrCat("[rows, ", kv_dim, "]"));
+  }
+  if (v_cache_t.rank != 2 || v_cache_t.shape[0] != k_cache_t.shape[0] ||
+      v_cache_t.shape[1] != kv_dim) {
+    return ShapeError("WriteKv", "v_cache", v_cache_t, k_cache_t.DebugString());
+  }
+  MEMSERVE_HOST_DATA(kp, k_t, DType::kF32, "WriteKv k");
+  MEMSERVE_HOST_DATA(vp, v_t, DType::kF32, "WriteKv v");
+  MEMSERVE_HOST_DATA(rp, rows_t, DType::kI64, "WriteKv kv_rows");
+  MEMSERVE_HOST_DATA(kcp, k_cache_t, DType::kF32, "WriteKv k_cache");
+  MEMSERVE_HOST_DATA(vcp, v_cache_t, DType::kF32, "WriteKv v_cache");
+  const float* k = static_cast<const float*>(kp);
+  const float* v = static_cast<const float*>(vp);
+  const int64_t* rows = static_cast<const int64_t*>(rp);
+  float* k_cache = static_cast<float*>(kcp);
+  float* v_cache = static_cast<float*>(vcp);
+  const int64_t cache_rows = k_cache_t.shape[0];
+  for (int64_t t = 0; t < n; ++t) {
+    if (rows[t] < 0 || rows[t] >= cache_rows) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "WriteKv: kv_rows[", t, "] = ", rows[t], " is outside the cache [0, ", cache_rows, ")"));
+    }
+    std::copy(k + t * kv_dim, k + (t + 1) * kv_dim, k_cache + rows[t] * kv_dim);
+    std::copy(v + t * kv_dim, v + (t + 1) * kv_dim, v_cache + rows[t] * kv_dim);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Attention(const AttentionShape& shape, const BatchDescriptor& batch,
+                                   const Tensor& q_t, const Tensor& k_cache_t,
+                                   const Tensor& v_cache_t, const Tensor& out_t) {
+  const int64_t q_dim = static_cast<int64_t>(shape.n_heads) * shape.head_dim;
+  const int64_t kv_dim = static_cast<int64_t>(shape.n_kv_heads) * shape.head_dim;
+  if (shape.n_heads <= 0 || shape.n_kv_heads <= 0 || shape.n_heads % shape.n_kv_heads != 0 ||
+      shape.head_dim <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("Attention: n_heads=", shape.n_heads,
+                                                   " n_kv_heads=", shape.n_kv_heads,
+                                                   " head_dim=", shape.head_dim));
+  }
+  if (q_t.numel() != batch.n_tokens * q_dim || out_t.numel() != batch.n_tokens * q_dim) {
+    const bool bad_q = q_t.numel() != batch.n_tokens * q_dim;
+    return ShapeError("Attention", bad_q ? "q" : "out", bad_q ? q_t : out_t,
+                      absl::StrCat("[", batch.n_tokens, ", ", q_dim, "]"));
+  }
+  if (k_cache_t.rank != 2 || k_cache_t.shape[1] != kv_dim || v_cache_t.rank != 2 ||
+      v_cache_t.shape[0] != k_cache_t.shape[0] || v_cache_t.shape[1] != kv_dim) {
+    return ShapeError("Attention", "k_cache", k_cache_t, absl::StrCat("[rows, ", kv_dim, "]"));
+  }
+  if (batch.seq_starts.numel() != batch.n_seqs + 1 ||
+      batch.block_tables.numel() != static_cast<int64_t>(batch.n_seqs) * batch.max_blocks ||
+      batch.positions.numel() != batch.n_tokens || batch.block_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("Attention: inconsistent batch descriptor (",
+                                                   batch.n_seqs, " sequences, ", batch.n_tokens,
+                                                   " tokens, block_size ", batch.block_size, ")"));
+  }
+  MEMSERVE_HOST_DATA(qp, q_t, DType::kF32, "Attention q");
+  MEMSERVE_HOST_DATA(op, out_t, DType::kF32, "Attention out");
+  MEMSERVE_HOST_DATA(kp, k_cache_t, DType::kF32, "Attention k_cache");
+  MEMSERVE_HOST_DATA(vp, v_cache_t, DType::kF32, "Attention v_cache");
+  MEMSERVE_HOST_DATA(sp, batch.seq_starts, DType::kI32, "batch seq_starts");
+  MEMSERVE_HOST_DATA(pp, batch.positions, DType::kI32, "batch positions");
+  MEMSERVE_HOST_DATA(bp, batch.block_tables, DType::kI32, "batch block_tables");
+  const int32_t* starts = static_cast<const int32_t*>(sp);
+  const int32_t* positions = static_cast<const int32_t*>(pp);
+  const int32_t* tables = static_cast<const int32_t*>(bp);
+  const int64_t cache_blocks = k_cache_t.shape[0] / batch.block_size;
+  attention_seqs_.clear();
+  for (int s = 0; s < batch.n_seqs; ++s) {
+    const int64_t first = starts[s];
+    const int64_t n = static_cast<int64_t>(starts[s + 1]) - first;
+    if (first < 0 || n < 1 || starts[s + 1] > batch.n_tokens) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Attention: sequence ", s, " has rows [", first, ", ", starts[s + 1], ")"));
+    }
+    CpuAttentionSeq a;
+    a.n_tokens = n;
+    a.start_pos = positions[first];
+    a.n_heads = shape.n_heads;
+    a.n_kv_heads = shape.n_kv_heads;
+    a.head_dim = shape.head_dim;
+    a.sliding_window = shape.sliding_window;
+    a.q = static_cast<const float*>(qp) + first * q_dim;
+    a.out = static_cast<float*>(op) + first * q_dim;
+    a.k_cache = static_cast<const float*>(kp);
+    a.v_cache = static_cast<const float*>(vp);
+    a.block_table = tables + static_cast<int64_t>(s) * batch.max_blocks;
+    a.block_size = batch.block_size;
+    const int64_t blocks_used = (a.start_pos + n + batch.block_size - 1) / batch.block_size;
+    if (a.start_pos < 0 || blocks_used > batch.max_blocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Attention: sequence ", s, " reaches position ", a.start_pos + n - 1,
+                       " beyond its ", batch.max_blocks, "-block table"));
+    }
+    for (int64_t b = 0; b < blocks_used; ++b) {
+      if (a.block_table[b] < 0 || a.block_table[b] >= cache_blocks) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Attention: sequence ", s, " block ", b, " = ", a.block_table[b],
+                         " is outside the cache [0, ", cache_blocks, ")"));
+      }
+    }
+    attention_seqs_.push_back(a);
+  }
+  CpuAttention(pool_.get(), *kernels_, attention_seqs_);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::SwiGlu(const Tensor& a_t, const Tensor& b_t, const Tensor& y_t) {
+  const int64_t n = a_t.numel();
+  if (b_t.numel() != n || y_t.numel() != n) {
+    return ShapeError("SwiGlu", "b or y", b_t, a_t.DebugString());
+  }
+  MEMSERVE_HOST_DATA(ap, a_t, DType::kF32, "SwiGlu a");
+  MEMSERVE_HOST_DATA(bp, b_t, DType::kF32, "SwiGlu b");
+  MEMSERVE_HOST_DATA(yp, y_t, DType::kF32, "SwiGlu y");
+  const float* a = static_cast<const float*>(ap);
+  const float* b = static_cast<const float*>(bp);
+  float* y = static_cast<float*>(yp);
+  pool_->ParallelFor(
+      n,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) y[i] = Silu(a[i]) * b[i];
+      },
+      /*min_chunk=*/16384);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Add(const Tensor& x_t, const Tensor& y_t) {
+  const int64_t n = x_t.numel();
+  if (y_t.numel() != n) return ShapeError("Add", "y", y_t, x_t.DebugString());
+  MEMSERVE_HOST_DATA(xp, x_t, DType::kF32, "Add x");
+  MEMSERVE_HOST_DATA(yp, y_t, DType::kF32, "Add y");
+  const float* x = static_cast<const float*>(xp);
+  float* y = static_cast<float*>(yp);
+  pool_->ParallelFor(
+      n,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) y[i] += x[i];
+      },
+      /*min_chunk=*/65536);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::SigmoidGateRows(const Tensor& gate_t, const Tensor& x_t) {
+  if (x_t.rank != 2 || gate_t.numel() != x_t.shape[0]) {
+    return ShapeError("SigmoidGateRows", "gate", gate_t,
+                      absl::StrCat("[", x_t.rank >= 1 ? x_t.shape[0] : 0, "]"));
+  }
+  const int64_t rows = x_t.shape[0];
+  const int64_t cols = x_t.shape[1];
+  MEMSERVE_HOST_DATA(gp, gate_t, DType::kF32, "SigmoidGateRows gate");
+  MEMSERVE_HOST_DATA(xp, x_t, DType::kF32, "SigmoidGateRows x");
+  const float* gate = static_cast<const float*>(gp);
+  float* x = static_cast<float*>(xp);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float g = Sigmoid(gate[r]);
+    float* xr = x + r * cols;
+    for (int64_t c = 0; c < cols; ++c) xr[c] *= g;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::MemoryLookup(const MemoryLookupArgs& a) {
+  if (a.heads <= 0 || a.n_keys <= 0 || a.knn < 1 || a.knn > a.n_keys || a.k_dim <= 0 ||
+      a.k_dim % 2 != 0 || a.v_dim <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("MemoryLookup: heads=", a.heads,
+                                                   " n_keys=", a.n_keys, " knn=", a.knn,
+                                                   " k_dim=", a.k_dim, " v_dim=", a.v_dim));
+  }
+  const int64_t q_stride = static_cast<int64_t>(a.heads) * a.k_dim;
+  if (a.queries.rank != 2 || a.queries.shape[1] != q_stride) {
+    return ShapeError("MemoryLookup", "queries", a.queries, absl::StrCat("[T, ", q_stride, "]"));
+  }
+  const int64_t n_tokens = a.queries.shape[0];
+  if (a.keys.numel() != 2LL * a.heads * a.n_keys * (a.k_dim / 2)) {
+    return ShapeError("MemoryLookup", "keys", a.keys,
+                      absl::StrCat("[", 2LL * a.heads * a.n_keys, ", ", a.k_dim / 2, "]"));
+  }
+  const int64_t rows = static_cast<int64_t>(a.n_keys) * a.n_keys;
+  if (a.values.rank != 2 || a.values.shape[0] != rows || a.values.shape[1] != a.v_dim) {
+    return ShapeError("MemoryLookup", "values", a.values,
+                      absl::StrCat("[", rows, ", ", a.v_dim, "]"));
+  }
+  if (a.out.numel() != n_tokens * a.v_dim) {
+    return ShapeError("MemoryLookup", "out", a.out,
+                      absl::StrCat("[", n_tokens, ", ", a.v_dim, "]"));
+  }
+  const int64_t picks = n_tokens * a.heads * a.knn;
+  CpuMemoryLookupArgs c;
+  c.n_tokens = n_tokens;
+  c.heads = a.heads;
+  c.n_keys = a.n_keys;
+  c.knn = a.knn;
+  c.k_dim = a.k_dim;
+  c.v_dim = a.v_dim;
+  MEMSERVE_HOST_DATA(qp, a.queries, DType::kF32, "MemoryLookup queries");
+  MEMSERVE_WEIGHT_DATA(c.keys, a.keys, "MemoryLookup keys");
+  MEMSERVE_WEIGHT_DATA(c.values, a.values, "MemoryLookup values");
+  MEMSERVE_HOST_DATA(op, a.out, DType::kF32, "MemoryLookup out");
+  c.queries = static_cast<const float*>(qp);
+  c.keys_dtype = a.keys.dtype;
+  c.values_dtype = a.values.dtype;
+  c.out = static_cast<float*>(op);
+  if (a.out_indices.present()) {
+    if (a.out_indices.numel() != picks) {
+      return ShapeError("MemoryLookup", "out_indices", a.out_indices,
+                        absl::StrCat("[", n_tokens, ", ", a.heads, ", ", a.knn, "]"));
+    }
+    MEMSERVE_HOST_DATA(p, a.out_indices, DType::kI64, "MemoryLookup out_indices");
+    c.out_indices = static_cast<int64_t*>(p);
+  }
+  if (a.out_scores.present()) {
+    if (a.out_scores.numel() != picks) {
+      return ShapeError("MemoryLookup", "out_scores", a.out_scores,
+                        absl::StrCat("[", n_tokens, ", ", a.heads, ", ", a.knn, "]"));
+    }
+    MEMSERVE_HOST_DATA(p, a.out_scores, DType::kF32, "MemoryLookup out_scores");
+    c.out_scores = static_cast<float*>(p);
+  }
+  memory_lookup_.Run(pool_.get(), *kernels_, c);
+  return absl::OkStatus();
+}
+
+}  // namespace memserve

@@ -1,0 +1,92 @@
+// CpuBackend: the reference implementation of the Backend (backend.h),
+// multithreaded and vectorized (AVX-512 / AVX2+FMA kernels chosen at run
+// time, with a portable fallback for other CPUs). The ops live by concern in
+// this folder: kernels_*.cc (per-ISA inner loops), packed_weight (weight
+// packing), matmul, attention, memory_lookup; this class owns the thread
+// pool, the buffers' memory rules and the elementwise ops.
+//
+// Buffers: "cpu" (64-byte aligned host memory it allocates), "cpu-mapped"
+// (a wrapped host range, used in place), "cpu-packed" (a MatMul weight of at
+// least PackedWeight::kMinRows rows in the panel layout of the AVX-512
+// kernels, when the ISA has them: PlaceWeight(kMatMul)).
+#ifndef MEMSERVE_ENGINE_BACKEND_CPU_CPU_BACKEND_H_
+#define MEMSERVE_ENGINE_BACKEND_CPU_CPU_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/backend/backend.h"
+#include "engine/backend/cpu/attention.h"
+#include "engine/backend/cpu/cpu_isa.h"
+#include "engine/backend/cpu/kernels.h"
+#include "engine/backend/cpu/memory_lookup.h"
+#include "engine/backend/cpu/packed_weight.h"
+#include "engine/backend/cpu/thread_pool.h"
+
+namespace memserve {
+
+class CpuBackend : public Backend {
+ public:
+  struct Options {
+    int num_threads = 0;         // <= 0: one per hardware thread
+    CpuIsa isa = CpuIsa::kAuto;  // an unsupported level falls back to kAuto
+  };
+
+  explicit CpuBackend(const Options& options);
+  ~CpuBackend() override;
+
+  const char* name() const override { return "cpu"; }
+  Device device() const override { return Device::kCpu; }
+  // The level actually used (never kAuto).
+  CpuIsa isa() const { return isa_; }
+  ThreadPool* pool() { return pool_.get(); }
+  // How many weights PlaceWeight packed (for tests).
+  int64_t packed_weights() const { return packed_weights_; }
+
+  absl::StatusOr<std::unique_ptr<Buffer>> AllocateBuffer(size_t bytes) override;
+  absl::StatusOr<std::unique_ptr<Buffer>> WrapHostMemory(const void* data, size_t bytes) override;
+  // kMatMul weights are packed (a copy as large as the weight) when the ISA
+  // has packed kernels; everything else stays in the mapping.
+  absl::StatusOr<std::unique_ptr<Buffer>> PlaceWeight(const TensorView& w, WeightUse use,
+                                                      Tensor* tensor) override;
+  absl::Status Upload(const void* src, const Tensor& dst) override;
+  absl::Status Download(const Tensor& src, void* dst) override;
+  absl::Status Synchronize() override { return absl::OkStatus(); }
+
+  absl::Status MatMul(const Tensor& x, const Tensor& w, const Tensor& bias,
+                      const Tensor& y) override;
+  absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) override;
+  absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) override;
+  absl::Status Rope(const Tensor& x, const Tensor& positions, const Tensor& rope) override;
+  absl::Status WriteKv(const Tensor& k, const Tensor& v, const Tensor& kv_rows,
+                       const Tensor& k_cache, const Tensor& v_cache) override;
+  absl::Status Attention(const AttentionShape& shape, const BatchDescriptor& batch, const Tensor& q,
+                         const Tensor& k_cache, const Tensor& v_cache, const Tensor& out) override;
+  absl::Status SwiGlu(const Tensor& a, const Tensor& b, const Tensor& y) override;
+  absl::Status Add(const Tensor& x, const Tensor& y) override;
+  absl::Status SigmoidGateRows(const Tensor& gate, const Tensor& x) override;
+  absl::Status MemoryLookup(const MemoryLookupArgs& args) override;
+
+ private:
+  // The host address of t's first byte, or null unless t lies inside a host
+  // buffer of this backend and has dtype `dtype`. Every op reaches memory
+  // through here (or WeightData); OperandError says why it refused.
+  void* HostData(const Tensor& t, DType dtype) const;
+  absl::Status OperandError(const Tensor& t, DType dtype, const char* what) const;
+  // As HostData for a weight operand: F32 or BF16, not packed; WeightError
+  // says why it refused.
+  const void* WeightData(const Tensor& t) const;
+  absl::Status WeightError(const Tensor& t, const char* what) const;
+
+  CpuIsa isa_;
+  const CpuKernels* kernels_;
+  std::unique_ptr<ThreadPool> pool_;
+  CpuMemoryLookup memory_lookup_;
+  int64_t packed_weights_ = 0;
+  std::vector<CpuAttentionSeq> attention_seqs_;  // reused by Attention
+};
+
+}  // namespace memserve
+
+#endif  // MEMSERVE_ENGINE_BACKEND_CPU_CPU_BACKEND_H_

@@ -1,0 +1,58 @@
+// The CPU backend's inner loops, one function table per instruction-set
+// level (portable C++, AVX2+FMA, AVX-512), chosen at run time. Pointers are raw
+// and shapes explicit so that the same table serves MatMul (all rows read the
+// same x) and the per-head sub-key scores (each group of rows reads its own
+// column slice of x).
+#ifndef MEMSERVE_ENGINE_BACKEND_CPU_KERNELS_H_
+#define MEMSERVE_ENGINE_BACKEND_CPU_KERNELS_H_
+
+#include <cstdint>
+
+#include "engine/backend/cpu/cpu_isa.h"
+
+namespace memserve {
+
+struct CpuKernels {
+  CpuIsa isa;
+  // y[t * ldy + r] = dot(w[r * ldw .. + in], x[t * ldx .. + in])
+  // for r < rows, t < tokens.
+  void (*matmul_f32)(const float* w, int64_t ldw, int64_t in, int64_t rows, const float* x,
+                     int64_t ldx, int64_t tokens, float* y, int64_t ldy);
+  void (*matmul_bf16)(const uint16_t* w, int64_t ldw, int64_t in, int64_t rows, const float* x,
+                      int64_t ldx, int64_t tokens, float* y, int64_t ldy);
+  // out[i] = dot(q[0 .. n), rows[i * stride .. + n)) * scale for i < count
+  // (attention scores of consecutive cache rows).
+  void (*dot_rows)(const float* q, const float* rows, int64_t stride, int64_t count, int64_t n,
+                   float scale, float* out);
+  // y[0 .. n) += coef[i] * rows[i * stride .. + n) for i = 0, 1, ..., count - 1
+  // in that order; each element's result is that of count successive axpy_f32
+  // calls (attention's weighted sum of values).
+  void (*axpy_rows)(const float* coef, const float* rows, int64_t stride, int64_t count, float* y,
+                    int64_t n);
+  // y[i] += a * x[i]
+  void (*axpy_f32)(float a, const float* x, float* y, int64_t n);
+  void (*axpy_bf16)(float a, const uint16_t* x, float* y, int64_t n);
+  // Matmul over a packed weight (layout: PackedWeight, packed_weight.h),
+  // panels [panel_begin, panel_end): y[t * ldy + r] for the rows r of those
+  // panels (r < rows) and t < tokens. Null where the level has no packed
+  // kernels (then weights are not packed).
+  void (*packed_matmul_bf16)(const uint32_t* panels, int64_t in, int64_t rows, int64_t panel_begin,
+                             int64_t panel_end, const float* x, int64_t ldx, int64_t tokens,
+                             float* y, int64_t ldy);
+  void (*packed_matmul_f32)(const float* panels, int64_t in, int64_t rows, int64_t panel_begin,
+                            int64_t panel_end, const float* x, int64_t ldx, int64_t tokens,
+                            float* y, int64_t ldy);
+};
+
+// The table of `isa`. REQUIRES: CpuIsaSupported(isa) and isa != kAuto.
+const CpuKernels& KernelsFor(CpuIsa isa);
+
+// The per-level tables (kernels_{generic,avx2,avx512}.cc); the x86 ones are
+// null when this build has no x86 kernels.
+const CpuKernels& GenericKernels();
+const CpuKernels* Avx2Kernels();
+const CpuKernels* Avx512Kernels();
+
+}  // namespace memserve
+
+#endif  // MEMSERVE_ENGINE_BACKEND_CPU_KERNELS_H_

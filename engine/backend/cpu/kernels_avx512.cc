@@ -1,0 +1,302 @@
+// AVX-512 (F, BW, VL) + FMA: 16 lanes, masked loads for the tails, blocks of
+// 4 rows x 4 tokens (16 accumulators of 32 registers), and the kernels over
+// packed weights (layout: PackedWeight, packed_weight.h).
+#include <algorithm>
+#include <type_traits>
+
+#include "engine/backend/cpu/kernels.h"
+#include "engine/backend/cpu/simd.h"
+
+namespace memserve {
+
+#ifdef MEMSERVE_X86_KERNELS
+
+namespace avx512 {
+namespace {
+
+MEMSERVE_TARGET_AVX512 inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
+// bf16 -> fp32: widen to 32 bits and shift into the upper half. (The
+// all-ones-mask forms avoid GCC 12's bogus -Wmaybe-uninitialized on the
+// unmasked intrinsics; they compile to the same instructions.)
+MEMSERVE_TARGET_AVX512 inline __m512 Bf16x16ToF32(__m256i h) {
+  const __mmask16 all = static_cast<__mmask16>(0xFFFF);
+  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, _mm512_maskz_cvtepu16_epi32(all, h), 16));
+}
+MEMSERVE_TARGET_AVX512 inline __m512 Load16(const uint16_t* p) {
+  return Bf16x16ToF32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+MEMSERVE_TARGET_AVX512 inline __m512 Load16(const float* p, __mmask16 m) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
+MEMSERVE_TARGET_AVX512 inline __m512 Load16(const uint16_t* p, __mmask16 m) {
+  return Bf16x16ToF32(_mm256_maskz_loadu_epi16(m, p));
+}
+MEMSERVE_TARGET_AVX512 inline float Sum16(__m512 v) {
+  // Through memory: GCC 12 warns (bogusly) on the lane-extracting intrinsics.
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  const __m256 lo = _mm256_load_ps(lanes);
+  const __m256 hi = _mm256_load_ps(lanes + 8);
+  return avx2::Sum8(_mm256_add_ps(lo, hi));
+}
+MEMSERVE_TARGET_AVX512 inline __mmask16 TailMask(int64_t n) {
+  return static_cast<__mmask16>((1u << n) - 1u);
+}
+
+template <int R, int TB, typename W>
+MEMSERVE_TARGET_AVX512 void Block(const W* w, int64_t ldw, int64_t in, const float* x, int64_t ldx,
+                                  float* y, int64_t ldy) {
+  __m512 acc[R][TB];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int t = 0; t < TB; ++t) acc[r][t] = _mm512_setzero_ps();
+  }
+  int64_t k = 0;
+  for (; k + 16 <= in; k += 16) {
+    __m512 wv[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      MEMSERVE_PREFETCH_AHEAD(w + r * ldw, k);
+      wv[r] = Load16(w + r * ldw + k);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < TB; ++t) {
+      const __m512 xv = _mm512_loadu_ps(x + t * ldx + k);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+  if (k < in) {
+    const __mmask16 m = TailMask(in - k);
+    __m512 wv[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) wv[r] = Load16(w + r * ldw + k, m);
+#pragma GCC unroll 4
+    for (int t = 0; t < TB; ++t) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * ldx + k);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < TB; ++t) y[t * ldy + r] = Sum16(acc[r][t]);
+  }
+}
+
+template <int R, typename W>
+MEMSERVE_TARGET_AVX512 void RowBlock(const W* w, int64_t ldw, int64_t in, const float* x,
+                                     int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 4 <= tokens; t += 4) Block<R, 4>(w, ldw, in, x + t * ldx, ldx, y + t * ldy, ldy);
+  if (t + 2 <= tokens) {
+    Block<R, 2>(w, ldw, in, x + t * ldx, ldx, y + t * ldy, ldy);
+    t += 2;
+  }
+  if (t < tokens) Block<R, 1>(w, ldw, in, x + t * ldx, ldx, y + t * ldy, ldy);
+}
+
+template <typename W>
+MEMSERVE_TARGET_AVX512 void MatMul(const W* w, int64_t ldw, int64_t in, int64_t rows,
+                                   const float* x, int64_t ldx, int64_t tokens, float* y,
+                                   int64_t ldy) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) RowBlock<4>(w + r * ldw, ldw, in, x, ldx, tokens, y + r, ldy);
+  for (; r < rows; ++r) RowBlock<1>(w + r * ldw, ldw, in, x, ldx, tokens, y + r, ldy);
+}
+
+MEMSERVE_TARGET_AVX512 float Dot(const float* a, const float* b, int64_t n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= n; k += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), _mm512_loadu_ps(b + k + 16), acc1);
+  }
+  for (; k + 16 <= n; k += 16) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), acc0);
+  }
+  if (k < n) {
+    const __mmask16 m = TailMask(n - k);
+    acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), _mm512_maskz_loadu_ps(m, b + k), acc1);
+  }
+  return Sum16(_mm512_add_ps(acc0, acc1));
+}
+
+template <typename W>
+MEMSERVE_TARGET_AVX512 void Axpy(float a, const W* x, float* y, int64_t n) {
+  const __m512 av = _mm512_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, Load16(x + i), _mm512_loadu_ps(y + i)));
+  }
+  if (i < n) {
+    const __mmask16 m = TailMask(n - i);
+    const __m512 yv = _mm512_maskz_loadu_ps(m, y + i);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(av, Load16(x + i, m), yv));
+  }
+}
+
+MEMSERVE_TARGET_AVX512 void DotRows(const float* q, const float* rows, int64_t stride,
+                                    int64_t count, int64_t n, float scale, float* out) {
+  for (int64_t i = 0; i < count; ++i) out[i] = Dot(q, rows + i * stride, n) * scale;
+}
+
+// Column chunks of y stay in a register across all rows: per element the same
+// fmadd sequence as Axpy row after row.
+MEMSERVE_TARGET_AVX512 void AxpyRows(const float* coef, const float* rows, int64_t stride,
+                                     int64_t count, float* y, int64_t n) {
+  for (int64_t c = 0; c < n; c += 16) {
+    const __mmask16 m = n - c >= 16 ? static_cast<__mmask16>(0xFFFF) : TailMask(n - c);
+    __m512 yv = _mm512_maskz_loadu_ps(m, y + c);
+    for (int64_t i = 0; i < count; ++i) {
+      yv = _mm512_fmadd_ps(_mm512_set1_ps(coef[i]), _mm512_maskz_loadu_ps(m, rows + i * stride + c),
+                           yv);
+    }
+    _mm512_mask_storeu_ps(y + c, m, yv);
+  }
+}
+
+// --- packed kernels (layout: PackedWeight, packed_weight.h) ---
+
+// The two 16-row weight vectors of column k of a packed panel. (The masked
+// shift: see Bf16x16ToF32.)
+MEMSERVE_TARGET_AVX512 inline void PanelColumn(const uint32_t* panel, int64_t k, __m512* lo,
+                                               __m512* hi) {
+  const __m512i v = _mm512_loadu_si512(panel + k * 16);
+  *lo = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(static_cast<__mmask16>(0xFFFF), v, 16));
+  *hi = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+MEMSERVE_TARGET_AVX512 inline void PanelColumn(const float* panel, int64_t k, __m512* lo,
+                                               __m512* hi) {
+  *lo = _mm512_loadu_ps(panel + k * 32);
+  *hi = _mm512_loadu_ps(panel + k * 32 + 16);
+}
+// Elements of P per panel column: 16 uint32 (bf16 pairs) or 32 floats.
+template <typename P>
+constexpr int64_t PanelColumnElems() {
+  return std::is_same<P, float>::value ? 32 : 16;
+}
+// Packed panels stream from memory once per block of tokens; prefetch this
+// far ahead (the hardware prefetcher alone leaves bandwidth unused).
+constexpr int64_t kPanelPrefetchBytes = 2048;
+
+// NP consecutive panels (32 * NP rows) x TB tokens: 2 * NP * TB accumulators.
+// `panel` = the first panel; `rows_left` = rows from its first row to the end.
+template <int NP, int TB, typename P>
+MEMSERVE_TARGET_AVX512 void PackedBlock(const P* panel, int64_t in, const float* x, int64_t ldx,
+                                        float* y, int64_t ldy, int64_t rows_left) {
+  const int64_t panel_stride = in * PanelColumnElems<P>();
+  __m512 acc[2 * NP][TB];
+#pragma GCC unroll 8
+  for (int i = 0; i < 2 * NP; ++i) {
+#pragma GCC unroll 12
+    for (int t = 0; t < TB; ++t) acc[i][t] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < in; ++k) {
+    __m512 w[2 * NP];
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; ++q) {
+      const P* pq = panel + q * panel_stride;
+      const char* column = reinterpret_cast<const char*>(pq + k * PanelColumnElems<P>());
+      // The bound is a constexpr local: with the template call in the loop
+      // condition itself, GCC 12 ignores the unroll pragma and warns
+      // "ignoring loop annotation" for every instantiation.
+      constexpr int64_t kColumnBytes = PanelColumnElems<P>() * sizeof(P);
+#pragma GCC unroll 2
+      for (int64_t line = 0; line < kColumnBytes; line += 64) {
+        _mm_prefetch(column + line + kPanelPrefetchBytes, _MM_HINT_T0);
+      }
+      PanelColumn(pq, k, &w[2 * q], &w[2 * q + 1]);
+    }
+#pragma GCC unroll 12
+    for (int t = 0; t < TB; ++t) {
+      const __m512 xb = _mm512_set1_ps(x[t * ldx + k]);
+#pragma GCC unroll 8
+      for (int i = 0; i < 2 * NP; ++i) acc[i][t] = _mm512_fmadd_ps(w[i], xb, acc[i][t]);
+    }
+  }
+  for (int i = 0; i < 2 * NP; ++i) {
+    const int64_t r0 = 16 * i;
+    if (r0 >= rows_left) break;
+    const __mmask16 m =
+        rows_left - r0 >= 16 ? static_cast<__mmask16>(0xFFFF) : TailMask(rows_left - r0);
+    for (int t = 0; t < TB; ++t) _mm512_mask_storeu_ps(y + t * ldy + r0, m, acc[i][t]);
+  }
+}
+
+// One panel x `tb` (1..12) tokens.
+template <typename P>
+MEMSERVE_TARGET_AVX512 void PackedBlockTokens(int tb, const P* panel, int64_t in, const float* x,
+                                              int64_t ldx, float* y, int64_t ldy,
+                                              int64_t rows_left) {
+  switch (tb) {
+#define MEMSERVE_CASE(n) \
+  case n:                \
+    return PackedBlock<1, n>(panel, in, x, ldx, y, ldy, rows_left);
+    MEMSERVE_CASE(1)
+    MEMSERVE_CASE(2)
+    MEMSERVE_CASE(3)
+    MEMSERVE_CASE(4)
+    MEMSERVE_CASE(5)
+    MEMSERVE_CASE(6)
+    MEMSERVE_CASE(7)
+    MEMSERVE_CASE(8)
+    MEMSERVE_CASE(9)
+    MEMSERVE_CASE(10)
+    MEMSERVE_CASE(11)
+    MEMSERVE_CASE(12)
+#undef MEMSERVE_CASE
+  }
+}
+
+// Up to 12 tokens per block (24 accumulators + 2 weight vectors + the
+// broadcast fit the 32 registers); T tokens are split into equal blocks.
+// One token: four panels at once, so that 8 independent fmadd chains hide
+// the latency while the weights stream from memory.
+template <typename P>
+MEMSERVE_TARGET_AVX512 void PackedMatMul(const P* panels, int64_t in, int64_t rows,
+                                         int64_t panel_begin, int64_t panel_end, const float* x,
+                                         int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
+  constexpr int64_t kMaxTb = 12;
+  const int64_t panel_stride = in * PanelColumnElems<P>();
+  int64_t p = panel_begin;
+  if (tokens == 1) {
+    for (; p + 4 <= panel_end; p += 4) {
+      PackedBlock<4, 1>(panels + p * panel_stride, in, x, ldx, y + p * 32, ldy, rows - p * 32);
+    }
+  }
+  const int64_t blocks = (tokens + kMaxTb - 1) / kMaxTb;
+  const int64_t tb = (tokens + blocks - 1) / blocks;
+  for (; p < panel_end; ++p) {
+    for (int64_t t = 0; t < tokens; t += tb) {
+      PackedBlockTokens(static_cast<int>(std::min(tb, tokens - t)), panels + p * panel_stride, in,
+                        x + t * ldx, ldx, y + t * ldy + p * 32, ldy, rows - p * 32);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace avx512
+
+const CpuKernels* Avx512Kernels() {
+  static const CpuKernels kernels = {
+      CpuIsa::kAvx512,
+      avx512::MatMul<float>,
+      avx512::MatMul<uint16_t>,
+      avx512::DotRows,
+      avx512::AxpyRows,
+      avx512::Axpy<float>,
+      avx512::Axpy<uint16_t>,
+      avx512::PackedMatMul<uint32_t>,
+      avx512::PackedMatMul<float>,
+  };
+  return &kernels;
+}
+
+#else
+
+const CpuKernels* Avx512Kernels() { return nullptr; }
+
+#endif  // MEMSERVE_X86_KERNELS
+
+}  // namespace memserve

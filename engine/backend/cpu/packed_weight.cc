@@ -1,0 +1,63 @@
+#include "engine/backend/cpu/packed_weight.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace memserve {
+namespace {
+
+// Copies panel p of a [rows, in] weight into the layout of
+// PackedWeight (`out` = the start of the packed weight).
+void PackPanelBf16(const uint16_t* w, int64_t rows, int64_t in, int64_t p, uint32_t* out) {
+  uint32_t* panel = out + p * in * 16;
+  std::memset(panel, 0, static_cast<size_t>(in * 16) * sizeof(uint32_t));
+  for (int64_t r = p * 32; r < std::min(rows, p * 32 + 32); ++r) {
+    const int64_t j = r - p * 32;
+    uint32_t* col = panel + j % 16;
+    const int shift = j < 16 ? 0 : 16;
+    for (int64_t k = 0; k < in; ++k) col[k * 16] |= static_cast<uint32_t>(w[r * in + k]) << shift;
+  }
+}
+
+void PackPanelF32(const float* w, int64_t rows, int64_t in, int64_t p, float* out) {
+  float* panel = out + p * in * 32;
+  std::memset(panel, 0, static_cast<size_t>(in * 32) * sizeof(float));
+  for (int64_t r = p * 32; r < std::min(rows, p * 32 + 32); ++r) {
+    float* col = panel + (r - p * 32);
+    for (int64_t k = 0; k < in; ++k) col[k * 32] = w[r * in + k];
+  }
+}
+
+}  // namespace
+
+bool IsPackable(const TensorView& w) {
+  return w.data != nullptr && w.shape.size() == 2 && w.shape[0] >= PackedWeight::kMinRows &&
+         w.shape[1] >= 1 && (w.dtype == DType::kBF16 || w.dtype == DType::kF32);
+}
+
+std::unique_ptr<PackedWeight> PackWeight(const TensorView& w, ThreadPool* pool) {
+  auto pw = std::make_unique<PackedWeight>();
+  pw->dtype = w.dtype;
+  pw->rows = w.shape[0];
+  pw->in = w.shape[1];
+  pw->panels = (pw->rows + PackedWeight::kPanelRows - 1) / PackedWeight::kPanelRows;
+  const size_t bytes =
+      static_cast<size_t>(pw->panels * PackedWeight::kPanelRows * pw->in) * DTypeSize(w.dtype);
+  pw->data.reset(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+  if (pw->data == nullptr) return nullptr;
+  const PackedWeight& pwr = *pw;
+  pool->ParallelFor(pw->panels, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      if (w.dtype == DType::kBF16) {
+        PackPanelBf16(static_cast<const uint16_t*>(w.data), pwr.rows, pwr.in, p,
+                      static_cast<uint32_t*>(pwr.data.get()));
+      } else {
+        PackPanelF32(static_cast<const float*>(w.data), pwr.rows, pwr.in, p,
+                     static_cast<float*>(pwr.data.get()));
+      }
+    }
+  });
+  return pw;
+}
+
+}  // namespace memserve

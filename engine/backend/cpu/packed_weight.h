@@ -1,0 +1,47 @@
+// Weight packing: a [rows, in] matmul weight copied into the layout of the
+// packed AVX-512 kernels (kernels.h, packed_matmul_*).
+#ifndef MEMSERVE_ENGINE_BACKEND_CPU_PACKED_WEIGHT_H_
+#define MEMSERVE_ENGINE_BACKEND_CPU_PACKED_WEIGHT_H_
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+
+#include "engine/backend/cpu/thread_pool.h"
+#include "engine/dtype.h"
+#include "engine/weights.h"
+
+namespace memserve {
+
+// A [rows, in] weight repacked for the packed kernels, in panels of
+// kPanelRows rows. Panel p holds rows 32p .. 32p + 31 (rows past the end are
+// zero) column by column: for each k, 32 values, rows 32p + j and
+// 32p + 16 + j in lane j of two 16-lane vectors. BF16: one 64-byte group of
+// 16 uint32 per k, lane j = bf16(row 32p + j) | bf16(row 32p + 16 + j) << 16,
+// so one shift and one mask give both vectors in fp32. F32: 32 floats per k.
+// The kernels then multiply a column of 32 weights by one broadcast x[t][k]:
+// each output is the fmadd chain over k = 0, 1, ..., in - 1 from 0, whatever
+// the token blocking, so a token's result never depends on the batch.
+struct PackedWeight {
+  static constexpr int64_t kPanelRows = 32;
+  // Weights with fewer rows stay unpacked (the memory layers' gate: 1 row).
+  static constexpr int64_t kMinRows = 16;
+
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t in = 0;
+  int64_t panels = 0;
+  std::unique_ptr<void, void (*)(void*)> data{nullptr, std::free};  // 64-byte aligned
+};
+
+// Whether PackWeight takes `w`: 2-D, F32 or BF16, at least kMinRows rows.
+bool IsPackable(const TensorView& w);
+
+// A packed copy of `w` (as large as `w`), packed on `pool`'s threads; null
+// when the copy cannot be allocated (the weight then stays unpacked).
+// REQUIRES: IsPackable(w).
+std::unique_ptr<PackedWeight> PackWeight(const TensorView& w, ThreadPool* pool);
+
+}  // namespace memserve
+
+#endif  // MEMSERVE_ENGINE_BACKEND_CPU_PACKED_WEIGHT_H_
