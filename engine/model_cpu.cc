@@ -10,7 +10,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadCpuModel(const std::string& dir,
                                                     const ModelOptions& options) {
   CpuBackend::Options backend_options;
   backend_options.num_threads = options.num_threads;
-  return Model::Load(dir, std::make_unique<CpuBackend>(backend_options));
+  return Model::Load(dir, std::make_unique<CpuBackend>(backend_options), options);
 }
 
 }  // namespace memserve
