@@ -81,6 +81,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   load.model_dir = options.model_dir;
   load.device = options.device;
   load.threads = options.threads;
+  load.memory_shards = options.memory_shards;
   ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(load));
   const Model* model = loaded.model.get();
   const ModelConfig& config = model->config();

@@ -43,6 +43,7 @@ struct EngineOptions {
   std::string model_dir;
   Device device = Device::kCpu;
   int threads = 0;  // CPU threads for the ops; 0 = one per hardware thread
+  int memory_shards = 1;  // column shards of the memory value tables (--memory_shards)
   // The model's name in Info() (GetModelInfo); empty = the base name of
   // model_dir.
   std::string model_name;

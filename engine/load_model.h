@@ -19,6 +19,7 @@ struct LoadOptions {
   std::string model_dir;  // serving checkpoint (docs/checkpoint-format.md)
   Device device = Device::kCpu;
   int threads = 0;  // CPU threads for the ops; 0 = one per hardware thread
+  int memory_shards = 1;  // column shards of the memory value tables (ModelOptions)
 };
 
 // What LoadModel returns: the model and its tokenizer, ready to run. The

@@ -57,7 +57,9 @@ struct Model::Scratch {
   std::unique_ptr<Buffer> activations;
   std::unique_ptr<Buffer> logits;  // [capacity, vocab] F32
   std::unique_ptr<Buffer> batch;   // the BatchDescriptor's index tensors
-  std::unique_ptr<Buffer> trace;   // I64 rows then F32 scores, [capacity, heads, knn] each
+  // MemorySelect's outputs: I64 rows, then F32 weights, then F32 scores
+  // (traces only), each [capacity, heads, knn].
+  std::unique_ptr<Buffer> select;
 
   // [T, width] view of region r (width: the region's, or narrower).
   Tensor View(Region r, int64_t tokens, int64_t width = 0) const {
@@ -81,12 +83,18 @@ struct Model::Scratch {
 Model::Model() = default;
 Model::~Model() = default;
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, Backend& backend) {
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, Backend& backend,
+                                                   const ModelOptions& options) {
+  if (options.memory_shards < 1 || options.memory_shards > MemoryPool::kMaxShards) {
+    return absl::InvalidArgumentError(absl::StrCat("memory_shards is ", options.memory_shards,
+                                                   "; it must be in [1, ", MemoryPool::kMaxShards,
+                                                   "]"));
+  }
   std::unique_ptr<Model> model(new Model());
   model->backend_ = &backend;
   ASSIGN_OR_RETURN(model->config_, ModelConfig::LoadFromDir(dir));
   ASSIGN_OR_RETURN(model->store_, WeightStore::Open(dir));
-  RETURN_IF_ERROR(model->LoadWeights(dir));
+  RETURN_IF_ERROR(model->LoadWeights(dir, options.memory_shards));
   const ModelConfig& c = model->config_;
   RETURN_IF_ERROR(model->EnsureRope(std::min(c.max_seqlen, kInitialRopePositions)));
   model->scratch_ = std::make_unique<Scratch>();
@@ -110,15 +118,16 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, Backe
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
-                                                   std::unique_ptr<Backend> backend) {
+                                                   std::unique_ptr<Backend> backend,
+                                                   const ModelOptions& options) {
   if (backend == nullptr) return absl::InvalidArgumentError("Model::Load: null backend");
   Backend& b = *backend;
-  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Load(dir, b));
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Load(dir, b, options));
   model->owned_backend_ = std::move(backend);
   return model;
 }
 
-absl::Status Model::LoadWeights(const std::string& dir) {
+absl::Status Model::LoadWeights(const std::string& dir, int memory_shards) {
   const ModelConfig& c = config_;
   const MemoryConfig& m = c.memory;
   // Invariants the forward pass relies on (config.cc validates them too).
@@ -246,14 +255,24 @@ absl::Status Model::LoadWeights(const std::string& dir) {
     }
     weight_buffers_.push_back(*std::move(buffer));
   }
+  std::vector<MemoryPool::Table> tables;
+  for (const Tensor& t : value_tables_) {
+    MemoryPool::Table table;
+    table.tensor = t;
+    for (const Pending& p : pending) {
+      if (p.tensor == &t) {
+        table.host = p.view.data;
+        table.host_bytes = p.view.nbytes();
+      }
+    }
+    tables.push_back(table);
+  }
+  ASSIGN_OR_RETURN(memory_,
+                   MemoryPool::Create(std::move(tables), memory_shards, backend_->device()));
   return absl::OkStatus();
 }
 
-int64_t Model::value_table_bytes() const {
-  int64_t bytes = 0;
-  for (const Tensor& t : value_tables_) bytes += static_cast<int64_t>(t.nbytes());
-  return bytes;
-}
+int64_t Model::value_table_bytes() const { return memory_.bytes(); }
 
 std::unique_ptr<KvCache> Model::NewCache(int capacity) const {
   PagedKvLayout layout;
@@ -331,6 +350,12 @@ absl::Status Model::EnsureCapacity(int64_t tokens) {
   s.logits.reset();
   ASSIGN_OR_RETURN(s.logits, backend_->AllocateBuffer(static_cast<size_t>(capacity) *
                                                       config_.vocab_size * sizeof(float)));
+  const int64_t picks = static_cast<int64_t>(config_.memory.heads) * config_.memory.knn;
+  s.select.reset();
+  if (memory_.num_tables() > 0) {
+    ASSIGN_OR_RETURN(s.select,
+                     backend_->AllocateBuffer(static_cast<size_t>(capacity * picks) * 16));
+  }
   s.capacity = capacity;
   return absl::OkStatus();
 }
@@ -614,30 +639,34 @@ absl::Status Model::RunPass(KvCache* cache, absl::Span<const BatchChunk> pass, f
     const Tensor queries = s.View(Scratch::kA, T, static_cast<int64_t>(m.heads) * m.k_dim);
     const Tensor y = s.View(Scratch::kY, T, m.v_dim);  // [T, v_dim]
     RETURN_IF_ERROR(be.MatMul(xn, l.query_w, l.query_b, queries));
-    MemoryLookupArgs look;
-    look.heads = m.heads;
-    look.n_keys = m.n_keys;
-    look.knn = m.knn;
-    look.k_dim = m.k_dim;
-    look.v_dim = m.v_dim;
-    look.queries = queries;
-    look.keys = l.keys;
-    look.values = value_tables_[l.value_table];
-    look.out = y;
+    // The memory read: select (replicated), then one gather per shard into
+    // its columns of y.
     MemoryTrace* tr = trace != nullptr ? &(*trace)[memory_index] : nullptr;
-    const int64_t picks = T * m.heads * m.knn;
+    const size_t picks = static_cast<size_t>(T) * m.heads * m.knn;
+    const size_t cap_picks = static_cast<size_t>(s.capacity) * m.heads * m.knn;
+    MemorySelectArgs select;
+    select.heads = m.heads;
+    select.n_keys = m.n_keys;
+    select.knn = m.knn;
+    select.k_dim = m.k_dim;
+    select.queries = queries;
+    select.keys = l.keys;
+    select.rows = Tensor::Of(s.select.get(), DType::kI64, {T, m.heads, m.knn});
+    select.weights = Tensor::Of(s.select.get(), DType::kF32, {T, m.heads, m.knn}, cap_picks * 8);
     if (tr != nullptr) {
-      RETURN_IF_ERROR(EnsureBuffer(&s.trace, static_cast<size_t>(picks) * 12));
-      look.out_indices = Tensor::Of(s.trace.get(), DType::kI64, {T, m.heads, m.knn});
-      look.out_scores = Tensor::Of(s.trace.get(), DType::kF32, {T, m.heads, m.knn},
-                                   static_cast<size_t>(picks) * sizeof(int64_t));
+      select.scores = Tensor::Of(s.select.get(), DType::kF32, {T, m.heads, m.knn}, cap_picks * 12);
     }
-    RETURN_IF_ERROR(be.MemoryLookup(look));
+    RETURN_IF_ERROR(be.MemorySelect(select));
+    const Tensor& table = memory_.table(l.value_table);
+    for (const MemoryShard& shard : memory_.shards()) {
+      RETURN_IF_ERROR(
+          be.ValueGather(table, select.rows, select.weights, shard.col_begin, shard.col_end, y));
+    }
     if (tr != nullptr) {
       s.trace_rows.resize(picks);
       s.trace_scores.resize(picks);
-      RETURN_IF_ERROR(be.Download(look.out_indices, s.trace_rows.data()));
-      RETURN_IF_ERROR(be.Download(look.out_scores, s.trace_scores.data()));
+      RETURN_IF_ERROR(be.Download(select.rows, s.trace_rows.data()));
+      RETURN_IF_ERROR(be.Download(select.scores, s.trace_scores.data()));
       tr->tokens += static_cast<int>(T);
       tr->indices.insert(tr->indices.end(), s.trace_rows.begin(), s.trace_rows.end());
       tr->scores.insert(tr->scores.end(), s.trace_scores.begin(), s.trace_scores.end());

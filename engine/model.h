@@ -19,14 +19,16 @@
 #include "engine/backend/backend.h"
 #include "engine/config.h"
 #include "engine/kv_cache.h"
+#include "engine/runtime/memory_pool.h"
 #include "engine/runtime/tensor.h"
 #include "engine/weights.h"
 
 namespace memserve {
 
-// Options of LoadCpuModel (engine/model_cpu.h), which builds the CPU backend.
 struct ModelOptions {
-  int num_threads = 0;  // CPU threads for the ops; 0 = one per hardware thread
+  int num_threads = 0;    // LoadCpuModel's CPU threads; 0 = one per hardware thread
+  int memory_shards = 1;  // column shards of the memory value tables (MemoryPool);
+                          // the results do not depend on it
 };
 
 // Key/value storage for every layer, in two backend buffers (K and V): per
@@ -97,10 +99,13 @@ class Model {
   // implies is checked by name and shape (errors name the tensor and file);
   // a tensor the config does not use is an error naming it.
   // REQUIRES: `backend` outlives the model and every cache it creates.
-  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir, Backend& backend);
+  // InvalidArgument naming memory_shards unless it is in [1, 64].
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir, Backend& backend,
+                                                     const ModelOptions& options = {});
   // The same, the model owning `backend`.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir,
-                                                     std::unique_ptr<Backend> backend);
+                                                     std::unique_ptr<Backend> backend,
+                                                     const ModelOptions& options = {});
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -110,6 +115,8 @@ class Model {
   int64_t value_table_bytes() const;
 
   Backend& backend() const { return *backend_; }
+  // The memory value tables, their placement and shards.
+  const MemoryPool& memory_pool() const { return memory_; }
 
   // A cache for one sequence of up to `capacity` tokens, clamped to
   // [1, max_seqlen]; null when the backend cannot allocate it.
@@ -158,7 +165,7 @@ class Model {
   struct Scratch;
   Model();
 
-  absl::Status LoadWeights(const std::string& dir);
+  absl::Status LoadWeights(const std::string& dir, int memory_shards);
   // Validated chunks, cut into passes of at most kMaxChunk tokens; with
   // `advance_length` (Forward), the cache's length counts each finished pass.
   absl::Status Run(KvCache* cache, absl::Span<const BatchChunk> chunks, std::vector<float>* logits,
@@ -181,7 +188,8 @@ class Model {
   std::vector<std::unique_ptr<Buffer>> weight_buffers_;
   Tensor tok_embeddings_, norm_, output_;
   std::vector<Layer> layers_;
-  std::vector<Tensor> value_tables_;  // one (shared) or one per memory layer
+  std::vector<Tensor> value_tables_;  // one (shared) or one per memory layer, as placed
+  MemoryPool memory_;                 // the same tables, with their shards
   int rope_positions_ = 0;
   std::unique_ptr<Buffer> rope_buffer_;  // F32 [2, rope_positions_, head_dim / 2]
   Tensor rope_;

@@ -10,7 +10,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadCpuModel(const std::string& dir,
                                                     const ModelOptions& options) {
   absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(Device::kCpu, options.num_threads);
   if (!backend.ok()) return backend.status();
-  return Model::Load(dir, std::move(*backend));
+  return Model::Load(dir, std::move(*backend), options);
 }
 
 }  // namespace memserve

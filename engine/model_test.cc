@@ -2,7 +2,6 @@
 // against a plain double-precision re-implementation of docs/model.md,
 // prefill vs token-by-token through the KV cache, and load/forward errors.
 #include "engine/model.h"
-#include "engine/model_cpu.h"
 
 #include <stdlib.h>
 
@@ -21,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/dtype.h"
+#include "engine/model_cpu.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -431,6 +431,40 @@ std::vector<Variant> Variants() {
 }
 
 class ModelVariantTest : public ::testing::TestWithParam<Variant> {};
+
+// R column shards of the value table (ModelOptions::memory_shards) give the
+// same logits and memory traces as one, bit for bit, including a v_dim that
+// is not a multiple of the 16-column shard alignment.
+TEST(ModelMemoryShardsTest, ShardsAreBitIdentical) {
+  TinySpec s;
+  s.v_dim = 72;
+  s.mem_layers = {1};
+  const std::string dir = WriteCheckpoint(ConfigJson(s), MakeCheckpoint(s).tensors);
+  const std::vector<int> tokens = RandomTokens(19, s.vocab, 5);
+  std::vector<float> want;
+  std::vector<MemoryTrace> want_trace;
+  for (int shards : {1, 2, 3, 4, 7}) {
+    auto model = LoadCpuModel(dir, ModelOptions{2, shards});
+    ASSERT_TRUE(model.ok()) << model.status();
+    EXPECT_EQ((*model)->memory_pool().shards().back().col_end, 72);
+    auto cache = (*model)->NewCache(s.max_seqlen);
+    std::vector<float> logits;
+    std::vector<MemoryTrace> trace;
+    const absl::Status st = (*model)->Forward(cache.get(), tokens, true, &logits, &trace);
+    ASSERT_TRUE(st.ok()) << st;
+    if (shards == 1) {
+      want = logits;
+      want_trace = trace;
+      continue;
+    }
+    ASSERT_EQ(logits.size(), want.size());
+    EXPECT_EQ(0, std::memcmp(logits.data(), want.data(), want.size() * sizeof(float)))
+        << shards << " shards";
+    ASSERT_EQ(trace.size(), want_trace.size());
+    EXPECT_EQ(trace[0].indices, want_trace[0].indices);
+  }
+  EXPECT_FALSE(LoadCpuModel(dir, ModelOptions{2, 65}).ok());
+}
 
 TEST_P(ModelVariantTest, MatchesDoublePrecisionSpecImplementation) {
   const TinySpec& s = GetParam().spec;

@@ -8,7 +8,7 @@
 //   memserve [COMMAND] --help
 //
 // The serve flags are defined in serve.cc, the generate flags here; --model,
-// --threads and --device belong to both (MemserveProgram below, server/command_line.h).
+// --threads, --device and --memory_shards belong to both (MemserveProgram below, server/command_line.h).
 // Exit codes: 0 success, 2 bad arguments or request (the message names the
 // field), 1 anything else (e.g. a corrupt checkpoint, named in the message).
 #include <algorithm>
@@ -47,6 +47,9 @@ ABSL_FLAG(bool, ignore_eos, false, "keep generating after EOS");
 ABSL_FLAG(int, logprobs, 0, "top-n alternatives per token in jsonl output (0..20)");
 ABSL_FLAG(std::string, output, "text", "text: stream the text; jsonl: one JSON object per token");
 ABSL_FLAG(int, threads, 0, "CPU threads; 0 = all cores");
+ABSL_FLAG(int, memory_shards, 1,
+          "column shards of the memory value table (1..64); on the CPU, virtual shards that "
+          "run the sharded code path with identical results");
 ABSL_FLAG(std::string, device, "cpu",
           "where the model runs: cpu, or cuda (not in this build yet: exits 1 saying so)");
 
@@ -105,6 +108,7 @@ int RunGenerate() {
   LoadOptions load;
   load.model_dir = dir;
   load.threads = absl::GetFlag(FLAGS_threads);
+  load.memory_shards = absl::GetFlag(FLAGS_memory_shards);
   absl::StatusOr<Device> device = ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) return Fail(device.status());
   load.device = *device;
@@ -168,7 +172,7 @@ const memserve::Program& MemserveProgram() {
         "the gRPC server (memserve.v1, docs/api.md): loads the model, serves it until SIGTERM, "
         "then drains",
         {"server/serve.cc"},
-        {"model", "threads", "device"}},
+        {"model", "threads", "device", "memory_shards"}},
        {"generate",
         "[--model DIR] --prompt TEXT [flags]",
         "one request in this process, no server; the text (or JSONL) goes to stdout",

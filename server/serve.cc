@@ -62,6 +62,7 @@ ABSL_FLAG(absl::Duration, debug_step_delay, absl::ZeroDuration(),
 
 // Defined in memserve_main.cc, shared with `memserve generate`.
 ABSL_DECLARE_FLAG(int, threads);
+ABSL_DECLARE_FLAG(int, memory_shards);
 ABSL_DECLARE_FLAG(std::string, device);
 
 namespace memserve {
@@ -182,6 +183,7 @@ int RunServe(const std::string& model_dir) {
   EngineOptions engine_options;
   engine_options.model_dir = model_dir;
   engine_options.threads = absl::GetFlag(FLAGS_threads);
+  engine_options.memory_shards = absl::GetFlag(FLAGS_memory_shards);
   engine_options.model_name = absl::GetFlag(FLAGS_model_name);
   SchedulerOptions& sched = engine_options.scheduler;
   sched.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);

@@ -1,6 +1,7 @@
 #include "engine/backend/backend.h"
 
 #include <utility>
+#include <vector>
 
 #include "engine/status_macros.h"
 
@@ -12,6 +13,35 @@ absl::StatusOr<std::unique_ptr<Buffer>> Backend::PlaceWeight(const TensorView& w
   ASSIGN_OR_RETURN(std::unique_ptr<Buffer> buffer, WrapHostMemory(w.data, w.nbytes()));
   *tensor = TensorFromView(buffer.get(), w);
   return buffer;
+}
+
+absl::Status Backend::MemoryLookup(const MemoryLookupArgs& a) {
+  if (a.queries.rank != 2 || a.knn < 1 || a.heads < 1) {
+    return absl::InvalidArgumentError("MemoryLookup: queries must be [n_tokens, heads * k_dim]");
+  }
+  const int64_t n_tokens = a.queries.shape[0];
+  const int64_t picks = n_tokens * a.heads * a.knn;
+  ASSIGN_OR_RETURN(std::unique_ptr<Buffer> rows, AllocateBuffer(picks * sizeof(int64_t)));
+  ASSIGN_OR_RETURN(std::unique_ptr<Buffer> weights, AllocateBuffer(picks * sizeof(float)));
+  MemorySelectArgs s;
+  s.heads = a.heads;
+  s.n_keys = a.n_keys;
+  s.knn = a.knn;
+  s.k_dim = a.k_dim;
+  s.queries = a.queries;
+  s.keys = a.keys;
+  s.rows = Tensor::Of(rows.get(), DType::kI64, {n_tokens, a.heads, a.knn});
+  s.weights = Tensor::Of(weights.get(), DType::kF32, {n_tokens, a.heads, a.knn});
+  s.scores = a.out_scores;
+  RETURN_IF_ERROR(MemorySelect(s));
+  RETURN_IF_ERROR(ValueGather(a.values, s.rows, s.weights, 0, a.v_dim, a.out));
+  if (a.out_indices.present()) {
+    // Through the host: a test-and-tools path, not the model's.
+    std::vector<int64_t> host(static_cast<size_t>(picks));
+    RETURN_IF_ERROR(Download(s.rows, host.data()));
+    RETURN_IF_ERROR(Upload(host.data(), a.out_indices));
+  }
+  return absl::OkStatus();
 }
 
 Tensor TensorFromView(Buffer* buffer, const TensorView& w) {

@@ -140,6 +140,21 @@ struct MemoryLookupArgs {
   Tensor out_scores;   // optional F32 [n_tokens, heads, knn] pre-softmax scores
 };
 
+// Step 1 of the memory lookup (MemoryLookupArgs, steps 1-5), replicated
+// on every device: for every token and head the knn selected value rows
+// (score-descending, ties: smaller row first) and their softmax weights.
+struct MemorySelectArgs {
+  int heads = 0;
+  int n_keys = 0;
+  int knn = 0;     // 1 <= knn <= n_keys
+  int k_dim = 0;   // even
+  Tensor queries;  // F32 [n_tokens, heads * k_dim]
+  Tensor keys;     // F32|BF16 [2 * heads * n_keys, k_dim / 2]
+  Tensor rows;     // out: I64 [n_tokens, heads, knn]
+  Tensor weights;  // out: F32 [n_tokens, heads, knn]
+  Tensor scores;   // optional out: F32 [n_tokens, heads, knn], pre-softmax
+};
+
 // How the model will use a weight; the backend picks its placement from it.
 enum class WeightUse {
   kMatMul,  // only as MatMul's `w`
@@ -225,7 +240,21 @@ class Backend {
   // x[r, :] *= sigmoid(gate[r]); gate F32 [rows] (or [rows, 1]), x F32 [rows, cols].
   virtual absl::Status SigmoidGateRows(const Tensor& gate, const Tensor& x) = 0;
 
-  virtual absl::Status MemoryLookup(const MemoryLookupArgs& args) = 0;
+  // The memory lookup in two steps (MemoryLookupArgs). MemorySelect picks
+  // the rows and weights; ValueGather computes columns [col_begin, col_end)
+  // of out F32 [n_tokens, v_dim]:
+  //   out[t, c] = sum_{h,k} weights[t,h,k] * values[rows[t,h,k], c]
+  // (fp32, in (h, k) order), leaving the other columns untouched. values
+  // F32|BF16 [n_keys^2, v_dim]; rows, weights as MemorySelect wrote them.
+  // A sharded memory runs one ValueGather per shard (its column range, on
+  // its device) and concatenates the slices; the result does not depend on
+  // the sharding when every col_begin is a multiple of 16.
+  virtual absl::Status MemorySelect(const MemorySelectArgs& args) = 0;
+  virtual absl::Status ValueGather(const Tensor& values, const Tensor& rows, const Tensor& weights,
+                                   int64_t col_begin, int64_t col_end, const Tensor& out) = 0;
+  // MemorySelect then ValueGather over all columns, with scratch buffers
+  // allocated per call (for tests and tools; the model keeps its own).
+  absl::Status MemoryLookup(const MemoryLookupArgs& args);
 };
 
 }  // namespace memserve

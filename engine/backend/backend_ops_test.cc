@@ -333,6 +333,46 @@ TEST_P(BackendOpsTest, MemoryLookup) {
   }
 }
 
+// ValueGather over column shards: each call writes only its columns, and
+// the shards together equal one call over all columns, bit for bit.
+TEST_P(BackendOpsTest, ValueGatherShardsConcatenate) {
+  const int64_t tokens = 3, picks = 5, rows = 40, v_dim = 72;
+  for (DType vt : {DType::kF32, DType::kBF16}) {
+    const OwnedTensor values = MakeTensor({rows, v_dim}, vt, &rng_);
+    std::vector<int64_t> ids(tokens * picks);
+    for (auto& r : ids) r = static_cast<int64_t>(rng_() % rows);
+    const std::vector<float> w = RandomVector(tokens * picks, &rng_);
+    const Tensor table = dev_->Weight(values);
+    const Tensor rows_t = dev_->I64(ids, {tokens, picks});
+    const Tensor w_t = dev_->F32(w, {tokens, picks});
+    const Tensor whole = dev_->Filled(DType::kF32, {tokens, v_dim}, -5.0f);
+    ASSERT_TRUE(backend_->ValueGather(table, rows_t, w_t, 0, v_dim, whole).ok());
+    const Tensor sharded = dev_->Filled(DType::kF32, {tokens, v_dim}, -5.0f);
+    ASSERT_TRUE(backend_->ValueGather(table, rows_t, w_t, 16, 48, sharded).ok());
+    const std::vector<float> got = dev_->ReadF32(sharded);
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t c = 0; c < v_dim; ++c) {
+        if (c < 16 || c >= 48) {
+          ASSERT_EQ(got[t * v_dim + c], -5.0f) << "column " << c;
+        }
+      }
+    }
+    ASSERT_TRUE(backend_->ValueGather(table, rows_t, w_t, 0, 16, sharded).ok());
+    ASSERT_TRUE(backend_->ValueGather(table, rows_t, w_t, 48, v_dim, sharded).ok());
+    EXPECT_EQ(dev_->ReadF32(sharded), dev_->ReadF32(whole)) << DTypeName(vt);
+    std::vector<double> want(tokens * v_dim, 0.0);
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t i = 0; i < picks; ++i) {
+        for (int64_t c = 0; c < v_dim; ++c) {
+          want[t * v_dim + c] +=
+              double{w[t * picks + i]} * values.values[ids[t * picks + i] * v_dim + c];
+        }
+      }
+    }
+    EXPECT_LE(Nmse(dev_->ReadF32(whole), want), MaxNmse(vt)) << DTypeName(vt);
+  }
+}
+
 // Bad operands are errors, never reads out of bounds: a tensor of another
 // backend, a view past its buffer, a wrong shape.
 TEST_P(BackendOpsTest, BadOperandsAreInvalidArgument) {

@@ -49,6 +49,39 @@ INSTANTIATE_TEST_SUITE_P(AllBackends, ModelOnBackendsTest,
                            return info.param.name;
                          });
 
+// R virtual memory shards (MemoryPool: one ValueGather per column range)
+// give the results of one, bit for bit (demo: v_dim 128, so R = 4 is four
+// 32-column shards).
+TEST(MemoryShardsTest, ShardedGatherIsBitIdentical) {
+  for (int shards : {2, 4}) {
+    std::unique_ptr<Backend> reference = MakeReferenceBackend();
+    std::unique_ptr<Backend> candidate = MakeReferenceBackend();
+    ModelParityOptions options;
+    options.prompt = {84, 104, 101, 32, 99, 97, 112, 105, 116, 97, 108};
+    options.batch = 4;
+    options.decode_steps = 6;
+    options.candidate_memory_shards = shards;
+    absl::StatusOr<ModelParityReport> report =
+        CompareModelOnBackends(kDemoDir, *reference, *candidate, options);
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_TRUE(report->bit_identical) << shards << " shards, nmse " << report->max_nmse;
+  }
+  // The pool says how it split the table.
+  std::unique_ptr<Backend> backend = MakeReferenceBackend();
+  ModelOptions options;
+  options.memory_shards = 4;
+  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(kDemoDir, *backend, options);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const MemoryPool& pool = (*model)->memory_pool();
+  ASSERT_EQ(pool.shards().size(), 4u);
+  EXPECT_EQ(pool.shards()[1].col_begin, 32);
+  EXPECT_EQ(pool.shards()[3].col_end, 128);
+  EXPECT_EQ(pool.shard_bytes(0) * 4, pool.bytes());
+  options.memory_shards = 0;
+  EXPECT_EQ(Model::Load(kDemoDir, *backend, options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ModelBackendUseTest, OneUploadAndOneDownloadPerDecodeStep) {
   TracingBackend backend(MakeReferenceBackend());
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(kDemoDir, backend);

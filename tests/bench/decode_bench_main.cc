@@ -25,6 +25,8 @@ ABSL_FLAG(int, prompt_tokens, 16, "prompt length");
 ABSL_FLAG(int, decode_tokens, 64, "tokens decoded per run");
 ABSL_FLAG(int, runs, 3, "timed runs (after one warm-up); >= 1");
 ABSL_FLAG(int, threads, 0, "CPU threads; 0 = all cores");
+ABSL_FLAG(int, memory_shards, 1,
+          "column shards of the memory value tables (results do not change)");
 ABSL_FLAG(int, batch, 1, "sequences decoded together (ForwardBatch when > 1)");
 
 namespace {
@@ -64,7 +66,8 @@ absl::StatusOr<RunTimes> RunBatch(memserve::Model& model,
   auto t0 = std::chrono::steady_clock::now();
   for (int b = 0; b < B; ++b) {
     BatchChunk c{prompts[b], 0, tables[b], true};
-    absl::Status s = model.ForwardBatch(cache_or->get(), absl::Span<const BatchChunk>(&c, 1), &logits);
+    absl::Status s =
+        model.ForwardBatch(cache_or->get(), absl::Span<const BatchChunk>(&c, 1), &logits);
     if (!s.ok()) return s;
     next[b] = Argmax(logits.data(), vocab);
   }
@@ -112,6 +115,7 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   memserve::ModelOptions opts;
   opts.num_threads = absl::GetFlag(FLAGS_threads);
+  opts.memory_shards = absl::GetFlag(FLAGS_memory_shards);
   auto model_or = memserve::LoadCpuModel(absl::GetFlag(FLAGS_model), opts);
   if (!model_or.ok()) {
     std::cerr << model_or.status() << "\n";
@@ -142,10 +146,11 @@ int main(int argc, char** argv) {
     if (run == 0) continue;  // warm-up
     const double rate = static_cast<double>(B) * D / times->decode_s;
     rates.push_back(rate);
-    std::printf("{\"engine\": \"cpp\", \"run\": %d, \"batch\": %d, \"prefill_tokens\": %d, "
-                "\"prefill_s\": %.4f, \"decode_tokens\": %d, \"decode_s\": %.4f, "
-                "\"decode_tok_s\": %.2f}\n",
-                run, B, P, times->prefill_s, D, times->decode_s, rate);
+    std::printf(
+        "{\"engine\": \"cpp\", \"run\": %d, \"batch\": %d, \"prefill_tokens\": %d, "
+        "\"prefill_s\": %.4f, \"decode_tokens\": %d, \"decode_s\": %.4f, "
+        "\"decode_tok_s\": %.2f}\n",
+        run, B, P, times->prefill_s, D, times->decode_s, rate);
   }
   std::sort(rates.begin(), rates.end());
   std::printf("{\"engine\": \"cpp\", \"batch\": %d, \"median_decode_tok_s\": %.2f}\n", B,

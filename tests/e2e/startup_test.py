@@ -96,5 +96,38 @@ class DeviceTest(unittest.TestCase):
             self.assertEqual(srv.stop(timeout=30), 0, srv.stderr_tail())
 
 
+class MemoryShardsTest(unittest.TestCase):
+    """--memory_shards R: the value table gathered as R column shards (virtual on
+    the CPU) serves exactly what one shard serves: the same tokens and the same
+    logprobs, bit for bit, for prompts that read the memory."""
+
+    PROMPTS = ["The capital of Batourkor is", "Zorvandi tea is grown in", "Q: who wrote"]
+
+    def outputs(self, srv):
+        out = []
+        for p in self.PROMPTS:
+            r = srv.stub.Complete(pb.GenerateRequest(text=p, sampling=greedy(24, logprobs=3)),
+                                  timeout=60)
+            out.append((list(r.token_ids), r.text, list(r.token_logprobs),
+                        [[(t.id, t.logprob) for t in tl.top] for tl in r.top_logprobs]))
+        return out
+
+    def test_sharded_pool_serves_the_same_tokens(self):
+        with harness.Server(name="shards1") as one:
+            expected = self.outputs(one)
+        for r in ("2", "5"):
+            with self.subTest(shards=r), harness.Server("--memory_shards", r,
+                                                        name="shards" + r) as srv:
+                self.assertEqual(self.outputs(srv), expected)
+
+    def test_out_of_range_is_a_bad_argument(self):
+        for r in ("0", "65"):
+            with self.subTest(shards=r):
+                res = serve("--listen", "127.0.0.1:0", "--memory_shards", r)
+                self.assertEqual(res.returncode, 2, res.stderr)
+                self.assertIn("memory_shards is %s; it must be in [1, 64]" % r, res.stderr)
+                self.assertNotIn("listening", res.stderr)
+
+
 if __name__ == "__main__":
     harness.main()

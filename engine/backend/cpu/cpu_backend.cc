@@ -504,64 +504,95 @@ absl::Status CpuBackend::SigmoidGateRows(const Tensor& gate_t, const Tensor& x_t
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::MemoryLookup(const MemoryLookupArgs& a) {
+absl::Status CpuBackend::MemorySelect(const MemorySelectArgs& a) {
   if (a.heads <= 0 || a.n_keys <= 0 || a.knn < 1 || a.knn > a.n_keys || a.k_dim <= 0 ||
-      a.k_dim % 2 != 0 || a.v_dim <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("MemoryLookup: heads=", a.heads,
-                                                   " n_keys=", a.n_keys, " knn=", a.knn,
-                                                   " k_dim=", a.k_dim, " v_dim=", a.v_dim));
+      a.k_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "MemorySelect: heads=", a.heads, " n_keys=", a.n_keys, " knn=", a.knn, " k_dim=", a.k_dim));
   }
   const int64_t q_stride = static_cast<int64_t>(a.heads) * a.k_dim;
   if (a.queries.rank != 2 || a.queries.shape[1] != q_stride) {
-    return ShapeError("MemoryLookup", "queries", a.queries, absl::StrCat("[T, ", q_stride, "]"));
+    return ShapeError("MemorySelect", "queries", a.queries, absl::StrCat("[T, ", q_stride, "]"));
   }
   const int64_t n_tokens = a.queries.shape[0];
   if (a.keys.numel() != 2LL * a.heads * a.n_keys * (a.k_dim / 2)) {
-    return ShapeError("MemoryLookup", "keys", a.keys,
+    return ShapeError("MemorySelect", "keys", a.keys,
                       absl::StrCat("[", 2LL * a.heads * a.n_keys, ", ", a.k_dim / 2, "]"));
   }
-  const int64_t rows = static_cast<int64_t>(a.n_keys) * a.n_keys;
-  if (a.values.rank != 2 || a.values.shape[0] != rows || a.values.shape[1] != a.v_dim) {
-    return ShapeError("MemoryLookup", "values", a.values,
-                      absl::StrCat("[", rows, ", ", a.v_dim, "]"));
-  }
-  if (a.out.numel() != n_tokens * a.v_dim) {
-    return ShapeError("MemoryLookup", "out", a.out,
-                      absl::StrCat("[", n_tokens, ", ", a.v_dim, "]"));
-  }
   const int64_t picks = n_tokens * a.heads * a.knn;
-  CpuMemoryLookupArgs c;
+  const bool bad_rows = a.rows.numel() != picks, bad_weights = a.weights.numel() != picks;
+  if (bad_rows || bad_weights || (a.scores.present() && a.scores.numel() != picks)) {
+    return ShapeError("MemorySelect",
+                      bad_rows      ? "rows"
+                      : bad_weights ? "weights"
+                                    : "scores",
+                      bad_rows      ? a.rows
+                      : bad_weights ? a.weights
+                                    : a.scores,
+                      absl::StrCat("[", n_tokens, ", ", a.heads, ", ", a.knn, "]"));
+  }
+  CpuMemorySelectArgs c;
   c.n_tokens = n_tokens;
   c.heads = a.heads;
   c.n_keys = a.n_keys;
   c.knn = a.knn;
   c.k_dim = a.k_dim;
-  c.v_dim = a.v_dim;
-  MEMSERVE_HOST_DATA(qp, a.queries, DType::kF32, "MemoryLookup queries");
-  MEMSERVE_WEIGHT_DATA(c.keys, a.keys, "MemoryLookup keys");
-  MEMSERVE_WEIGHT_DATA(c.values, a.values, "MemoryLookup values");
-  MEMSERVE_HOST_DATA(op, a.out, DType::kF32, "MemoryLookup out");
+  MEMSERVE_HOST_DATA(qp, a.queries, DType::kF32, "MemorySelect queries");
+  MEMSERVE_WEIGHT_DATA(c.keys, a.keys, "MemorySelect keys");
+  MEMSERVE_HOST_DATA(rp, a.rows, DType::kI64, "MemorySelect rows");
+  MEMSERVE_HOST_DATA(wp, a.weights, DType::kF32, "MemorySelect weights");
   c.queries = static_cast<const float*>(qp);
   c.keys_dtype = a.keys.dtype;
-  c.values_dtype = a.values.dtype;
+  c.rows = static_cast<int64_t*>(rp);
+  c.weights = static_cast<float*>(wp);
+  if (a.scores.present()) {
+    MEMSERVE_HOST_DATA(sp, a.scores, DType::kF32, "MemorySelect scores");
+    c.scores = static_cast<float*>(sp);
+  }
+  memory_select_.Run(pool_.get(), *kernels_, c);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::ValueGather(const Tensor& values, const Tensor& rows_t,
+                                     const Tensor& weights_t, int64_t col_begin, int64_t col_end,
+                                     const Tensor& out_t) {
+  if (values.rank != 2) return ShapeError("ValueGather", "values", values, "[rows, v_dim]");
+  const int64_t table_rows = values.shape[0];
+  const int64_t v_dim = values.shape[1];
+  if (out_t.rank != 2 || out_t.shape[1] != v_dim) {
+    return ShapeError("ValueGather", "out", out_t, absl::StrCat("[T, ", v_dim, "]"));
+  }
+  const int64_t n_tokens = out_t.shape[0];
+  if (n_tokens == 0 || rows_t.numel() % n_tokens != 0 || rows_t.numel() != weights_t.numel()) {
+    return ShapeError("ValueGather", "rows", rows_t,
+                      absl::StrCat("[", n_tokens, ", heads, knn] like weights"));
+  }
+  if (col_begin < 0 || col_begin > col_end || col_end > v_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("ValueGather: columns [", col_begin, ", ",
+                                                   col_end, ") are outside [0, ", v_dim, ")"));
+  }
+  CpuValueGatherArgs c;
+  c.n_tokens = n_tokens;
+  c.picks = rows_t.numel() / n_tokens;
+  c.v_dim = v_dim;
+  MEMSERVE_WEIGHT_DATA(c.values, values, "ValueGather values");
+  MEMSERVE_HOST_DATA(rp, rows_t, DType::kI64, "ValueGather rows");
+  MEMSERVE_HOST_DATA(wp, weights_t, DType::kF32, "ValueGather weights");
+  MEMSERVE_HOST_DATA(op, out_t, DType::kF32, "ValueGather out");
+  c.values_dtype = values.dtype;
+  c.rows = static_cast<const int64_t*>(rp);
+  c.weights = static_cast<const float*>(wp);
+  c.col_begin = col_begin;
+  c.col_end = col_end;
   c.out = static_cast<float*>(op);
-  if (a.out_indices.present()) {
-    if (a.out_indices.numel() != picks) {
-      return ShapeError("MemoryLookup", "out_indices", a.out_indices,
-                        absl::StrCat("[", n_tokens, ", ", a.heads, ", ", a.knn, "]"));
+  for (int64_t i = 0; i < rows_t.numel(); ++i) {
+    if (c.rows[i] < 0 || c.rows[i] >= table_rows) {
+      return absl::InvalidArgumentError(absl::StrCat("ValueGather: rows[", i, "] = ", c.rows[i],
+                                                     " is outside the table [0, ", table_rows,
+                                                     ")"));
     }
-    MEMSERVE_HOST_DATA(p, a.out_indices, DType::kI64, "MemoryLookup out_indices");
-    c.out_indices = static_cast<int64_t*>(p);
   }
-  if (a.out_scores.present()) {
-    if (a.out_scores.numel() != picks) {
-      return ShapeError("MemoryLookup", "out_scores", a.out_scores,
-                        absl::StrCat("[", n_tokens, ", ", a.heads, ", ", a.knn, "]"));
-    }
-    MEMSERVE_HOST_DATA(p, a.out_scores, DType::kF32, "MemoryLookup out_scores");
-    c.out_scores = static_cast<float*>(p);
-  }
-  memory_lookup_.Run(pool_.get(), *kernels_, c);
+  CpuValueGather(pool_.get(), *kernels_, c);
   return absl::OkStatus();
 }
 

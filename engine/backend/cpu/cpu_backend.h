@@ -66,7 +66,9 @@ class CpuBackend : public Backend {
   absl::Status SwiGlu(const Tensor& a, const Tensor& b, const Tensor& y) override;
   absl::Status Add(const Tensor& x, const Tensor& y) override;
   absl::Status SigmoidGateRows(const Tensor& gate, const Tensor& x) override;
-  absl::Status MemoryLookup(const MemoryLookupArgs& args) override;
+  absl::Status MemorySelect(const MemorySelectArgs& args) override;
+  absl::Status ValueGather(const Tensor& values, const Tensor& rows, const Tensor& weights,
+                           int64_t col_begin, int64_t col_end, const Tensor& out) override;
 
  private:
   // The host address of t's first byte, or null unless t lies inside a host
@@ -82,7 +84,7 @@ class CpuBackend : public Backend {
   CpuIsa isa_;
   const CpuKernels* kernels_;
   std::unique_ptr<ThreadPool> pool_;
-  CpuMemoryLookup memory_lookup_;
+  CpuMemorySelect memory_select_;
   int64_t packed_weights_ = 0;
   std::vector<CpuAttentionSeq> attention_seqs_;  // reused by Attention
 };

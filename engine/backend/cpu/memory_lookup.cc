@@ -55,23 +55,19 @@ LookupScratch& ThreadLookupScratch() {
 
 }  // namespace
 
-void CpuMemoryLookup::Run(ThreadPool* pool, const CpuKernels& kern, const CpuMemoryLookupArgs& a) {
+void CpuMemorySelect::Run(ThreadPool* pool, const CpuKernels& kern, const CpuMemorySelectArgs& a) {
   const int heads = a.heads;
   const int n_keys = a.n_keys;
   const int knn = a.knn;
   const int64_t half = a.k_dim / 2;
-  const int64_t v_dim = a.v_dim;
   const int64_t key_rows = 2LL * heads * n_keys;
   const int64_t q_stride = static_cast<int64_t>(heads) * a.k_dim;
-  const int threads = pool->num_threads();
   // Tokens per block bound the sub-key score scratch (block x key_rows floats).
   constexpr int64_t kTokenBlock = 64;
 
   for (int64_t t0 = 0; t0 < a.n_tokens; t0 += kTokenBlock) {
     const int64_t nb = std::min(kTokenBlock, a.n_tokens - t0);
     GrowTo(&subkey_scores_, static_cast<size_t>(nb * key_rows));
-    GrowTo(&lookup_rows_, static_cast<size_t>(nb * heads * knn));
-    GrowTo(&lookup_weights_, static_cast<size_t>(nb * heads * knn));
     float* scores = subkey_scores_.data();
 
     // 1. Sub-key scores: keys row r = (h, half_idx, j) belongs to group
@@ -123,8 +119,9 @@ void CpuMemoryLookup::Run(ThreadPool* pool, const CpuKernels& kern, const CpuMem
           }
         }
         // Softmax over the knn scores (sorted, so the first is the max).
-        float* w = lookup_weights_.data() + item * knn;
-        int64_t* rows = lookup_rows_.data() + item * knn;
+        const int64_t out_off = ((t0 + t) * heads + h) * static_cast<int64_t>(knn);
+        float* w = a.weights + out_off;
+        int64_t* rows = a.rows + out_off;
         float sum = 0.0f;
         for (int k = 0; k < knn; ++k) {
           w[k] = std::exp(s.best_s[k] - s.best_s[0]);
@@ -134,43 +131,48 @@ void CpuMemoryLookup::Run(ThreadPool* pool, const CpuKernels& kern, const CpuMem
           w[k] /= sum;
           rows[k] = s.best_r[k];
         }
-        const int64_t out_off = ((t0 + t) * heads + h) * static_cast<int64_t>(knn);
-        if (a.out_indices != nullptr) std::copy(rows, rows + knn, a.out_indices + out_off);
-        if (a.out_scores != nullptr) {
-          std::copy(s.best_s.begin(), s.best_s.begin() + knn, a.out_scores + out_off);
-        }
-      }
-    });
-
-    // 3. Weighted gather of value rows, summed over heads, fp32 accumulation.
-    //    Tasks are (token, column block); small batches split columns so that
-    //    all threads take part.
-    const int64_t col_blocks =
-        std::max<int64_t>(1, std::min<int64_t>(v_dim / 64, (2LL * threads + nb - 1) / nb));
-    const int64_t col_block = ((v_dim + col_blocks - 1) / col_blocks + 15) / 16 * 16;
-    const int64_t n_col_blocks = (v_dim + col_block - 1) / col_block;
-    const bool bf16_values = a.values_dtype == DType::kBF16;
-    pool->ParallelFor(nb * n_col_blocks, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t t = task / n_col_blocks;
-        const int64_t c0 = (task % n_col_blocks) * col_block;
-        const int64_t cn = std::min(v_dim, c0 + col_block) - c0;
-        float* out = a.out + (t0 + t) * v_dim + c0;
-        std::fill(out, out + cn, 0.0f);
-        const float* w = lookup_weights_.data() + t * heads * knn;
-        const int64_t* rows = lookup_rows_.data() + t * heads * knn;
-        for (int64_t i = 0; i < static_cast<int64_t>(heads) * knn; ++i) {
-          if (bf16_values) {
-            kern.axpy_bf16(w[i], static_cast<const uint16_t*>(a.values) + rows[i] * v_dim + c0, out,
-                           cn);
-          } else {
-            kern.axpy_f32(w[i], static_cast<const float*>(a.values) + rows[i] * v_dim + c0, out,
-                          cn);
-          }
+        if (a.scores != nullptr) {
+          std::copy(s.best_s.begin(), s.best_s.begin() + knn, a.scores + out_off);
         }
       }
     });
   }
+}
+
+void CpuValueGather(ThreadPool* pool, const CpuKernels& kern, const CpuValueGatherArgs& a) {
+  const int64_t width = a.col_end - a.col_begin;
+  if (a.n_tokens <= 0 || width <= 0) return;
+  const int64_t v_dim = a.v_dim;
+  const int64_t picks = a.picks;
+  const int threads = pool->num_threads();
+  // Weighted sum of value rows, fp32 accumulation. Tasks are (token, column
+  // block); small batches split columns so that all threads take part.
+  // Blocks are multiples of 16 columns from col_begin: every element gets
+  // the same fmadd sequence whatever the blocking (and the sharding).
+  const int64_t col_blocks = std::max<int64_t>(
+      1, std::min<int64_t>(width / 64, (2LL * threads + a.n_tokens - 1) / a.n_tokens));
+  const int64_t col_block = ((width + col_blocks - 1) / col_blocks + 15) / 16 * 16;
+  const int64_t n_col_blocks = (width + col_block - 1) / col_block;
+  const bool bf16_values = a.values_dtype == DType::kBF16;
+  pool->ParallelFor(a.n_tokens * n_col_blocks, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t t = task / n_col_blocks;
+      const int64_t c0 = a.col_begin + (task % n_col_blocks) * col_block;
+      const int64_t cn = std::min(a.col_end, c0 + col_block) - c0;
+      float* out = a.out + t * v_dim + c0;
+      std::fill(out, out + cn, 0.0f);
+      const float* w = a.weights + t * picks;
+      const int64_t* rows = a.rows + t * picks;
+      for (int64_t i = 0; i < picks; ++i) {
+        if (bf16_values) {
+          kern.axpy_bf16(w[i], static_cast<const uint16_t*>(a.values) + rows[i] * v_dim + c0, out,
+                         cn);
+        } else {
+          kern.axpy_f32(w[i], static_cast<const float*>(a.values) + rows[i] * v_dim + c0, out, cn);
+        }
+      }
+    }
+  });
 }
 
 }  // namespace memserve

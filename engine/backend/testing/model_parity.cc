@@ -48,9 +48,12 @@ absl::StatusOr<ModelParityReport> CompareModelOnBackends(const std::string& dir,
   if (options.prompt.empty() || options.batch < 1 || options.decode_steps < 0) {
     return absl::InvalidArgumentError("CompareModelOnBackends: empty prompt or batch < 1");
   }
-  absl::StatusOr<std::unique_ptr<Model>> ref_model = Model::Load(dir, reference);
+  ModelOptions ref_options, cand_options;
+  ref_options.memory_shards = options.reference_memory_shards;
+  cand_options.memory_shards = options.candidate_memory_shards;
+  absl::StatusOr<std::unique_ptr<Model>> ref_model = Model::Load(dir, reference, ref_options);
   RETURN_IF_ERROR(Named(ref_model.status(), "reference"));
-  absl::StatusOr<std::unique_ptr<Model>> cand_model = Model::Load(dir, candidate);
+  absl::StatusOr<std::unique_ptr<Model>> cand_model = Model::Load(dir, candidate, cand_options);
   RETURN_IF_ERROR(Named(cand_model.status(), "candidate"));
   Model& ref = **ref_model;
   Model& cand = **cand_model;

@@ -16,9 +16,11 @@
 namespace memserve {
 
 struct ModelParityOptions {
-  std::vector<int> prompt;  // sequence b's prompt: these ids rotated left by b
-  int batch = 3;            // sequences run together (ForwardBatch)
-  int decode_steps = 8;     // batched decode steps after the prefill step
+  std::vector<int> prompt;          // sequence b's prompt: these ids rotated left by b
+  int batch = 3;                    // sequences run together (ForwardBatch)
+  int decode_steps = 8;             // batched decode steps after the prefill step
+  int reference_memory_shards = 1;  // ModelOptions::memory_shards of each load
+  int candidate_memory_shards = 1;
 };
 
 struct ModelParityReport {

@@ -181,16 +181,27 @@ absl::Status TracingBackend::SigmoidGateRows(const Tensor& gate, const Tensor& x
   return inner_->SigmoidGateRows(g2, x2);
 }
 
-absl::Status TracingBackend::MemoryLookup(const MemoryLookupArgs& args) {
-  MemoryLookupArgs a = args;
-  RETURN_IF_ERROR(Unwrap(args.queries, "MemoryLookup queries", &a.queries));
-  RETURN_IF_ERROR(Unwrap(args.keys, "MemoryLookup keys", &a.keys));
-  RETURN_IF_ERROR(Unwrap(args.values, "MemoryLookup values", &a.values));
-  RETURN_IF_ERROR(Unwrap(args.out, "MemoryLookup out", &a.out));
-  RETURN_IF_ERROR(Unwrap(args.out_indices, "MemoryLookup out_indices", &a.out_indices, true));
-  RETURN_IF_ERROR(Unwrap(args.out_scores, "MemoryLookup out_scores", &a.out_scores, true));
+absl::Status TracingBackend::MemorySelect(const MemorySelectArgs& args) {
+  MemorySelectArgs a = args;
+  RETURN_IF_ERROR(Unwrap(args.queries, "MemorySelect queries", &a.queries));
+  RETURN_IF_ERROR(Unwrap(args.keys, "MemorySelect keys", &a.keys));
+  RETURN_IF_ERROR(Unwrap(args.rows, "MemorySelect rows", &a.rows));
+  RETURN_IF_ERROR(Unwrap(args.weights, "MemorySelect weights", &a.weights));
+  RETURN_IF_ERROR(Unwrap(args.scores, "MemorySelect scores", &a.scores, /*optional=*/true));
   ++counters_.ops;
-  return inner_->MemoryLookup(a);
+  return inner_->MemorySelect(a);
+}
+
+absl::Status TracingBackend::ValueGather(const Tensor& values, const Tensor& rows,
+                                         const Tensor& weights, int64_t col_begin, int64_t col_end,
+                                         const Tensor& out) {
+  Tensor v2, r2, w2, o2;
+  RETURN_IF_ERROR(Unwrap(values, "ValueGather values", &v2));
+  RETURN_IF_ERROR(Unwrap(rows, "ValueGather rows", &r2));
+  RETURN_IF_ERROR(Unwrap(weights, "ValueGather weights", &w2));
+  RETURN_IF_ERROR(Unwrap(out, "ValueGather out", &o2));
+  ++counters_.ops;
+  return inner_->ValueGather(v2, r2, w2, col_begin, col_end, o2);
 }
 
 }  // namespace memserve

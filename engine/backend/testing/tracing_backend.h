@@ -60,7 +60,9 @@ class TracingBackend : public Backend {
   absl::Status SwiGlu(const Tensor& a, const Tensor& b, const Tensor& y) override;
   absl::Status Add(const Tensor& x, const Tensor& y) override;
   absl::Status SigmoidGateRows(const Tensor& gate, const Tensor& x) override;
-  absl::Status MemoryLookup(const MemoryLookupArgs& args) override;
+  absl::Status MemorySelect(const MemorySelectArgs& args) override;
+  absl::Status ValueGather(const Tensor& values, const Tensor& rows, const Tensor& weights,
+                           int64_t col_begin, int64_t col_end, const Tensor& out) override;
 
  private:
   // `t` on the inner backend's buffer; InvalidArgument naming `what` unless
