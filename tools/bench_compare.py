@@ -131,6 +131,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--streams", default="1,16")
+    ap.add_argument("--models", default="demo,d1024")
     ap.add_argument("--max_tokens", type=int, default=96)
     ap.add_argument("--work", default="/tmp/memserve-bench-compare")
     ap.add_argument("--out", default="", help="markdown report (default: stdout)")
@@ -139,7 +140,12 @@ def main():
     sides = {}
     for name, rev in (("base", a.base), ("new", a.new)):
         sides[name] = build(rev, a.work)
-    models = {"demo": os.path.join(ROOT, "models/demo"), "d1024": d1024_model(a.work)}
+    wanted = a.models.split(",")
+    models = {}
+    if "demo" in wanted:
+        models["demo"] = os.path.join(ROOT, "models/demo")
+    if "d1024" in wanted:
+        models["d1024"] = d1024_model(a.work)
     batches = [int(x) for x in a.batches.split(",")]
     streams = [int(x) for x in a.streams.split(",")]
     results = {}  # (model, case) -> side -> [tok/s per round]
@@ -173,8 +179,8 @@ def main():
             break
     lines = []
     lines.append("# Performance: %s vs %s\n" % (sides["new"][0][:10], sides["base"][0][:10]))
-    lines.append("Command: `/usr/bin/python3 tools/bench_compare.py %s %s --rounds %d`  " % (
-        a.base, a.new, a.rounds))
+    lines.append("Command: `/usr/bin/python3 %s`  " % " ".join(
+        ["tools/bench_compare.py"] + sys.argv[1:]))
     lines.append("Date: %s; machine: %s, %d cores (%s, %s); %d rounds in %.0f s.\n" % (
         datetime.date.today().isoformat(), cpu, os.cpu_count(), platform.machine(),
         socket.gethostname(), a.rounds, elapsed))
