@@ -205,8 +205,7 @@ void Engine::FinishEarly(std::vector<std::unique_ptr<Live>> ended) {
 bool Engine::Step() {
   StepPlan plan;
   std::vector<std::unique_ptr<Live>> dropped;
-  std::vector<Live*> owners;                   // per chunk
-  std::vector<std::vector<KvBlockId>> tables;  // per chunk
+  std::vector<Live*> owners;  // per chunk
   {
     std::lock_guard<std::mutex> lock(mu_);
     plan = scheduler_->Schedule(absl::Now());
@@ -221,28 +220,19 @@ bool Engine::Step() {
       dropped.push_back(std::move(node.mapped()));
     }
     const absl::Time now = absl::Now();
-    for (const ScheduledChunk& c : plan.chunks) {
+    for (StepChunk& c : plan.chunks) {
       Live* live = live_.at(c.id).get();
       if (live->timings.admitted == absl::InfinitePast()) live->timings.admitted = now;
       owners.push_back(live);
-      const absl::Span<const KvBlockId> blocks = scheduler_->Find(c.id)->blocks.blocks();
-      tables.emplace_back(blocks.begin(), blocks.end());
+      // The decoder's tokens grow only after the forward pass (sampling).
+      c.token_ids = live->decoder.tokens().data() + c.first_position;
     }
     if (live_.empty()) idle_.notify_all();
   }
   FinishEarly(std::move(dropped));
   if (plan.chunks.empty()) return !plan.dropped.empty();
 
-  std::vector<BatchChunk> batch(plan.chunks.size());
-  for (size_t i = 0; i < plan.chunks.size(); ++i) {
-    const ScheduledChunk& c = plan.chunks[i];
-    batch[i].tokens =
-        absl::MakeConstSpan(owners[i]->decoder.tokens()).subspan(c.first_position, c.num_tokens);
-    batch[i].first_position = c.first_position;
-    batch[i].blocks = tables[i];
-    batch[i].wants_logits = c.wants_logits;
-  }
-  const absl::Status forward = model_->ForwardBatch(cache_.get(), batch, &logits_);
+  const absl::Status forward = model_->ForwardBatch(cache_.get(), plan.chunks, &logits_);
 
   std::vector<uint64_t> stopped;
   if (forward.ok()) {
@@ -270,7 +260,7 @@ bool Engine::Step() {
       // with Internal rather than the server. The next Schedule drops them.
       const absl::Status error =
           absl::InternalError(absl::StrCat("model step failed: ", forward.message()));
-      for (const ScheduledChunk& c : plan.chunks) {
+      for (const StepChunk& c : plan.chunks) {
         live_.at(c.id)->end_status = error;
         scheduler_->Cancel(c.id).IgnoreError();
       }

@@ -49,7 +49,7 @@ absl::Status SchedulerOptions::Validate() const {
 
 int StepPlan::num_tokens() const {
   int total = 0;
-  for (const ScheduledChunk& chunk : chunks) total += chunk.num_tokens;
+  for (const StepChunk& chunk : chunks) total += chunk.num_tokens;
   return total;
 }
 
@@ -186,8 +186,14 @@ void Scheduler::AddChunk(SequenceState* seq, int num_tokens, StepPlan* plan) {
   // Callers checked the free blocks first; a failure here is a scheduler bug.
   assert(reserved.ok());
   (void)reserved;
-  plan->chunks.push_back({seq->request.id, seq->num_computed, num_tokens, !seq->is_decoding(),
-                          end == seq->known_tokens()});
+  StepChunk chunk;
+  chunk.id = seq->request.id;
+  chunk.first_position = seq->num_computed;
+  chunk.num_tokens = num_tokens;
+  chunk.is_prefill = !seq->is_decoding();
+  chunk.wants_logits = end == seq->known_tokens();
+  chunk.blocks = seq->blocks.blocks();
+  plan->chunks.push_back(chunk);
 }
 
 int Scheduler::ReservableTokens(const SequenceState& seq) const {
@@ -198,7 +204,7 @@ int Scheduler::ReservableTokens(const SequenceState& seq) const {
 absl::StatusOr<std::vector<uint64_t>> Scheduler::OnStepDone(
     const StepPlan& plan, absl::Span<const uint64_t> stopped_ids) {
   absl::flat_hash_set<uint64_t> sampled;
-  for (const ScheduledChunk& chunk : plan.chunks) {
+  for (const StepChunk& chunk : plan.chunks) {
     const SequenceState* seq = Find(chunk.id);
     if (seq == nullptr || seq->state != RequestState::kRunning ||
         seq->num_computed != chunk.first_position ||
@@ -218,7 +224,7 @@ absl::StatusOr<std::vector<uint64_t>> Scheduler::OnStepDone(
   const absl::flat_hash_set<uint64_t> stopped(stopped_ids.begin(), stopped_ids.end());
 
   std::vector<uint64_t> finished;
-  for (const ScheduledChunk& chunk : plan.chunks) {
+  for (const StepChunk& chunk : plan.chunks) {
     SequenceState& seq = sequences_.at(chunk.id);
     seq.num_computed += chunk.num_tokens;
     if (!chunk.wants_logits) continue;

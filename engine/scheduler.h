@@ -5,7 +5,8 @@
 //
 // One engine step:
 //   StepPlan plan = scheduler.Schedule(now);   // what to compute
-//   ... run the model on plan.chunks, sample where wants_logits ...
+//   ... set each chunk's token_ids, run the model on plan.chunks (one
+//       StepChunk per sequence), sample where wants_logits ...
 //   finished = scheduler.OnStepDone(plan, stopped_ids);
 //
 // Policy of Schedule, in order:
@@ -41,6 +42,7 @@
 #include "absl/types/span.h"
 #include "engine/kv_cache.h"
 #include "engine/request.h"
+#include "engine/step_chunk.h"
 
 namespace memserve {
 
@@ -60,17 +62,6 @@ struct SchedulerOptions {
   absl::Status Validate() const;
 };
 
-// Part of one sequence computed in a step: tokens at positions
-// [first_position, first_position + num_tokens). The KV blocks for them are
-// already reserved in the sequence's block table.
-struct ScheduledChunk {
-  uint64_t id = 0;
-  int first_position = 0;
-  int num_tokens = 0;
-  bool is_prefill = false;    // (re)computing the prompt; false for a decode token
-  bool wants_logits = false;  // the chunk ends at the last known token: sample the next one
-};
-
 enum class DropReason { kCancelled, kDeadlineExceeded };
 
 struct DroppedSequence {
@@ -79,8 +70,12 @@ struct DroppedSequence {
 };
 
 struct StepPlan {
-  // Running sequences in admission order, then newly admitted ones.
-  std::vector<ScheduledChunk> chunks;
+  // Running sequences in admission order, then newly admitted ones. Every
+  // field but token_ids and all_logits is set; the KV blocks of the chunk's
+  // tokens are already reserved, and `blocks` (the sequence's block table)
+  // stays valid until the next Schedule or OnStepDone (Enqueue and Cancel do
+  // not move it).
+  std::vector<StepChunk> chunks;
   // Removed by this Schedule call, blocks freed; these ids are now unknown.
   std::vector<DroppedSequence> dropped;
   // Moved back to the queue by this call, blocks freed: the engine must

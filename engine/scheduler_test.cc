@@ -53,7 +53,7 @@ SequenceRequest Request(uint64_t id, int prompt_tokens, int max_tokens,
 // "7: [0,4) prefill", "7: [8,10) prefill logits", "7: [10,11) decode logits".
 std::vector<std::string> Chunks(const StepPlan& plan) {
   std::vector<std::string> out;
-  for (const ScheduledChunk& c : plan.chunks) {
+  for (const StepChunk& c : plan.chunks) {
     out.push_back(absl::StrCat(c.id, ": [", c.first_position, ",", c.first_position + c.num_tokens,
                                ") ", c.is_prefill ? "prefill" : "decode",
                                c.wants_logits ? " logits" : ""));
@@ -483,7 +483,8 @@ class Simulation {
     }
     bool has_prefill = false, has_decode = false;
     absl::flat_hash_set<uint64_t> in_plan;
-    for (const ScheduledChunk& c : plan.chunks) {
+    absl::flat_hash_set<KvBlockId> blocks_in_plan;
+    for (const StepChunk& c : plan.chunks) {
       ASSERT_TRUE(in_plan.insert(c.id).second) << "two chunks for " << c.id;
       ASSERT_EQ(live_.count(c.id), 1u) << c.id;
       Tracked& t = live_.at(c.id);
@@ -511,6 +512,13 @@ class Simulation {
       EXPECT_EQ(seq->state, RequestState::kRunning);
       EXPECT_GE(seq->blocks.num_tokens(), end);
       EXPECT_EQ(seq->blocks.num_blocks(), seq->blocks.BlocksNeeded(seq->blocks.num_tokens()));
+      // The chunk carries the sequence's block table for the model, whose
+      // chunks must write disjoint blocks; the token ids are the engine's.
+      EXPECT_TRUE(c.blocks == seq->blocks.blocks()) << c.id;
+      for (KvBlockId block : c.blocks) {
+        EXPECT_TRUE(blocks_in_plan.insert(block).second) << "block " << block << " twice";
+      }
+      EXPECT_EQ(c.token_ids, nullptr);
     }
     EXPECT_THAT(must_decode, IsEmpty()) << "running decodes were stalled";
     if (has_prefill && has_decode) ++totals_.steps_mixing_prefill_and_decode;
@@ -519,7 +527,7 @@ class Simulation {
 
   void CompleteStep(const StepPlan& plan) {
     std::vector<uint64_t> stopped, expected_finished;
-    for (const ScheduledChunk& c : plan.chunks) {
+    for (const StepChunk& c : plan.chunks) {
       Tracked& t = live_.at(c.id);
       t.computed += c.num_tokens;
       if (!c.wants_logits) continue;
