@@ -24,16 +24,6 @@ constexpr size_t AlignUp(size_t n) { return (n + 63) / 64 * 64; }
 
 }  // namespace
 
-KvCache::KvCache(const void* owner, const PagedKvLayout& layout, std::unique_ptr<Buffer> k,
-                 std::unique_ptr<Buffer> v)
-    : owner_(owner), layout_(layout), k_(std::move(k)), v_(std::move(v)) {}
-
-Tensor KvCache::LayerView(Buffer* buffer, int layer) const {
-  const int64_t rows = static_cast<int64_t>(layout_.num_blocks) * layout_.block_size;
-  return Tensor::Of(buffer, DType::kF32, {rows, layout_.kv_dim},
-                    static_cast<size_t>(layer * layout_.floats_per_layer()) * sizeof(float));
-}
-
 struct Model::Layer {
   Tensor attention_norm, wq, wk, wv, wo, ffn_norm;
   bool memory = false;

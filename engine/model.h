@@ -32,37 +32,6 @@ struct ModelOptions {
                           // the results do not depend on it
 };
 
-// Key/value storage for every layer, in two backend buffers (K and V): per
-// layer [num_blocks, block_size, n_kv_heads * head_dim] fp32 (PagedKvLayout). A
-// cache from NewCache holds one sequence in one block of `capacity` tokens
-// and tracks its length (Forward); one from NewPagedCache holds many
-// sequences whose block tables the caller keeps (ForwardBatch). Valid only
-// with the Model that created it (and not after that model is destroyed).
-class KvCache {
- public:
-  // Single-sequence caches: tokens stored (the position of the next token).
-  int length() const { return length_; }
-  int capacity() const { return layout_.num_blocks * layout_.block_size; }
-  // Forgets all tokens; the next Forward starts at position 0.
-  void Clear() { length_ = 0; }
-  const PagedKvLayout& layout() const { return layout_; }
-
- private:
-  friend class Model;
-  KvCache(const void* owner, const PagedKvLayout& layout, std::unique_ptr<Buffer> k,
-          std::unique_ptr<Buffer> v);
-  // Layer `layer`'s keys / values: [num_blocks * block_size, kv_dim] F32.
-  Tensor keys(int layer) const { return LayerView(k_.get(), layer); }
-  Tensor values(int layer) const { return LayerView(v_.get(), layer); }
-  Tensor LayerView(Buffer* buffer, int layer) const;
-
-  const void* owner_;
-  PagedKvLayout layout_;
-  int length_ = 0;
-  std::unique_ptr<Buffer> k_;  // [n_layers, num_blocks, block_size, kv_dim]
-  std::unique_ptr<Buffer> v_;
-};
-
 // What one memory layer read, for parity tests: for every token and head the
 // knn value rows sorted by score descending (ties: smaller row first) and
 // their pre-softmax scores (s1[a] + s2[b]).

@@ -843,5 +843,32 @@ TEST_F(ModelErrorTest, ForwardBatchRejectsBadChunksNamingThem) {
   EXPECT_FALSE(model_->NewPagedCache(layout).ok());
 }
 
+// The engine's arrangement: a KvCacheManager owns the model's paged storage
+// and the block tables that ForwardBatch reads.
+TEST_F(ModelErrorTest, ForwardBatchOverAKvCacheManager) {
+  PagedKvLayout layout;
+  layout.block_size = 4;
+  layout.num_blocks = 3;
+  layout.kv_dim = static_cast<int64_t>(spec_.n_kv_heads) * spec_.head_dim;
+  auto storage = model_->NewPagedCache(layout);
+  ASSERT_TRUE(storage.ok()) << storage.status();
+  const KvCache* paged = storage->get();
+  KvCacheManager kv(*std::move(storage));
+  EXPECT_EQ(kv.storage(), paged);
+  EXPECT_EQ(kv.num_blocks(), 3);
+  EXPECT_EQ(kv.block_size(), 4);
+  ASSERT_TRUE(kv.Reserve(7, 2).ok());
+  ASSERT_TRUE(kv.Reserve(8, 5).ok());  // blocks 1 and 2
+  const std::vector<int> a = {1, 2}, b = {3, 4, 5, 6, 7};
+  const std::vector<StepChunk> chunks = {StepChunk::ForTokens(a, 0, kv.blocks(7), true),
+                                         StepChunk::ForTokens(b, 0, kv.blocks(8), true)};
+  std::vector<float> batch, solo;
+  ASSERT_TRUE(model_->ForwardBatch(kv.storage(), chunks, &batch).ok());
+  auto cache = model_->NewCache(8);
+  ASSERT_TRUE(model_->Forward(cache.get(), b, false, &solo).ok());
+  ASSERT_EQ(batch.size(), 2 * solo.size());
+  EXPECT_EQ(std::vector<float>(batch.begin() + solo.size(), batch.end()), solo);
+}
+
 }  // namespace
 }  // namespace memserve

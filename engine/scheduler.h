@@ -1,7 +1,8 @@
 // Scheduler: decides what each engine step computes, as pure bookkeeping
 // over request lists (no model, no threads), in the manner of vLLM and the
-// TensorRT-LLM batch manager. It owns the KV block pool and every live
-// sequence's block table; the engine loop owns everything else.
+// TensorRT-LLM batch manager. It reserves and releases KV blocks through a
+// KvCacheManager it borrows (which owns the pool, the block tables and the
+// storage); the engine loop owns everything else.
 //
 // One engine step:
 //   StepPlan plan = scheduler.Schedule(now);   // what to compute
@@ -93,10 +94,17 @@ struct SchedulerStats {
   int kv_blocks_total = 0;
 };
 
-// Not thread-safe: the engine thread owns it.
+// Not thread-safe: the engine thread owns it (and guards it, with the
+// KvCacheManager, by one mutex).
 class Scheduler {
  public:
-  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const SchedulerOptions& options);
+  // A scheduler that keeps the blocks of its sequences in `kv_cache`, by
+  // sequence id. InvalidArgument when options.Validate() fails or
+  // `kv_cache` is null or its num_blocks / block_size differ from the
+  // options'. REQUIRES: `kv_cache` outlives the scheduler, holds no blocks,
+  // and nothing else reserves or releases its blocks.
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const SchedulerOptions& options,
+                                                           KvCacheManager* kv_cache);
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
@@ -131,14 +139,15 @@ class Scheduler {
 
   SchedulerStats Stats() const;
 
-  // The live sequence `id` (its block table is what attention reads), or
+  // The live sequence `id` (its block table is kv_cache()->blocks(id)), or
   // null. Valid until the next non-const call.
   const SequenceState* Find(uint64_t id) const;
 
   const SchedulerOptions& options() const { return options_; }
+  const KvCacheManager* kv_cache() const { return kv_; }
 
  private:
-  explicit Scheduler(const SchedulerOptions& options);
+  Scheduler(const SchedulerOptions& options, KvCacheManager* kv_cache);
 
   void DropEnded(absl::Time now, StepPlan* plan);
   void ScheduleRunning(int* token_budget, StepPlan* plan);
@@ -154,7 +163,7 @@ class Scheduler {
   int PromptChunk(const SequenceState& seq, int token_budget) const;
 
   const SchedulerOptions options_;
-  KvBlockAllocator allocator_;
+  KvCacheManager* const kv_;  // not owned
   int64_t next_arrival_ = 0;
   absl::node_hash_map<uint64_t, SequenceState> sequences_;  // every live sequence
   std::deque<SequenceState*> waiting_;                      // FIFO by arrival
