@@ -43,12 +43,12 @@ std::string ModelNameOf(const std::string& model_dir) {
 
 }  // namespace
 
-Engine::Engine(LoadedModel loaded, std::unique_ptr<Scheduler> scheduler,
-               std::unique_ptr<KvCache> cache, const EngineOptions& options)
+Engine::Engine(LoadedModel loaded, std::unique_ptr<KvCacheManager> kv_cache,
+               std::unique_ptr<Scheduler> scheduler, const EngineOptions& options)
     : model_(std::move(loaded.model)),
       tokenizer_(std::move(loaded.tokenizer)),
       options_(options),
-      cache_(std::move(cache)),
+      kv_cache_(std::move(kv_cache)),
       scheduler_(std::move(scheduler)) {
   const ModelConfig& config = model_->config();
   info_.model_name =
@@ -64,10 +64,9 @@ Engine::Engine(LoadedModel loaded, std::unique_ptr<Scheduler> scheduler,
     info_.value_table_bytes = model_->value_table_bytes();
   }
   info_.context_length = config.max_seqlen;
-  const SchedulerOptions& sched = scheduler_->options();
-  info_.kv_blocks = sched.num_blocks;
-  info_.kv_block_tokens = sched.block_size;
-  info_.kv_cache_bytes = model_->KvBytesPerBlock(sched.block_size) * sched.num_blocks;
+  info_.kv_blocks = kv_cache_->num_blocks();
+  info_.kv_block_tokens = kv_cache_->block_size();
+  info_.kv_cache_bytes = model_->KvBytesPerBlock(kv_cache_->block_size()) * kv_cache_->num_blocks();
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -94,14 +93,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     sched.num_blocks = static_cast<int>(
         std::max<int64_t>(blocks_per_sequence, std::min<int64_t>(wanted, affordable)));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler, Scheduler::Create(sched));
+  RETURN_IF_ERROR(sched.Validate());  // before allocating the storage
   PagedKvLayout layout;
   layout.block_size = sched.block_size;
   layout.num_blocks = sched.num_blocks;
   layout.kv_dim = static_cast<int64_t>(config.n_kv_heads) * config.head_dim;
-  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, model->NewPagedCache(layout));
+  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> storage, model->NewPagedCache(layout));
+  auto kv_cache = std::make_unique<KvCacheManager>(std::move(storage));
+  ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler, Scheduler::Create(sched, kv_cache.get()));
   return std::unique_ptr<Engine>(
-      new Engine(std::move(loaded), std::move(scheduler), std::move(cache), options));
+      new Engine(std::move(loaded), std::move(kv_cache), std::move(scheduler), options));
 }
 
 Engine::~Engine() {
@@ -174,7 +175,7 @@ EngineStats Engine::Stats() const {
   out.waiting = s.waiting;
   out.kv_blocks_used = s.kv_blocks_used;
   out.kv_blocks_total = s.kv_blocks_total;
-  out.kv_block_tokens = scheduler_->options().block_size;
+  out.kv_block_tokens = kv_cache_->block_size();
   out.requests_served = requests_served_;
   out.steps = steps_;
   out.preemptions = preemptions_;
@@ -205,8 +206,7 @@ void Engine::FinishEarly(std::vector<std::unique_ptr<Live>> ended) {
 bool Engine::Step() {
   StepPlan plan;
   std::vector<std::unique_ptr<Live>> dropped;
-  std::vector<Live*> owners;                   // per chunk
-  std::vector<std::vector<KvBlockId>> tables;  // per chunk
+  std::vector<Live*> owners;  // per chunk
   {
     std::lock_guard<std::mutex> lock(mu_);
     plan = scheduler_->Schedule(absl::Now());
@@ -221,28 +221,19 @@ bool Engine::Step() {
       dropped.push_back(std::move(node.mapped()));
     }
     const absl::Time now = absl::Now();
-    for (const ScheduledChunk& c : plan.chunks) {
+    for (StepChunk& c : plan.chunks) {
       Live* live = live_.at(c.id).get();
       if (live->timings.admitted == absl::InfinitePast()) live->timings.admitted = now;
       owners.push_back(live);
-      const absl::Span<const KvBlockId> blocks = scheduler_->Find(c.id)->blocks.blocks();
-      tables.emplace_back(blocks.begin(), blocks.end());
+      // The decoder's tokens grow only after the forward pass (sampling).
+      c.token_ids = live->decoder.tokens().data() + c.first_position;
     }
     if (live_.empty()) idle_.notify_all();
   }
   FinishEarly(std::move(dropped));
   if (plan.chunks.empty()) return !plan.dropped.empty();
 
-  std::vector<BatchChunk> batch(plan.chunks.size());
-  for (size_t i = 0; i < plan.chunks.size(); ++i) {
-    const ScheduledChunk& c = plan.chunks[i];
-    batch[i].tokens =
-        absl::MakeConstSpan(owners[i]->decoder.tokens()).subspan(c.first_position, c.num_tokens);
-    batch[i].first_position = c.first_position;
-    batch[i].blocks = tables[i];
-    batch[i].wants_logits = c.wants_logits;
-  }
-  const absl::Status forward = model_->ForwardBatch(cache_.get(), batch, &logits_);
+  const absl::Status forward = model_->ForwardBatch(kv_cache_->storage(), plan.chunks, &logits_);
 
   std::vector<uint64_t> stopped;
   if (forward.ok()) {
@@ -270,7 +261,7 @@ bool Engine::Step() {
       // with Internal rather than the server. The next Schedule drops them.
       const absl::Status error =
           absl::InternalError(absl::StrCat("model step failed: ", forward.message()));
-      for (const ScheduledChunk& c : plan.chunks) {
+      for (const StepChunk& c : plan.chunks) {
         live_.at(c.id)->end_status = error;
         scheduler_->Cancel(c.id).IgnoreError();
       }

@@ -1,7 +1,7 @@
 // Engine: the batched generation loop. One engine thread owns the model, the
-// paged KV cache and the scheduler; any thread submits, cancels and reads
-// stats. Each step the scheduler picks the running decodes plus admitted
-// prompt chunks (engine/scheduler.h), the model runs them as one batch
+// paged KV cache (a KvCacheManager: blocks, block tables, storage) and the
+// scheduler; any thread submits, cancels and reads stats. Each step the scheduler picks the running
+// decodes plus admitted prompt chunks (engine/scheduler.h), the model runs them as one batch
 // (Model::ForwardBatch), and each sequence samples its next token with its
 // own RNG (RequestDecoder), so a request's tokens do not depend on what else
 // is in the batch.
@@ -30,6 +30,7 @@
 #include "absl/time/time.h"
 #include "engine/backend_factory.h"
 #include "engine/generate.h"
+#include "engine/kv_cache.h"
 #include "engine/load_model.h"
 #include "engine/model.h"
 #include "engine/request/request.h"
@@ -42,7 +43,7 @@ struct EngineOptions {
   // What to load and where (LoadModel, engine/load_model.h).
   std::string model_dir;
   Device device = Device::kCpu;
-  int threads = 0;  // CPU threads for the ops; 0 = one per hardware thread
+  int threads = 0;        // CPU threads for the ops; 0 = one per hardware thread
   int memory_shards = 1;  // column shards of the memory value tables (--memory_shards)
   // The model's name in Info() (GetModelInfo); empty = the base name of
   // model_dir.
@@ -149,8 +150,8 @@ class Engine {
 
  private:
   struct Live;  // per-request state of the engine loop
-  Engine(LoadedModel loaded, std::unique_ptr<Scheduler> scheduler, std::unique_ptr<KvCache> cache,
-         const EngineOptions& options);
+  Engine(LoadedModel loaded, std::unique_ptr<KvCacheManager> kv_cache,
+         std::unique_ptr<Scheduler> scheduler, const EngineOptions& options);
 
   void Loop();
   // One step: plan, forward, sample, finish. False when there was nothing to do.
@@ -162,8 +163,12 @@ class Engine {
   const std::unique_ptr<Model> model_;
   const std::unique_ptr<Tokenizer> tokenizer_;
   const EngineOptions options_;
-  EngineInfo info_;                 // set by the constructor, then read-only
-  std::unique_ptr<KvCache> cache_;  // engine thread only
+  EngineInfo info_;  // set by the constructor, then read-only
+  // Guarded by mu_; changed only by the engine thread (through the
+  // scheduler), which reads its tables and storage without the lock during
+  // the forward pass. Destroyed before the model (its storage is the
+  // model's backend memory) and after the scheduler that borrows it.
+  const std::unique_ptr<KvCacheManager> kv_cache_;
 
   mutable std::mutex mu_;
   std::condition_variable wake_;          // work arrived, a cancel, or shutdown

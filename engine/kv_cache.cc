@@ -2,6 +2,7 @@
 
 #include <cassert>
 #include <limits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -26,6 +27,11 @@ absl::Status PagedKvLayout::Validate() const {
                      block_size, " * ", kv_dim, ") overflows int64"));
   }
   return absl::OkStatus();
+}
+
+int KvBlocksNeeded(int total_tokens, int block_size) {
+  if (total_tokens <= 0) return 0;
+  return static_cast<int>((static_cast<int64_t>(total_tokens) + block_size - 1) / block_size);
 }
 
 KvBlockAllocator::KvBlockAllocator(int num_blocks) : allocated_(num_blocks, false) {
@@ -63,8 +69,7 @@ double KvBlockAllocator::usage() const {
 BlockTable::BlockTable(int block_size) : block_size_(block_size) { assert(block_size >= 1); }
 
 int BlockTable::BlocksNeeded(int total_tokens) const {
-  if (total_tokens <= 0) return 0;
-  return static_cast<int>((static_cast<int64_t>(total_tokens) + block_size_ - 1) / block_size_);
+  return KvBlocksNeeded(total_tokens, block_size_);
 }
 
 absl::Status BlockTable::Reserve(int new_total_tokens, KvBlockAllocator* allocator) {
@@ -99,6 +104,60 @@ void BlockTable::Release(KvBlockAllocator* allocator) {
 KvSlot BlockTable::Locate(int position) const {
   assert(position >= 0 && position < num_tokens_);
   return KvSlot{blocks_[position / block_size_], position % block_size_};
+}
+
+KvCache::KvCache(const void* owner, const PagedKvLayout& layout, std::unique_ptr<Buffer> k,
+                 std::unique_ptr<Buffer> v)
+    : owner_(owner), layout_(layout), k_(std::move(k)), v_(std::move(v)) {}
+
+Tensor KvCache::LayerView(Buffer* buffer, int layer) const {
+  const int64_t rows = static_cast<int64_t>(layout_.num_blocks) * layout_.block_size;
+  return Tensor::Of(buffer, DType::kF32, {rows, layout_.kv_dim},
+                    static_cast<size_t>(layer * layout_.floats_per_layer()) * sizeof(float));
+}
+
+KvCacheManager::KvCacheManager(int num_blocks, int block_size)
+    : block_size_(block_size), allocator_(num_blocks) {
+  assert(block_size >= 1);
+}
+
+KvCacheManager::KvCacheManager(std::unique_ptr<KvCache> storage)
+    : block_size_(storage->layout().block_size),
+      allocator_(storage->layout().num_blocks),
+      storage_(std::move(storage)) {}
+
+absl::Status KvCacheManager::Reserve(uint64_t sequence, int total_tokens) {
+  if (total_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("KV cache: token count of sequence ", sequence,
+                                                   " must be >= 0, got ", total_tokens));
+  }
+  if (total_tokens == 0) return absl::OkStatus();
+  auto [it, created] = tables_.try_emplace(sequence, block_size_);
+  const absl::Status reserved = it->second.Reserve(total_tokens, &allocator_);
+  // A new table that got no blocks is not kept.
+  if (created && it->second.num_blocks() == 0) tables_.erase(it);
+  return reserved;
+}
+
+void KvCacheManager::Release(uint64_t sequence) {
+  auto it = tables_.find(sequence);
+  if (it == tables_.end()) return;
+  it->second.Release(&allocator_);
+  tables_.erase(it);
+}
+
+absl::Span<const KvBlockId> KvCacheManager::blocks(uint64_t sequence) const {
+  auto it = tables_.find(sequence);
+  return it == tables_.end() ? absl::Span<const KvBlockId>() : it->second.blocks();
+}
+
+int KvCacheManager::num_tokens(uint64_t sequence) const {
+  auto it = tables_.find(sequence);
+  return it == tables_.end() ? 0 : it->second.num_tokens();
+}
+
+int KvCacheManager::BlocksNeeded(int total_tokens) const {
+  return KvBlocksNeeded(total_tokens, block_size_);
 }
 
 }  // namespace memserve

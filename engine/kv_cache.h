@@ -1,18 +1,26 @@
-// Paged KV-cache bookkeeping: a pool of fixed-size blocks (each holds the
-// keys and values of `block_size` consecutive tokens of one sequence), a free
-// list over them, and per-sequence block tables. Pure bookkeeping: the K/V
-// floats themselves belong to the model, laid out as PagedKvLayout says.
+// The paged K/V cache: a pool of fixed-size blocks (each holds the keys and
+// values of `block_size` consecutive tokens of one sequence), a free list
+// over them (KvBlockAllocator), per-sequence block tables (BlockTable), and
+// the storage of the K/V floats (KvCache, allocated by the model on its
+// backend, laid out as PagedKvLayout says). KvCacheManager owns all three
+// for the engine: the scheduler reserves and releases blocks through it, the
+// model reads the tables (through the step's chunks) and the storage.
 #ifndef MEMSERVE_ENGINE_KV_CACHE_H_
 #define MEMSERVE_ENGINE_KV_CACHE_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
+#include "absl/container/node_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "engine/runtime/tensor.h"
 
 namespace memserve {
+
+class Model;
 
 using KvBlockId = int32_t;
 
@@ -41,6 +49,10 @@ struct PagedKvLayout {
     return slot.block * floats_per_block() + static_cast<int64_t>(slot.offset) * kv_dim;
   }
 };
+
+// Blocks of `block_size` tokens needed to hold `total_tokens` tokens (ceil
+// division; 0 for total_tokens <= 0). REQUIRES: block_size >= 1.
+int KvBlocksNeeded(int total_tokens, int block_size);
 
 // A free list over block ids [0, num_blocks). Allocation and release are
 // O(1); the most recently freed block is reused first.
@@ -106,6 +118,98 @@ class BlockTable {
   int block_size_;
   int num_tokens_ = 0;
   std::vector<KvBlockId> blocks_;
+};
+
+// Key/value storage for every layer, in two backend buffers (K and V): per
+// layer [num_blocks, block_size, kv_dim] fp32 (PagedKvLayout). Made only by
+// the Model (Model::NewCache, Model::NewPagedCache), which alone reads and
+// writes it. A cache from NewCache holds one sequence in one block of
+// `capacity` tokens and tracks its length (Model::Forward); one from
+// NewPagedCache holds many sequences whose block tables the caller keeps
+// (Model::ForwardBatch; in the engine, a KvCacheManager). Valid only with
+// the Model that created it (and not after that model is destroyed).
+class KvCache {
+ public:
+  // Single-sequence caches: tokens stored (the position of the next token).
+  int length() const { return length_; }
+  int capacity() const { return layout_.num_blocks * layout_.block_size; }
+  // Forgets all tokens; the next Forward starts at position 0.
+  void Clear() { length_ = 0; }
+  const PagedKvLayout& layout() const { return layout_; }
+
+ private:
+  friend class Model;
+  KvCache(const void* owner, const PagedKvLayout& layout, std::unique_ptr<Buffer> k,
+          std::unique_ptr<Buffer> v);
+  // Layer `layer`'s keys / values: [num_blocks * block_size, kv_dim] F32.
+  Tensor keys(int layer) const { return LayerView(k_.get(), layer); }
+  Tensor values(int layer) const { return LayerView(v_.get(), layer); }
+  Tensor LayerView(Buffer* buffer, int layer) const;
+
+  const void* owner_;
+  PagedKvLayout layout_;
+  int length_ = 0;
+  std::unique_ptr<Buffer> k_;  // [n_layers, num_blocks, block_size, kv_dim]
+  std::unique_ptr<Buffer> v_;
+};
+
+// The one owner of the engine's paged K/V cache: the block pool, the block
+// table of every sequence that holds blocks (by sequence id), and the
+// storage. Block ids are handed out exactly as a KvBlockAllocator does, and
+// each table is a BlockTable, so the same calls give the same blocks.
+//
+// Thread-safety: not thread-safe. The engine guards it with its mutex, like
+// the scheduler that changes it; as only the engine thread changes it, that
+// thread may read tables and storage without the mutex (the forward pass).
+class KvCacheManager {
+ public:
+  // Bookkeeping only, no storage (storage() is null): planning without a
+  // model, as the scheduler's tests do. REQUIRES: num_blocks >= 0,
+  // block_size >= 1.
+  KvCacheManager(int num_blocks, int block_size);
+  // Owns `storage` (a paged cache from Model::NewPagedCache); the pool has
+  // its layout's num_blocks blocks of block_size tokens.
+  // REQUIRES: storage != nullptr.
+  explicit KvCacheManager(std::unique_ptr<KvCache> storage);
+  KvCacheManager(const KvCacheManager&) = delete;
+  KvCacheManager& operator=(const KvCacheManager&) = delete;
+
+  // Grows the block table of `sequence` so it covers positions
+  // [0, total_tokens), allocating only the missing blocks (the first
+  // Reserve of a sequence creates its table). All or nothing: when too few
+  // blocks are free, ResourceExhausted is returned and nothing changes. A
+  // total at or below num_tokens(sequence) is a no-op (tables never
+  // shrink). InvalidArgument for a negative total.
+  absl::Status Reserve(uint64_t sequence, int total_tokens);
+  // Returns every block of `sequence` to the pool and forgets its table; a
+  // no-op for a sequence that holds none.
+  void Release(uint64_t sequence);
+
+  // The block table of `sequence`, in position order (empty when it holds
+  // no blocks). Valid until the next Reserve or Release of that sequence;
+  // other sequences' calls do not move it.
+  absl::Span<const KvBlockId> blocks(uint64_t sequence) const;
+  // Token positions the table of `sequence` covers ([0, num_tokens)); 0
+  // when it holds no blocks.
+  int num_tokens(uint64_t sequence) const;
+  // Blocks needed to hold `total_tokens` tokens (ceil division; 0 for <= 0).
+  int BlocksNeeded(int total_tokens) const;
+
+  // Sequences holding at least one block.
+  int num_sequences() const { return static_cast<int>(tables_.size()); }
+  int block_size() const { return block_size_; }
+  int num_blocks() const { return allocator_.num_blocks(); }
+  int num_free() const { return allocator_.num_free(); }
+  int num_used() const { return allocator_.num_used(); }
+
+  // The K/V storage the model reads and writes, or null (bookkeeping only).
+  KvCache* storage() const { return storage_.get(); }
+
+ private:
+  const int block_size_;
+  KvBlockAllocator allocator_;
+  absl::node_hash_map<uint64_t, BlockTable> tables_;  // only sequences holding blocks
+  std::unique_ptr<KvCache> storage_;
 };
 
 }  // namespace memserve

@@ -192,5 +192,62 @@ TEST(PagedKvLayoutTest, ValidateNamesTheField) {
   }
 }
 
+TEST(KvCacheManagerTest, ReservesAndReleasesBySequenceLikeTheAllocator) {
+  KvCacheManager kv(/*num_blocks=*/6, /*block_size=*/2);
+  EXPECT_EQ(kv.storage(), nullptr);  // bookkeeping only
+  ASSERT_TRUE(kv.Reserve(1, 3).ok());
+  ASSERT_TRUE(kv.Reserve(2, 2).ok());
+  EXPECT_THAT(kv.blocks(1), ElementsAre(0, 1));
+  EXPECT_THAT(kv.blocks(2), ElementsAre(2));
+  ASSERT_TRUE(kv.Reserve(1, 4).ok());  // block 1 has room
+  EXPECT_THAT(kv.blocks(1), ElementsAre(0, 1));
+  ASSERT_TRUE(kv.Reserve(1, 5).ok());
+  EXPECT_THAT(kv.blocks(1), ElementsAre(0, 1, 3));
+  ASSERT_TRUE(kv.Reserve(1, 2).ok());  // never shrinks
+  EXPECT_EQ(kv.num_tokens(1), 5);
+  EXPECT_EQ(kv.num_tokens(2), 2);
+  EXPECT_EQ(kv.num_used(), 4);
+  EXPECT_EQ(kv.num_sequences(), 2);
+
+  kv.Release(1);
+  EXPECT_THAT(kv.blocks(1), ElementsAre());
+  EXPECT_EQ(kv.num_tokens(1), 0);
+  EXPECT_EQ(kv.num_free(), 5);
+  EXPECT_EQ(kv.num_sequences(), 1);
+  kv.Release(1);  // holds none: no-op
+  kv.Release(99);
+  EXPECT_EQ(kv.num_free(), 5);
+  ASSERT_TRUE(kv.Reserve(3, 1).ok());
+  EXPECT_THAT(kv.blocks(3), ElementsAre(3));  // the most recently freed first
+}
+
+TEST(KvCacheManagerTest, ReserveIsAllOrNothing) {
+  KvCacheManager kv(3, 4);
+  ASSERT_TRUE(kv.Reserve(1, 4).ok());
+  const absl::Status s = kv.Reserve(1, 13);  // 4 blocks, 1 held + 2 free
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(kv.blocks(1), ElementsAre(0));
+  EXPECT_EQ(kv.num_tokens(1), 4);
+  EXPECT_EQ(kv.Reserve(2, 13).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(kv.num_sequences(), 1);  // a sequence that got nothing holds no table
+  EXPECT_EQ(kv.num_free(), 2);
+  EXPECT_EQ(kv.Reserve(2, -1).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(kv.Reserve(2, 0).ok());
+  EXPECT_EQ(kv.num_sequences(), 1);
+  EXPECT_EQ(kv.BlocksNeeded(9), 3);
+  EXPECT_EQ(kv.BlocksNeeded(0), 0);
+}
+
+// The model reads a chunk's block table while other sequences come and go.
+TEST(KvCacheManagerTest, OtherSequencesDoNotMoveATable) {
+  KvCacheManager kv(1000, 1);
+  ASSERT_TRUE(kv.Reserve(0, 3).ok());
+  const absl::Span<const KvBlockId> table = kv.blocks(0);
+  for (uint64_t id = 1; id < 500; ++id) ASSERT_TRUE(kv.Reserve(id, 1).ok());
+  for (uint64_t id = 1; id < 500; id += 2) kv.Release(id);
+  EXPECT_EQ(kv.blocks(0).data(), table.data());
+  EXPECT_THAT(table, ElementsAre(0, 1, 2));
+}
+
 }  // namespace
 }  // namespace memserve

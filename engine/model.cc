@@ -24,16 +24,6 @@ constexpr size_t AlignUp(size_t n) { return (n + 63) / 64 * 64; }
 
 }  // namespace
 
-KvCache::KvCache(const void* owner, const PagedKvLayout& layout, std::unique_ptr<Buffer> k,
-                 std::unique_ptr<Buffer> v)
-    : owner_(owner), layout_(layout), k_(std::move(k)), v_(std::move(v)) {}
-
-Tensor KvCache::LayerView(Buffer* buffer, int layer) const {
-  const int64_t rows = static_cast<int64_t>(layout_.num_blocks) * layout_.block_size;
-  return Tensor::Of(buffer, DType::kF32, {rows, layout_.kv_dim},
-                    static_cast<size_t>(layer * layout_.floats_per_layer()) * sizeof(float));
-}
-
 struct Model::Layer {
   Tensor attention_norm, wq, wk, wv, wo, ffn_norm;
   bool memory = false;
@@ -68,7 +58,7 @@ struct Model::Scratch {
   }
 
   // Host staging, reused across passes.
-  std::vector<BatchChunk> pass;       // the chunks of the pass being cut
+  std::vector<StepChunk> pass;        // the chunks of the pass being cut
   std::vector<int64_t> kv_rows;       // [T]
   std::vector<int32_t> ids;           // [T]
   std::vector<int32_t> positions;     // [T]
@@ -395,16 +385,13 @@ absl::Status Model::Forward(KvCache* cache, absl::Span<const int> tokens, bool a
   }
 
   const KvBlockId block0 = 0;  // a single-sequence cache is one block
-  BatchChunk chunk;
-  chunk.tokens = tokens;
-  chunk.first_position = static_cast<int>(start);
-  chunk.blocks = absl::MakeConstSpan(&block0, 1);
-  chunk.wants_logits = !all_logits;
+  StepChunk chunk = StepChunk::ForTokens(tokens, static_cast<int>(start),
+                                         absl::MakeConstSpan(&block0, 1), !all_logits);
   chunk.all_logits = all_logits;
   return Run(cache, absl::MakeConstSpan(&chunk, 1), logits, trace, /*advance_length=*/true);
 }
 
-absl::Status Model::ForwardBatch(KvCache* cache, absl::Span<const BatchChunk> chunks,
+absl::Status Model::ForwardBatch(KvCache* cache, absl::Span<const StepChunk> chunks,
                                  std::vector<float>* logits, std::vector<MemoryTrace>* trace) {
   if (cache == nullptr || logits == nullptr) {
     return absl::InvalidArgumentError("ForwardBatch: cache and logits must not be null");
@@ -414,18 +401,23 @@ absl::Status Model::ForwardBatch(KvCache* cache, absl::Span<const BatchChunk> ch
   }
   const PagedKvLayout& layout = cache->layout();
   for (size_t i = 0; i < chunks.size(); ++i) {
-    const BatchChunk& c = chunks[i];
-    if (c.tokens.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("chunks[", i, "]: tokens is empty"));
+    const StepChunk& c = chunks[i];
+    if (c.num_tokens < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunks[", i, "]: tokens is empty (num_tokens is ", c.num_tokens, ")"));
     }
-    for (size_t j = 0; j < c.tokens.size(); ++j) {
-      if (c.tokens[j] < 0 || c.tokens[j] >= config_.vocab_size) {
+    if (c.token_ids == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("chunks[", i, "]: token_ids is null"));
+    }
+    const absl::Span<const int> tokens = c.tokens();
+    for (size_t j = 0; j < tokens.size(); ++j) {
+      if (tokens[j] < 0 || tokens[j] >= config_.vocab_size) {
         return absl::InvalidArgumentError(
-            absl::StrCat("chunks[", i, "]: token id ", c.tokens[j], " at index ", j,
+            absl::StrCat("chunks[", i, "]: token id ", tokens[j], " at index ", j,
                          " is outside the vocabulary [0, ", config_.vocab_size, ")"));
       }
     }
-    const int64_t end = static_cast<int64_t>(c.first_position) + c.tokens.size();
+    const int64_t end = static_cast<int64_t>(c.first_position) + c.num_tokens;
     if (c.first_position < 0 || end > config_.max_seqlen) {
       return absl::InvalidArgumentError(
           absl::StrCat("chunks[", i, "]: positions [", c.first_position, ", ", end,
@@ -447,14 +439,14 @@ absl::Status Model::ForwardBatch(KvCache* cache, absl::Span<const BatchChunk> ch
   return Run(cache, chunks, logits, trace, /*advance_length=*/false);
 }
 
-absl::Status Model::Run(KvCache* cache, absl::Span<const BatchChunk> chunks,
+absl::Status Model::Run(KvCache* cache, absl::Span<const StepChunk> chunks,
                         std::vector<float>* logits, std::vector<MemoryTrace>* trace,
                         bool advance_length) {
   int max_end = 0;
   int64_t n_logits = 0;
-  for (const BatchChunk& c : chunks) {
-    max_end = std::max(max_end, c.first_position + static_cast<int>(c.tokens.size()));
-    n_logits += c.all_logits ? static_cast<int64_t>(c.tokens.size()) : c.wants_logits ? 1 : 0;
+  for (const StepChunk& c : chunks) {
+    max_end = std::max(max_end, c.end_position());
+    n_logits += c.all_logits ? c.num_tokens : c.wants_logits ? 1 : 0;
   }
   RETURN_IF_ERROR(EnsureRope(max_end));
   const int64_t vocab = config_.vocab_size;
@@ -474,7 +466,7 @@ absl::Status Model::Run(KvCache* cache, absl::Span<const BatchChunk> chunks,
   // Cut the chunks into passes of at most kMaxChunk tokens; a chunk may be
   // split across passes (its later tokens then read the K/V its earlier
   // tokens wrote), which gives the same results.
-  std::vector<BatchChunk>& pass = scratch_->pass;
+  std::vector<StepChunk>& pass = scratch_->pass;
   pass.clear();
   int pass_tokens = 0;
   int64_t logits_before_pass = 0;  // logits rows written by earlier passes
@@ -483,7 +475,7 @@ absl::Status Model::Run(KvCache* cache, absl::Span<const BatchChunk> chunks,
     if (pass.empty()) return absl::OkStatus();
     RETURN_IF_ERROR(RunPass(cache, pass, logits->data() + logits_before_pass * vocab, trace));
     if (advance_length) {
-      for (const BatchChunk& p : pass) cache->length_ += static_cast<int>(p.tokens.size());
+      for (const StepChunk& p : pass) cache->length_ += p.num_tokens;
     }
     logits_before_pass += pass_logits;
     pass.clear();
@@ -491,27 +483,26 @@ absl::Status Model::Run(KvCache* cache, absl::Span<const BatchChunk> chunks,
     pass_logits = 0;
     return absl::OkStatus();
   };
-  for (const BatchChunk& c : chunks) {
-    size_t done = 0;
-    while (done < c.tokens.size()) {
+  for (const StepChunk& c : chunks) {
+    int done = 0;
+    while (done < c.num_tokens) {
       if (pass_tokens == kMaxChunk) RETURN_IF_ERROR(flush());
-      const size_t n = std::min<size_t>(kMaxChunk - pass_tokens, c.tokens.size() - done);
-      BatchChunk piece;
-      piece.tokens = c.tokens.subspan(done, n);
-      piece.first_position = c.first_position + static_cast<int>(done);
-      piece.blocks = c.blocks;
+      const int n = std::min(kMaxChunk - pass_tokens, c.num_tokens - done);
+      StepChunk piece = c;
+      piece.first_position = c.first_position + done;
+      piece.num_tokens = n;
+      piece.token_ids = c.token_ids + done;
       done += n;
-      piece.all_logits = c.all_logits;
-      piece.wants_logits = !c.all_logits && c.wants_logits && done == c.tokens.size();
-      pass_logits += piece.all_logits ? static_cast<int64_t>(n) : piece.wants_logits ? 1 : 0;
+      piece.wants_logits = !c.all_logits && c.wants_logits && done == c.num_tokens;
+      pass_logits += piece.all_logits ? n : piece.wants_logits ? 1 : 0;
       pass.push_back(piece);
-      pass_tokens += static_cast<int>(n);
+      pass_tokens += n;
     }
   }
   return flush();
 }
 
-absl::Status Model::RunPass(KvCache* cache, absl::Span<const BatchChunk> pass, float* logits,
+absl::Status Model::RunPass(KvCache* cache, absl::Span<const StepChunk> pass, float* logits,
                             std::vector<MemoryTrace>* trace) {
   const ModelConfig& c = config_;
   const MemoryConfig& m = c.memory;
@@ -519,15 +510,15 @@ absl::Status Model::RunPass(KvCache* cache, absl::Span<const BatchChunk> pass, f
   Scratch& s = *scratch_;
   const PagedKvLayout& layout = cache->layout();
   int64_t T = 0;
-  for (const BatchChunk& p : pass) T += static_cast<int64_t>(p.tokens.size());
+  for (const StepChunk& p : pass) T += p.num_tokens;
   RETURN_IF_ERROR(EnsureCapacity(T));
   const int64_t dim = c.dim;
 
   // --- the batch descriptor: built on the host, uploaded at once ---
   const int n_seqs = static_cast<int>(pass.size());
   int max_blocks = 1;
-  for (const BatchChunk& p : pass) {
-    const int end = p.first_position + static_cast<int>(p.tokens.size());
+  for (const StepChunk& p : pass) {
+    const int end = p.end_position();
     max_blocks = std::max(max_blocks, (end + layout.block_size - 1) / layout.block_size);
   }
   s.kv_rows.clear();
@@ -537,22 +528,22 @@ absl::Status Model::RunPass(KvCache* cache, absl::Span<const BatchChunk> pass, f
   s.tables.assign(static_cast<size_t>(n_seqs) * max_blocks, 0);
   s.logit_tokens.clear();
   for (int q = 0; q < n_seqs; ++q) {
-    const BatchChunk& p = pass[q];
+    const StepChunk& p = pass[q];
     const int64_t first = static_cast<int64_t>(s.ids.size());
     s.seq_starts.push_back(static_cast<int32_t>(first));
-    for (size_t t = 0; t < p.tokens.size(); ++t) {
-      const int pos = p.first_position + static_cast<int>(t);
+    for (int t = 0; t < p.num_tokens; ++t) {
+      const int pos = p.first_position + t;
       s.positions.push_back(pos);
-      s.ids.push_back(p.tokens[t]);
+      s.ids.push_back(p.token_ids[t]);
       s.kv_rows.push_back(static_cast<int64_t>(p.blocks[pos / layout.block_size]) *
                               layout.block_size +
                           pos % layout.block_size);
     }
-    const int end = p.first_position + static_cast<int>(p.tokens.size());
+    const int end = p.end_position();
     const int used = (end + layout.block_size - 1) / layout.block_size;
     std::copy(p.blocks.begin(), p.blocks.begin() + used,
               s.tables.begin() + static_cast<int64_t>(q) * max_blocks);
-    const int64_t n = static_cast<int64_t>(p.tokens.size());
+    const int64_t n = p.num_tokens;
     if (p.all_logits) {
       for (int64_t t = 0; t < n; ++t) s.logit_tokens.push_back(first + t);
     } else if (p.wants_logits) {

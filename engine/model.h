@@ -21,6 +21,7 @@
 #include "engine/kv_cache.h"
 #include "engine/runtime/memory_pool.h"
 #include "engine/runtime/tensor.h"
+#include "engine/step_chunk.h"
 #include "engine/weights.h"
 
 namespace memserve {
@@ -29,51 +30,6 @@ struct ModelOptions {
   int num_threads = 0;    // LoadCpuModel's CPU threads; 0 = one per hardware thread
   int memory_shards = 1;  // column shards of the memory value tables (MemoryPool);
                           // the results do not depend on it
-};
-
-// Key/value storage for every layer, in two backend buffers (K and V): per
-// layer [num_blocks, block_size, n_kv_heads * head_dim] fp32 (PagedKvLayout). A
-// cache from NewCache holds one sequence in one block of `capacity` tokens
-// and tracks its length (Forward); one from NewPagedCache holds many
-// sequences whose block tables the caller keeps (ForwardBatch). Valid only
-// with the Model that created it (and not after that model is destroyed).
-class KvCache {
- public:
-  // Single-sequence caches: tokens stored (the position of the next token).
-  int length() const { return length_; }
-  int capacity() const { return layout_.num_blocks * layout_.block_size; }
-  // Forgets all tokens; the next Forward starts at position 0.
-  void Clear() { length_ = 0; }
-  const PagedKvLayout& layout() const { return layout_; }
-
- private:
-  friend class Model;
-  KvCache(const void* owner, const PagedKvLayout& layout, std::unique_ptr<Buffer> k,
-          std::unique_ptr<Buffer> v);
-  // Layer `layer`'s keys / values: [num_blocks * block_size, kv_dim] F32.
-  Tensor keys(int layer) const { return LayerView(k_.get(), layer); }
-  Tensor values(int layer) const { return LayerView(v_.get(), layer); }
-  Tensor LayerView(Buffer* buffer, int layer) const;
-
-  const void* owner_;
-  PagedKvLayout layout_;
-  int length_ = 0;
-  std::unique_ptr<Buffer> k_;  // [n_layers, num_blocks, block_size, kv_dim]
-  std::unique_ptr<Buffer> v_;
-};
-
-// A sequence's tokens in one step (Model::ForwardBatch): `tokens` at
-// positions first_position, first_position + 1, ..., whose K/V go to the
-// sequence's blocks; attention reads positions [0, first_position) from the
-// same blocks (written by earlier steps).
-struct BatchChunk {
-  absl::Span<const int> tokens;        // >= 1 token
-  int first_position = 0;              // >= 0
-  absl::Span<const KvBlockId> blocks;  // the sequence's block table; covers
-                                       // [0, first_position + tokens.size())
-  bool wants_logits = false;           // produce the logits of the last token
-  bool all_logits = false;             // produce the logits of every token
-                                       // (instead of the last only)
 };
 
 // What one memory layer read, for parity tests: for every token and head the
@@ -143,21 +99,20 @@ class Model {
   absl::Status Forward(KvCache* cache, absl::Span<const int> tokens, bool all_logits,
                        std::vector<float>* logits, std::vector<MemoryTrace>* trace = nullptr);
 
-  // One step of many sequences as one batch: every op runs over the tokens of
-  // all chunks together, attention over each chunk's own blocks. `logits`
-  // becomes [rows, vocab] in chunk order: per chunk, one row per token with
-  // all_logits, else one row with wants_logits, else none. Each token's
-  // result is bit-identical to computing its sequence alone: no op mixes
-  // tokens, and every op's arithmetic per token is independent of the batch.
-  // `trace`, when not null, is replaced as described at Forward.
-  // REQUIRES: chunks write disjoint (block, offset) slots.
-  // Errors (InvalidArgument naming chunks[i] and the limit; nothing is
-  // computed): empty tokens, ids outside the vocabulary, positions beyond
+  // One step of many sequences as one batch, one StepChunk per sequence (the
+  // model reads its positions, token ids, block table and logits flags):
+  // every op runs over the tokens of all chunks together, attention over each chunk's own blocks.
+  // `logits` becomes [rows, vocab] in chunk order: per chunk, one row per token with all_logits,
+  // else one row with wants_logits, else none. Each token's result is bit-identical to computing
+  // its sequence alone: no op mixes tokens, and every op's arithmetic per token is independent of
+  // the batch. `trace`, when not null, is replaced as described at Forward. REQUIRES: chunks write
+  // disjoint (block, offset) slots. Errors (InvalidArgument naming chunks[i] and the limit; nothing
+  // is computed): num_tokens < 1, null token_ids, ids outside the vocabulary, positions beyond
   // max_seqlen, block tables too short or with ids outside the cache, a
   // cache from another model, null arguments. A backend failure (e.g.
   // Internal from a device) is returned as is; the K/V written by the step
   // is then unspecified.
-  absl::Status ForwardBatch(KvCache* cache, absl::Span<const BatchChunk> chunks,
+  absl::Status ForwardBatch(KvCache* cache, absl::Span<const StepChunk> chunks,
                             std::vector<float>* logits, std::vector<MemoryTrace>* trace = nullptr);
 
  private:
@@ -168,11 +123,11 @@ class Model {
   absl::Status LoadWeights(const std::string& dir, int memory_shards);
   // Validated chunks, cut into passes of at most kMaxChunk tokens; with
   // `advance_length` (Forward), the cache's length counts each finished pass.
-  absl::Status Run(KvCache* cache, absl::Span<const BatchChunk> chunks, std::vector<float>* logits,
+  absl::Status Run(KvCache* cache, absl::Span<const StepChunk> chunks, std::vector<float>* logits,
                    std::vector<MemoryTrace>* trace, bool advance_length);
   // Runs the chunks of one pass (<= kMaxChunk tokens in all) through every
   // layer and downloads their logits rows, in chunk order, to `logits`.
-  absl::Status RunPass(KvCache* cache, absl::Span<const BatchChunk> pass, float* logits,
+  absl::Status RunPass(KvCache* cache, absl::Span<const StepChunk> pass, float* logits,
                        std::vector<MemoryTrace>* trace);
   // The RoPE table covers `positions` positions (grown and re-uploaded).
   absl::Status EnsureRope(int positions);

@@ -607,7 +607,7 @@ TEST_P(ModelVariantTest, ForwardBatchEqualsSoloForwardBitExactly) {
   std::shuffle(free_blocks.begin(), free_blocks.end(), rng);
 
   for (int step = 0; step < 100; ++step) {
-    std::vector<BatchChunk> chunks;
+    std::vector<StepChunk> chunks;
     std::vector<int> owner;  // chunk -> sequence
     for (int i = 0; i < kSeqs; ++i) {
       Seq& q = seqs[i];
@@ -620,12 +620,8 @@ TEST_P(ModelVariantTest, ForwardBatchEqualsSoloForwardBitExactly) {
         q.blocks.push_back(free_blocks.back());
         free_blocks.pop_back();
       }
-      BatchChunk c;
-      c.tokens = absl::MakeConstSpan(q.tokens).subspan(q.computed, n);
-      c.first_position = q.computed;
-      c.blocks = q.blocks;
-      c.wants_logits = q.computed + n == known;
-      chunks.push_back(c);
+      chunks.push_back(StepChunk::ForTokens(absl::MakeConstSpan(q.tokens).subspan(q.computed, n),
+                                            q.computed, q.blocks, q.computed + n == known));
       owner.push_back(i);
       q.computed += n;
     }
@@ -816,20 +812,22 @@ TEST_F(ModelErrorTest, ForwardBatchRejectsBadChunksNamingThem) {
   const std::vector<int> ok_tokens = {1, 2, 3};
   const std::vector<KvBlockId> one = {2}, bad_block = {3}, two = {0, 1};
   std::vector<float> logits;
-  auto run = [&](BatchChunk c) {
-    BatchChunk good{ok_tokens, 0, two, true};
-    std::vector<BatchChunk> chunks = {good, c};
+  auto run = [&](StepChunk c) {
+    std::vector<StepChunk> chunks = {StepChunk::ForTokens(ok_tokens, 0, two, true), c};
     return model_->ForwardBatch(paged->get(), chunks, &logits);
   };
-  BatchChunk c{ok_tokens, 0, one, true};
+  StepChunk c = StepChunk::ForTokens(ok_tokens, 0, one, true);
   EXPECT_TRUE(run(c).ok());
   EXPECT_EQ(logits.size(), 2u * spec_.vocab);
-  c.tokens = {};
+  c.num_tokens = 0;
   EXPECT_THAT(run(c).message(), ::testing::HasSubstr("chunks[1]: tokens is empty"));
+  c.num_tokens = 3;
+  c.token_ids = nullptr;
+  EXPECT_THAT(run(c).message(), ::testing::HasSubstr("chunks[1]: token_ids is null"));
   const std::vector<int> bad_tokens = {1, spec_.vocab};
-  c.tokens = bad_tokens;
+  c = StepChunk::ForTokens(bad_tokens, 0, one, true);
   EXPECT_THAT(run(c).message(), ::testing::HasSubstr("chunks[1]: token id"));
-  c.tokens = ok_tokens;
+  c = StepChunk::ForTokens(ok_tokens, 0, one, true);
   c.first_position = 2;  // positions 2..4 need 2 blocks
   EXPECT_THAT(run(c).message(), ::testing::HasSubstr("do not cover position 4"));
   c.first_position = 0;
@@ -843,6 +841,33 @@ TEST_F(ModelErrorTest, ForwardBatchRejectsBadChunksNamingThem) {
               ::testing::HasSubstr("paged"));
   layout.kv_dim += 1;
   EXPECT_FALSE(model_->NewPagedCache(layout).ok());
+}
+
+// The engine's arrangement: a KvCacheManager owns the model's paged storage
+// and the block tables that ForwardBatch reads.
+TEST_F(ModelErrorTest, ForwardBatchOverAKvCacheManager) {
+  PagedKvLayout layout;
+  layout.block_size = 4;
+  layout.num_blocks = 3;
+  layout.kv_dim = static_cast<int64_t>(spec_.n_kv_heads) * spec_.head_dim;
+  auto storage = model_->NewPagedCache(layout);
+  ASSERT_TRUE(storage.ok()) << storage.status();
+  const KvCache* paged = storage->get();
+  KvCacheManager kv(*std::move(storage));
+  EXPECT_EQ(kv.storage(), paged);
+  EXPECT_EQ(kv.num_blocks(), 3);
+  EXPECT_EQ(kv.block_size(), 4);
+  ASSERT_TRUE(kv.Reserve(7, 2).ok());
+  ASSERT_TRUE(kv.Reserve(8, 5).ok());  // blocks 1 and 2
+  const std::vector<int> a = {1, 2}, b = {3, 4, 5, 6, 7};
+  const std::vector<StepChunk> chunks = {StepChunk::ForTokens(a, 0, kv.blocks(7), true),
+                                         StepChunk::ForTokens(b, 0, kv.blocks(8), true)};
+  std::vector<float> batch, solo;
+  ASSERT_TRUE(model_->ForwardBatch(kv.storage(), chunks, &batch).ok());
+  auto cache = model_->NewCache(8);
+  ASSERT_TRUE(model_->Forward(cache.get(), b, false, &solo).ok());
+  ASSERT_EQ(batch.size(), 2 * solo.size());
+  EXPECT_EQ(std::vector<float>(batch.begin() + solo.size(), batch.end()), solo);
 }
 
 }  // namespace

@@ -1,14 +1,13 @@
 // Request state shared by the scheduler and the engine loop: what the
-// scheduler knows about one sequence (lengths, progress, deadline, KV
-// blocks). Model inputs, sampling and text stay in the engine loop's own
-// per-request struct, keyed by the same id.
+// scheduler knows about one sequence (lengths, progress, deadline). Its KV
+// blocks are in the KvCacheManager; model inputs, sampling and text stay in
+// the engine loop's own per-request struct; both keyed by the same id.
 #ifndef MEMSERVE_ENGINE_REQUEST_H_
 #define MEMSERVE_ENGINE_REQUEST_H_
 
 #include <cstdint>
 
 #include "absl/time/time.h"
-#include "engine/kv_cache.h"
 
 namespace memserve {
 
@@ -34,8 +33,8 @@ struct SequenceRequest {
 // by the generated tokens, known_tokens() in all; num_computed of them have
 // their K/V in the cache.
 struct SequenceState {
-  SequenceState(const SequenceRequest& request, int64_t arrival, int block_size)
-      : request(request), arrival(arrival), blocks(block_size) {}
+  SequenceState(const SequenceRequest& request, int64_t arrival)
+      : request(request), arrival(arrival) {}
 
   int known_tokens() const { return request.prompt_tokens + num_generated; }
   // Decoding: everything but the last sampled token is computed, so each step
@@ -49,7 +48,6 @@ struct SequenceState {
   int num_generated = 0;
   bool cancelled = false;
   RequestState state = RequestState::kWaiting;
-  BlockTable blocks;  // covers [0, num_computed) plus the chunk of the step being planned
 };
 
 }  // namespace memserve

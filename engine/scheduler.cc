@@ -49,17 +49,26 @@ absl::Status SchedulerOptions::Validate() const {
 
 int StepPlan::num_tokens() const {
   int total = 0;
-  for (const ScheduledChunk& chunk : chunks) total += chunk.num_tokens;
+  for (const StepChunk& chunk : chunks) total += chunk.num_tokens;
   return total;
 }
 
-absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOptions& options) {
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOptions& options,
+                                                             KvCacheManager* kv_cache) {
   RETURN_IF_ERROR(options.Validate());
-  return std::unique_ptr<Scheduler>(new Scheduler(options));
+  if (kv_cache == nullptr) return absl::InvalidArgumentError("scheduler: the KV cache is null");
+  if (kv_cache->num_blocks() != options.num_blocks ||
+      kv_cache->block_size() != options.block_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("scheduler: the KV cache has ", kv_cache->num_blocks(), " blocks of ",
+                     kv_cache->block_size(), " tokens, but --num_blocks=", options.num_blocks,
+                     " and --block_size=", options.block_size));
+  }
+  return std::unique_ptr<Scheduler>(new Scheduler(options, kv_cache));
 }
 
-Scheduler::Scheduler(const SchedulerOptions& options)
-    : options_(options), allocator_(options.num_blocks) {}
+Scheduler::Scheduler(const SchedulerOptions& options, KvCacheManager* kv_cache)
+    : options_(options), kv_(kv_cache) {}
 
 int Scheduler::PromptChunk(const SequenceState& seq, int token_budget) const {
   const int limit = options_.prefill_chunk == 0 ? options_.max_num_tokens : options_.prefill_chunk;
@@ -90,8 +99,7 @@ absl::Status Scheduler::Enqueue(const SequenceRequest& request) {
     return absl::ResourceExhaustedError(
         absl::StrCat("waiting queue is full (--max_queue=", options_.max_queue, ")"));
   }
-  auto [it, inserted] =
-      sequences_.try_emplace(request.id, request, next_arrival_++, options_.block_size);
+  auto [it, inserted] = sequences_.try_emplace(request.id, request, next_arrival_++);
   waiting_.push_back(&it->second);
   return absl::OkStatus();
 }
@@ -120,7 +128,7 @@ void Scheduler::DropEnded(absl::Time now, StepPlan* plan) {
   auto drop_if_ended = [&](SequenceState* seq) {
     const std::optional<DropReason> reason = ReasonToDrop(*seq, now);
     if (!reason.has_value()) return false;
-    seq->blocks.Release(&allocator_);
+    kv_->Release(seq->request.id);
     plan->dropped.push_back({seq->request.id, *reason});
     return true;
   };
@@ -161,7 +169,7 @@ void Scheduler::AdmitWaiting(int* token_budget, StepPlan* plan) {
     SequenceState* seq = waiting_.front();
     const int num_tokens = PromptChunk(*seq, *token_budget);
     // FIFO: when the head does not fit, nobody behind it overtakes.
-    if (seq->blocks.BlocksNeeded(num_tokens) > allocator_.num_free()) return;
+    if (kv_->BlocksNeeded(num_tokens) > kv_->num_free()) return;
     waiting_.pop_front();
     running_.push_back(seq);
     seq->state = RequestState::kRunning;
@@ -173,7 +181,7 @@ void Scheduler::AdmitWaiting(int* token_budget, StepPlan* plan) {
 void Scheduler::PreemptNewestRunning(StepPlan* plan) {
   SequenceState* seq = running_.back();
   running_.pop_back();
-  seq->blocks.Release(&allocator_);
+  kv_->Release(seq->request.id);
   seq->num_computed = 0;
   seq->state = RequestState::kPreempted;
   waiting_.push_front(seq);
@@ -182,27 +190,33 @@ void Scheduler::PreemptNewestRunning(StepPlan* plan) {
 
 void Scheduler::AddChunk(SequenceState* seq, int num_tokens, StepPlan* plan) {
   const int end = seq->num_computed + num_tokens;
-  const absl::Status reserved = seq->blocks.Reserve(end, &allocator_);
+  const absl::Status reserved = kv_->Reserve(seq->request.id, end);
   // Callers checked the free blocks first; a failure here is a scheduler bug.
   assert(reserved.ok());
   (void)reserved;
-  plan->chunks.push_back({seq->request.id, seq->num_computed, num_tokens, !seq->is_decoding(),
-                          end == seq->known_tokens()});
+  StepChunk chunk;
+  chunk.id = seq->request.id;
+  chunk.first_position = seq->num_computed;
+  chunk.num_tokens = num_tokens;
+  chunk.is_prefill = !seq->is_decoding();
+  chunk.wants_logits = end == seq->known_tokens();
+  chunk.blocks = kv_->blocks(seq->request.id);
+  plan->chunks.push_back(chunk);
 }
 
 int Scheduler::ReservableTokens(const SequenceState& seq) const {
-  const int64_t blocks = seq.blocks.num_blocks() + allocator_.num_free();
+  const int64_t blocks = static_cast<int64_t>(kv_->blocks(seq.request.id).size()) + kv_->num_free();
   return static_cast<int>(blocks * options_.block_size - seq.num_computed);
 }
 
 absl::StatusOr<std::vector<uint64_t>> Scheduler::OnStepDone(
     const StepPlan& plan, absl::Span<const uint64_t> stopped_ids) {
   absl::flat_hash_set<uint64_t> sampled;
-  for (const ScheduledChunk& chunk : plan.chunks) {
+  for (const StepChunk& chunk : plan.chunks) {
     const SequenceState* seq = Find(chunk.id);
     if (seq == nullptr || seq->state != RequestState::kRunning ||
         seq->num_computed != chunk.first_position ||
-        chunk.first_position + chunk.num_tokens > seq->blocks.num_tokens()) {
+        chunk.end_position() > kv_->num_tokens(chunk.id)) {
       return absl::FailedPreconditionError(
           absl::StrCat("step plan does not match sequence ", chunk.id,
                        " (a plan applied twice, or not from the latest Schedule)"));
@@ -218,13 +232,13 @@ absl::StatusOr<std::vector<uint64_t>> Scheduler::OnStepDone(
   const absl::flat_hash_set<uint64_t> stopped(stopped_ids.begin(), stopped_ids.end());
 
   std::vector<uint64_t> finished;
-  for (const ScheduledChunk& chunk : plan.chunks) {
+  for (const StepChunk& chunk : plan.chunks) {
     SequenceState& seq = sequences_.at(chunk.id);
     seq.num_computed += chunk.num_tokens;
     if (!chunk.wants_logits) continue;
     ++seq.num_generated;
     if (seq.num_generated < seq.request.max_tokens && !stopped.contains(chunk.id)) continue;
-    seq.blocks.Release(&allocator_);
+    kv_->Release(chunk.id);
     seq.state = RequestState::kFinished;
     finished.push_back(chunk.id);
   }
@@ -241,8 +255,8 @@ SchedulerStats Scheduler::Stats() const {
   SchedulerStats stats;
   stats.running = static_cast<int>(running_.size());
   stats.waiting = static_cast<int>(waiting_.size());
-  stats.kv_blocks_used = allocator_.num_used();
-  stats.kv_blocks_total = allocator_.num_blocks();
+  stats.kv_blocks_used = kv_->num_used();
+  stats.kv_blocks_total = kv_->num_blocks();
   return stats;
 }
 

@@ -1,11 +1,13 @@
 // Scheduler: decides what each engine step computes, as pure bookkeeping
 // over request lists (no model, no threads), in the manner of vLLM and the
-// TensorRT-LLM batch manager. It owns the KV block pool and every live
-// sequence's block table; the engine loop owns everything else.
+// TensorRT-LLM batch manager. It reserves and releases KV blocks through a
+// KvCacheManager it borrows (which owns the pool, the block tables and the
+// storage); the engine loop owns everything else.
 //
 // One engine step:
 //   StepPlan plan = scheduler.Schedule(now);   // what to compute
-//   ... run the model on plan.chunks, sample where wants_logits ...
+//   ... set each chunk's token_ids, run the model on plan.chunks (one
+//       StepChunk per sequence), sample where wants_logits ...
 //   finished = scheduler.OnStepDone(plan, stopped_ids);
 //
 // Policy of Schedule, in order:
@@ -41,6 +43,7 @@
 #include "absl/types/span.h"
 #include "engine/kv_cache.h"
 #include "engine/request.h"
+#include "engine/step_chunk.h"
 
 namespace memserve {
 
@@ -60,17 +63,6 @@ struct SchedulerOptions {
   absl::Status Validate() const;
 };
 
-// Part of one sequence computed in a step: tokens at positions
-// [first_position, first_position + num_tokens). The KV blocks for them are
-// already reserved in the sequence's block table.
-struct ScheduledChunk {
-  uint64_t id = 0;
-  int first_position = 0;
-  int num_tokens = 0;
-  bool is_prefill = false;    // (re)computing the prompt; false for a decode token
-  bool wants_logits = false;  // the chunk ends at the last known token: sample the next one
-};
-
 enum class DropReason { kCancelled, kDeadlineExceeded };
 
 struct DroppedSequence {
@@ -79,8 +71,12 @@ struct DroppedSequence {
 };
 
 struct StepPlan {
-  // Running sequences in admission order, then newly admitted ones.
-  std::vector<ScheduledChunk> chunks;
+  // Running sequences in admission order, then newly admitted ones. Every
+  // field but token_ids and all_logits is set; the KV blocks of the chunk's
+  // tokens are already reserved, and `blocks` (the sequence's block table)
+  // stays valid until the next Schedule or OnStepDone (Enqueue and Cancel do
+  // not move it).
+  std::vector<StepChunk> chunks;
   // Removed by this Schedule call, blocks freed; these ids are now unknown.
   std::vector<DroppedSequence> dropped;
   // Moved back to the queue by this call, blocks freed: the engine must
@@ -98,10 +94,17 @@ struct SchedulerStats {
   int kv_blocks_total = 0;
 };
 
-// Not thread-safe: the engine thread owns it.
+// Not thread-safe: the engine thread owns it (and guards it, with the
+// KvCacheManager, by one mutex).
 class Scheduler {
  public:
-  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const SchedulerOptions& options);
+  // A scheduler that keeps the blocks of its sequences in `kv_cache`, by
+  // sequence id. InvalidArgument when options.Validate() fails or
+  // `kv_cache` is null or its num_blocks / block_size differ from the
+  // options'. REQUIRES: `kv_cache` outlives the scheduler, holds no blocks,
+  // and nothing else reserves or releases its blocks.
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const SchedulerOptions& options,
+                                                           KvCacheManager* kv_cache);
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
@@ -136,14 +139,15 @@ class Scheduler {
 
   SchedulerStats Stats() const;
 
-  // The live sequence `id` (its block table is what attention reads), or
+  // The live sequence `id` (its block table is kv_cache()->blocks(id)), or
   // null. Valid until the next non-const call.
   const SequenceState* Find(uint64_t id) const;
 
   const SchedulerOptions& options() const { return options_; }
+  const KvCacheManager* kv_cache() const { return kv_; }
 
  private:
-  explicit Scheduler(const SchedulerOptions& options);
+  Scheduler(const SchedulerOptions& options, KvCacheManager* kv_cache);
 
   void DropEnded(absl::Time now, StepPlan* plan);
   void ScheduleRunning(int* token_budget, StepPlan* plan);
@@ -159,7 +163,7 @@ class Scheduler {
   int PromptChunk(const SequenceState& seq, int token_budget) const;
 
   const SchedulerOptions options_;
-  KvBlockAllocator allocator_;
+  KvCacheManager* const kv_;  // not owned
   int64_t next_arrival_ = 0;
   absl::node_hash_map<uint64_t, SequenceState> sequences_;  // every live sequence
   std::deque<SequenceState*> waiting_;                      // FIFO by arrival

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "engine/kv_cache.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -34,10 +36,22 @@ SchedulerOptions Options(int max_batch_size, int max_num_tokens, int block_size,
   return o;
 }
 
-std::unique_ptr<Scheduler> MakeScheduler(const SchedulerOptions& options) {
-  absl::StatusOr<std::unique_ptr<Scheduler>> s = Scheduler::Create(options);
+// A scheduler over a bookkeeping-only KV cache (no storage, no model).
+struct TestScheduler {
+  std::unique_ptr<KvCacheManager> kv;
+  std::unique_ptr<Scheduler> scheduler;
+
+  Scheduler* operator->() const { return scheduler.get(); }
+  Scheduler* get() const { return scheduler.get(); }
+};
+
+TestScheduler MakeScheduler(const SchedulerOptions& options) {
+  TestScheduler t;
+  t.kv = std::make_unique<KvCacheManager>(options.num_blocks, options.block_size);
+  absl::StatusOr<std::unique_ptr<Scheduler>> s = Scheduler::Create(options, t.kv.get());
   EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? *std::move(s) : nullptr;
+  if (s.ok()) t.scheduler = *std::move(s);
+  return t;
 }
 
 SequenceRequest Request(uint64_t id, int prompt_tokens, int max_tokens,
@@ -53,7 +67,7 @@ SequenceRequest Request(uint64_t id, int prompt_tokens, int max_tokens,
 // "7: [0,4) prefill", "7: [8,10) prefill logits", "7: [10,11) decode logits".
 std::vector<std::string> Chunks(const StepPlan& plan) {
   std::vector<std::string> out;
-  for (const ScheduledChunk& c : plan.chunks) {
+  for (const StepChunk& c : plan.chunks) {
     out.push_back(absl::StrCat(c.id, ": [", c.first_position, ",", c.first_position + c.num_tokens,
                                ") ", c.is_prefill ? "prefill" : "decode",
                                c.wants_logits ? " logits" : ""));
@@ -94,8 +108,20 @@ TEST(SchedulerOptionsTest, ValidateNamesTheFlagAndLimit) {
     const absl::Status s = o.Validate();
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.message;
     EXPECT_THAT(s.message(), HasSubstr(c.message));
-    EXPECT_FALSE(Scheduler::Create(o).ok());
+    KvCacheManager kv(100, 16);
+    EXPECT_FALSE(Scheduler::Create(o, &kv).ok());
   }
+}
+
+TEST(SchedulerTest, KvCacheMustMatchTheOptions) {
+  const SchedulerOptions o = Options(8, 64, 16, 100);
+  KvCacheManager fits(100, 16), fewer_blocks(99, 16), other_block_size(100, 8);
+  EXPECT_TRUE(Scheduler::Create(o, &fits).ok());
+  const absl::Status fewer = Scheduler::Create(o, &fewer_blocks).status();
+  EXPECT_EQ(fewer.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(fewer.message(), HasSubstr("99 blocks of 16 tokens, but --num_blocks=100"));
+  EXPECT_FALSE(Scheduler::Create(o, &other_block_size).ok());
+  EXPECT_FALSE(Scheduler::Create(o, nullptr).ok());
 }
 
 TEST(SchedulerTest, RejectsRequestsThatCanNeverFitThePool) {
@@ -146,7 +172,7 @@ TEST(SchedulerTest, ChunkedPrefillThenDecodeToMaxTokens) {
     const std::vector<uint64_t> finished = Finish(s.get(), plan);
     if (step + 1 < expected_chunk_per_step.size()) {
       EXPECT_THAT(finished, IsEmpty());
-      EXPECT_EQ(s->Find(7)->blocks.num_tokens(), s->Find(7)->num_computed);
+      EXPECT_EQ(s.kv->num_tokens(7), s->Find(7)->num_computed);
     } else {
       EXPECT_THAT(finished, ElementsAre(7));
     }
@@ -468,7 +494,7 @@ class Simulation {
       const SequenceState* seq = scheduler_->Find(id);
       ASSERT_NE(seq, nullptr);
       EXPECT_EQ(seq->state, RequestState::kPreempted);
-      EXPECT_EQ(seq->blocks.num_blocks(), 0);
+      EXPECT_THAT(scheduler_.kv->blocks(id), IsEmpty());
       t.computed = 0;
       t.queued = true;
       t.preempted_once = true;
@@ -483,7 +509,8 @@ class Simulation {
     }
     bool has_prefill = false, has_decode = false;
     absl::flat_hash_set<uint64_t> in_plan;
-    for (const ScheduledChunk& c : plan.chunks) {
+    absl::flat_hash_set<KvBlockId> blocks_in_plan;
+    for (const StepChunk& c : plan.chunks) {
       ASSERT_TRUE(in_plan.insert(c.id).second) << "two chunks for " << c.id;
       ASSERT_EQ(live_.count(c.id), 1u) << c.id;
       Tracked& t = live_.at(c.id);
@@ -509,8 +536,16 @@ class Simulation {
       has_decode |= !c.is_prefill;
       const SequenceState* seq = scheduler_->Find(c.id);
       EXPECT_EQ(seq->state, RequestState::kRunning);
-      EXPECT_GE(seq->blocks.num_tokens(), end);
-      EXPECT_EQ(seq->blocks.num_blocks(), seq->blocks.BlocksNeeded(seq->blocks.num_tokens()));
+      const KvCacheManager& kv = *scheduler_.kv;
+      EXPECT_GE(kv.num_tokens(c.id), end);
+      EXPECT_EQ(static_cast<int>(kv.blocks(c.id).size()), kv.BlocksNeeded(kv.num_tokens(c.id)));
+      // The chunk carries the sequence's block table for the model, whose
+      // chunks must write disjoint blocks; the token ids are the engine's.
+      EXPECT_TRUE(c.blocks == kv.blocks(c.id)) << c.id;
+      for (KvBlockId block : c.blocks) {
+        EXPECT_TRUE(blocks_in_plan.insert(block).second) << "block " << block << " twice";
+      }
+      EXPECT_EQ(c.token_ids, nullptr);
     }
     EXPECT_THAT(must_decode, IsEmpty()) << "running decodes were stalled";
     if (has_prefill && has_decode) ++totals_.steps_mixing_prefill_and_decode;
@@ -519,7 +554,7 @@ class Simulation {
 
   void CompleteStep(const StepPlan& plan) {
     std::vector<uint64_t> stopped, expected_finished;
-    for (const ScheduledChunk& c : plan.chunks) {
+    for (const StepChunk& c : plan.chunks) {
       Tracked& t = live_.at(c.id);
       t.computed += c.num_tokens;
       if (!c.wants_logits) continue;
@@ -545,21 +580,24 @@ class Simulation {
     CheckAccounting();
   }
 
-  // The pool's used blocks are exactly the blocks in live tables; the
-  // running and waiting counts match the test's model.
+  // The pool's used blocks are exactly the blocks in live tables, and only
+  // running sequences hold blocks; the running and waiting counts match the
+  // test's model.
   void CheckAccounting() {
     int blocks_in_tables = 0, running = 0;
     for (const auto& [id, t] : live_) {
       const SequenceState* seq = scheduler_->Find(id);
       ASSERT_NE(seq, nullptr) << id;
-      blocks_in_tables += seq->blocks.num_blocks();
+      const int blocks = static_cast<int>(scheduler_.kv->blocks(id).size());
+      blocks_in_tables += blocks;
       if (t.queued) {
-        EXPECT_EQ(seq->blocks.num_blocks(), 0) << id;
+        EXPECT_EQ(blocks, 0) << id;
       }
       running += t.queued ? 0 : 1;
     }
     const SchedulerStats stats = scheduler_->Stats();
     EXPECT_EQ(stats.kv_blocks_used, blocks_in_tables);
+    EXPECT_EQ(scheduler_.kv->num_sequences(), running);
     EXPECT_EQ(stats.kv_blocks_total, config_.options.num_blocks);
     EXPECT_EQ(stats.running, running);
     EXPECT_EQ(stats.waiting, static_cast<int>(live_.size()) - running);
@@ -567,7 +605,7 @@ class Simulation {
 
   SimulationConfig config_;
   std::mt19937 rng_;
-  std::unique_ptr<Scheduler> scheduler_;
+  TestScheduler scheduler_;
   absl::Time now_ = kT0;
   uint64_t next_id_ = 1;
   std::map<uint64_t, Tracked> live_;  // ordered by id = arrival order

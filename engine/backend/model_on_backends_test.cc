@@ -96,10 +96,12 @@ TEST(ModelBackendUseTest, OneUploadAndOneDownloadPerDecodeStep) {
   const std::vector<int> a = {1, 2, 3, 4, 5}, b = {9, 8, 7};
   const std::vector<KvBlockId> ta = {0, 1}, tb = {5, 6};
   std::vector<float> logits;
-  std::vector<BatchChunk> prefill = {{a, 0, ta, true}, {b, 0, tb, true}};
+  std::vector<StepChunk> prefill = {StepChunk::ForTokens(a, 0, ta, true),
+                                    StepChunk::ForTokens(b, 0, tb, true)};
   ASSERT_TRUE(m.ForwardBatch(cache->get(), prefill, &logits).ok());
   const std::vector<int> next_a = {6}, next_b = {6};
-  std::vector<BatchChunk> step = {{next_a, 5, ta, true}, {next_b, 3, tb, true}};
+  std::vector<StepChunk> step = {StepChunk::ForTokens(next_a, 5, ta, true),
+                                 StepChunk::ForTokens(next_b, 3, tb, true)};
   backend.ResetCounters();
   ASSERT_TRUE(m.ForwardBatch(cache->get(), step, &logits).ok());
   EXPECT_EQ(backend.counters().uploads, 1);

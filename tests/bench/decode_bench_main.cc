@@ -44,8 +44,8 @@ int Argmax(const float* logits, int vocab) {
 // one chunk), then every step one ForwardBatch with one token per sequence.
 absl::StatusOr<RunTimes> RunBatch(memserve::Model& model,
                                   const std::vector<std::vector<int>>& prompts, int decode) {
-  using memserve::BatchChunk;
   using memserve::KvBlockId;
+  using memserve::StepChunk;
   const int B = static_cast<int>(prompts.size());
   const int P = static_cast<int>(prompts[0].size());
   const int vocab = model.config().vocab_size;
@@ -65,17 +65,17 @@ absl::StatusOr<RunTimes> RunBatch(memserve::Model& model,
   RunTimes times;
   auto t0 = std::chrono::steady_clock::now();
   for (int b = 0; b < B; ++b) {
-    BatchChunk c{prompts[b], 0, tables[b], true};
+    const StepChunk c = StepChunk::ForTokens(prompts[b], 0, tables[b], true);
     absl::Status s =
-        model.ForwardBatch(cache_or->get(), absl::Span<const BatchChunk>(&c, 1), &logits);
+        model.ForwardBatch(cache_or->get(), absl::Span<const StepChunk>(&c, 1), &logits);
     if (!s.ok()) return s;
     next[b] = Argmax(logits.data(), vocab);
   }
   auto t1 = std::chrono::steady_clock::now();
-  std::vector<BatchChunk> chunks(B);
+  std::vector<StepChunk> chunks(B);
   for (int i = 0; i < decode; ++i) {
     for (int b = 0; b < B; ++b) {
-      chunks[b] = BatchChunk{absl::Span<const int>(&next[b], 1), P + i, tables[b], true};
+      chunks[b] = StepChunk::ForTokens(absl::Span<const int>(&next[b], 1), P + i, tables[b], true);
     }
     absl::Status s = model.ForwardBatch(cache_or->get(), chunks, &logits);
     if (!s.ok()) return s;

@@ -82,17 +82,15 @@ absl::StatusOr<ModelParityReport> CompareModelOnBackends(const std::string& dir,
 
   ModelParityReport report;
   std::vector<float> ref_logits, cand_logits;
-  std::vector<BatchChunk> chunks(batch);
+  std::vector<StepChunk> chunks(batch);
   for (int step = 0; step <= options.decode_steps; ++step) {
     for (int b = 0; b < batch; ++b) {
-      BatchChunk& c = chunks[b];
       const int n = static_cast<int>(tokens[b].size());
-      c.tokens = step == 0 ? absl::MakeConstSpan(tokens[b])
-                           : absl::MakeConstSpan(tokens[b]).subspan(n - 1, 1);
-      c.first_position = step == 0 ? 0 : n - 1;
-      c.blocks = tables[b];
+      StepChunk& c = chunks[b];
+      c = StepChunk::ForTokens(step == 0 ? absl::MakeConstSpan(tokens[b])
+                                         : absl::MakeConstSpan(tokens[b]).subspan(n - 1, 1),
+                               step == 0 ? 0 : n - 1, tables[b], /*wants_logits=*/step > 0);
       c.all_logits = step == 0;
-      c.wants_logits = step > 0;
     }
     RETURN_IF_ERROR(Named(ref.ForwardBatch(ref_cache->get(), chunks, &ref_logits), "reference"));
     RETURN_IF_ERROR(Named(cand.ForwardBatch(cand_cache->get(), chunks, &cand_logits), "candidate"));
