@@ -142,7 +142,7 @@ absl::StatusOr<int> PickMaxTokens(std::optional<int> flag, int longest_prompt_to
         " tokens, which leaves no room to generate in the model's context (max_seqlen) of ",
         max_seqlen, " tokens; use a shorter --prompt or --prompts_file"));
   }
-  return std::min(kDefaultMaxTokens, room);
+  return std::min(kLoadgenMaxTokens, room);
 }
 
 absl::StatusOr<std::vector<std::string>> ParsePromptsJsonl(absl::string_view content) {

@@ -84,11 +84,13 @@ nlohmann::json ReportToJson(const Report& report);
 // A few aligned lines for people.
 std::string FormatReport(const Report& report);
 
-// max_tokens for every call: `flag` when set, else kDefaultMaxTokens or less,
+// max_tokens for every call: `flag` when set, else kLoadgenMaxTokens or less,
 // so that the longest prompt plus max_tokens fits the model's context
 // (`max_seqlen`). INVALID_ARGUMENT naming the flag and the limit when the set
 // value does not fit, or when the prompt leaves no room.
-inline constexpr int kDefaultMaxTokens = 128;
+// (A load test wants many short calls; the server itself defaults to
+// kDefaultMaxTokens, engine/generate.h.)
+inline constexpr int kLoadgenMaxTokens = 128;
 absl::StatusOr<int> PickMaxTokens(std::optional<int> flag, int longest_prompt_tokens,
                                   int max_seqlen);
 

@@ -136,7 +136,7 @@ TEST(ReportTest, Text) {
 
 TEST(MaxTokensTest, PicksWhatFitsTheContext) {
   EXPECT_EQ(*PickMaxTokens(std::nullopt, 31, 128), 97);
-  EXPECT_EQ(*PickMaxTokens(std::nullopt, 31, 4096), kDefaultMaxTokens);
+  EXPECT_EQ(*PickMaxTokens(std::nullopt, 31, 4096), kLoadgenMaxTokens);
   EXPECT_EQ(*PickMaxTokens(std::nullopt, 127, 128), 1);
   EXPECT_EQ(*PickMaxTokens(50, 31, 128), 50);
   EXPECT_EQ(*PickMaxTokens(97, 31, 128), 97);
