@@ -76,9 +76,9 @@ def d1024_model(work):
     return model
 
 
-def engine_case(bins, model, batch, decode_tokens, raw):
+def engine_case(bins, model, batch, decode_tokens, scale, raw):
     cmd = [os.path.join(bins, "decode_bench"), "--model", model, "--prompt_tokens", "31",
-           "--decode_tokens", str(decode_tokens), "--runs", "1", "--batch", str(batch)]
+           "--decode_tokens", str(decode_tokens), "--runs", str(scale), "--batch", str(batch)]
     out = run(cmd, capture_output=True).stdout
     raw.append("$ " + " ".join(cmd) + "\n" + out)
     return json.loads(out.strip().splitlines()[-1])["median_decode_tok_s"]
@@ -105,10 +105,10 @@ class Server:
                 raise RuntimeError("server not ready after 300 s")
             time.sleep(0.2)
 
-    def level(self, streams, max_tokens):
+    def level(self, streams, max_tokens, scale):
         out = os.path.join(self.dir, "level.json")
         cmd = [os.path.join(self.bins, "loadgen"), "--server", "127.0.0.1:%d" % self.port,
-               "--streams", str(streams), "--requests", str(max(4, 4 * streams)),
+               "--streams", str(streams), "--requests", str(scale * max(4, 4 * streams)),
                "--max_tokens", str(max_tokens), "--json_out", out]
         text = run(cmd, capture_output=True).stdout
         report = json.load(open(out))
@@ -133,6 +133,9 @@ def main():
     ap.add_argument("--streams", default="1,16")
     ap.add_argument("--models", default="demo,d1024")
     ap.add_argument("--max_tokens", type=int, default=96)
+    ap.add_argument("--demo_scale", type=int, default=20,
+                    help="the demo model's cases repeat this many times (decode_bench --runs, "
+                    "loadgen requests x N): one demo pass takes ~15 ms, too short to time alone")
     ap.add_argument("--work", default="/tmp/memserve-bench-compare")
     ap.add_argument("--out", default="", help="markdown report (default: stdout)")
     a = ap.parse_args()
@@ -146,6 +149,7 @@ def main():
         models["demo"] = os.path.join(ROOT, "models/demo")
     if "d1024" in wanted:
         models["d1024"] = d1024_model(a.work)
+    scales = {"demo": a.demo_scale, "d1024": 1}
     batches = [int(x) for x in a.batches.split(",")]
     streams = [int(x) for x in a.streams.split(",")]
     results = {}  # (model, case) -> side -> [tok/s per round]
@@ -158,13 +162,13 @@ def main():
                 bins = sides[side][1]
                 raw.append("# round %d, %s, %s (%s)" % (rnd, model_name, side, sides[side][0][:10]))
                 for b in batches:
-                    v = engine_case(bins, model, b, a.max_tokens, raw)
+                    v = engine_case(bins, model, b, a.max_tokens, scales[model_name], raw)
                     results.setdefault((model_name, "engine B=%d" % b), {}).setdefault(
                         side, []).append(v)
                 server = Server(bins, model, raw)
                 try:
                     for s in streams:
-                        v = server.level(s, a.max_tokens)
+                        v = server.level(s, a.max_tokens, scales[model_name])
                         results.setdefault((model_name, "server %d stream%s" % (
                             s, "" if s == 1 else "s")), {}).setdefault(side, []).append(v)
                 finally:
