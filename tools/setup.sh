@@ -19,6 +19,12 @@ PACKAGES=(
   libopenblas0-pthread
   # sanitizers
   clang libclang-rt-14-dev
+  # HTTP (metrics endpoint, OpenAI-compatible API): cpp-httplib
+  libcpp-httplib-dev
+  # real components in tests: Prometheus scraping /metrics, a headless browser for web pages
+  prometheus chromium
+  # plots in benchmark reports
+  python3-matplotlib python3-yaml
 )
 
 missing=()
