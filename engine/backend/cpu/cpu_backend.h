@@ -12,6 +12,7 @@
 #ifndef MEMSERVE_ENGINE_BACKEND_CPU_CPU_BACKEND_H_
 #define MEMSERVE_ENGINE_BACKEND_CPU_CPU_BACKEND_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -43,6 +44,9 @@ class CpuBackend : public Backend {
   ThreadPool* pool() { return pool_.get(); }
   // How many weights PlaceWeight packed (for tests).
   int64_t packed_weights() const { return packed_weights_; }
+  // The first byte of a buffer this backend allocated or wrapped (all host
+  // memory), for tests.
+  static const void* HostAddress(const Buffer& buffer);
 
   absl::StatusOr<std::unique_ptr<Buffer>> AllocateBuffer(size_t bytes) override;
   absl::StatusOr<std::unique_ptr<Buffer>> WrapHostMemory(const void* data, size_t bytes) override;
@@ -86,6 +90,7 @@ class CpuBackend : public Backend {
   std::unique_ptr<ThreadPool> pool_;
   CpuMemorySelect memory_select_;
   int64_t packed_weights_ = 0;
+  std::atomic<size_t> next_colour_{0};           // AllocateBuffer's cache colouring
   std::vector<CpuAttentionSeq> attention_seqs_;  // reused by Attention
 };
 
