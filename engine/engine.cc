@@ -30,6 +30,23 @@ struct Engine::Live {
 
 namespace {
 
+// Distinct memory rows are counted on one step in this many (counting
+// downloads the selected row ids; Model::set_count_distinct_rows).
+constexpr int64_t kDistinctRowsEverySteps = 16;
+
+double Seconds(absl::Time from, absl::Time to) { return absl::ToDoubleSeconds(to - from); }
+
+// What StepStats reports about a request that ended with `code`.
+FinishedRequestStats FinishedStats(const RequestDecoder& decoder, absl::StatusCode code,
+                                   const RequestTimings& timings) {
+  FinishedRequestStats out;
+  out.code = code;
+  out.prompt_tokens = decoder.prompt_tokens();
+  out.generation_tokens = decoder.completion_tokens();
+  out.timings = timings;
+  return out;
+}
+
 // The name of a model served from `model_dir`: the directory's base name,
 // also when `model_dir` ends with a slash or is ".".
 std::string ModelNameOf(const std::string& model_dir) {
@@ -167,6 +184,11 @@ void Engine::Drain(absl::Duration timeout) {
   }
 }
 
+void Engine::SetStatsObserver(EngineStatsObserver* observer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_observer_ = observer;
+}
+
 EngineStats Engine::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   const SchedulerStats s = scheduler_->Stats();
@@ -195,22 +217,29 @@ void Engine::Loop() {
   }
 }
 
-void Engine::FinishEarly(std::vector<std::unique_ptr<Live>> ended) {
+void Engine::FinishEarly(std::vector<std::unique_ptr<Live>> ended, StepStats* stats) {
   const absl::Time now = absl::Now();
   for (auto& live : ended) {
     live->timings.done = now;
+    stats->finished.push_back(FinishedStats(live->decoder, live->end_status.code(), live->timings));
     live->observer->OnDone(live->end_status, live->timings);
   }
 }
 
 bool Engine::Step() {
+  const absl::Time step_start = absl::Now();
+  StepStats stats;
+  EngineStatsObserver* observer = nullptr;
   StepPlan plan;
   std::vector<std::unique_ptr<Live>> dropped;
   std::vector<Live*> owners;  // per chunk
   {
     std::lock_guard<std::mutex> lock(mu_);
+    observer = stats_observer_;
+    model_->set_count_distinct_rows(observer != nullptr && steps_ % kDistinctRowsEverySteps == 0);
     plan = scheduler_->Schedule(absl::Now());
     preemptions_ += static_cast<int64_t>(plan.preempted.size());
+    stats.preemptions = static_cast<int>(plan.preempted.size());
     for (const DroppedSequence& d : plan.dropped) {
       auto node = live_.extract(d.id);
       if (node.empty()) continue;
@@ -230,10 +259,22 @@ bool Engine::Step() {
     }
     if (live_.empty()) idle_.notify_all();
   }
-  FinishEarly(std::move(dropped));
-  if (plan.chunks.empty()) return !plan.dropped.empty();
+  FinishEarly(std::move(dropped), &stats);
+  // Publishes `stats` to the observer (the step's end).
+  auto publish = [&] {
+    if (observer == nullptr) return;
+    stats.end = absl::Now();
+    stats.step_seconds = Seconds(step_start, stats.end);
+    observer->OnStep(stats);
+  };
+  if (plan.chunks.empty()) {
+    if (!plan.dropped.empty() || !plan.preempted.empty()) publish();
+    return !plan.dropped.empty();
+  }
 
   const absl::Status forward = model_->ForwardBatch(kv_cache_->storage(), plan.chunks, &logits_);
+  stats.scheduled_tokens = plan.num_tokens();
+  stats.memory = model_->memory_read_stats();
 
   std::vector<uint64_t> stopped;
   if (forward.ok()) {
@@ -246,7 +287,16 @@ bool Engine::Step() {
       const TokenEvent event =
           live->decoder.Next(absl::MakeConstSpan(logits_).subspan(row * vocab, vocab));
       ++row;
-      if (live->timings.first_token == absl::InfinitePast()) live->timings.first_token = now;
+      RequestTimings& t = live->timings;
+      if (t.first_token == absl::InfinitePast()) {
+        t.first_token = now;
+        stats.prompt_tokens += live->decoder.prompt_tokens();
+        stats.time_to_first_token.push_back(Seconds(t.submitted, now));
+      } else {
+        stats.inter_token_latency.push_back(Seconds(t.last_token, now));
+      }
+      t.last_token = now;
+      ++stats.generation_tokens;
       live->observer->OnToken(event);
       if (live->decoder.done()) stopped.push_back(plan.chunks[i].id);
     }
@@ -286,9 +336,14 @@ bool Engine::Step() {
   const absl::Time now = absl::Now();
   for (auto& live : finished) {
     live->timings.done = now;
-    live->observer->OnDone(live->decoder.Finish(), live->timings);
+    GenerateResult result = live->decoder.Finish();
+    FinishedRequestStats done = FinishedStats(live->decoder, absl::StatusCode::kOk, live->timings);
+    done.finish_reason = result.finish_reason;
+    stats.finished.push_back(done);
+    live->observer->OnDone(std::move(result), live->timings);
   }
-  FinishEarly(std::move(failed));
+  FinishEarly(std::move(failed), &stats);
+  publish();
   return true;
 }
 

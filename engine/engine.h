@@ -61,6 +61,7 @@ struct RequestTimings {
   absl::Time submitted;
   absl::Time admitted = absl::InfinitePast();     // first scheduled
   absl::Time first_token = absl::InfinitePast();  // first token produced
+  absl::Time last_token = absl::InfinitePast();   // latest token produced
   absl::Time done = absl::InfinitePast();
 };
 
@@ -97,6 +98,44 @@ struct EngineInfo {
   int kv_blocks = 0;
   int kv_block_tokens = 0;
   int64_t kv_cache_bytes = 0;
+};
+
+// One request that ended, as StepStats reports it.
+struct FinishedRequestStats {
+  absl::StatusCode code = absl::StatusCode::kOk;  // OK, or why it ended (RequestObserver::OnDone)
+  FinishReason finish_reason = FinishReason::kLength;  // when code is OK
+  int prompt_tokens = 0;
+  int generation_tokens = 0;  // tokens sampled for it (also when it ended early)
+  RequestTimings timings;
+};
+
+// What one engine step did: the engine's only report to metrics
+// (EngineStatsObserver). Times are wall-clock seconds.
+struct StepStats {
+  absl::Time end;            // when the step finished
+  double step_seconds = 0;   // plan + forward pass + sampling
+  int scheduled_tokens = 0;  // tokens the forward pass computed (prompt chunks + decodes)
+  // Prompt tokens of the requests whose first token came in this step (each
+  // request's prompt counts once, however often it was recomputed).
+  int64_t prompt_tokens = 0;
+  int64_t generation_tokens = 0;  // tokens sampled
+  int preemptions = 0;            // sequences sent back to recompute
+  // Per request whose first token came in this step: seconds since Submit.
+  std::vector<double> time_to_first_token;
+  // Per token after a request's first: seconds since its previous token.
+  std::vector<double> inter_token_latency;
+  // Every request that ended in this step (finished, cancelled, expired,
+  // failed); each request appears exactly once over the engine's life.
+  std::vector<FinishedRequestStats> finished;
+  MemoryReadStats memory;  // what the memory layers read in the forward pass
+};
+
+// Receives every step's StepStats, on the engine thread, right after the
+// step. Must not block and must not call back into the Engine.
+class EngineStatsObserver {
+ public:
+  virtual ~EngineStatsObserver() = default;
+  virtual void OnStep(const StepStats& stats) = 0;
 };
 
 struct EngineStats {
@@ -143,6 +182,10 @@ class Engine {
   void Drain(absl::Duration timeout);
 
   EngineStats Stats() const;
+  // Registers the one observer of every step's StepStats (null: none), from
+  // the next step on. REQUIRES: `observer` outlives the engine or is
+  // unregistered (null) first.
+  void SetStatsObserver(EngineStatsObserver* observer);
   const EngineInfo& Info() const { return info_; }
   const Model& model() const { return *model_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
@@ -157,8 +200,9 @@ class Engine {
   // One step: plan, forward, sample, finish. False when there was nothing to do.
   bool Step();
   // Ends the requests in `ended` (already removed from the scheduler and
-  // from live_) with their end_status; called outside the lock.
-  void FinishEarly(std::vector<std::unique_ptr<Live>> ended);
+  // from live_) with their end_status and adds them to stats->finished;
+  // called outside the lock.
+  void FinishEarly(std::vector<std::unique_ptr<Live>> ended, StepStats* stats);
 
   const std::unique_ptr<Model> model_;
   const std::unique_ptr<Tokenizer> tokenizer_;
@@ -181,6 +225,7 @@ class Engine {
   int64_t requests_served_ = 0;                                // guarded by mu_
   int64_t steps_ = 0;                                          // guarded by mu_
   int64_t preemptions_ = 0;                                    // guarded by mu_
+  EngineStatsObserver* stats_observer_ = nullptr;              // guarded by mu_
 
   std::vector<float> logits_;  // engine thread only
   std::thread thread_;

@@ -426,5 +426,117 @@ TEST_F(EngineTest, DestroyingTheEngineEndsPendingRequests) {
   EXPECT_EQ(out->Wait().status().code(), absl::StatusCode::kUnavailable);
 }
 
+// Keeps every StepStats the engine publishes.
+class StepRecorder : public EngineStatsObserver {
+ public:
+  void OnStep(const StepStats& stats) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    steps_.push_back(stats);
+  }
+  std::vector<StepStats> steps() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return steps_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<StepStats> steps_;
+};
+
+TEST_F(EngineTest, StepStatsAddUpToTheRequests) {
+  EngineOptions options;
+  options.scheduler.max_batch_size = 16;
+  options.scheduler.max_num_tokens = 24;
+  options.scheduler.prefill_chunk = 5;
+  options.scheduler.block_size = 4;
+  options.scheduler.num_blocks = 40;  // preemption, as in ChunkedPrefillAndPreemptionKeepResults
+  auto engine = MakeEngine(options);
+  StepRecorder recorder;
+  engine->SetStatsObserver(&recorder);
+  std::vector<std::shared_ptr<Collector>> out;
+  int64_t prompt_tokens = 0;
+  for (const std::string& p : FactPrompts(12)) {
+    GenerateOptions o = Options(p, 30);
+    o.ignore_eos = true;
+    EngineRequest r = Request(o);
+    prompt_tokens += static_cast<int64_t>(r.prompt.size());
+    out.push_back(std::make_shared<Collector>());
+    ASSERT_TRUE(engine->Submit(std::move(r), out.back()).ok());
+  }
+  int64_t completion_tokens = 0;
+  for (auto& c : out) {
+    auto r = c->Wait();
+    ASSERT_TRUE(r.ok()) << r.status();
+    completion_tokens += r->completion_tokens;
+  }
+  ExpectIdle(*engine);
+  engine.reset();  // the last step has been published
+
+  const ModelConfig& config = solo_model_->config();
+  const int64_t rows_per_token =
+      static_cast<int64_t>(config.memory.layers.size()) * config.memory.heads * config.memory.knn;
+  int64_t steps_prompt = 0, steps_generated = 0, preemptions = 0, ttft = 0, itl = 0;
+  int64_t sampled = 0, distinct = 0;
+  std::vector<FinishedRequestStats> finished;
+  const std::vector<StepStats> steps = recorder.steps();
+  ASSERT_FALSE(steps.empty());
+  for (const StepStats& s : steps) {
+    steps_prompt += s.prompt_tokens;
+    steps_generated += s.generation_tokens;
+    preemptions += s.preemptions;
+    ttft += static_cast<int64_t>(s.time_to_first_token.size());
+    itl += static_cast<int64_t>(s.inter_token_latency.size());
+    for (double t : s.time_to_first_token) EXPECT_GE(t, 0);
+    for (double t : s.inter_token_latency) EXPECT_GE(t, 0);
+    finished.insert(finished.end(), s.finished.begin(), s.finished.end());
+    EXPECT_EQ(s.memory.rows_read, s.scheduled_tokens * rows_per_token);
+    EXPECT_GE(s.step_seconds, s.memory.seconds);
+    sampled += s.memory.rows_sampled;
+    distinct += s.memory.distinct_rows;
+  }
+  EXPECT_EQ(steps_prompt, prompt_tokens);  // each prompt once, recomputes not counted again
+  EXPECT_EQ(steps_generated, completion_tokens);
+  EXPECT_GT(preemptions, 0);
+  EXPECT_EQ(ttft, 12);
+  EXPECT_EQ(itl, completion_tokens - 12);
+  ASSERT_EQ(finished.size(), 12u);
+  for (const FinishedRequestStats& f : finished) {
+    EXPECT_EQ(f.code, absl::StatusCode::kOk);
+    EXPECT_EQ(f.finish_reason, FinishReason::kLength);
+    EXPECT_EQ(f.generation_tokens, 30);
+    EXPECT_LE(f.timings.submitted, f.timings.admitted);
+    EXPECT_LE(f.timings.admitted, f.timings.first_token);
+    EXPECT_LE(f.timings.first_token, f.timings.last_token);
+    EXPECT_LE(f.timings.last_token, f.timings.done);
+  }
+  // Distinct rows are counted on a sample of the steps (the first one included).
+  EXPECT_GT(sampled, 0);
+  EXPECT_GT(distinct, 0);
+  EXPECT_LE(distinct, sampled);
+}
+
+TEST_F(EngineTest, StepStatsReportRequestsThatEndEarly) {
+  EngineOptions options;
+  options.debug_step_delay = absl::Milliseconds(5);
+  auto engine = MakeEngine(options);
+  StepRecorder recorder;
+  engine->SetStatsObserver(&recorder);
+  auto out = std::make_shared<Collector>();
+  auto id = engine->Submit(Request(Long(100)), out);
+  ASSERT_TRUE(id.ok());
+  out->WaitForTokens(2);
+  engine->Cancel(*id);
+  ASSERT_EQ(out->Wait().status().code(), absl::StatusCode::kCancelled);
+  ExpectIdle(*engine);
+  engine.reset();
+  std::vector<FinishedRequestStats> finished;
+  for (const StepStats& s : recorder.steps()) {
+    finished.insert(finished.end(), s.finished.begin(), s.finished.end());
+  }
+  ASSERT_EQ(finished.size(), 1u);
+  EXPECT_EQ(finished[0].code, absl::StatusCode::kCancelled);
+  EXPECT_EQ(finished[0].generation_tokens, static_cast<int>(out->ids().size()));
+}
+
 }  // namespace
 }  // namespace memserve

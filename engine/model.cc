@@ -7,6 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "engine/status_macros.h"
 
 namespace memserve {
@@ -66,8 +68,9 @@ struct Model::Scratch {
   std::vector<int32_t> tables;        // [n_seqs, max_blocks]
   std::vector<char> staged;           // the descriptor's bytes, uploaded at once
   std::vector<int64_t> logit_tokens;  // rows of h whose logits are wanted
-  std::vector<int64_t> trace_rows;
+  std::vector<int64_t> trace_rows;    // the selected rows (traces, distinct-row counts)
   std::vector<float> trace_scores;
+  std::vector<int64_t> sorted_rows;  // distinct-row counts
 };
 
 Model::Model() = default;
@@ -451,6 +454,7 @@ absl::Status Model::Run(KvCache* cache, absl::Span<const StepChunk> chunks,
   RETURN_IF_ERROR(EnsureRope(max_end));
   const int64_t vocab = config_.vocab_size;
   logits->resize(static_cast<size_t>(n_logits * vocab));
+  memory_read_ = MemoryReadStats{};
   if (trace != nullptr) {
     trace->clear();
     for (int i = 0; i < config_.n_layers; ++i) {
@@ -647,16 +651,28 @@ absl::Status Model::RunPass(KvCache* cache, absl::Span<const StepChunk> pass, fl
     if (tr != nullptr) {
       select.scores = Tensor::Of(s.select.get(), DType::kF32, {T, m.heads, m.knn}, cap_picks * 12);
     }
+    const absl::Time lookup_start = absl::Now();
     RETURN_IF_ERROR(be.MemorySelect(select));
     const Tensor& table = memory_.table(l.value_table);
     for (const MemoryShard& shard : memory_.shards()) {
       RETURN_IF_ERROR(
           be.ValueGather(table, select.rows, select.weights, shard.col_begin, shard.col_end, y));
     }
-    if (tr != nullptr) {
+    if (tr != nullptr || count_distinct_rows_) {
       s.trace_rows.resize(picks);
-      s.trace_scores.resize(picks);
       RETURN_IF_ERROR(be.Download(select.rows, s.trace_rows.data()));
+    }
+    memory_read_.seconds += absl::ToDoubleSeconds(absl::Now() - lookup_start);
+    memory_read_.rows_read += static_cast<int64_t>(picks);
+    if (count_distinct_rows_) {
+      s.sorted_rows.assign(s.trace_rows.begin(), s.trace_rows.end());
+      std::sort(s.sorted_rows.begin(), s.sorted_rows.end());
+      memory_read_.rows_sampled += static_cast<int64_t>(picks);
+      memory_read_.distinct_rows +=
+          std::unique(s.sorted_rows.begin(), s.sorted_rows.end()) - s.sorted_rows.begin();
+    }
+    if (tr != nullptr) {
+      s.trace_scores.resize(picks);
       RETURN_IF_ERROR(be.Download(select.scores, s.trace_scores.data()));
       tr->tokens += static_cast<int>(T);
       tr->indices.insert(tr->indices.end(), s.trace_rows.begin(), s.trace_rows.end());

@@ -44,6 +44,22 @@ struct MemoryTrace {
   std::vector<float> scores;     // [tokens, heads, knn]
 };
 
+// What the memory layers read during one Forward / ForwardBatch, for
+// metrics (Engine StepStats).
+struct MemoryReadStats {
+  // Wall time of the memory lookups (MemorySelect + the ValueGathers), all
+  // memory layers and passes. A device backend whose ops are asynchronous
+  // is waited for only when distinct rows are counted (the row ids are
+  // downloaded); otherwise this is the time to issue the ops.
+  double seconds = 0;
+  int64_t rows_read = 0;  // value rows gathered: tokens x heads x knn per memory layer
+  // With count_distinct_rows on: rows whose ids were checked, and the
+  // distinct ids among them (per memory layer and pass), so
+  // distinct_rows / rows_sampled is the fraction of distinct rows read.
+  int64_t rows_sampled = 0;
+  int64_t distinct_rows = 0;
+};
+
 // Thread-safety: Load and config() are safe from any thread. NewCache may be
 // called concurrently with anything. Forward and ForwardBatch must be called
 // from one thread at a time (they reuse the activation buffers and the
@@ -115,6 +131,14 @@ class Model {
   absl::Status ForwardBatch(KvCache* cache, absl::Span<const StepChunk> chunks,
                             std::vector<float>* logits, std::vector<MemoryTrace>* trace = nullptr);
 
+  // What the memory layers read in the latest Forward / ForwardBatch (reset
+  // by each call; same thread as those calls).
+  const MemoryReadStats& memory_read_stats() const { return memory_read_; }
+  // Whether the next calls count distinct rows (MemoryReadStats): it
+  // downloads the selected row ids of every memory layer and pass, so
+  // callers turn it on for a sample of the steps. Off by default.
+  void set_count_distinct_rows(bool on) { count_distinct_rows_ = on; }
+
  private:
   struct Layer;
   struct Scratch;
@@ -149,6 +173,8 @@ class Model {
   std::unique_ptr<Buffer> rope_buffer_;  // F32 [2, rope_positions_, head_dim / 2]
   Tensor rope_;
   std::unique_ptr<Scratch> scratch_;
+  MemoryReadStats memory_read_;
+  bool count_distinct_rows_ = false;
 };
 
 }  // namespace memserve

@@ -6,7 +6,6 @@
 #include <grpcpp/support/status.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <mutex>
 #include <string>
 #include <unordered_set>
@@ -16,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
+#include "server/logging.h"
 
 namespace memserve {
 namespace {
@@ -37,8 +37,10 @@ constexpr absl::string_view kLogParsing = "' contains invalid UTF-8 data when pa
 // interceptors on the same thread, which takes (and clears) it.
 thread_local std::string t_invalid_utf8_field;
 
-gp::LogHandler* g_previous_handler = nullptr;
-
+// Records the field of protobuf's invalid-UTF-8 line, which memserve then
+// reports itself (the call's INVALID_ARGUMENT and its request log line), so
+// that line is not logged again; every other protobuf line becomes one log
+// line of ours (server/logging.h) instead of protobuf's raw stderr output.
 void RecordingLogHandler(gp::LogLevel level, const char* filename, int line,
                          const std::string& message) {
   const absl::string_view text = message;
@@ -46,14 +48,21 @@ void RecordingLogHandler(gp::LogLevel level, const char* filename, int line,
     const size_t end = text.find(kLogParsing, kLogPrefix.size());
     if (end != absl::string_view::npos) {
       t_invalid_utf8_field = std::string(text.substr(kLogPrefix.size(), end - kLogPrefix.size()));
+      return;
     }
   }
-  if (g_previous_handler != nullptr) g_previous_handler(level, filename, line, message);
+  const LogLevel ours = level == gp::LOGLEVEL_INFO      ? LogLevel::kInfo
+                        : level == gp::LOGLEVEL_WARNING ? LogLevel::kWarning
+                                                        : LogLevel::kError;
+  LogLine(ours, "protobuf")
+      .Field("source", absl::StrCat(filename, ":", line))
+      .Field("message", message)
+      .Write();
 }
 
 void InstallLogHandlerOnce() {
   static std::once_flag once;
-  std::call_once(once, [] { g_previous_handler = gp::SetLogHandler(&RecordingLogHandler); });
+  std::call_once(once, [] { gp::SetLogHandler(&RecordingLogHandler); });
 }
 
 std::string TakeInvalidUtf8Field() {
@@ -145,9 +154,12 @@ class ParseErrorInterceptor : public grpc::experimental::Interceptor {
     absl::string_view method = info_->method();
     const size_t slash = method.rfind('/');
     if (slash != absl::string_view::npos) method.remove_prefix(slash + 1);
-    const std::string line = absl::StrCat("request id=- method=", method,
-                                          " status=INVALID_ARGUMENT error=\"", message, "\"\n");
-    std::fwrite(line.data(), 1, line.size(), stderr);
+    LogLine(LogLevel::kInfo, "request")
+        .Field("id", "-")
+        .Field("method", method)
+        .Field("status", "INVALID_ARGUMENT")
+        .Field("error", message)
+        .Write();
   }
 
   ServerRpcInfo* const info_;

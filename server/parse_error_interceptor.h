@@ -26,11 +26,13 @@
 // Naming the field: protobuf reports it only in a log line, so the first call
 // of NewParseErrorInterceptorFactory() installs a process-wide protobuf log
 // handler (google::protobuf::SetLogHandler) that records, per thread, the
-// field of the last "contains invalid UTF-8 data when parsing" message and
-// forwards every message to the handler installed before it (stderr by
-// default). REQUIRES: call it at start-up, before other threads use protobuf
-// (SetLogHandler is not thread-safe). A handler installed later without
-// forwarding only loses the field name (the type-level message remains).
+// field of the last "contains invalid UTF-8 data when parsing" message (not
+// logged: the call's status and request log line report it) and writes every
+// other message as one log line of ours (server/logging.h), replacing
+// protobuf's stderr output. REQUIRES: call it at start-up, before other
+// threads use protobuf (SetLogHandler is not thread-safe). A handler
+// installed later without forwarding only loses the field name (the
+// type-level message remains).
 #ifndef MEMSERVE_SERVER_PARSE_ERROR_INTERCEPTOR_H_
 #define MEMSERVE_SERVER_PARSE_ERROR_INTERCEPTOR_H_
 

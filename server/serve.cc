@@ -3,6 +3,7 @@
 #include <netdb.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/declare.h"
@@ -27,6 +29,10 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/logging.h"
+#include "server/metrics/metrics_server.h"
+#include "server/metrics/registry.h"
+#include "server/metrics/serving_metrics.h"
 #include "server/parse_error_interceptor.h"
 #include "server/service.h"
 
@@ -55,6 +61,13 @@ ABSL_FLAG(absl::Duration, shutdown_timeout, absl::Seconds(30),
           "duration, e.g. 30s; a bare number is seconds)");
 ABSL_FLAG(int64_t, max_request_bytes, int64_t{8} << 20,
           "largest request message accepted, in bytes (1 MiB to 1 GiB)");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "if set, HOST:PORT of an HTTP endpoint with /metrics (Prometheus), /healthz and "
+          "/readyz, apart from the gRPC port (e.g. 127.0.0.1:9090; port 0 picks a free port, "
+          "logged); default: off");
+ABSL_FLAG(std::string, log_format, "text",
+          "log lines on stderr: text (TIMESTAMP LEVEL MESSAGE key=value...) or json (one "
+          "object per line)");
 ABSL_FLAG(absl::Duration, debug_load_delay, absl::ZeroDuration(),
           "testing: wait this long before loading the model (to observe LOADING)");
 ABSL_FLAG(absl::Duration, debug_step_delay, absl::ZeroDuration(),
@@ -68,9 +81,15 @@ ABSL_DECLARE_FLAG(std::string, device);
 namespace memserve {
 namespace {
 
-void Log(const std::string& line) {
-  const std::string out = absl::StrCat("memserve: ", line, "\n");
-  std::fwrite(out.data(), 1, out.size(), stderr);
+LogLevel LevelOf(gpr_log_severity severity) {
+  switch (severity) {
+    case GPR_LOG_SEVERITY_ERROR:
+      return LogLevel::kError;
+    case GPR_LOG_SEVERITY_INFO:
+    case GPR_LOG_SEVERITY_DEBUG:
+      return LogLevel::kInfo;
+  }
+  return LogLevel::kInfo;
 }
 
 // gRPC logs through one process-wide function. Ours writes each gRPC log
@@ -88,8 +107,10 @@ void GrpcLog(gpr_log_func_args* args) {
       return;
     }
   }
-  Log(absl::StrCat("grpc ", gpr_log_severity_string(args->severity), " ", args->file, ":",
-                   args->line, ": ", args->message));
+  LogLine(LevelOf(args->severity), "grpc")
+      .Field("source", absl::StrCat(args->file, ":", args->line))
+      .Field("message", args->message)
+      .Write();
 }
 
 class GrpcLogCapture {
@@ -172,6 +193,14 @@ bool WritePortFile(const std::string& path, int port) {
 }  // namespace
 
 int RunServe(const std::string& model_dir) {
+  {
+    absl::StatusOr<LogFormat> format = ParseLogFormat(absl::GetFlag(FLAGS_log_format));
+    if (!format.ok()) {
+      LogError(format.status().message());
+      return 2;
+    }
+    SetLogFormat(*format);
+  }
   // SIGTERM and SIGINT are taken with sigwait below; block them before any
   // thread starts so that every thread inherits the mask.
   sigset_t signals;
@@ -198,11 +227,11 @@ int RunServe(const std::string& model_dir) {
   {
     absl::StatusOr<Device> device = ParseDevice(absl::GetFlag(FLAGS_device));
     if (!device.ok()) {
-      Log(absl::StrCat("error: ", device.status().message()));
+      LogError(device.status().message());
       return 2;
     }
     if (absl::Status s = CheckDeviceAvailable(*device); !s.ok()) {
-      Log(absl::StrCat("error: ", s.message()));
+      LogError(s.message());
       return 1;
     }
     engine_options.device = *device;
@@ -211,31 +240,55 @@ int RunServe(const std::string& model_dir) {
     SchedulerOptions check = sched;
     if (check.num_blocks == 0) check.num_blocks = 1;
     if (absl::Status s = check.Validate(); !s.ok()) {
-      Log(absl::StrCat("error: ", s.message()));
+      LogError(s.message());
       return 2;
     }
   }
   const int default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   if (default_max_tokens < 1) {
-    Log(absl::StrCat("error: --default_max_tokens must be >= 1, got ", default_max_tokens));
+    LogError(absl::StrCat("--default_max_tokens must be >= 1, got ", default_max_tokens));
     return 2;
   }
   const int64_t max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   if (max_request_bytes < (int64_t{1} << 20) || max_request_bytes > (int64_t{1} << 30)) {
-    Log(absl::StrCat("error: --max_request_bytes must be in [1 MiB, 1 GiB], got ",
-                     max_request_bytes));
+    LogError(
+        absl::StrCat("--max_request_bytes must be in [1 MiB, 1 GiB], got ", max_request_bytes));
     return 2;
   }
 
   const std::string listen = absl::GetFlag(FLAGS_listen);
   if (absl::Status s = CheckListenAddress(listen); !s.ok()) {
-    Log(absl::StrCat("error: ", s.message()));
+    LogError(s.message());
     return 2;
   }
+
+  const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (!metrics_listen.empty()) {
+    absl::StatusOr<std::pair<std::string, int>> address =
+        metrics::ParseHostPort(metrics_listen, "--metrics_listen");
+    if (!address.ok()) {
+      LogError(address.status().message());
+      return 2;
+    }
+  }
+
+  // The metrics (docs/metrics.md): the registry and the series outlive the
+  // engine (its stats observer) and the gRPC service (which counts requests);
+  // the endpoint, which reads the engine at each scrape, stops before the
+  // engine is destroyed (declared after it, below).
+  metrics::Registry registry;
+  std::unique_ptr<metrics::ServingMetrics> serving_metrics;
+  std::atomic<metrics::ServingMetrics*> request_metrics{nullptr};
+  std::atomic<metrics::Readiness> readiness{metrics::Readiness::kLoading};
 
   ServiceOptions service_options;
   service_options.convert.default_max_tokens = default_max_tokens;
   service_options.max_request_bytes = max_request_bytes;
+  service_options.on_request_end = [&request_metrics](absl::string_view method,
+                                                      absl::StatusCode code) {
+    metrics::ServingMetrics* m = request_metrics.load();
+    if (m != nullptr) m->RecordRequest(method, code);
+  };
   MemServeService service(service_options);
 
   // The port is bound before the model loads, so that a port in use fails
@@ -261,8 +314,8 @@ int RunServe(const std::string& model_dir) {
     server = builder.BuildAndStart();
     if (server == nullptr || port == 0) {
       const std::string reason = ListenFailureReason(capture.text());
-      Log(absl::StrCat("error: cannot listen on ", listen, " (--listen)",
-                       reason.empty() ? "" : ": ", reason));
+      LogError(absl::StrCat("cannot listen on ", listen, " (--listen)", reason.empty() ? "" : ": ",
+                            reason));
       return 1;
     }
   }
@@ -271,15 +324,35 @@ int RunServe(const std::string& model_dir) {
   health->SetServingStatus(kServiceName, false);
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   if (!port_file.empty() && !WritePortFile(port_file, port)) {
-    Log(absl::StrCat("error: cannot write --port_file ", port_file));
+    LogError(absl::StrCat("cannot write --port_file ", port_file));
     server->Shutdown();
     return 1;
   }
-  Log(absl::StrCat("loading ", model_dir));
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<metrics::MetricsServer> metrics_server;  // destroyed before the engine
+  if (!metrics_listen.empty()) {
+    metrics::MetricsServerOptions options;
+    options.listen = metrics_listen;
+    options.registry = &registry;
+    options.readiness = [&readiness] { return readiness.load(); };
+    absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> started =
+        metrics::MetricsServer::Start(options);
+    if (!started.ok()) {
+      LogError(started.status().message());
+      server->Shutdown();
+      return 1;
+    }
+    metrics_server = std::move(*started);
+    LogLine(LogLevel::kInfo, "metrics endpoint")
+        .Field("listen", metrics_listen)
+        .Field("port", metrics_server->port())
+        .Field("paths", "/metrics /healthz /readyz")
+        .Write();
+  }
+  LogLine(LogLevel::kInfo, "loading").Field("model_dir", model_dir).Field("port", port).Write();
 
   absl::SleepFor(absl::GetFlag(FLAGS_debug_load_delay));
   const absl::Time load_start = absl::Now();
-  std::unique_ptr<Engine> engine;
   absl::Status load_status = [&]() -> absl::Status {
     absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(engine_options);
     if (!created.ok()) return created.status();
@@ -287,27 +360,54 @@ int RunServe(const std::string& model_dir) {
     return absl::OkStatus();
   }();
   if (!load_status.ok()) {
-    Log(absl::StrCat("error: ", load_status.message()));
+    LogError(load_status.message());
     server->Shutdown();
     return load_status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
+  const double load_ms = absl::ToDoubleMilliseconds(absl::Now() - load_start);
+  {
+    absl::StatusOr<std::unique_ptr<metrics::ServingMetrics>> created =
+        metrics::ServingMetrics::Create(&registry, *engine);
+    if (!created.ok()) {
+      LogError(created.status().message());
+      server->Shutdown();
+      return 1;
+    }
+    serving_metrics = std::move(*created);
+    engine->SetStatsObserver(serving_metrics.get());
+    request_metrics.store(serving_metrics.get());
+  }
   service.SetEngine(engine.get());
   health->SetServingStatus(kServiceName, true);
+  readiness.store(metrics::Readiness::kReady);
   const EngineInfo& info = engine->Info();
-  const bool unix_socket = absl::StartsWith(listen, "unix");
-  Log(absl::StrCat("listening on ",
-                   unix_socket ? listen : absl::StrCat("port ", port, " (", listen, ")"),
-                   ", ready: model '", info.model_name, "' loaded in ",
-                   absl::FormatDuration(absl::Now() - load_start), " on ", info.device, ", ",
-                   info.config.n_layers, " layers, KV cache ", info.kv_blocks, " blocks x ",
-                   info.kv_block_tokens, " tokens"));
+  LogLine(LogLevel::kInfo, "ready")
+      .Field("listen", listen)
+      .Field("port", port)
+      .Field("model", info.model_name)
+      .Field("model_dir", info.model_dir)
+      .Field("device", info.device)
+      .Field("layers", info.config.n_layers)
+      .Field("context", info.context_length)
+      .Field("load_ms", load_ms)
+      .Field("memory_placement",
+             info.value_table_placement.empty() ? std::string("none") : info.value_table_placement)
+      .Field("memory_bytes", info.value_table_bytes)
+      .Field("memory_shards", static_cast<int>(engine->model().memory_pool().shards().size()))
+      .Field("kv_blocks", info.kv_blocks)
+      .Field("kv_block_tokens", info.kv_block_tokens)
+      .Field("kv_cache_bytes", info.kv_cache_bytes)
+      .Write();
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   const absl::Duration timeout = absl::GetFlag(FLAGS_shutdown_timeout);
-  Log(absl::StrCat("signal ", signal_number, ": draining (up to ", absl::FormatDuration(timeout),
-                   ")"));
+  LogLine(LogLevel::kInfo, "draining")
+      .Field("signal", signal_number)
+      .Field("timeout", absl::FormatDuration(timeout))
+      .Write();
   health->SetServingStatus(kServiceName, false);
+  readiness.store(metrics::Readiness::kDraining);
   service.SetDraining();
   engine->Drain(timeout);
   // Every engine request has ended; let the calls deliver their last
@@ -320,8 +420,9 @@ int RunServe(const std::string& model_dir) {
   }
   server->Shutdown(std::chrono::system_clock::now());
   server->Wait();
+  metrics_server.reset();  // it reads the engine at each scrape
   engine.reset();
-  Log("stopped");
+  LogInfo("stopped");
   return 0;
 }
 

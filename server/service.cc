@@ -1,17 +1,17 @@
 #include "server/service.h"
 
 #include <chrono>
-#include <cstdio>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "engine/generate.h"
 #include "engine/request/validate.h"
 #include "server/grpc_status.h"
+#include "server/logging.h"
 
 namespace memserve {
 namespace {
@@ -58,24 +58,35 @@ void FillTop(const Tokenizer& tokenizer, const std::vector<TokenLogprob>& top,
   }
 }
 
-// One line per request on stderr: id, method, status, tokens, timings.
-void LogRequest(const std::string& id, const char* method, const absl::Status& status,
-                const GenerateResult* result, absl::Time received, const RequestTimings* t) {
-  std::string line = absl::StrCat("request id=", id, " method=", method,
-                                  " status=", absl::StatusCodeToString(status.code()));
+using RequestEndHook = std::function<void(absl::string_view, absl::StatusCode)>;
+
+// The end of one generation call: its log line (id, method, status, tokens,
+// timings; server/logging.h) and the server's request metrics.
+void RecordRequestEnd(const RequestEndHook& hook, const std::string& id, const char* method,
+                      const absl::Status& status, const GenerateResult* result, absl::Time received,
+                      const RequestTimings* t) {
+  // A server fault is an error; a request the client got wrong, cancelled or
+  // let expire is business as usual.
+  const absl::StatusCode code = status.code();
+  const bool fault = code == absl::StatusCode::kInternal || code == absl::StatusCode::kUnknown ||
+                     code == absl::StatusCode::kDataLoss;
+  LogLine line(fault ? LogLevel::kError : LogLevel::kInfo, "request");
+  line.Field("id", id)
+      .Field("method", method)
+      .Field("status", absl::StatusCodeToString(status.code()));
   if (result != nullptr) {
-    absl::StrAppend(&line, " finish=", FinishReasonName(result->finish_reason),
-                    " prompt_tokens=", result->prompt_tokens,
-                    " completion_tokens=", result->completion_tokens);
+    line.Field("finish", FinishReasonName(result->finish_reason))
+        .Field("prompt_tokens", result->prompt_tokens)
+        .Field("completion_tokens", result->completion_tokens);
   }
   if (t != nullptr) {
-    absl::StrAppend(&line, absl::StrFormat(" queue_ms=%.1f ttft_ms=%.1f total_ms=%.1f",
-                                           Ms(received, t->admitted), Ms(received, t->first_token),
-                                           Ms(received, t->done)));
+    line.Field("queue_ms", Ms(received, t->admitted))
+        .Field("ttft_ms", Ms(received, t->first_token))
+        .Field("total_ms", Ms(received, t->done));
   }
-  if (!status.ok()) absl::StrAppend(&line, " error=\"", status.message(), "\"");
-  line += "\n";
-  std::fwrite(line.data(), 1, line.size(), stderr);
+  if (!status.ok()) line.Field("error", status.message());
+  line.Write();
+  if (hook) hook(method, status.code());
 }
 
 // The engine side of one call: submits the request and cancels it, also
@@ -156,8 +167,12 @@ grpc::WriteOptions WriteOptionsFor(bool more_queued) {
 class StreamCall : public grpc::ServerWriteReactor<GenerateResponse> {
  public:
   StreamCall(Engine* engine, const char* method, std::string request_id,
-             std::atomic<int>* open_calls)
-      : open_(open_calls), engine_(engine), method_(method), request_id_(std::move(request_id)) {}
+             std::atomic<int>* open_calls, const RequestEndHook& on_end)
+      : open_(open_calls),
+        engine_(engine),
+        method_(method),
+        request_id_(std::move(request_id)),
+        on_end_(on_end) {}
 
   void Start(absl::StatusOr<EngineRequest> request);
 
@@ -178,6 +193,7 @@ class StreamCall : public grpc::ServerWriteReactor<GenerateResponse> {
   Engine* const engine_;
   const char* const method_;
   const std::string request_id_;
+  const RequestEndHook& on_end_;  // the service's, which outlives every call
   const absl::Time received_ = absl::Now();
 
   std::mutex mu_;
@@ -189,7 +205,7 @@ class StreamCall : public grpc::ServerWriteReactor<GenerateResponse> {
 };
 
 void StreamCall::FinishNow(const absl::Status& status) {
-  LogRequest(request_id_, method_, status, nullptr, received_, nullptr);
+  RecordRequestEnd(on_end_, request_id_, method_, status, nullptr, received_, nullptr);
   Finish(ToGrpcStatus(status));
 }
 
@@ -214,8 +230,8 @@ void StreamCall::OnToken(const TokenEvent& event) {
 
 void StreamCall::OnEngineDone(absl::StatusOr<GenerateResult> result,
                               const RequestTimings& timings) {
-  LogRequest(request_id_, method_, result.status(), result.ok() ? &*result : nullptr, received_,
-             &timings);
+  RecordRequestEnd(on_end_, request_id_, method_, result.status(), result.ok() ? &*result : nullptr,
+                   received_, &timings);
   if (!result.ok()) return Enqueue(std::nullopt, ToGrpcStatus(result.status()));
   GenerateResponse message;
   v1::Final* final = message.mutable_final();
@@ -295,11 +311,12 @@ void StreamCall::OnWriteDone(bool ok) {
 class UnaryCall : public grpc::ServerUnaryReactor {
  public:
   UnaryCall(Engine* engine, const char* method, std::string request_id, CompleteResponse* response,
-            std::atomic<int>* open_calls)
+            std::atomic<int>* open_calls, const RequestEndHook& on_end)
       : open_(open_calls),
         engine_(engine),
         method_(method),
         request_id_(std::move(request_id)),
+        on_end_(on_end),
         response_(response) {}
 
   void Start(absl::StatusOr<EngineRequest> request) {
@@ -316,7 +333,7 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   friend class CallObserver<UnaryCall>;
 
   void FinishNow(const absl::Status& status) {
-    LogRequest(request_id_, method_, status, nullptr, received_, nullptr);
+    RecordRequestEnd(on_end_, request_id_, method_, status, nullptr, received_, nullptr);
     Finish(ToGrpcStatus(status));
   }
 
@@ -329,8 +346,8 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   }
 
   void OnEngineDone(absl::StatusOr<GenerateResult> result, const RequestTimings& timings) {
-    LogRequest(request_id_, method_, result.status(), result.ok() ? &*result : nullptr, received_,
-               &timings);
+    RecordRequestEnd(on_end_, request_id_, method_, result.status(),
+                     result.ok() ? &*result : nullptr, received_, &timings);
     if (!result.ok()) {
       response_->Clear();  // an error returns no partial output
       Finish(ToGrpcStatus(result.status()));
@@ -356,6 +373,7 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   Engine* const engine_;
   const char* const method_;
   const std::string request_id_;
+  const RequestEndHook& on_end_;  // the service's, which outlives every call
   CompleteResponse* const response_;
   const absl::Time received_ = absl::Now();
   EngineTicket ticket_;
@@ -402,7 +420,8 @@ grpc::ServerWriteReactor<GenerateResponse>* MemServeService::Stream(
     grpc::CallbackServerContext* context, const char* method, absl::StatusOr<EngineRequest> request,
     const std::string& request_id) {
   (void)context;
-  auto* call = new StreamCall(engine_.load(), method, request_id, &open_calls_);
+  auto* call =
+      new StreamCall(engine_.load(), method, request_id, &open_calls_, options_.on_request_end);
   call->Start(std::move(request));
   return call;
 }
@@ -413,7 +432,8 @@ grpc::ServerUnaryReactor* MemServeService::Unary(grpc::CallbackServerContext* co
                                                  const std::string& request_id,
                                                  CompleteResponse* response) {
   (void)context;
-  auto* call = new UnaryCall(engine_.load(), method, request_id, response, &open_calls_);
+  auto* call = new UnaryCall(engine_.load(), method, request_id, response, &open_calls_,
+                             options_.on_request_end);
   call->Start(std::move(request));
   return call;
 }

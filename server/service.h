@@ -8,9 +8,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "engine/engine.h"
 #include "memserve/v1/memserve.grpc.pb.h"
@@ -24,6 +27,10 @@ inline constexpr char kVersion[] = "memserve 0.1.0";
 struct ServiceOptions {
   ConvertOptions convert;         // chat_template comes from the model's config
   int64_t max_request_bytes = 0;  // the server's receive limit, for ModelInfo.limits
+  // Called once per generation call when it ends (where its log line is
+  // written), with the method and final status code: the server's metrics.
+  // Any thread; must not block. May be empty.
+  std::function<void(absl::string_view method, absl::StatusCode code)> on_request_end;
 };
 
 // Thread-safe: gRPC calls the methods from its threads.

@@ -129,7 +129,7 @@ start_server() {  # model name
     if [ -s "$portfile" ] &&
         "$cli" --server "127.0.0.1:$(cat "$portfile")" health > /dev/null 2>&1; then
       port=$(cat "$portfile")
-      grep '^memserve:' "$tmp/server.log" | tee -a "$raw" >&2
+      grep ' INFO \(loading\|ready\) ' "$tmp/server.log" | tee -a "$raw" >&2
       return 0
     fi
     sleep 0.2
@@ -143,7 +143,7 @@ stop_server() {
   kill -TERM "$server_pid"
   wait "$server_pid" || rc=$?
   server_pid=""
-  grep '^memserve: \(signal\|stopped\)' "$tmp/server.log" | tee -a "$raw" >&2
+  grep ' INFO \(draining\|stopped\)' "$tmp/server.log" | tee -a "$raw" >&2
   log "# server exit code $rc"
   [ "$rc" -eq 0 ] || { echo "server exited $rc" >&2; exit 1; }
 }

@@ -260,6 +260,11 @@ class BadInputTest(unittest.TestCase):
                                 "does not parse: string field 'memserve.v1.GenerateRequest.text'"
                                 % method)
             self.assertIsNotNone(line, SRV.stderr_tail())
+        # memserve reports the error itself: protobuf's own multi-line dump is not
+        # on stderr, and every line is one of ours (timestamp, level).
+        self.assertNotIn("[libprotobuf", SRV.stderr_text())
+        for ln in SRV.stderr_text().splitlines():
+            self.assertRegex(ln, r"^\d{4}-\d\d-\d\dT[\d:.]+Z (INFO|WARNING|ERROR) ")
         # The same bytes with valid UTF-8 go through (so the test itself is sound).
         self.assertIsNone(raw_call("Complete", msg.SerializeToString()))
 

@@ -4,8 +4,10 @@ the per-request log line (docs/api.md).
 
 Run: bazel test //tests/e2e:generate_test, or by hand (see harness.py).
 """
+import json
 import math
 import os
+import subprocess
 import sys
 import unittest
 
@@ -16,6 +18,8 @@ import harness  # noqa: E402
 from harness import pb, greedy  # noqa: E402
 
 SRV = None
+# The start of every log line: an RFC 3339 UTC timestamp with milliseconds.
+TIMESTAMP = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 CONFIG = harness.load_config()
 BOS = CONFIG["tokenizer"]["bos_id"]
 EOS = CONFIG["tokenizer"]["eos_id"]
@@ -483,9 +487,18 @@ class LogTest(unittest.TestCase):
         line = SRV.wait_log("id=%s" % rid, timeout=5)
         self.assertIsNotNone(line, "no log line with id=%s in stderr:\n%s" %
                              (rid, SRV.stderr_tail()))
-        self.assertTrue(line.startswith("request "), line)
+        self.assertRegex(line, TIMESTAMP + r" INFO request id=%s method=Complete status=OK "
+                         r"finish=\w+ prompt_tokens=\d+ completion_tokens=5 queue_ms=[\d.]+ "
+                         r"ttft_ms=[\d.]+ total_ms=[\d.]+$" % rid)
         self.assertEqual(len([ln for ln in SRV.stderr_text().splitlines()
                               if "id=%s" % rid in ln]), 1)
+
+    def test_every_line_has_a_timestamp_and_level(self):
+        SRV.stub.Complete(pb.GenerateRequest(text=FACT, sampling=greedy(2)), timeout=60)
+        lines = SRV.stderr_text().splitlines()
+        self.assertGreater(len(lines), 2)
+        for ln in lines:
+            self.assertRegex(ln, TIMESTAMP + " (INFO|WARNING|ERROR) ")
 
     def test_stream_log_line(self):
         rid = "e2e-log-stream-1"
@@ -493,7 +506,50 @@ class LogTest(unittest.TestCase):
                                                       request_id=rid))
         line = SRV.wait_log("id=%s" % rid, timeout=5)
         self.assertIsNotNone(line, SRV.stderr_tail())
-        self.assertTrue(line.startswith("request "), line)
+        self.assertRegex(line, TIMESTAMP + " INFO request id=%s method=Generate status=OK " % rid)
+
+
+class JsonLogTest(unittest.TestCase):
+    """--log_format json: every stderr line is one JSON object with ts, level and
+    msg; the startup line and the request lines carry their fields typed."""
+
+    def test_json_lines(self):
+        rid = "e2e-json-1"
+        with harness.Server("--log_format", "json", name="jsonlog") as srv:
+            srv.stub.Complete(pb.GenerateRequest(text=FACT, sampling=greedy(4), request_id=rid),
+                              timeout=60)
+            self.assertIsNotNone(srv.wait_log(rid, timeout=5), srv.stderr_tail())
+            self.assertEqual(srv.stop(timeout=30), 0, srv.stderr_tail())
+        objs = [json.loads(ln) for ln in srv.stderr_text().splitlines()]
+        for o in objs:
+            self.assertRegex(o["ts"], TIMESTAMP + "$")
+            self.assertIn(o["level"], ("info", "warning", "error"))
+            self.assertIsInstance(o["msg"], str)
+        msgs = [o["msg"] for o in objs]
+        self.assertEqual(msgs[0], "loading", msgs)
+        ready = objs[msgs.index("ready")]
+        self.assertEqual(ready["model"], "demo")
+        self.assertEqual(ready["device"], "cpu")
+        self.assertEqual(ready["memory_placement"], "cpu-mmap")
+        self.assertIsInstance(ready["memory_bytes"], int)
+        self.assertIsInstance(ready["kv_cache_bytes"], int)
+        req = [o for o in objs if o.get("id") == rid]
+        self.assertEqual(len(req), 1, objs)
+        self.assertEqual(req[0]["msg"], "request")
+        self.assertEqual(req[0]["method"], "Complete")
+        self.assertEqual(req[0]["status"], "OK")
+        self.assertEqual(req[0]["completion_tokens"], 4)
+        for key in ("prompt_tokens", "queue_ms", "ttft_ms", "total_ms"):
+            self.assertIsInstance(req[0][key], (int, float), key)
+        self.assertEqual(msgs[-1], "stopped")
+
+    def test_bad_log_format_is_a_bad_argument(self):
+        r = subprocess.run([harness.memserve_binary(), "serve", "--model", harness.DEMO_MODEL,
+                            "--listen", "127.0.0.1:0", "--log_format", "xml"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+        self.assertIn("--log_format must be 'text' or 'json', got 'xml'", r.stderr)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """End-to-end life-cycle tests of `memserve serve`: cancellation and deadlines
 free their KV blocks, a full queue answers RESOURCE_EXHAUSTED at once, SIGTERM
 drains (with and without hitting --shutdown_timeout), and health / state go
-LOADING -> SERVING while the model loads, with the "listening" line only once
+LOADING -> SERVING while the model loads, with the "ready" log line only once
 it has loaded (docs/api.md, docs/operations.md).
 
 The server's --debug_step_delay (sleep after each engine step) holds requests
@@ -275,7 +275,7 @@ class DrainTest(unittest.TestCase):
             self.assertEqual(srv.stop(timeout=15), 0, srv.stderr_tail())
             dt = time.monotonic() - t0
             self.assertLess(dt, 3.0, "an idle server took %.1f s to exit after SIGTERM" % dt)
-            self.assertIn("draining (up to 5s)", srv.stderr_text())
+            self.assertIn(" INFO draining signal=15 timeout=5s", srv.stderr_text())
 
 
 class LoadingTest(unittest.TestCase):
@@ -316,9 +316,9 @@ class LoadingTest(unittest.TestCase):
                 e = harness.rpc_error(fn, req, timeout=10)
                 self.assertIsNotNone(e, fn)
                 self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e)
-            # The port answers health checks, but the "listening" line waits for the model.
-            self.assertIn("memserve: loading ", srv.stderr_text())
-            self.assertNotIn("listening", srv.stderr_text())
+            # The port answers health checks, but the "ready" line waits for the model.
+            self.assertIn(" INFO loading model_dir=", srv.stderr_text())
+            self.assertNotIn(" INFO ready ", srv.stderr_text())
             self.assertLess(time.monotonic() - t0, 2.8, "checks too slow to see LOADING")
             # Poll until ready; liveness SERVING throughout.
             states = []
@@ -333,9 +333,9 @@ class LoadingTest(unittest.TestCase):
             self.assertEqual(states[-1], SERVING, "never became ready")
             self.assertGreaterEqual(time.monotonic() - t0, 2.9, "ready before the load delay")
             self.assertEqual(srv.status().state, pb.SERVING_STATE_SERVING)
-            line = srv.wait_log("listening on port %d " % srv.port, timeout=5)
+            line = srv.wait_log(" INFO ready ", timeout=5)
             self.assertIsNotNone(line, srv.stderr_tail())
-            self.assertIn("ready", line)
+            self.assertIn(" port=%d " % srv.port, line)
             c = srv.stub.Complete(pb.GenerateRequest(text=PROMPT, sampling=greedy(3)),
                                   timeout=30)
             self.assertEqual(len(c.token_ids), 3)

@@ -40,7 +40,7 @@ class ListenTest(unittest.TestCase):
                 self.fail("a second server on %s did not exit: it shares the port" % addr)
             self.assertOneLine(r, 1, "cannot listen on " + addr, "--listen",
                                "address already in use")
-            self.assertNotIn("listening", r.stderr)
+            self.assertNotIn(" INFO ready ", r.stderr)
             # The first one still serves.
             c = first.stub.Complete(pb.GenerateRequest(text="Hi", sampling=greedy(3)),
                                     timeout=30)
@@ -65,7 +65,7 @@ class ListenTest(unittest.TestCase):
         for addr in ("192.0.2.1:50051", "nosuchhost.invalid:50051"):
             with self.subTest(addr=addr):
                 self.assertOneLine(serve("--listen", addr, timeout=60), 1,
-                                   "error: cannot listen on %s (--listen)" % addr)
+                                   " ERROR cannot listen on %s (--listen)" % addr)
 
 
 class ModelNameTest(unittest.TestCase):
@@ -73,7 +73,7 @@ class ModelNameTest(unittest.TestCase):
     def test_trailing_slash_keeps_the_name(self):
         with harness.Server(model=DEMO_MODEL + "/", name="slash") as srv:
             self.assertEqual(srv.model_info().model_name, "demo")
-            self.assertIn("model 'demo'", srv.wait_log("listening on port"))
+            self.assertIn(" model=demo ", srv.wait_log(" INFO ready "))
 
     def test_model_name_flag(self):
         with harness.Server("--model_name", "my-model", name="named") as srv:
@@ -92,7 +92,11 @@ class DeviceTest(unittest.TestCase):
             self.assertEqual(m.memory.placement, "cpu-mmap")
             mem = harness.load_config()["memory"]
             self.assertEqual(m.memory.value_table_bytes, mem["n_keys"] ** 2 * mem["v_dim"] * 2)
-            self.assertIn(" on cpu, ", srv.wait_log("listening on port"))
+            line = srv.wait_log(" INFO ready ")
+            self.assertIn(" device=cpu ", line)
+            # The startup line says where the memory lives and how big it is.
+            self.assertIn(" memory_placement=cpu-mmap ", line)
+            self.assertIn(" memory_bytes=%d " % m.memory.value_table_bytes, line)
             self.assertEqual(srv.stop(timeout=30), 0, srv.stderr_tail())
 
 
@@ -126,7 +130,7 @@ class MemoryShardsTest(unittest.TestCase):
                 res = serve("--listen", "127.0.0.1:0", "--memory_shards", r)
                 self.assertEqual(res.returncode, 2, res.stderr)
                 self.assertIn("memory_shards is %s; it must be in [1, 64]" % r, res.stderr)
-                self.assertNotIn("listening", res.stderr)
+                self.assertNotIn(" INFO ready ", res.stderr)
 
 
 if __name__ == "__main__":
