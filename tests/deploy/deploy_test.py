@@ -250,12 +250,41 @@ def resources_problems(where, c):
     return p
 
 
-def check_rendered(docs, flags, health_services, adapter_metric):
+def entrypoint_variables():
+    """{variable: flag} of the entrypoint's ENV_FLAGS table, in its order."""
+    with open(ENTRYPOINT) as f:
+        text = f.read()
+    table = re.search(r"ENV_FLAGS=\((.*?)\)", text, re.S).group(1)
+    return dict(re.findall(r"^\s*(MEMSERVE_\w+)=(\w+)$", table, re.M))
+
+
+def container_flags(container, variables):
+    """The `memserve serve` command line the entrypoint makes of a container:
+    ([(flag or None, value)], problems). The variables' flags come first, then
+    the arguments (docs/deploy.md)."""
+    problems = []
+    env = {}
+    for e in container.get("env", []):
+        if not e["name"].startswith("MEMSERVE_"):
+            continue
+        if e["name"] not in variables:
+            problems.append("memserve: env %s is not a variable of the entrypoint (ignored)" %
+                            e["name"])
+        elif "value" not in e:
+            problems.append("memserve: env %s has no literal value" % e["name"])
+        else:
+            env[e["name"]] = str(e["value"])
+    out = [(flag, env[v]) for v, flag in variables.items() if env.get(v)]
+    return out + parse_args(container.get("args", [])), problems
+
+
+def check_rendered(docs, flags, health_services, adapter_metric, variables):
     """Problems (strings) of one rendered overlay; [] when it is right.
 
     flags: {name: default} of `memserve serve --help`; health_services:
     {"readiness": name, "liveness": name} the server registers;
-    adapter_metric: the custom-metrics name the prometheus-adapter rule serves.
+    adapter_metric: the custom-metrics name the prometheus-adapter rule serves;
+    variables: the entrypoint's {variable: flag}.
     """
     p = []
     for d in docs:
@@ -312,7 +341,9 @@ def check_rendered(docs, flags, health_services, adapter_metric):
                  % args[0])
     values = {}
     given = set()
-    for name, value in parse_args(args):
+    command_line, env_problems = container_flags(main, variables)
+    p += env_problems
+    for name, value in command_line:
         given.add(name)
         if name is None:
             p.append("memserve: argument %r is not a flag" % value)
@@ -511,6 +542,7 @@ class DeployTest(unittest.TestCase):
                                  "kubernetes-client)")
         cls.v2 = kustomize_major(cls.kubectl) < 4
         cls.adapter_metric = adapter_metric_name()
+        cls.variables = entrypoint_variables()
         # The names the server registers (server/serve.cc): readiness is the
         # API's service, liveness the whole server.
         cls.health = {"readiness": harness.SERVICE, "liveness": ""}
@@ -524,7 +556,8 @@ class DeployTest(unittest.TestCase):
         return render(cls.kubectl, os.path.join(tree, "overlays", overlay), cls.v2)
 
     def check(self, docs):
-        return check_rendered(docs, self.flags, self.health, self.adapter_metric)
+        return check_rendered(docs, self.flags, self.health, self.adapter_metric,
+                              self.variables)
 
     def test_every_overlay_is_tested(self):
         self.assertEqual(sorted(os.listdir(os.path.join(K8S, "overlays"))), sorted(OVERLAYS))
@@ -577,6 +610,11 @@ class DeployTest(unittest.TestCase):
         plant("cpu", lambda d, pod, m: m["livenessProbe"]["grpc"].update(
             service=harness.SERVICE), "livenessProbe service")
         plant("cpu", lambda d, pod, m: m["args"].append("--no_such_flag=1"), "--no_such_flag")
+        plant("cpu", lambda d, pod, m: m["env"].append({"name": "MEMSERVE_THREAD", "value": "2"}),
+              "MEMSERVE_THREAD is not a variable")
+        plant("gpu-sharded-pool", lambda d, pod, m: [e for e in m["env"] if e["name"] ==
+                                                     "MEMSERVE_MEMORY_SHARDS"][0].update(
+            value="2"), "nvidia.com/gpu")
         plant("cpu", lambda d, pod, m: m["args"].append("--shutdown_timeout=2m"),
               "terminationGracePeriodSeconds")
         plant("cpu", lambda d, pod, m: pod.update(terminationGracePeriodSeconds=30),
@@ -614,8 +652,8 @@ class DeployTest(unittest.TestCase):
             with self.subTest(overlay=overlay):
                 dep = [d for d in docs if d["kind"] == "Deployment"][0]
                 main = dep["spec"]["template"]["spec"]["containers"][0]
-                srv = EntrypointServer(main.get("args", []), name=overlay)
-                device = dict((n, v) for n, v in parse_args(main["args"])).get("device")
+                srv = EntrypointServer(main, name=overlay)
+                device = dict(container_flags(main, self.variables)[0]).get("device")
                 if device == "cuda":
                     # Without a CUDA device (or backend) the server exits 1 naming
                     # CUDA, after the command line parsed (a bad one exits 2).
@@ -638,24 +676,27 @@ class DeployTest(unittest.TestCase):
                 finally:
                     rc = srv.stop(timeout=60)
                 self.assertEqual(rc, 0, srv.stderr_tail())
-                self.assertIn("memserve: stopped", srv.stderr_text())
+                self.assertRegex(srv.stderr_text(), r"(?m)\bstopped\b")
 
 
 class EntrypointServer(harness.Server):
-    """`memserve serve` started by deploy/docker/entrypoint.sh with `args` and
-    loopback overrides (demo model, OS-picked gRPC port, a free metrics port)."""
+    """`memserve serve` started by deploy/docker/entrypoint.sh as in `container`
+    (its MEMSERVE_* variables and its arguments), with loopback overrides after
+    them: the demo model, an OS-picked gRPC port, a free metrics port."""
 
-    def __init__(self, args, name):
+    def __init__(self, container, name):
         super().__init__(name=name)
-        self.args = list(args)
+        self.args = list(container.get("args", []))
+        self.env = ["%s=%s" % (e["name"], e["value"]) for e in container.get("env", [])
+                    if e["name"].startswith("MEMSERVE_")]
 
     def command(self):
         overrides = ["--model=" + harness.DEMO_MODEL, "--listen=127.0.0.1:0",
                      "--port_file=" + self.port_file, "--threads=2", "--kv_cache_mb=64"]
         if any(a.startswith("--metrics_listen") for a in self.args):
             overrides.append("--metrics_listen=127.0.0.1:%d" % free_port())
-        return ["/usr/bin/env", "MEMSERVE_BIN=" + harness.memserve_binary(), ENTRYPOINT] + \
-            self.args + overrides
+        return ["/usr/bin/env", "MEMSERVE_BIN=" + harness.memserve_binary()] + self.env + \
+            [ENTRYPOINT] + self.args + overrides
 
 
 class EntrypointTest(unittest.TestCase):
@@ -692,13 +733,10 @@ class EntrypointTest(unittest.TestCase):
                          "memserve-cli health\n")
 
     def test_every_variable_maps_to_a_real_flag(self):
-        with open(ENTRYPOINT) as f:
-            text = f.read()
-        table = re.search(r"ENV_FLAGS=\((.*?)\)", text, re.S).group(1)
-        pairs = re.findall(r"^\s*(MEMSERVE_\w+)=(\w+)$", table, re.M)
-        self.assertGreater(len(pairs), 5)
+        variables = entrypoint_variables()
+        self.assertGreater(len(variables), 5)
         flags = serve_flags(harness.memserve_binary())
-        for variable, flag in pairs:
+        for variable, flag in variables.items():
             self.assertIn(flag, flags, "%s -> --%s" % (variable, flag))
             self.assertEqual(variable, "MEMSERVE_" + flag.upper())
 
