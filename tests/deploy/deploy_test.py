@@ -12,6 +12,9 @@
 - Each overlay's memserve arguments start the real server through the image's
   entrypoint (deploy/docker/entrypoint.sh), with loopback overrides appended;
   the probes' service names answer SERVING there, and SIGTERM drains (exit 0).
+- memserve started by the entrypoint as PID 1 of a PID namespace (as in a
+  container) drains on SIGTERM and exits 0 (skipped where no namespace can be
+  made, i.e. not root).
 - The entrypoint maps the environment to flags as documented;
   collect_libs.sh gathers the libraries `memserve` loads; the Dockerfiles
   copy only files that exist and are built, and pin their base images.
@@ -31,9 +34,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
@@ -739,6 +744,61 @@ class EntrypointTest(unittest.TestCase):
         for variable, flag in variables.items():
             self.assertIn(flag, flags, "%s -> --%s" % (variable, flag))
             self.assertEqual(variable, "MEMSERVE_" + flag.upper())
+
+
+class Pid1Test(unittest.TestCase):
+    """In a container the entrypoint's exec makes memserve PID 1, which the
+    kernel spares signals it has no handler for; memserve blocks SIGTERM and
+    waits for it, so it must still drain. Run in a new PID namespace."""
+
+    def test_memserve_as_pid_1_drains_on_sigterm(self):
+        unshare = shutil.which("unshare")
+        probe = subprocess.run([unshare or "unshare", "--pid", "--fork", "--mount-proc", "true"],
+                               capture_output=True, text=True) if unshare else None
+        if probe is None or probe.returncode != 0:
+            self.skipTest("cannot make a PID namespace here (needs root): %s" %
+                          (probe.stderr.strip() if probe else "no unshare"))
+        work = harness.tmpdir("pid1_")
+        port_file = os.path.join(work, "port")
+        log = open(os.path.join(work, "stderr.log"), "w+")
+        env = dict(os.environ, MEMSERVE_BIN=harness.memserve_binary(),
+                   MEMSERVE_MODEL=harness.DEMO_MODEL)
+        proc = subprocess.Popen([unshare, "--pid", "--fork", "--mount-proc", "--kill-child",
+                                 ENTRYPOINT, "--listen=127.0.0.1:0", "--port_file=" + port_file,
+                                 "--threads=1", "--kv_cache_mb=64"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while not (os.path.exists(port_file) and open(port_file).read().strip()):
+                self.assertIsNone(proc.poll(), "exited early")
+                self.assertLess(time.monotonic(), deadline, "no port file")
+                time.sleep(0.05)
+            port = int(open(port_file).read())
+            with grpc.insecure_channel("127.0.0.1:%d" % port) as channel:
+                health = harness.health_pb2_grpc.HealthStub(channel)
+                while health.Check(health_pb2.HealthCheckRequest(service=harness.SERVICE),
+                                   timeout=5).status != SERVING:
+                    self.assertLess(time.monotonic(), deadline, "not ready")
+                    time.sleep(0.05)
+            with open("/proc/%d/task/%d/children" % (proc.pid, proc.pid)) as f:
+                (child,) = [int(x) for x in f.read().split()]
+            with open("/proc/%d/status" % child) as f:
+                status = f.read()
+            self.assertEqual(re.search(r"^Name:\s+(.*)$", status, re.M).group(1), "memserve",
+                             "PID 1 is not memserve (does the entrypoint exec it?)")
+            nspid = re.search(r"^NSpid:\s+(.*)$", status, re.M).group(1).split()
+            self.assertEqual(nspid[-1], "1", "memserve is not PID 1 of its namespace")
+            os.kill(child, signal.SIGTERM)
+            try:
+                self.assertEqual(proc.wait(timeout=60), 0)
+            except subprocess.TimeoutExpired:
+                self.fail("PID 1 ignored SIGTERM (still running after 60 s)")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        log.seek(0)
+        self.assertRegex(log.read(), r"(?m)\bstopped\b")
 
 
 class DockerfileTest(unittest.TestCase):
