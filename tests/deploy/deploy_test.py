@@ -841,7 +841,8 @@ class DockerfileTest(unittest.TestCase):
                 self.assertTrue(os.path.exists(os.path.join(ROOT, path)), "%s: %s" % (name, path))
             # (The test's BUILD lists the same binaries as data.)
             for package, target in re.findall(r"//([\w/]+):([\w-]+)", build_runs):
-                self.assertTrue(os.path.exists(os.path.join(ROOT, package, target)),
+                self.assertTrue(any(os.path.exists(os.path.join(ROOT, top, package, target))
+                                    for top in ("", "bazel-bin")),
                                 "%s: //%s:%s" % (name, package, target))
                 self.assertIn("bazel-bin/%s/%s" % (package, target), build_runs, name)
 
