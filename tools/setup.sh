@@ -25,7 +25,15 @@ PACKAGES=(
   prometheus chromium
   # plots in benchmark reports
   python3-matplotlib python3-yaml
+  # deploy/: its shell scripts are checked (tests/deploy)
+  shellcheck
 )
+# deploy/k8s is rendered with `kubectl kustomize` (tests/deploy). Any kubectl
+# will do (Google Cloud's `kubectl` package conflicts with Debian's
+# kubernetes-client), so Debian's is installed only when none is on PATH.
+if ! command -v kubectl > /dev/null; then
+  PACKAGES+=(kubernetes-client)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
