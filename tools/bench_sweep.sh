@@ -43,8 +43,20 @@ cleanup() {
 trap cleanup EXIT
 for _ in $(seq 1 300); do [[ -s "$workdir/port" ]] && break; sleep 0.1; done
 [[ -s "$workdir/port" ]] || { cat "$workdir/server.log" >&2; exit 1; }
+# CPU accounting (as tools/bench_server.sh): busy jiffies of the machine, of the
+# server, and of this shell's waited-for children (the bench).
+machine_busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+proc_cpu() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+children_cpu() { sed 's/.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
+b0=$(machine_busy) s0=$(proc_cpu "$server_pid") c0=$(children_cpu) t0=$(date +%s.%N)
 # memserve-bench waits for the connection itself; the model loads in well under a second.
 "${client_pin[@]}" "$MEMSERVE_BENCH" --server "127.0.0.1:$(cat "$workdir/port")" \
   --connect_timeout 30s --dataset demo --num_prompts 200 \
   --sweep request_rate=50,100,200,400,inf --percentiles 50,90,99 \
   --out_dir "$out" --plot_script "$plot" "$@"
+b1=$(machine_busy) s1=$(proc_cpu "$server_pid") c1=$(children_cpu) t1=$(date +%s.%N)
+awk -v b=$((b1 - b0)) -v s=$((s1 - s0)) -v c=$((c1 - c0)) -v t0="$t0" -v t1="$t1" \
+    -v hz="$(getconf CLK_TCK)" -v n="$(nproc)" 'BEGIN {
+  secs = t1 - t0
+  printf "bench_sweep.sh: %.1f s; CPU used on average (cores of %d): server %.2f, memserve-bench %.2f, other processes %.2f\n",
+         secs, n, s / hz / secs, c / hz / secs, (b - s - c) / hz / secs }'

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Plots a memserve-bench sweep: latency (median and the highest percentile in
-the CSV) of TTFT, TPOT, ITL and E2EL against output token throughput, one
-point per sweep level, labelled with the level's value.
+the CSV, log scale) of TTFT, TPOT, ITL and E2EL against output token
+throughput, one point per sweep level, labelled with the level's value.
 
     /usr/bin/python3 clients/bench/bench_plot.py SWEEP.csv OUT.png
 
@@ -61,7 +61,8 @@ def main(argv):
                         xytext=(4, 4), fontsize=8)
         ax.set_title(name)
         ax.set_xlabel("output throughput (tokens/s)")
-        ax.set_ylabel("ms")
+        ax.set_ylabel("ms (log scale)")
+        ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     failed = sum(int(r["failed"]) for r in rows)
