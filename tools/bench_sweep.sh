@@ -3,7 +3,8 @@
 # free local port, runs a short memserve-bench sweep over request rates with
 # the demo prompt set (the demo model's facts, models/demo/facts.jsonl), prints
 # each level's table, writes OUT_DIR/sweep.csv and OUT_DIR/sweep.png (plus one
-# JSON per level), and stops the server. About 15 s after the build.
+# JSON per level), and stops the server: under a minute after the build (the
+# test //clients/bench:bench_server_test checks that).
 #   tools/bench_sweep.sh [OUT_DIR] [more memserve-bench flags, e.g. --sweep max_concurrency=1,4,16]
 # OUT_DIR defaults to /tmp/memserve-bench-sweep. Later flags override the
 # defaults below (absl: the last value of a flag wins).
