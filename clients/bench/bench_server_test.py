@@ -109,6 +109,21 @@ class ArrivalTest(unittest.TestCase):
                          self.runs[1]["requests"]["scheduled_s"][:20])
 
 
+class DurationTest(unittest.TestCase):
+
+    def test_duration_bounds_the_sends(self):
+        result, _ = run_json("--dataset", "random", "--random_input_len", "8",
+                             "--random_output_len", "2", "--num_prompts", "100000",
+                             "--request_rate", "20", "--duration", "1s")
+        sent = result["requests"]["sent_s"]
+        # The schedule's arrivals before 1 s: about 20 (Poisson), none after.
+        self.assertGreater(len(sent), 5)
+        self.assertLess(len(sent), 50)
+        self.assertLess(max(result["requests"]["scheduled_s"]), 1.0)
+        self.assertEqual(result["summary"]["completed"], len(sent))
+        self.assertEqual(result["config"]["duration_limit_s"], 1)
+
+
 class SummaryTest(unittest.TestCase):
     """The summary against numpy on the run's own per-request arrays."""
 
