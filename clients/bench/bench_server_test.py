@@ -109,6 +109,43 @@ class ArrivalTest(unittest.TestCase):
                          self.runs[1]["requests"]["scheduled_s"][:20])
 
 
+class DatasetTest(unittest.TestCase):
+
+    def test_sharegpt_first_user_turn_and_reply_length(self):
+        path = os.path.join(harness.tmpdir("bench_"), "sharegpt.json")
+        conversations = [
+            {"id": "a", "conversations": [{"from": "human", "value": "The capital of Batourkor is"},
+                                          {"from": "gpt", "value": " Draenddron."}]},
+            {"id": "b", "conversations": [{"from": "system", "value": "be brief"},
+                                          {"from": "human", "value": "The ruler of Batourkor is"},
+                                          {"from": "gpt", "value": "x" * 20}]},
+            {"id": "c", "conversations": [{"from": "human", "value": "no reply"}]},
+        ]
+        with open(path, "w") as f:
+            json.dump(conversations, f)
+        result, r = run_json("--dataset", "sharegpt", "--dataset_path", path, "--num_prompts", "6",
+                             "--ignore_eos=true")
+        req = result["requests"]
+        self.assertEqual(req["status"], ["OK"] * 6)
+        # Bytes tokenizer: prompt bytes + BOS in, the reply's bytes out (ignore_eos).
+        pairs = sorted(set(zip(req["input_lens"], req["output_lens"])))
+        self.assertEqual(pairs, [(len("The ruler of Batourkor is") + 1, 20),
+                                 (len("The capital of Batourkor is") + 1, len(" Draenddron."))])
+        self.assertIn("dataset sharegpt", r.stdout)
+
+    def test_jsonl_output_tokens_and_the_output_len_override(self):
+        path = os.path.join(harness.tmpdir("bench_"), "prompts.jsonl")
+        with open(path, "w") as f:
+            f.write(json.dumps({"prompt": "Hello", "output_tokens": 7}) + "\n")
+        result, _ = run_json("--dataset", "jsonl", "--dataset_path", path, "--num_prompts", "3",
+                             "--ignore_eos=true")
+        self.assertEqual(result["requests"]["output_lens"], [7, 7, 7])
+        self.assertEqual(result["requests"]["finish_reasons"], ["length"] * 3)
+        result, _ = run_json("--dataset", "jsonl", "--dataset_path", path, "--num_prompts", "2",
+                             "--ignore_eos=true", "--output_len", "4")
+        self.assertEqual(result["requests"]["output_lens"], [4, 4])
+
+
 class DurationTest(unittest.TestCase):
 
     def test_duration_bounds_the_sends(self):
