@@ -8,18 +8,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "clients/bench/stats.h"
 
 namespace memserve {
 namespace loadgen {
 
 double Percentile(const std::vector<double>& sorted_values, double p) {
-  const size_t n = sorted_values.size();
-  if (n == 1) return sorted_values[0];
-  const double rank = std::clamp(p, 0.0, 100.0) / 100.0 * static_cast<double>(n - 1);
-  const size_t lo = static_cast<size_t>(std::floor(rank));
-  const size_t hi = std::min(lo + 1, n - 1);
-  const double frac = rank - static_cast<double>(lo);
-  return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac;
+  return bench::Percentile(sorted_values, p);
 }
 
 Percentiles Summarize(std::vector<double> values) {

@@ -42,8 +42,9 @@ struct Percentiles {
 };
 
 // The p-th percentile (p in [0, 100]) of `values`, interpolating linearly
-// between the two nearest ranks. REQUIRES: `values` sorted ascending, not
-// empty.
+// between the two nearest ranks: bench::Percentile (clients/bench/stats.h,
+// where memserve's clients compute it). REQUIRES: `values` sorted ascending,
+// not empty.
 double Percentile(const std::vector<double>& sorted_values, double p);
 
 // p50, p90 and p99 of `values` (any order).
