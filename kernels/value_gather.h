@@ -22,6 +22,9 @@ namespace memserve::kernels {
 
 struct ValueGatherParams {
   const uint16_t* values = nullptr;  // [rows, row_stride] bf16, device (or mapped host) memory
+  // Or an fp32 table [rows, row_stride] (same rules); exactly one of values
+  // and values_f32 is set.
+  const float* values_f32 = nullptr;
   const int64_t* indices = nullptr;  // [n, k] row ids, device
   const float* weights = nullptr;    // [n, k], device
   float* out = nullptr;              // [n, v_dim] fp32, device (dense: rows v_dim apart)
@@ -37,9 +40,10 @@ struct ValueGatherParams {
   // row_stride, or v_dim when it is 0.
   int64_t effective_row_stride() const { return row_stride == 0 ? v_dim : row_stride; }
 
-  // InvalidArgument naming the field when a pointer is null or a size is
-  // out of range (including a slice [col0, col0 + v_dim) past row_stride). Indices are NOT checked
-  // here (they live on the device); the kernel skips any index outside [0, rows).
+  // InvalidArgument naming the field when a pointer is null (or both tables
+  // are set) or a size is out of range (including a slice [col0, col0 + v_dim)
+  // past row_stride). Indices are NOT checked here (they live on the device);
+  // the kernel skips any index outside [0, rows).
   absl::Status Validate() const;
 };
 
