@@ -6,6 +6,7 @@
 #include "kernels/bf16_bits.h"
 #include "kernels/launch_util.cuh"
 #include "kernels/paged_attention.h"
+#include "kernels/paged_attention_index.h"
 
 namespace memserve::kernels {
 namespace {
@@ -58,20 +59,9 @@ __global__ void __launch_bounds__(kWarps * 32) PagedAttentionKernel(AttentionArg
   const int hd = a.head_dim;
   float* out = a.out + row * static_cast<int64_t>(a.n_heads) * hd + static_cast<int64_t>(h) * hd;
 
-  // The row's sequence: the last s with seq_starts[s] <= row.
-  int s = -1;
+  const int s = SequenceOfRow(a.seq_starts, a.n_seqs, row);
   int64_t pos = -1;
-  if (row >= a.seq_starts[0] && row < a.seq_starts[a.n_seqs]) {
-    int lo = 0, hi = a.n_seqs - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) / 2;
-      if (a.seq_starts[mid] <= row) {
-        lo = mid;
-      } else {
-        hi = mid - 1;
-      }
-    }
-    s = lo;
+  if (s >= 0) {
     const int64_t first = a.seq_starts[s];
     pos = static_cast<int64_t>(a.positions[first]) + (row - first);
   }
@@ -79,14 +69,7 @@ __global__ void __launch_bounds__(kWarps * 32) PagedAttentionKernel(AttentionArg
     for (int d = threadIdx.x; d < hd; d += blockDim.x) out[d] = 0.0f;
     return;
   }
-  // Keys [first_key, last_key]: the causal window, clipped to the positions
-  // the block table can map (a bound on the loop whatever the positions say).
-  int64_t first_key = 0;
-  if (a.sliding_window > 0 && pos - a.sliding_window + 1 > 0) {
-    first_key = pos - a.sliding_window + 1;
-  }
-  const int64_t mapped = static_cast<int64_t>(a.max_blocks) * a.block_size;
-  const int64_t last_key = pos < mapped ? pos : mapped - 1;
+  const KeyRange keys = AttendedKeys(pos, a.sliding_window, a.max_blocks, a.block_size);
   const int32_t* table = a.block_tables + static_cast<int64_t>(s) * a.max_blocks;
   const int64_t head_offset = static_cast<int64_t>(h / a.group) * hd;
   const T* k_base = static_cast<const T*>(a.k_cache) + head_offset;
@@ -106,17 +89,17 @@ __global__ void __launch_bounds__(kWarps * 32) PagedAttentionKernel(AttentionArg
 #pragma unroll
   for (int i = 0; i < kDpl; ++i) acc[i] = 0.0f;
 
-  for (int64_t j0 = first_key + warp * kKeysPerIter; j0 <= last_key; j0 += kWarps * kKeysPerIter) {
+  for (int64_t j0 = keys.first + warp * kKeysPerIter; j0 <= keys.last;
+       j0 += kWarps * kKeysPerIter) {
     int64_t offset[kKeysPerIter];
     bool valid[kKeysPerIter];
 #pragma unroll
     for (int u = 0; u < kKeysPerIter; ++u) {
       const int64_t j = j0 + u;
-      const int64_t b = j / a.block_size;
-      valid[u] = j <= last_key;
-      const int64_t block = valid[u] ? table[b] : -1;
-      valid[u] = valid[u] && block >= 0 && block < a.cache_blocks;
-      offset[u] = valid[u] ? (block * a.block_size + j % a.block_size) * a.kv_dim : 0;
+      const int64_t cache_row =
+          j <= keys.last ? CacheRowOfPosition(table, j, a.block_size, a.cache_blocks) : -1;
+      valid[u] = cache_row >= 0;
+      offset[u] = valid[u] ? cache_row * a.kv_dim : 0;
     }
     float kx[kKeysPerIter][kDpl];
     float vx[kKeysPerIter][kDpl];
