@@ -61,6 +61,51 @@ MEMSERVE_HOST_DEVICE inline int64_t CacheRowOfPosition(const int32_t* table, int
   return block * block_size + j % block_size;
 }
 
+// --- splitting long contexts across blocks (flash-decoding) ---
+//
+// When a launch has few (row, head) pairs (small decode batches) the keys
+// of each pair are cut into `splits` chunks of `chunk` positions, one block
+// each: split i covers positions [i * chunk, (i + 1) * chunk), the last split
+// everything from (splits - 1) * chunk on (so a position past max_context is
+// still attended to). Each block leaves a partial (running max, sum,
+// unnormalized output) in the workspace and a second kernel merges them.
+
+// Target blocks for one launch (two per SM of an H100/H200, 132 SMs), the
+// fewest keys worth a split, and the most splits.
+inline constexpr int64_t kAttentionTargetBlocks = 264;
+inline constexpr int64_t kAttentionMinKeysPerSplit = 256;
+inline constexpr int kAttentionMaxSplits = 64;
+
+// The number of splits for a launch of n_tokens x n_heads (row, head) pairs
+// whose queries sit below position max_context (0 = unknown: no split).
+inline int AttentionSplits(int64_t n_tokens, int n_heads, int64_t max_context) {
+  const int64_t pairs = n_tokens * n_heads;
+  if (max_context <= 0 || pairs <= 0 || pairs >= kAttentionTargetBlocks) return 1;
+  int64_t splits = (kAttentionTargetBlocks + pairs - 1) / pairs;
+  const int64_t by_work = (max_context + kAttentionMinKeysPerSplit - 1) / kAttentionMinKeysPerSplit;
+  if (splits > by_work) splits = by_work;
+  if (splits > kAttentionMaxSplits) splits = kAttentionMaxSplits;
+  return splits < 1 ? 1 : static_cast<int>(splits);
+}
+
+// Positions per split: ceil(max_context / splits). REQUIRES: splits >= 1.
+inline int64_t AttentionSplitChunk(int64_t max_context, int splits) {
+  return (max_context + splits - 1) / splits;
+}
+
+// The part of `keys` that split `split` of `splits` covers (empty when
+// last < first).
+MEMSERVE_HOST_DEVICE inline KeyRange SplitKeys(const KeyRange& keys, int split, int splits,
+                                               int64_t chunk) {
+  if (splits <= 1) return keys;
+  KeyRange r;
+  const int64_t lo = static_cast<int64_t>(split) * chunk;
+  r.first = keys.first > lo ? keys.first : lo;
+  r.last = keys.last;
+  if (split < splits - 1 && lo + chunk - 1 < r.last) r.last = lo + chunk - 1;
+  return r;
+}
+
 }  // namespace memserve::kernels
 
 #endif  // MEMSERVE_KERNELS_PAGED_ATTENTION_INDEX_H_

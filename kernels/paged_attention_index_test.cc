@@ -10,6 +10,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -51,14 +52,42 @@ TEST(PagedAttentionIndexTest, AttendedKeysAndCacheRows) {
   EXPECT_EQ(CacheRowOfPosition(table, 9, 4, 2), -1);  // entry 2 outside a 2-block cache
 }
 
+TEST(PagedAttentionIndexTest, SplitsOnlyForFewPairsAndLongContexts) {
+  EXPECT_EQ(AttentionSplits(1, 16, 0), 1);        // unknown context: no split
+  EXPECT_EQ(AttentionSplits(1, 16, 4096), 16);    // 17 wanted, 16 by work
+  EXPECT_EQ(AttentionSplits(1, 16, 100000), 17);  // 264 / 16 pairs, rounded up
+  EXPECT_EQ(AttentionSplits(1, 1, 1 << 20), kAttentionMaxSplits);
+  EXPECT_EQ(AttentionSplits(1, 16, 300), 2);
+  EXPECT_EQ(AttentionSplits(64, 16, 100000), 1);  // enough pairs already
+  EXPECT_EQ(AttentionSplitChunk(4096, 16), 256);
+  EXPECT_EQ(AttentionSplitChunk(10, 3), 4);
+  // Chunks of 4 over keys [2, 13]: [2, 3], [4, 7], and the open-ended last.
+  const KeyRange keys{2, 13};
+  EXPECT_EQ(SplitKeys(keys, 0, 3, 4).first, 2);
+  EXPECT_EQ(SplitKeys(keys, 0, 3, 4).last, 3);
+  EXPECT_EQ(SplitKeys(keys, 1, 3, 4).first, 4);
+  EXPECT_EQ(SplitKeys(keys, 1, 3, 4).last, 7);
+  EXPECT_EQ(SplitKeys(keys, 2, 3, 4).first, 8);
+  EXPECT_EQ(SplitKeys(keys, 2, 3, 4).last, 13);
+  EXPECT_LT(SplitKeys(KeyRange{0, 2}, 1, 3, 4).last, SplitKeys(KeyRange{0, 2}, 1, 3, 4).first);
+}
+
 // paged_attention.cu's algorithm, step for step, on the host (its constants
-// must match the kernel's): per (row, head), kWarps partitions take groups
-// of kKeysPerIter consecutive keys in turn, each keeps a running max m, sum
-// l and unnormalized output, and the partitions are merged at the end.
+// must match the kernel's): per (row, head) and split (SplitKeys), kWarps
+// partitions take groups of kKeysPerIter consecutive keys in turn, each
+// keeps a running max m, sum l and unnormalized output; the partitions are
+// merged into the split's partial, and the splits' partials into the output
+// (MergeSplitsKernel; with one split this is the kernel's direct output).
 constexpr int kWarps = 4;
 constexpr int kKeysPerIter = 4;
 
-std::vector<float> EmulateKernel(const AttentionTestBatch& b) {
+struct Partial {
+  float m;
+  float sum;
+  std::vector<float> o;
+};
+
+std::vector<float> EmulateKernel(const AttentionTestBatch& b, int splits, int64_t chunk) {
   const AttentionTestCase& c = b.c;
   const int hd = c.head_dim;
   const int group = c.n_heads / c.n_kv_heads;
@@ -76,53 +105,71 @@ std::vector<float> EmulateKernel(const AttentionTestBatch& b) {
         std::fill(o, o + hd, 0.0f);
         continue;
       }
-      const KeyRange keys = AttendedKeys(pos, c.sliding_window, b.max_blocks, c.block_size);
-      const int32_t* table = b.block_tables.data() + static_cast<int64_t>(s) * b.max_blocks;
-      const int64_t head_offset = static_cast<int64_t>(h / group) * hd;
-      const float* q = b.q.data() + row * b.q_dim + static_cast<int64_t>(h) * hd;
-      float m[kWarps], l[kWarps];
-      std::vector<std::vector<float>> acc(kWarps, std::vector<float>(hd, 0.0f));
-      for (int w = 0; w < kWarps; ++w) {
-        m[w] = kNegInf;
-        l[w] = 0.0f;
-        for (int64_t j0 = keys.first + w * kKeysPerIter; j0 <= keys.last;
-             j0 += kWarps * kKeysPerIter) {
-          bool valid[kKeysPerIter];
-          int64_t offset[kKeysPerIter];
-          float score[kKeysPerIter];
-          float m_new = m[w];
-          for (int u = 0; u < kKeysPerIter; ++u) {
-            const int64_t j = j0 + u;
-            const int64_t cache_row =
-                j <= keys.last ? CacheRowOfPosition(table, j, c.block_size, cache_blocks) : -1;
-            valid[u] = cache_row >= 0;
-            offset[u] = valid[u] ? cache_row * b.kv_dim + head_offset : 0;
-            float dot = 0.0f;
-            for (int d = 0; valid[u] && d < hd; ++d) dot += q[d] * b.k_cache[offset[u] + d];
-            score[u] = valid[u] ? dot * scale : kNegInf;
-            m_new = std::max(m_new, score[u]);
+      std::vector<Partial> partials;
+      for (int split = 0; split < splits; ++split) {
+        const KeyRange keys = SplitKeys(
+            AttendedKeys(pos, c.sliding_window, b.max_blocks, c.block_size), split, splits, chunk);
+        const int32_t* table = b.block_tables.data() + static_cast<int64_t>(s) * b.max_blocks;
+        const int64_t head_offset = static_cast<int64_t>(h / group) * hd;
+        const float* q = b.q.data() + row * b.q_dim + static_cast<int64_t>(h) * hd;
+        float m[kWarps], l[kWarps];
+        std::vector<std::vector<float>> acc(kWarps, std::vector<float>(hd, 0.0f));
+        for (int w = 0; w < kWarps; ++w) {
+          m[w] = kNegInf;
+          l[w] = 0.0f;
+          for (int64_t j0 = keys.first + w * kKeysPerIter; j0 <= keys.last;
+               j0 += kWarps * kKeysPerIter) {
+            bool valid[kKeysPerIter];
+            int64_t offset[kKeysPerIter];
+            float score[kKeysPerIter];
+            float m_new = m[w];
+            for (int u = 0; u < kKeysPerIter; ++u) {
+              const int64_t j = j0 + u;
+              const int64_t cache_row =
+                  j <= keys.last ? CacheRowOfPosition(table, j, c.block_size, cache_blocks) : -1;
+              valid[u] = cache_row >= 0;
+              offset[u] = valid[u] ? cache_row * b.kv_dim + head_offset : 0;
+              float dot = 0.0f;
+              for (int d = 0; valid[u] && d < hd; ++d) dot += q[d] * b.k_cache[offset[u] + d];
+              score[u] = valid[u] ? dot * scale : kNegInf;
+              m_new = std::max(m_new, score[u]);
+            }
+            if (m_new == kNegInf) continue;
+            const float correction = std::exp(m[w] - m_new);
+            l[w] *= correction;
+            for (float& a : acc[w]) a *= correction;
+            for (int u = 0; u < kKeysPerIter; ++u) {
+              const float p = valid[u] ? std::exp(score[u] - m_new) : 0.0f;
+              l[w] += p;
+              for (int d = 0; valid[u] && d < hd; ++d) acc[w][d] += p * b.v_cache[offset[u] + d];
+            }
+            m[w] = m_new;
           }
-          if (m_new == kNegInf) continue;
-          const float correction = std::exp(m[w] - m_new);
-          l[w] *= correction;
-          for (float& a : acc[w]) a *= correction;
-          for (int u = 0; u < kKeysPerIter; ++u) {
-            const float p = valid[u] ? std::exp(score[u] - m_new) : 0.0f;
-            l[w] += p;
-            for (int d = 0; valid[u] && d < hd; ++d) acc[w][d] += p * b.v_cache[offset[u] + d];
-          }
-          m[w] = m_new;
         }
+        Partial part{kNegInf, 0.0f, std::vector<float>(hd)};
+        for (int w = 0; w < kWarps; ++w) part.m = std::max(part.m, m[w]);
+        for (int d = 0; d < hd; ++d) {
+          float sum = 0.0f, value = 0.0f;
+          for (int w = 0; w < kWarps; ++w) {
+            if (m[w] == kNegInf) continue;
+            const float f = std::exp(m[w] - part.m);
+            sum += l[w] * f;
+            value += acc[w][d] * f;
+          }
+          part.sum = sum;
+          part.o[d] = value;
+        }
+        partials.push_back(part);
       }
       float m_all = kNegInf;
-      for (int w = 0; w < kWarps; ++w) m_all = std::max(m_all, m[w]);
+      for (const Partial& part : partials) m_all = std::max(m_all, part.m);
       for (int d = 0; d < hd; ++d) {
         float sum = 0.0f, value = 0.0f;
-        for (int w = 0; w < kWarps; ++w) {
-          if (m[w] == kNegInf) continue;
-          const float f = std::exp(m[w] - m_all);
-          sum += l[w] * f;
-          value += acc[w][d] * f;
+        for (const Partial& part : partials) {
+          if (part.m == kNegInf) continue;
+          const float f = std::exp(part.m - m_all);
+          sum += part.sum * f;
+          value += part.o[d] * f;
         }
         o[d] = sum > 0.0f ? value / sum : 0.0f;
       }
@@ -140,14 +187,18 @@ double Nmse(const std::vector<float>& got, const std::vector<float>& want) {
   return err / ref;
 }
 
-void ExpectEmulationMatchesCpu(const AttentionTestCase& c, std::mt19937* rng) {
+// Emulates the kernel without splits and with splits of `chunk` positions
+// (chunk 0: none), both against the CPU backend.
+void ExpectEmulationMatchesCpu(const AttentionTestCase& c, std::mt19937* rng, int splits = 1,
+                               int64_t chunk = 0) {
   SCOPED_TRACE(testing::Message() << c.seqs.size() << " seqs, heads " << c.n_heads << "/"
                                   << c.n_kv_heads << " head_dim " << c.head_dim << " block "
-                                  << c.block_size << " window " << c.sliding_window);
+                                  << c.block_size << " window " << c.sliding_window << " splits "
+                                  << splits << " chunk " << chunk);
   const AttentionTestBatch b = MakeAttentionTestBatch(c, rng);
   const std::vector<float> want = CpuAttentionReference(b);
   ASSERT_EQ(want.size(), static_cast<size_t>(b.n_tokens * b.q_dim));
-  EXPECT_LT(Nmse(EmulateKernel(b), want), 1e-10);
+  EXPECT_LT(Nmse(EmulateKernel(b, splits, chunk), want), 1e-10);
 }
 
 TEST(PagedAttentionEmulationTest, MatchesTheCpuBackend) {
@@ -173,6 +224,16 @@ TEST(PagedAttentionEmulationTest, MatchesTheCpuBackend) {
   decode.head_dim = 32;
   decode.cache_type = ElementType::kBF16;
   ExpectEmulationMatchesCpu(decode, &rng);
+  // Split across blocks: chunks that cut blocks and windows, a last split
+  // past max_context (chunk x splits below the longest context), one split
+  // per position.
+  for (const auto& [splits, chunk] :
+       std::vector<std::pair<int, int64_t>>{{2, 800}, {5, 37}, {3, 100}, {16, 1}, {7, 256}}) {
+    ExpectEmulationMatchesCpu(decode, &rng, splits, chunk);
+    AttentionTestCase windowed = decode;
+    windowed.sliding_window = 50;
+    ExpectEmulationMatchesCpu(windowed, &rng, splits, chunk);
+  }
 }
 
 }  // namespace

@@ -66,19 +66,21 @@ TEST(PagedAttentionParamsTest, ValidateNamesTheField) {
   p.n_tokens = 0;
   p.n_seqs = 0;
   EXPECT_TRUE(LaunchPagedAttention(p, nullptr).ok());  // nothing to do: no CUDA call
-  EXPECT_EQ(PagedAttentionWorkspaceBytes(ValidParams(buf, ibuf)), 0u);
+  EXPECT_EQ(PagedAttentionWorkspaceBytes(ValidParams(buf, ibuf)), 0u);  // max_context unknown
   EXPECT_EQ(ValidParams(buf, ibuf).scale(), 0.125f);
 }
 
 using Case = AttentionTestCase;
 
 // Runs the kernel on a random batch for `c` and compares it with the CPU
-// backend's Attention by NMSE.
-void ExpectMatchesCpu(const Case& c, std::mt19937* rng) {
+// backend's Attention by NMSE. max_context > 0 lets the kernel split the
+// keys of few (row, head) pairs across blocks (it then needs a workspace).
+void ExpectMatchesCpu(const Case& c, std::mt19937* rng, int64_t max_context = 0) {
   SCOPED_TRACE(testing::Message() << c.seqs.size() << " seqs, heads " << c.n_heads << "/"
                                   << c.n_kv_heads << " head_dim " << c.head_dim << " block "
                                   << c.block_size << " window " << c.sliding_window << " "
-                                  << ElementTypeName(c.cache_type) << " q_stride " << c.q_stride);
+                                  << ElementTypeName(c.cache_type) << " q_stride " << c.q_stride
+                                  << " max_context " << max_context);
   const AttentionTestBatch b = MakeAttentionTestBatch(c, rng);
   const std::vector<float> want = CpuAttentionReference(b);
   ASSERT_FALSE(want.empty());
@@ -107,6 +109,13 @@ void ExpectMatchesCpu(const Case& c, std::mt19937* rng) {
   p.n_kv_heads = c.n_kv_heads;
   p.head_dim = c.head_dim;
   p.sliding_window = c.sliding_window;
+  p.max_context = max_context;
+  const size_t workspace_bytes = PagedAttentionWorkspaceBytes(p);
+  DeviceArray<float> workspace(workspace_bytes / sizeof(float));
+  if (workspace_bytes > 0) {
+    p.workspace = workspace.get();
+    p.workspace_bytes = workspace_bytes;
+  }
   ASSERT_TRUE(LaunchPagedAttention(p, nullptr).ok());
   // fp32 on both sides; only the summation order differs.
   EXPECT_LT(Nmse(dout.Read(), want), 1e-10);
@@ -168,6 +177,42 @@ TEST(PagedAttentionTest, DecodeBatchMatchesTheCpuBackend) {
   c.block_size = 32;
   c.cache_type = ElementType::kBF16;
   ExpectMatchesCpu(c, &rng);
+}
+
+// Few (row, head) pairs and a known max_context: the keys are split across
+// blocks and merged by a second kernel (flash-decoding).
+TEST(PagedAttentionTest, SplitDecodeMatchesTheCpuBackend) {
+  MEMSERVE_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(11);
+  Case one;  // batch 1, 16 heads, context 3000: 12 splits of 250 positions
+  one.seqs = {{2999, 1}};
+  one.n_heads = 16;
+  one.n_kv_heads = 4;
+  one.head_dim = 64;
+  one.cache_type = ElementType::kBF16;
+  ExpectMatchesCpu(one, &rng, /*max_context=*/3000);
+  Case few;  // contexts past max_context land in the open-ended last split
+  std::uniform_int_distribution<int> context(0, 2000);
+  for (int s = 0; s < 3; ++s) few.seqs.push_back({context(rng), 1});
+  few.seqs.push_back({0, 1});
+  few.sliding_window = 300;
+  ExpectMatchesCpu(few, &rng, /*max_context=*/600);
+  few.sliding_window = 0;
+  few.head_dim = 256;
+  ExpectMatchesCpu(few, &rng, /*max_context=*/4096);
+}
+
+TEST(PagedAttentionParamsTest, SplitsNeedTheWorkspace) {
+  float buf[4] = {};
+  int32_t ibuf[4] = {};
+  PagedAttentionParams p = ValidParams(buf, ibuf);
+  p.max_context = 1 << 16;  // 1 row x 4 heads: split
+  const size_t need = PagedAttentionWorkspaceBytes(p);
+  EXPECT_EQ(need, 4u * 64 * (64 + 2) * sizeof(float));
+  EXPECT_TRUE(StatusMentions(p.Validate(), "PagedAttentionParams.workspace must hold"));
+  p.workspace = buf;
+  p.workspace_bytes = need;
+  EXPECT_TRUE(p.Validate().ok());
 }
 
 // Entries the host cannot check are masked, never read out of bounds: a
