@@ -19,7 +19,7 @@ __global__ void ValueGatherKernel(const T* __restrict__ values,
                                   const int64_t* __restrict__ indices,
                                   const float* __restrict__ weights,
                                   float* __restrict__ out, int64_t rows,
-                                  int64_t row_stride, int v_dim, int k) {
+                                  int64_t row_stride, int64_t out_stride, int v_dim, int k) {
   const int n = blockIdx.x;
   const int64_t* idx = indices + static_cast<int64_t>(n) * k;
   const float* w = weights + static_cast<int64_t>(n) * k;
@@ -30,7 +30,7 @@ __global__ void ValueGatherKernel(const T* __restrict__ values,
       if (row < 0 || row >= rows) continue;
       acc += w[j] * Widen(values[row * row_stride + c]);
     }
-    out[static_cast<int64_t>(n) * v_dim + c] = acc;
+    out[static_cast<int64_t>(n) * out_stride + c] = acc;
   }
 }
 
@@ -58,6 +58,10 @@ absl::Status ValueGatherParams::Validate() const {
   if (col0 < 0) {
     return absl::InvalidArgumentError(absl::StrCat("ValueGatherParams.col0 must be >= 0, got ", col0));
   }
+  if (out_stride != 0 && out_stride < v_dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ValueGatherParams.out_stride must be 0 or >= v_dim = ", v_dim, ", got ", out_stride));
+  }
   if (col0 + v_dim > effective_row_stride()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "ValueGatherParams: the slice [col0, col0 + v_dim) = [", col0, ", ", col0 + v_dim,
@@ -75,10 +79,11 @@ absl::Status LaunchValueGather(const ValueGatherParams& p, void* stream) {
   if (p.values != nullptr) {
     ValueGatherKernel<<<p.n, threads, 0, s>>>(
         reinterpret_cast<const __nv_bfloat16*>(p.values) + p.col0, p.indices, p.weights, p.out,
-        p.rows, p.effective_row_stride(), p.v_dim, p.k);
+        p.rows, p.effective_row_stride(), p.effective_out_stride(), p.v_dim, p.k);
   } else {
     ValueGatherKernel<<<p.n, threads, 0, s>>>(p.values_f32 + p.col0, p.indices, p.weights, p.out,
-                                              p.rows, p.effective_row_stride(), p.v_dim, p.k);
+                                              p.rows, p.effective_row_stride(),
+                                              p.effective_out_stride(), p.v_dim, p.k);
   }
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {

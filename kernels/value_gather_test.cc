@@ -67,6 +67,9 @@ TEST(ValueGatherParamsTest, ValidateNamesTheField) {
   EXPECT_NE(p.Validate().message().find("values and values_f32 are both set"), std::string::npos);
   p.values = nullptr;
   EXPECT_TRUE(p.Validate().ok());
+  p.out_stride = 3;  // narrower than v_dim = 4
+  EXPECT_NE(p.Validate().message().find("out_stride must be 0 or >= v_dim = 4, got 3"),
+            std::string::npos);
 }
 
 // Runs the kernel on random inputs and compares it with a CPU reference by
@@ -150,6 +153,59 @@ TEST(ValueGatherTest, ColumnSliceMatchesCpuReference) {
   if (ListCudaDevices(&why).empty()) GTEST_SKIP() << "no CUDA device: " << why;
   ExpectMatchesCpuReference(/*rows=*/4096, /*row_stride=*/256, /*col0=*/64, /*v_dim=*/64, 37, 64);
   ExpectMatchesCpuReference(/*rows=*/1000, /*row_stride=*/200, /*col0=*/150, /*v_dim=*/50, 5, 32);
+}
+
+// A shard's slice written straight into its columns of a wider output: the
+// other columns keep their values.
+TEST(ValueGatherTest, StridedOutputWritesOnlyTheSlice) {
+  std::string why;
+  if (ListCudaDevices(&why).empty()) GTEST_SKIP() << "no CUDA device: " << why;
+  const int rows = 4, width = 8, n = 2, k = 2;
+  std::vector<uint16_t> values(rows * width);
+  for (int i = 0; i < rows * width; ++i) values[i] = ToBf16(static_cast<float>(i));
+  const std::vector<int64_t> idx = {1, 3, 0, 2};
+  const std::vector<float> w = {1.0f, 0.5f, 2.0f, -1.0f};
+  std::vector<float> out(n * width, 7.0f);
+  uint16_t* d_values;
+  int64_t* d_idx;
+  float *d_w, *d_out;
+  ASSERT_EQ(cudaMalloc(&d_values, values.size() * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&d_idx, idx.size() * 8), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&d_w, w.size() * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&d_out, out.size() * 4), cudaSuccess);
+  cudaMemcpy(d_values, values.data(), values.size() * 2, cudaMemcpyHostToDevice);
+  cudaMemcpy(d_idx, idx.data(), idx.size() * 8, cudaMemcpyHostToDevice);
+  cudaMemcpy(d_w, w.data(), w.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(d_out, out.data(), out.size() * 4, cudaMemcpyHostToDevice);
+  ValueGatherParams p;  // columns [4, 8) of the table into columns [4, 8) of out
+  p.values = d_values;
+  p.indices = d_idx;
+  p.weights = d_w;
+  p.out = d_out + 4;
+  p.rows = rows;
+  p.v_dim = 4;
+  p.n = n;
+  p.k = k;
+  p.row_stride = width;
+  p.col0 = 4;
+  p.out_stride = width;
+  ASSERT_TRUE(LaunchValueGather(p, nullptr).ok());
+  std::vector<float> got(out.size());
+  ASSERT_EQ(cudaMemcpy(got.data(), d_out, got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int t = 0; t < n; ++t) {
+    for (int c = 0; c < width; ++c) {
+      float want = 7.0f;
+      if (c >= 4) {
+        want = 0.0f;
+        for (int j = 0; j < k; ++j) want += w[t * k + j] * (idx[t * k + j] * width + c);
+      }
+      EXPECT_EQ(got[t * width + c], want) << "token " << t << " column " << c;
+    }
+  }
+  cudaFree(d_values);
+  cudaFree(d_idx);
+  cudaFree(d_w);
+  cudaFree(d_out);
 }
 
 TEST(ValueGatherTest, Fp32TableMatchesCpuReference) {
