@@ -22,9 +22,12 @@ namespace memserve::kernels {
 
 struct ValueGatherParams {
   const uint16_t* values = nullptr;  // [rows, row_stride] bf16, device (or mapped host) memory
+  // Or an fp32 table [rows, row_stride] (same rules); exactly one of values
+  // and values_f32 is set.
+  const float* values_f32 = nullptr;
   const int64_t* indices = nullptr;  // [n, k] row ids, device
   const float* weights = nullptr;    // [n, k], device
-  float* out = nullptr;              // [n, v_dim] fp32, device (dense: rows v_dim apart)
+  float* out = nullptr;              // [n, out_stride] fp32, device; columns [0, v_dim) written
   int64_t rows = 0;
   int v_dim = 0;  // columns gathered (the slice's width)
   int n = 0;
@@ -33,13 +36,20 @@ struct ValueGatherParams {
   // (a dense table read whole). REQUIRES col0 + v_dim <= row_stride.
   int64_t row_stride = 0;
   int64_t col0 = 0;  // first column read, >= 0
+  // Elements between consecutive rows of `out`; 0 = v_dim (dense). Lets a
+  // shard write its slice straight into its columns of a wider output (out
+  // then points at the slice's first column). REQUIRES >= v_dim when set.
+  int64_t out_stride = 0;
 
   // row_stride, or v_dim when it is 0.
   int64_t effective_row_stride() const { return row_stride == 0 ? v_dim : row_stride; }
+  // out_stride, or v_dim when it is 0.
+  int64_t effective_out_stride() const { return out_stride == 0 ? v_dim : out_stride; }
 
-  // InvalidArgument naming the field when a pointer is null or a size is
-  // out of range (including a slice [col0, col0 + v_dim) past row_stride). Indices are NOT checked
-  // here (they live on the device); the kernel skips any index outside [0, rows).
+  // InvalidArgument naming the field when a pointer is null (or both tables
+  // are set) or a size is out of range (including a slice [col0, col0 + v_dim)
+  // past row_stride). Indices are NOT checked here (they live on the device);
+  // the kernel skips any index outside [0, rows).
   absl::Status Validate() const;
 };
 
