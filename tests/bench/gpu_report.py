@@ -46,8 +46,16 @@ def fmt(v, digits=1):
 def report(log_dir):
     ceil = json_lines(os.path.join(log_dir, "ceilings.log"))
     torch_lines = json_lines(os.path.join(log_dir, "torch_decode.log"))
-    ms = {"cuda": json_lines(os.path.join(log_dir, "decode_bench_cuda.log")),
-          "cpu": json_lines(os.path.join(log_dir, "decode_bench_cpu.log"))}
+    # decode_bench ran on the 373M model only when make_pkplus made it (else on models/demo,
+    # which says so in its log: not this table's shape).
+    ms = {}
+    for dev in ("cuda", "cpu"):
+        path = os.path.join(log_dir, f"decode_bench_{dev}.log")
+        demo = False
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                demo = "no 373M model" in f.read()
+        ms[dev] = [] if demo else json_lines(path)
     cfg_path = os.path.join(log_dir, "pkplus_config.json")
     cfg = gpu_roofline.load_config(cfg_path) if os.path.exists(cfg_path) else None
 

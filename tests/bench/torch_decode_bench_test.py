@@ -5,7 +5,8 @@
   - tools/make_test_model.py --serving writes a checkpoint memserve loads (decode_bench runs it,
     --batch with a list) and --preset pkplus is the 373M shape of docs/model.md;
   - gpu_roofline counts, for that shape, exactly the bytes of the tensors a step reads;
-  - decode_bench --device cuda without a CUDA backend/device is the factory's one-line error.
+  - decode_bench --device cuda without a CUDA backend/device is the factory's one-line error;
+  - gpu_report computes the roofline fraction and the goals from a run's logs (made-up inputs).
 
     /usr/bin/python3 tests/bench/torch_decode_bench_test.py --decode_bench PATH
 """
@@ -25,6 +26,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
 import convert_lingua  # noqa: E402
 import gpu_roofline  # noqa: E402
 import make_test_model  # noqa: E402
+import gpu_report  # noqa: E402
 import torch_decode_bench  # noqa: E402
 from reference_model import ReferenceModel  # noqa: E402
 
@@ -127,6 +129,41 @@ class ServingModelTest(unittest.TestCase):
         self.assertEqual(parts["kv_cache"], 24 * 2 * 1024 * 48 * 2)
         self.assertEqual(parts["embedding_rows"], 1024 * 2)
         self.assertAlmostEqual(parts["total"] / 1e6, 673.6, delta=0.1)
+
+
+class ReportTest(unittest.TestCase):
+    def test_fraction_and_goals(self):
+        d = os.path.join(TMP, "report")
+        os.makedirs(d, exist_ok=True)
+        a = dict(make_test_model.DEFAULTS)
+        a.update(make_test_model.PRESETS["pkplus"])
+        cfg, _ = convert_lingua.model_config_from_params(
+            make_test_model.build_params(a, a["vocab"], None, TMP))
+        with open(os.path.join(d, "pkplus_config.json"), "w") as f:
+            json.dump(cfg, f)
+        step = gpu_roofline.decode_step_bytes(cfg, 1, 16 + 32)["total"]
+        roof = 4000e9 / step  # tokens/s at a made-up 4000 GB/s
+
+        def lines(name, objs):
+            with open(os.path.join(d, name), "w") as f:
+                f.write("$ some command\n" + "".join(json.dumps(o) + "\n" for o in objs))
+        lines("ceilings.log", [{"what": "copy_d2d", "mib": 1024, "ms": 0.5, "gb_per_s": 4000.0}])
+        lines("torch_decode.log", [
+            {"what": "decode", "mode": m, "batch": b, "tok_s": t}
+            for m, b, t in (("graph", 1, 0.3 * roof), ("eager", 1, 0.1 * roof),
+                            ("graph", 64, 1000.0), ("graph", 256, 2000.0))])
+        lines("decode_bench_cuda.log", [
+            {"batch": b, "median_decode_tok_s": t}
+            for b, t in ((1, 0.6 * roof), (64, 1600.0), (256, 2900.0))])
+        r = gpu_report.report(d)
+        self.assertIn("memserve cuda: %s tokens/s = 60.0%% of the roofline" %
+                      format(0.6 * roof, ",.1f"), r)
+        self.assertIn("torch graph: %s tokens/s = 30.0%%" % format(0.3 * roof, ",.1f"), r)
+        self.assertIn("batch 1 >= 50% of the roofline: met", r)
+        self.assertIn("batch 1 above the torch CUDA-graph baseline: met", r)
+        self.assertIn("batch 64 >= 1.5x the torch CUDA-graph baseline: met", r)
+        self.assertIn("batch 256 >= 1.5x the torch CUDA-graph baseline: NOT met", r)
+        self.assertIn("| 8 | - | - | - | - | - |", r)  # nothing made up where nothing ran
 
 
 if __name__ == "__main__":

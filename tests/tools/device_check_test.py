@@ -73,14 +73,14 @@ class DeviceCheckTest(unittest.TestCase):
         cls.bundle = os.path.join(TMP, "bundle")
         make_bundle(cls.bundle)
         cls.logs = os.path.join(TMP, "logs")
-        cls.run = run_check(cls.bundle, cls.logs)
+        cls.result = run_check(cls.bundle, cls.logs)
         with open(os.path.join(cls.logs, "summary.txt")) as f:
             cls.summary = f.read()
         cls.steps = steps(cls.summary)
         cls.have_cuda = os.path.exists("tests/bench/cuda_ceilings")
 
     def test_exit_code_and_totals(self):
-        self.assertEqual(self.run.returncode, 0, self.summary)
+        self.assertEqual(self.result.returncode, 0, self.summary)
         self.assertRegex(self.summary, r"total: \d+ pass, \d+ skip, 0 fail")
 
     def test_cpu_steps_pass(self):
