@@ -213,13 +213,11 @@ done
 printf '%s\n' "${machine_libs[@]}" | sort -u > "$out/lib/MACHINE_LIBS"
 
 # Newest symbol versions the carried programs and libraries use.
-newest() {  # prefix (GLIBCXX_, GLIBC_)
-  find "$out/libexec" "$out/lib" "$out/gen" -path "$out/lib/compat" -prune -o -type f -print |
-    while read -r f; do is_elf "$f" && objdump -T "$f" 2> /dev/null; done |
-    grep -o "$1[0-9][0-9.]*" | sort -uV | tail -1
-}
-glibcxx=$(newest GLIBCXX_)
-glibc=$(newest GLIBC_)
+symbols=$(find "$out/libexec" "$out/lib" "$out/gen" -path "$out/lib/compat" -prune -o -type f -print |
+  while read -r f; do if is_elf "$f"; then objdump -T "$f" 2> /dev/null; fi; done |
+  grep -o 'GLIBC\(XX\)\?_[0-9][0-9.]*' | sort -u)
+glibcxx=$(grep '^GLIBCXX_' <<< "$symbols" | sort -V | tail -1)
+glibc=$(grep '^GLIBC_' <<< "$symbols" | sort -V | tail -1)
 echo "$glibcxx" > "$out/lib/compat/GLIBCXX_NEEDED"
 
 # --- env.sh -------------------------------------------------------------------

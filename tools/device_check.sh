@@ -73,10 +73,12 @@ fi
 # shellcheck source=/dev/null
 . "$BUNDLE/env.sh"
 
-# A python3 with torch and numpy (the benchmarks and Python tools need them).
+# A python3 with torch and numpy (the benchmarks and Python tools need them;
+# found without importing torch, which takes seconds).
 PY=""
 for c in ${PYTHON:-} python3 /usr/bin/python3; do
-  if command -v "$c" > /dev/null 2>&1 && "$c" -c 'import torch, numpy' > /dev/null 2>&1; then
+  if command -v "$c" > /dev/null 2>&1 && "$c" -c 'import importlib.util as u, sys
+sys.exit(not (u.find_spec("torch") and u.find_spec("numpy")))' > /dev/null 2>&1; then
     PY=$(command -v "$c")
     break
   fi
@@ -191,7 +193,7 @@ facts() {
 # one found elsewhere (say in the build machine's /usr/lib) would be missing on
 # a bare GPU machine.
 libs() {
-  local f n=0 missing="" outside="" deps name path
+  local f n=0 missing="" outside="" deps
   for f in $(find "$MEMSERVE_BUNDLE/libexec" -type f | sort); do
     n=$((n + 1))
     deps=$(ldd "$f" 2>&1)
@@ -200,16 +202,12 @@ libs() {
     if grep -q 'not found' <<< "$deps"; then
       missing+=" ${f##*/}:[$(grep 'not found' <<< "$deps" | awk '{print $1}' | tr '\n' ' ')]"
     fi
-    while read -r name path; do
-      case "$name" in
-        linux-vdso.so.* | ld-linux-*.so.* | libc.so.* | libm.so.* | libdl.so.* | libpthread.so.* | \
-          librt.so.* | libresolv.so.* | libutil.so.* | libanl.so.* | libmvec.so.* | \
-          libstdc++.so.* | libgcc_s.so.*) continue ;;
-      esac
-      grep -qxF "$name" "$MEMSERVE_BUNDLE/lib/MACHINE_LIBS" && continue
-      case "$path" in "$MEMSERVE_BUNDLE"/*) continue ;; esac
-      outside+=" ${f##*/}:$name=$path"
-    done < <(sed -n 's/^[[:space:]]*\([^ ]*\) => \(\/[^ ]*\) (0x.*/\1 \2/p' <<< "$deps")
+    outside+=$(sed -n 's/^[[:space:]]*\([^ ]*\) => \(\/[^ ]*\) (0x.*/\1 \2/p' <<< "$deps" |
+      awk -v bundle="$MEMSERVE_BUNDLE/" -v prog="${f##*/}" '
+        FILENAME == ARGV[1] { machine[$1] = 1; next }
+        $1 ~ /^(linux-vdso|ld-linux-.*|libc|libm|libdl|libpthread|librt|libresolv|libutil|libanl|libmvec|libstdc\+\+|libgcc_s)\.so/ { next }
+        ($1 in machine) || index($2, bundle) == 1 { next }
+        { printf " %s:%s=%s", prog, $1, $2 }' "$MEMSERVE_BUNDLE/lib/MACHINE_LIBS" -)
   done
   if [ -n "$missing$outside" ]; then
     say "${missing:+libraries not found:$missing; }${outside:+not from the bundle:$outside}"
