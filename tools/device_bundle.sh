@@ -37,7 +37,7 @@
 #     the machine's own is used when it has every symbol version the programs
 #     need (GLIBCXX_NEEDED); env.sh adds compat/ only when it does not.
 #   - everything else (gRPC, protobuf, Abseil, OpenSSL, c-ares, re2, zlib,
-#     gtest, libedit and its terminal libraries, and the per-library .so files
+#     libedit and its terminal libraries, and the per-library .so files
 #     Bazel links tests against): into lib/. None of it is on the GPU machine
 #     in the versions these programs were linked against.
 set -euo pipefail
