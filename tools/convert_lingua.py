@@ -513,6 +513,30 @@ def write_model(path, sd, plan):
             w.write(out, t)
 
 
+def serving_config(cfg, tok_cfg, chat_template, source):
+    """config.json's content (docs/checkpoint-format.md) from model_config_from_params' cfg (its
+    vocab_size resolved), the tokenizer entry and the provenance `source`."""
+    return {
+        "format": "memserve-llama-pk",
+        "format_version": 1,
+        **{k: cfg[k] for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim",
+                               "ffn_hidden_dim", "vocab_size", "max_seqlen", "norm_eps",
+                               "rope_theta", "sliding_window", "memory")},
+        "tokenizer": tok_cfg,
+        "chat_template": chat_template,
+        "source": source,
+    }
+
+
+def write_config(out_dir, config):
+    """Writes OUT_DIR/config.json atomically (a crash never leaves half a file)."""
+    tmp = os.path.join(out_dir, "config.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, os.path.join(out_dir, "config.json"))
+
+
 def convert(ckpt_dir, out_dir, dtype="float32", allow_pickle=False, chat_template="plain"):
     """Converts; raises ConversionError on refusal. Returns the config dict written."""
     if dtype not in ("float32", "bfloat16"):
@@ -553,34 +577,21 @@ def convert(ckpt_dir, out_dir, dtype="float32", allow_pickle=False, chat_templat
         if not 0 <= tok_cfg[name] < cfg["vocab_size"]:
             warn(f"tokenizer {name}={tok_cfg[name]} is not a valid token id")
 
-    config = {
-        "format": "memserve-llama-pk",
-        "format_version": 1,
-        **{k: cfg[k] for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim",
-                               "ffn_hidden_dim", "vocab_size", "max_seqlen", "norm_eps",
-                               "rope_theta", "sliding_window", "memory")},
-        "tokenizer": tok_cfg,
-        "chat_template": chat_template,
-        "source": {
-            "converter": "tools/convert_lingua.py",
-            "converter_version": CONVERTER_VERSION,
-            "checkpoint_dir": os.path.abspath(ckpt_dir),
-            "params_sha256": hashlib.sha256(params_bytes).hexdigest(),
-            "dense_dtype": dtype,
-            "training_name": str(params.get("name", "")),
-        },
-    }
+    config = serving_config(cfg, tok_cfg, chat_template, {
+        "converter": "tools/convert_lingua.py",
+        "converter_version": CONVERTER_VERSION,
+        "checkpoint_dir": os.path.abspath(ckpt_dir),
+        "params_sha256": hashlib.sha256(params_bytes).hexdigest(),
+        "dense_dtype": dtype,
+        "training_name": str(params.get("name", "")),
+    })
     os.makedirs(out_dir, exist_ok=True)
     write_model(os.path.join(out_dir, "model.safetensors"), sd, plan)
     if tok_src is not None:
         dst = os.path.join(out_dir, "tokenizer.model")
         if os.path.abspath(tok_src) != os.path.abspath(dst):
             shutil.copyfile(tok_src, dst)
-    tmp = os.path.join(out_dir, "config.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(config, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, os.path.join(out_dir, "config.json"))
+    write_config(out_dir, config)
     return config
 
 

@@ -21,7 +21,9 @@ package(default_visibility = ["//visibility:public"])
 
 cc_library(
     name = "headers",
-    hdrs = glob(["cuda/include/**/*.h", "cuda/include/**/*.hpp"]),
+    # nv/: extensionless headers (<nv/target>) that cuda_fp16.h, included by
+    # cublas_v2.h, needs.
+    hdrs = glob(["cuda/include/**/*.h", "cuda/include/**/*.hpp", "cuda/include/nv/**"]),
     includes = ["cuda/include"],
 )
 

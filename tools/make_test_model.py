@@ -19,6 +19,12 @@ arguments always give the same files.
 
     /usr/bin/python3 tools/make_test_model.py OUT_DIR [--dim 64] [--mem_layers 1] ...
 Python: from make_test_model import make_model; make_model(out_dir, dim=64, mem_layers="1")
+
+--serving writes memserve's serving checkpoint instead (config.json + model.safetensors, what
+tools/convert_lingua.py makes of the training format), directly and fast, for GB-sized benchmark
+models; --preset NAME takes a real configuration's shape (pkplus: the 373M model, 2 GiB table):
+    python3 tools/make_test_model.py /tmp/pkplus --preset pkplus --serving --dtype bfloat16
+(make_serving_model; on a GPU machine the random values are drawn on the GPU: seconds.)
 """
 
 import argparse
@@ -30,11 +36,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import convert_lingua  # noqa: E402
 from convert_lingua import ffn_hidden_dim, sp_model_info_from_proto  # noqa: E402
+from safetensors_io import SafetensorsWriter  # noqa: E402
 
 BYTES_VOCAB = 258
 
@@ -113,76 +122,103 @@ def sp_piece_count(model_path):
 # --------------------------------------------------------------------------------------------
 # Weights
 
-def _normal(g, shape, std):
-    return torch.randn(*shape, generator=g, dtype=torch.float32) * std
+# The shared value table's entry in tensor_plan (the training state dict holds only its per-layer
+# copies).
+SHARED_TABLE = "<shared values>"
 
 
-def _norm_weight(g, dim):
-    # Not all ones, so a missing multiply by the norm weight is caught.
-    return 1.0 + _normal(g, (dim,), 0.1)
-
-
-def build_state_dict(a, vocab, mem_layers):
-    """The training code's state dict for args `a` (a dict with DEFAULTS' keys)."""
-    g = torch.Generator().manual_seed(int(a["seed"]))
+def tensor_plan(a, vocab, mem_layers):
+    """Every tensor of the training state dict for args `a`, in the order their random values are
+    drawn: a list of (name, shape, kind, std, dtype). kind "normal" is N(0, std^2), "norm" is
+    1 + N(0, 0.1^2) (a norm weight; not all ones, so a missing multiply by it is caught), "copy"
+    is a copy of the SHARED_TABLE entry (no draw)."""
     s = float(a["init_scale"])
     dim, n_heads = a["dim"], a["n_heads"]
     head_dim = a["head_dim"] or dim // n_heads
     n_kv = a["n_kv_heads"] or n_heads
     hidden = ffn_hidden_dim(dim, a["multiple_of"], a["ffn_dim_multiplier"])
-    sd = {}
-    sd["tok_embeddings.weight"] = _normal(g, (vocab, dim), 1.0)
+    f32, bf16 = torch.float32, torch.bfloat16
+    plan = [("tok_embeddings.weight", (vocab, dim), "normal", 1.0, f32)]
 
     n_keys, heads, k_dim = a["mem_n_keys"], a["mem_heads"], a["mem_k_dim"]
     v_dim = a["mem_v_dim"] if a["mem_v_dim"] > 0 else dim
     v_proj = a["swilu"] or a["mem_v_dim"] > 0
-    shared_table = None
-    if mem_layers and a["share_values"]:
-        shared_table = _normal(g, (n_keys * n_keys, v_dim), 1.0).to(torch.bfloat16)
+    shared = bool(mem_layers) and a["share_values"]
+    if shared:
+        plan.append((SHARED_TABLE, (n_keys * n_keys, v_dim), "normal", 1.0, bf16))
 
     for i in range(a["n_layers"]):
         p = f"layers.{i}."
-        sd[p + "attention.wq.weight"] = _normal(g, (n_heads * head_dim, dim), s / math.sqrt(dim))
-        sd[p + "attention.wk.weight"] = _normal(g, (n_kv * head_dim, dim), s / math.sqrt(dim))
-        sd[p + "attention.wv.weight"] = _normal(g, (n_kv * head_dim, dim), s / math.sqrt(dim))
-        sd[p + "attention.wo.weight"] = _normal(g, (dim, n_heads * head_dim),
-                                                s / math.sqrt(n_heads * head_dim))
+        plan += [
+            (p + "attention.wq.weight", (n_heads * head_dim, dim), "normal", s / math.sqrt(dim), f32),
+            (p + "attention.wk.weight", (n_kv * head_dim, dim), "normal", s / math.sqrt(dim), f32),
+            (p + "attention.wv.weight", (n_kv * head_dim, dim), "normal", s / math.sqrt(dim), f32),
+            (p + "attention.wo.weight", (dim, n_heads * head_dim), "normal",
+             s / math.sqrt(n_heads * head_dim), f32),
+        ]
         if i in mem_layers:
             f = p + "feed_forward."
             # Sub-key scores <q_half, key> have std ~key_scale: wide spread, clear top-k gaps.
             half = k_dim // 2
-            sd[f + "keys"] = _normal(g, (2 * heads * n_keys, half),
-                                     a["key_scale"] / math.sqrt(half))
-            sd[f + "query_proj.query_mlps.0.weight"] = _normal(g, (heads * k_dim, dim),
-                                                               1.0 / math.sqrt(dim))
-            sd[f + "query_proj.query_mlps.0.bias"] = _normal(g, (heads * k_dim,), 0.1)
+            plan += [
+                (f + "keys", (2 * heads * n_keys, half), "normal",
+                 a["key_scale"] / math.sqrt(half), f32),
+                (f + "query_proj.query_mlps.0.weight", (heads * k_dim, dim), "normal",
+                 1.0 / math.sqrt(dim), f32),
+                (f + "query_proj.query_mlps.0.bias", (heads * k_dim,), "normal", 0.1, f32),
+            ]
             if a["peer"]:  # PEER: two fp32 embeddings (training code's nn.Embedding)
-                sd[f + "values_u.weight"] = _normal(g, (n_keys * n_keys, v_dim), 1.0)
-                sd[f + "values_v.weight"] = _normal(g, (n_keys * n_keys, v_dim), 1.0)
-            elif shared_table is not None:
-                sd[f + "values.weight"] = shared_table.clone()
+                plan += [(f + "values_u.weight", (n_keys * n_keys, v_dim), "normal", 1.0, f32),
+                         (f + "values_v.weight", (n_keys * n_keys, v_dim), "normal", 1.0, f32)]
+            elif shared:
+                plan.append((f + "values.weight", (n_keys * n_keys, v_dim), "copy", None, bf16))
             else:
-                sd[f + "values.weight"] = _normal(g, (n_keys * n_keys, v_dim),
-                                                  1.0).to(torch.bfloat16)
+                plan.append((f + "values.weight", (n_keys * n_keys, v_dim), "normal", 1.0, bf16))
             if v_proj:
-                sd[f + "value_proj.weight"] = _normal(g, (dim, v_dim),
-                                                      s / math.sqrt(v_dim * heads))
-                sd[f + "value_proj.bias"] = _normal(g, (dim,), 0.1)
+                plan += [(f + "value_proj.weight", (dim, v_dim), "normal",
+                          s / math.sqrt(v_dim * heads), f32),
+                         (f + "value_proj.bias", (dim,), "normal", 0.1, f32)]
             if a["swilu"]:
-                sd[f + "swilu_projection.weight"] = _normal(g, (v_dim, dim), 1.0 / math.sqrt(dim))
-                sd[f + "swilu_projection.bias"] = _normal(g, (v_dim,), 0.1)
+                plan += [(f + "swilu_projection.weight", (v_dim, dim), "normal",
+                          1.0 / math.sqrt(dim), f32),
+                         (f + "swilu_projection.bias", (v_dim,), "normal", 0.1, f32)]
             if a["gated"]:
-                sd[f + "gating.weight"] = _normal(g, (1, dim), 1.0 / math.sqrt(dim))
-                sd[f + "gating.bias"] = _normal(g, (1,), 0.5)
+                plan += [(f + "gating.weight", (1, dim), "normal", 1.0 / math.sqrt(dim), f32),
+                         (f + "gating.bias", (1,), "normal", 0.5, f32)]
         else:
-            sd[p + "feed_forward.w1.weight"] = _normal(g, (hidden, dim), s / math.sqrt(dim))
-            sd[p + "feed_forward.w2.weight"] = _normal(g, (dim, hidden), s / math.sqrt(hidden))
-            sd[p + "feed_forward.w3.weight"] = _normal(g, (hidden, dim), s / math.sqrt(dim))
-        sd[p + "attention_norm.weight"] = _norm_weight(g, dim)
-        sd[p + "ffn_norm.weight"] = _norm_weight(g, dim)
-    sd["norm.weight"] = _norm_weight(g, dim)
+            plan += [
+                (p + "feed_forward.w1.weight", (hidden, dim), "normal", s / math.sqrt(dim), f32),
+                (p + "feed_forward.w2.weight", (dim, hidden), "normal", s / math.sqrt(hidden), f32),
+                (p + "feed_forward.w3.weight", (hidden, dim), "normal", s / math.sqrt(dim), f32),
+            ]
+        plan += [(p + "attention_norm.weight", (dim,), "norm", 0.1, f32),
+                 (p + "ffn_norm.weight", (dim,), "norm", 0.1, f32)]
+    plan.append(("norm.weight", (dim,), "norm", 0.1, f32))
     # Logit std ~2: argmax is rarely a near-tie.
-    sd["output.weight"] = _normal(g, (vocab, dim), 2.0 * s / math.sqrt(dim))
+    plan.append(("output.weight", (vocab, dim), "normal", 2.0 * s / math.sqrt(dim), f32))
+    return plan
+
+
+def _draw(g, shape, kind, std, dtype, device="cpu"):
+    """One planned tensor's random values (on `device`, whose generator is `g`)."""
+    t = torch.randn(*shape, generator=g, dtype=torch.float32, device=device) * std
+    if kind == "norm":
+        t = 1.0 + t
+    return t.to(dtype)
+
+
+def build_state_dict(a, vocab, mem_layers):
+    """The training code's state dict for args `a` (a dict with DEFAULTS' keys)."""
+    g = torch.Generator().manual_seed(int(a["seed"]))
+    sd = {}
+    shared = None
+    for name, shape, kind, std, dtype in tensor_plan(a, vocab, mem_layers):
+        if kind == "copy":
+            sd[name] = shared.clone()
+        elif name == SHARED_TABLE:
+            shared = _draw(g, shape, kind, std, dtype)
+        else:
+            sd[name] = _draw(g, shape, kind, std, dtype)
     return sd
 
 
@@ -298,10 +334,124 @@ def make_model(out_dir, **kwargs):
     return params
 
 
+# Shapes of real configurations (docs/model.md, "Sizes"), for --preset. Random weights as always;
+# flags given beside --preset override its values.
+PRESETS = {
+    # The 373M "pkplus" model: memory layers 4, 12, 20 sharing one 1M x 1024 bf16 table (2 GiB).
+    "pkplus": dict(dim=1024, n_layers=24, n_heads=16, n_kv_heads=16, multiple_of=256,
+                   mem_layers="4,12,20", mem_n_keys=1024, mem_heads=4, mem_knn=32, mem_k_dim=512,
+                   vocab=32000, max_seqlen=1024, rope_theta=500000.0),
+}
+
+# Rows of a value table drawn at once by make_serving_model (bounds its scratch memory).
+_TABLE_CHUNK_ROWS = 1 << 16
+
+
+def _pick_device(device):
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: torch sees no CUDA device")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, not {device!r}")
+    return device
+
+
+def make_serving_model(out_dir, dtype="bfloat16", device="auto", **kwargs):
+    """Writes memserve's SERVING checkpoint (config.json + model.safetensors, as
+    tools/convert_lingua.py would write from make_model's output) directly, without the
+    training-format detour, so that GB-sized models take seconds: random values are drawn on
+    `device` ("auto": the GPU when torch sees one) and the shared value table is drawn and written
+    once. Same shapes and value scales as make_model, but other random values (another
+    generator; still seeded). `dtype` is the dense weights' ("float32" or "bfloat16"; the value
+    table is always bf16). Bytes tokenizer only; PEER layers are refused (memserve refuses them).
+    Returns the config dict written to config.json."""
+    unknown = set(kwargs) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown make_serving_model arguments: {sorted(unknown)}")
+    a = dict(DEFAULTS)
+    a.update(kwargs)
+    if a["tokenizer"] != "bytes":
+        raise ValueError("--serving writes bytes-tokenizer models only")
+    if a["peer"]:
+        raise ValueError("--serving cannot write PEER layers (memserve refuses them)")
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"--dtype must be float32 or bfloat16, not {dtype!r}")
+    dense = torch.float32 if dtype == "float32" else torch.bfloat16
+    device = _pick_device(device)
+    a["mem_layers"] = str(a["mem_layers"] or "")
+    mem_layers = sorted({int(x) for x in a["mem_layers"].split(",") if x.strip()})
+    for i in mem_layers:
+        if not 0 <= i < a["n_layers"]:
+            raise ValueError(f"memory layer {i} outside [0, {a['n_layers']})")
+    vocab = a["vocab"] or BYTES_VOCAB
+    if vocab < BYTES_VOCAB:
+        raise ValueError(f"vocab {vocab} < tokenizer vocab {BYTES_VOCAB}")
+    params = build_params(a, vocab, None, out_dir)
+    try:
+        cfg, _ = convert_lingua.model_config_from_params(params)
+    except convert_lingua.ConversionError as e:
+        raise ValueError(str(e))
+    tok_cfg, _, _ = convert_lingua.resolve_tokenizer(params, out_dir)
+
+    # (file name, shape, kind, std, file dtype); F32 before BF16 keeps every offset aligned.
+    plan = []
+    for name, shape, kind, std, dt in tensor_plan(a, vocab, mem_layers):
+        if kind == "copy":
+            continue
+        if name == SHARED_TABLE:
+            name = convert_lingua.SHARED_VALUES_NAME
+        plan.append((name, shape, kind, std, dt if dt == torch.bfloat16 else dense))
+    plan.sort(key=lambda e: e[4] == torch.bfloat16)
+    expected = convert_lingua.expected_shapes(cfg)
+    if a["share_values"] and mem_layers:
+        for i in mem_layers:
+            del expected[f"layers.{i}.feed_forward.values.weight"]
+        expected[convert_lingua.SHARED_VALUES_NAME] = [a["mem_n_keys"] ** 2,
+                                                       cfg["memory"]["v_dim"]]
+    got = {e[0]: list(e[1]) for e in plan}
+    assert got == expected, f"plan does not match the config: {set(got) ^ set(expected)}"
+
+    os.makedirs(out_dir, exist_ok=True)
+    g = torch.Generator(device=device).manual_seed(int(a["seed"]))
+    st = {torch.float32: "F32", torch.bfloat16: "BF16"}
+    path = os.path.join(out_dir, "model.safetensors")
+    with SafetensorsWriter(path, [(e[0], st[e[4]], e[1]) for e in plan], {"format": "pt"}) as w:
+        for name, shape, kind, std, dt in plan:
+            if shape[0] <= _TABLE_CHUNK_ROWS:
+                t = _draw(g, shape, kind, std, dt, device).cpu()
+            else:  # drawn in row chunks: no full-size fp32 scratch
+                t = torch.empty(shape, dtype=dt)
+                for r in range(0, shape[0], _TABLE_CHUNK_ROWS):
+                    rows = min(_TABLE_CHUNK_ROWS, shape[0] - r)
+                    t[r:r + rows] = _draw(g, (rows,) + tuple(shape[1:]), kind, std, dt,
+                                          device).cpu()
+            w.write(name, t)
+            del t
+    config = convert_lingua.serving_config(
+        cfg, tok_cfg, "plain",
+        {"converter": "tools/make_test_model.py --serving", "converter_version": 1,
+         "random_device": device, "seed": int(a["seed"]), "dense_dtype": dtype,
+         "training_name": params["name"]})
+    convert_lingua.write_config(out_dir, config)
+    return config
+
+
 def main(argv=None):
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS))
+    d = dict(DEFAULTS)
+    d.update(PRESETS.get(pre.parse_known_args(argv)[0].preset, {}))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out_dir")
-    d = DEFAULTS
+    ap.add_argument("--preset", choices=sorted(PRESETS),
+                    help="a real configuration's shape (flags given too override it)")
+    ap.add_argument("--serving", action="store_true",
+                    help="write memserve's serving checkpoint directly (make_serving_model)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="--serving: dtype of the dense weights (the value table is bf16)")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="--serving: where the random values are drawn (auto: the GPU if any)")
     ap.add_argument("--dim", type=int, default=d["dim"])
     ap.add_argument("--n_layers", type=int, default=d["n_layers"])
     ap.add_argument("--n_heads", type=int, default=d["n_heads"])
@@ -309,7 +459,7 @@ def main(argv=None):
     ap.add_argument("--head_dim", type=int, default=None)
     ap.add_argument("--multiple_of", type=int, default=d["multiple_of"])
     ap.add_argument("--ffn_dim_multiplier", type=float, default=None)
-    ap.add_argument("--vocab", type=int, default=None,
+    ap.add_argument("--vocab", type=int, default=d["vocab"],
                     help="vocab size (default: the tokenizer's; must be >= it)")
     ap.add_argument("--max_seqlen", type=int, default=d["max_seqlen"])
     ap.add_argument("--rope_theta", type=float, default=d["rope_theta"])
@@ -337,12 +487,19 @@ def main(argv=None):
     x = ap.parse_args(argv)
     kw = {k: getattr(x, k) for k in DEFAULTS if hasattr(x, k)}
     kw.update(share_values=not x.no_share_values, swilu=not x.no_swilu, gated=x.gated)
+    if not x.serving and (x.dtype != "float32" or x.device != "auto"):
+        print("make_test_model: error: --dtype and --device go with --serving", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
     try:
-        make_model(x.out_dir, **kw)
+        if x.serving:
+            make_serving_model(x.out_dir, dtype=x.dtype, device=x.device, **kw)
+        else:
+            make_model(x.out_dir, **kw)
     except (ValueError, RuntimeError) as e:
         print(f"make_test_model: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {x.out_dir}", file=sys.stderr)
+    print(f"wrote {x.out_dir} in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return 0
 
 

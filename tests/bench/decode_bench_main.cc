@@ -1,24 +1,33 @@
-// decode_bench: decode throughput of the C++ model on the CPU, without the
-// server. Prefills --prompt_tokens random ids, then decodes --decode_tokens
-// greedily through the KV cache; repeats --runs times and prints one JSON line
-// per run plus a summary line with the median decode tokens/s.
+// decode_bench: decode throughput of the C++ model on --device cpu or cuda,
+// without the server. Prefills --prompt_tokens random ids, then decodes
+// --decode_tokens greedily through the KV cache; repeats --runs times and
+// prints one JSON line per run plus a summary line with the median decode
+// tokens/s.
 // --batch 1 uses Model::Forward on one sequence; --batch B > 1 decodes B
 // sequences (different random prompts) in lockstep, one Model::ForwardBatch
 // per step over a paged cache, the way the engine runs B streams; tokens/s
-// is then the aggregate over the B sequences.
+// is then the aggregate over the B sequences. --batch 1,8,64 measures each
+// size in turn on one loaded model (one summary line per size, in order).
+// The model is built the way the engine builds it (MakeBackend for --device,
+// then Model::Load); a device this build or machine lacks is the factory's
+// one-line error, exit 1.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/types/span.h"
+#include "engine/backend_factory.h"
 #include "engine/model.h"
-#include "engine/model_cpu.h"
 
 ABSL_FLAG(std::string, model, "", "serving checkpoint directory");
 ABSL_FLAG(int, prompt_tokens, 16, "prompt length");
@@ -27,7 +36,10 @@ ABSL_FLAG(int, runs, 3, "timed runs (after one warm-up); >= 1");
 ABSL_FLAG(int, threads, 0, "CPU threads; 0 = all cores");
 ABSL_FLAG(int, memory_shards, 1,
           "column shards of the memory value tables (results do not change)");
-ABSL_FLAG(int, batch, 1, "sequences decoded together (ForwardBatch when > 1)");
+ABSL_FLAG(std::vector<std::string>, batch, {"1"},
+          "sequences decoded together (ForwardBatch when > 1); a comma-separated list "
+          "measures each size in turn");
+ABSL_FLAG(std::string, device, "cpu", "where the model runs: cpu or cuda");
 
 namespace {
 
@@ -109,51 +121,87 @@ absl::StatusOr<RunTimes> RunSingle(memserve::Model& model, const std::vector<int
   return times;
 }
 
+// The --batch values; InvalidArgument naming --batch unless each is an
+// integer >= 1.
+absl::StatusOr<std::vector<int>> ParseBatches(const std::vector<std::string>& values) {
+  std::vector<int> out;
+  for (const std::string& v : values) {
+    int b = 0;
+    if (!absl::SimpleAtoi(v, &b) || b < 1) {
+      return absl::InvalidArgumentError("--batch: '" + v + "' is not an integer >= 1");
+    }
+    out.push_back(b);
+  }
+  if (out.empty()) return absl::InvalidArgumentError("--batch: give at least one size");
+  return out;
+}
+
+// MakeBackend(--device) + Model::Load: the engine's construction path.
+absl::StatusOr<std::unique_ptr<memserve::Model>> LoadOnDevice(const std::string& dir,
+                                                              const std::string& device_name) {
+  absl::StatusOr<memserve::Device> device = memserve::ParseDevice(device_name);
+  if (!device.ok()) return device.status();
+  memserve::ModelOptions opts;
+  opts.num_threads = absl::GetFlag(FLAGS_threads);
+  opts.memory_shards = absl::GetFlag(FLAGS_memory_shards);
+  absl::StatusOr<std::unique_ptr<memserve::Backend>> backend =
+      memserve::MakeBackend(*device, opts.num_threads);
+  if (!backend.ok()) return backend.status();
+  return memserve::Model::Load(dir, std::move(*backend), opts);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  memserve::ModelOptions opts;
-  opts.num_threads = absl::GetFlag(FLAGS_threads);
-  opts.memory_shards = absl::GetFlag(FLAGS_memory_shards);
-  auto model_or = memserve::LoadCpuModel(absl::GetFlag(FLAGS_model), opts);
+  const int P = absl::GetFlag(FLAGS_prompt_tokens), D = absl::GetFlag(FLAGS_decode_tokens);
+  absl::StatusOr<std::vector<int>> batches = ParseBatches(absl::GetFlag(FLAGS_batch));
+  if (!batches.ok()) {
+    std::cerr << "error: " << batches.status().message() << "\n";
+    return 1;
+  }
+  if (P < 1 || D < 1 || absl::GetFlag(FLAGS_runs) < 1) {
+    std::cerr << "error: --prompt_tokens, --decode_tokens and --runs must be >= 1\n";
+    return 1;
+  }
+  const std::string device = absl::GetFlag(FLAGS_device);
+  auto model_or = LoadOnDevice(absl::GetFlag(FLAGS_model), device);
   if (!model_or.ok()) {
-    std::cerr << model_or.status() << "\n";
+    std::cerr << "error: " << model_or.status().message() << "\n";
     return 1;
   }
   memserve::Model& model = **model_or;
   const int vocab = model.config().vocab_size;
-  const int P = absl::GetFlag(FLAGS_prompt_tokens), D = absl::GetFlag(FLAGS_decode_tokens);
-  const int B = absl::GetFlag(FLAGS_batch);
-  if (P < 1 || D < 1 || B < 1) {
-    std::cerr << "--prompt_tokens, --decode_tokens and --batch must be >= 1\n";
-    return 1;
-  }
-  std::mt19937 rng(0);
-  std::vector<std::vector<int>> prompts(B, std::vector<int>(P));
-  for (auto& prompt : prompts) {
-    for (int& t : prompt) t = static_cast<int>(rng() % vocab);
-  }
 
-  std::vector<double> rates;
-  for (int run = 0; run <= absl::GetFlag(FLAGS_runs); ++run) {
-    absl::StatusOr<RunTimes> times =
-        B == 1 ? RunSingle(model, prompts[0], D) : RunBatch(model, prompts, D);
-    if (!times.ok()) {
-      std::cerr << times.status() << "\n";
-      return 1;
+  for (const int B : *batches) {
+    std::mt19937 rng(0);
+    std::vector<std::vector<int>> prompts(B, std::vector<int>(P));
+    for (auto& prompt : prompts) {
+      for (int& t : prompt) t = static_cast<int>(rng() % vocab);
     }
-    if (run == 0) continue;  // warm-up
-    const double rate = static_cast<double>(B) * D / times->decode_s;
-    rates.push_back(rate);
+    std::vector<double> rates;
+    for (int run = 0; run <= absl::GetFlag(FLAGS_runs); ++run) {
+      absl::StatusOr<RunTimes> times =
+          B == 1 ? RunSingle(model, prompts[0], D) : RunBatch(model, prompts, D);
+      if (!times.ok()) {
+        std::cerr << "error: batch " << B << ": " << times.status() << "\n";
+        return 1;
+      }
+      if (run == 0) continue;  // warm-up
+      const double rate = static_cast<double>(B) * D / times->decode_s;
+      rates.push_back(rate);
+      std::printf(
+          "{\"engine\": \"cpp\", \"device\": \"%s\", \"run\": %d, \"batch\": %d, "
+          "\"prefill_tokens\": %d, \"prefill_s\": %.4f, \"decode_tokens\": %d, "
+          "\"decode_s\": %.4f, \"decode_tok_s\": %.2f}\n",
+          device.c_str(), run, B, P, times->prefill_s, D, times->decode_s, rate);
+    }
+    std::sort(rates.begin(), rates.end());
     std::printf(
-        "{\"engine\": \"cpp\", \"run\": %d, \"batch\": %d, \"prefill_tokens\": %d, "
-        "\"prefill_s\": %.4f, \"decode_tokens\": %d, \"decode_s\": %.4f, "
-        "\"decode_tok_s\": %.2f}\n",
-        run, B, P, times->prefill_s, D, times->decode_s, rate);
+        "{\"engine\": \"cpp\", \"device\": \"%s\", \"batch\": %d, "
+        "\"median_decode_tok_s\": %.2f}\n",
+        device.c_str(), B, rates[rates.size() / 2]);
+    std::fflush(stdout);
   }
-  std::sort(rates.begin(), rates.end());
-  std::printf("{\"engine\": \"cpp\", \"batch\": %d, \"median_decode_tok_s\": %.2f}\n", B,
-              rates[rates.size() / 2]);
   return 0;
 }

@@ -1,0 +1,157 @@
+"""The GPU benchmark summary of one tools/device_check.sh run, from its raw logs: the ceilings
+(cuda_ceilings), the PyTorch baseline (torch_decode_bench.py), memserve (decode_bench --device
+cuda) on the same 373M-shape checkpoint, and issue 11's goals:
+  - batch 1: memserve >= 50% of the memory-bandwidth roofline (gpu_roofline.py: bytes one step
+    reads / the measured copy bandwidth), and above the PyTorch CUDA-graph baseline;
+  - batch 64 and 256: memserve >= 1.5x the PyTorch CUDA-graph baseline.
+Numbers that are missing (a step skipped or failed) are shown as "-" and their goal as
+"not measured": nothing here is estimated.
+
+    python3 tests/bench/gpu_report.py LOG_DIR     (prints Markdown)
+
+Reads LOG_DIR/{ceilings,torch_decode,decode_bench_cuda,decode_bench_cpu}.log (JSON lines among
+other output) and LOG_DIR/pkplus_config.json. Python 3, standard library only.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_roofline  # noqa: E402
+
+PROMPT_TOKENS, DECODE_TOKENS = 16, 64  # tools/device_check.sh's benchmark protocol
+BATCHES = (1, 8, 64, 256)
+
+
+def json_lines(path):
+    out = []
+    if not os.path.exists(path):
+        return out
+    with open(path, errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+    return out
+
+
+def fmt(v, digits=1):
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def report(log_dir):
+    ceil = json_lines(os.path.join(log_dir, "ceilings.log"))
+    torch_lines = json_lines(os.path.join(log_dir, "torch_decode.log"))
+    # decode_bench ran on the 373M model only when make_pkplus made it (else on models/demo,
+    # which says so in its log: not this table's shape).
+    ms = {}
+    for dev in ("cuda", "cpu"):
+        path = os.path.join(log_dir, f"decode_bench_{dev}.log")
+        demo = False
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                demo = "no 373M model" in f.read()
+        ms[dev] = [] if demo else json_lines(path)
+    cfg_path = os.path.join(log_dir, "pkplus_config.json")
+    cfg = gpu_roofline.load_config(cfg_path) if os.path.exists(cfg_path) else None
+
+    copy_bw = next((j["gb_per_s"] for j in ceil if j.get("what") == "copy_d2d"), None)
+    setup = next((j for j in torch_lines if j.get("what") == "setup"), {})
+    bw_source = "cuda_ceilings copy_d2d"
+    if copy_bw is None and setup.get("copy_gb_per_s"):
+        copy_bw, bw_source = setup["copy_gb_per_s"], "torch copy (torch_decode_bench)"
+    torch_tok = {(j["batch"], j["mode"]): j["tok_s"] for j in torch_lines
+                 if j.get("what") == "decode"}
+    mem_tok = {d: {j["batch"]: j["median_decode_tok_s"] for j in lines
+                   if "median_decode_tok_s" in j} for d, lines in ms.items()}
+
+    L = ["# GPU benchmarks (tools/device_check.sh)", ""]
+    dev = next((j for j in ceil if j.get("what") == "device"), None)
+    if dev:
+        L.append(f"Device: {dev['name']} (sm_{dev['sm']}, {dev['sms']} SMs, "
+                 f"{dev['memory_gib']} GiB, L2 {dev['l2_mib']} MiB), driver {dev['driver']}, "
+                 f"runtime {dev['runtime']}.")
+    if setup:
+        L.append(f"PyTorch {setup.get('torch')} on {setup.get('gpu', setup.get('device'))}.")
+    L += ["", "## Ceilings (cuda_ceilings)", ""]
+    L.append("| measurement | GB/s | TFLOP/s | ms |")
+    L.append("|---|---|---|---|")
+    for j in ceil:
+        if j.get("what", "").startswith("copy"):
+            L.append(f"| {j['what']} ({j['mib']:.0f} MiB) | {fmt(j['gb_per_s'])} | - | "
+                     f"{j['ms']:.4f} |")
+        elif j.get("what") == "gemm_bf16":
+            L.append(f"| gemm {j['shape']} m={j['m']} n={j['n']} k={j['k']} | "
+                     f"{fmt(j['gb_per_s'])} | {fmt(j['tflops'], 2)} | {j['ms']:.4f} |")
+        elif j.get("what") == "skip":
+            L.append(f"| skipped: {j['reason']} | - | - | - |")
+    if not ceil:
+        L.append("| not measured | - | - | - |")
+
+    L += ["", f"## Decode tokens/s, 373M pkplus shape (prompt {PROMPT_TOKENS}, "
+          f"{DECODE_TOKENS} greedy steps, median of 3)", ""]
+    L.append("| batch | torch eager | torch graph | memserve cuda | memserve cpu | "
+             "memserve / torch graph |")
+    L.append("|---|---|---|---|---|---|")
+    for b in BATCHES:
+        g = torch_tok.get((b, "graph"))
+        m = mem_tok["cuda"].get(b)
+        ratio = f"{m / g:.2f}x" if m and g else "-"
+        L.append(f"| {b} | {fmt(torch_tok.get((b, 'eager')))} | {fmt(g)} | {fmt(m)} | "
+                 f"{fmt(mem_tok['cpu'].get(b))} | {ratio} |")
+
+    L += ["", "## Batch-1 roofline", ""]
+    frac = {}
+    if cfg and copy_bw:
+        ctx = PROMPT_TOKENS + DECODE_TOKENS // 2
+        parts = gpu_roofline.decode_step_bytes(cfg, 1, ctx)
+        roof = gpu_roofline.roofline_tok_s(parts["total"], copy_bw)
+        L.append(f"Bytes one step reads (bf16 weights and K/V, mean context {ctx}): "
+                 f"{parts['total'] / 1e6:.1f} MB "
+                 f"({', '.join(f'{k} {v / 1e6:.1f}' for k, v in parts.items() if k != 'total')}"
+                 f"). Copy bandwidth {copy_bw:.0f} GB/s ({bw_source}): roofline "
+                 f"{parts['total'] / copy_bw / 1e3:.4f} ms/step = {roof:,.0f} tokens/s.")
+        L.append("")
+        for name, tok in (("memserve cuda", mem_tok["cuda"].get(1)),
+                          ("torch graph", torch_tok.get((1, "graph"))),
+                          ("torch eager", torch_tok.get((1, "eager")))):
+            if tok:
+                frac[name] = tok / roof
+                L.append(f"- {name}: {tok:,.1f} tokens/s = {100 * tok / roof:.1f}% of the roofline")
+            else:
+                L.append(f"- {name}: not measured")
+    else:
+        L.append("Not computed: " + ("no copy bandwidth measured" if cfg else
+                                     "no pkplus_config.json (the 373M model was not made)"))
+
+    L += ["", "## Goals (issue 11)", ""]
+
+    def goal(text, ok):
+        return f"- {text}: " + ("not measured" if ok is None else "met" if ok else "NOT met")
+
+    m1, g1 = mem_tok["cuda"].get(1), torch_tok.get((1, "graph"))
+    L.append(goal("batch 1 >= 50% of the roofline",
+                  None if "memserve cuda" not in frac else frac["memserve cuda"] >= 0.5))
+    L.append(goal("batch 1 above the torch CUDA-graph baseline",
+                  None if not (m1 and g1) else m1 > g1))
+    for b in (64, 256):
+        m, g = mem_tok["cuda"].get(b), torch_tok.get((b, "graph"))
+        L.append(goal(f"batch {b} >= 1.5x the torch CUDA-graph baseline",
+                      None if not (m and g) else m >= 1.5 * g))
+    return "\n".join(L) + "\n"
+
+
+def main(argv):
+    if len(argv) != 2 or not os.path.isdir(argv[1]):
+        print("usage: gpu_report.py LOG_DIR", file=sys.stderr)
+        return 2
+    sys.stdout.write(report(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
