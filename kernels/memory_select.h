@@ -24,6 +24,10 @@
 // expf (a few ulp). The ordering and merging logic is kernels/topk.h,
 // shared with the CPU tests.
 //
+// The backend should compute the sub-key scores in fp32 (fp32 keys, fp32
+// queries, no TF32), as the CPU does, so that only near-ties can select
+// other rows than the CPU backend.
+//
 // A straightforward version: one block per (token, head), knn rounds of a
 // block-wide arg-best per stage. The fused fast kernel is a later issue.
 //

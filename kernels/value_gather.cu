@@ -7,10 +7,15 @@
 namespace memserve::kernels {
 namespace {
 
+__device__ __forceinline__ float Widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float Widen(float v) { return v; }
+
 // One block per output row n; threads stride over the v_dim columns of the
 // slice. Each thread keeps an fp32 accumulator per column it owns. `values`
-// already points at column col0 of row 0; rows are row_stride apart.
-__global__ void ValueGatherKernel(const __nv_bfloat16* __restrict__ values,
+// already points at column col0 of row 0; rows are row_stride apart. T is
+// __nv_bfloat16 or float.
+template <typename T>
+__global__ void ValueGatherKernel(const T* __restrict__ values,
                                   const int64_t* __restrict__ indices,
                                   const float* __restrict__ weights,
                                   float* __restrict__ out, int64_t rows,
@@ -23,7 +28,7 @@ __global__ void ValueGatherKernel(const __nv_bfloat16* __restrict__ values,
     for (int j = 0; j < k; ++j) {
       const int64_t row = idx[j];
       if (row < 0 || row >= rows) continue;
-      acc += w[j] * __bfloat162float(values[row * row_stride + c]);
+      acc += w[j] * Widen(values[row * row_stride + c]);
     }
     out[static_cast<int64_t>(n) * v_dim + c] = acc;
   }
@@ -32,7 +37,13 @@ __global__ void ValueGatherKernel(const __nv_bfloat16* __restrict__ values,
 }  // namespace
 
 absl::Status ValueGatherParams::Validate() const {
-  if (values == nullptr) return absl::InvalidArgumentError("ValueGatherParams.values is null");
+  if (values == nullptr && values_f32 == nullptr) {
+    return absl::InvalidArgumentError("ValueGatherParams.values is null (and values_f32 too)");
+  }
+  if (values != nullptr && values_f32 != nullptr) {
+    return absl::InvalidArgumentError(
+        "ValueGatherParams: values and values_f32 are both set; set exactly one");
+  }
   if (indices == nullptr) return absl::InvalidArgumentError("ValueGatherParams.indices is null");
   if (weights == nullptr) return absl::InvalidArgumentError("ValueGatherParams.weights is null");
   if (out == nullptr) return absl::InvalidArgumentError("ValueGatherParams.out is null");
@@ -60,9 +71,15 @@ absl::Status LaunchValueGather(const ValueGatherParams& p, void* stream) {
   if (!valid.ok()) return valid;
   if (p.n == 0) return absl::OkStatus();
   const int threads = p.v_dim >= 256 ? 256 : ((p.v_dim + 31) / 32) * 32;
-  ValueGatherKernel<<<p.n, threads, 0, static_cast<cudaStream_t>(stream)>>>(
-      reinterpret_cast<const __nv_bfloat16*>(p.values) + p.col0, p.indices, p.weights, p.out,
-      p.rows, p.effective_row_stride(), p.v_dim, p.k);
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (p.values != nullptr) {
+    ValueGatherKernel<<<p.n, threads, 0, s>>>(
+        reinterpret_cast<const __nv_bfloat16*>(p.values) + p.col0, p.indices, p.weights, p.out,
+        p.rows, p.effective_row_stride(), p.v_dim, p.k);
+  } else {
+    ValueGatherKernel<<<p.n, threads, 0, s>>>(p.values_f32 + p.col0, p.indices, p.weights, p.out,
+                                              p.rows, p.effective_row_stride(), p.v_dim, p.k);
+  }
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("value_gather launch: ", cudaGetErrorString(err)));

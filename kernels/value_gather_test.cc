@@ -60,13 +60,20 @@ TEST(ValueGatherParamsTest, ValidateNamesTheField) {
   EXPECT_NE(p.Validate().message().find("row_stride must be >= 0"), std::string::npos);
   p.row_stride = 2;  // narrower than v_dim = 4
   EXPECT_NE(p.Validate().message().find("past the row"), std::string::npos);
+  // Exactly one table: bf16 `values` or fp32 `values_f32`.
+  p.row_stride = 0;
+  std::vector<float> vf(4);
+  p.values_f32 = vf.data();
+  EXPECT_NE(p.Validate().message().find("values and values_f32 are both set"), std::string::npos);
+  p.values = nullptr;
+  EXPECT_TRUE(p.Validate().ok());
 }
 
 // Runs the kernel on random inputs and compares it with a CPU reference by
 // NMSE. The table is [rows, row_stride] (row_stride 0 = v_dim) and the
 // kernel reads its columns [col0, col0 + v_dim).
 void ExpectMatchesCpuReference(int64_t rows, int64_t row_stride, int64_t col0, int v_dim, int n,
-                               int k) {
+                               int k, bool f32_table = false) {
   const int64_t stride = row_stride == 0 ? v_dim : row_stride;
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
@@ -84,10 +91,16 @@ void ExpectMatchesCpuReference(int64_t rows, int64_t row_stride, int64_t col0, i
       for (int c = 0; c < v_dim; ++c)
         want[i * v_dim + c] += w[i * k + j] * FromBf16(values[idx[i * k + j] * stride + col0 + c]);
 
+  // The fp32 table holds the same (bf16-exact) values.
+  std::vector<float> values_f32(values.size());
+  for (size_t i = 0; i < values.size(); ++i) values_f32[i] = FromBf16(values[i]);
   uint16_t* d_values;
+  float* d_values_f32;
   int64_t* d_idx;
   float *d_w, *d_out;
   ASSERT_EQ(cudaMalloc(&d_values, values.size() * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&d_values_f32, values_f32.size() * 4), cudaSuccess);
+  cudaMemcpy(d_values_f32, values_f32.data(), values_f32.size() * 4, cudaMemcpyHostToDevice);
   ASSERT_EQ(cudaMalloc(&d_idx, idx.size() * 8), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&d_w, w.size() * 4), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&d_out, want.size() * 4), cudaSuccess);
@@ -95,7 +108,11 @@ void ExpectMatchesCpuReference(int64_t rows, int64_t row_stride, int64_t col0, i
   cudaMemcpy(d_idx, idx.data(), idx.size() * 8, cudaMemcpyHostToDevice);
   cudaMemcpy(d_w, w.data(), w.size() * 4, cudaMemcpyHostToDevice);
   ValueGatherParams p;
-  p.values = d_values;
+  if (f32_table) {
+    p.values_f32 = d_values_f32;
+  } else {
+    p.values = d_values;
+  }
   p.indices = d_idx;
   p.weights = d_w;
   p.out = d_out;
@@ -115,6 +132,7 @@ void ExpectMatchesCpuReference(int64_t rows, int64_t row_stride, int64_t col0, i
   }
   EXPECT_LT(err / ref, 1e-10) << "row_stride " << row_stride << " col0 " << col0;  // NMSE
   cudaFree(d_values);
+  cudaFree(d_values_f32);
   cudaFree(d_idx);
   cudaFree(d_w);
   cudaFree(d_out);
@@ -132,6 +150,15 @@ TEST(ValueGatherTest, ColumnSliceMatchesCpuReference) {
   if (ListCudaDevices(&why).empty()) GTEST_SKIP() << "no CUDA device: " << why;
   ExpectMatchesCpuReference(/*rows=*/4096, /*row_stride=*/256, /*col0=*/64, /*v_dim=*/64, 37, 64);
   ExpectMatchesCpuReference(/*rows=*/1000, /*row_stride=*/200, /*col0=*/150, /*v_dim=*/50, 5, 32);
+}
+
+TEST(ValueGatherTest, Fp32TableMatchesCpuReference) {
+  std::string why;
+  if (ListCudaDevices(&why).empty()) GTEST_SKIP() << "no CUDA device: " << why;
+  ExpectMatchesCpuReference(/*rows=*/4096, /*row_stride=*/0, /*col0=*/0, /*v_dim=*/200, 37, 64,
+                            /*f32_table=*/true);
+  ExpectMatchesCpuReference(/*rows=*/1000, /*row_stride=*/200, /*col0=*/150, /*v_dim=*/50, 5, 32,
+                            /*f32_table=*/true);
 }
 
 }  // namespace
