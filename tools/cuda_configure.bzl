@@ -21,7 +21,9 @@ package(default_visibility = ["//visibility:public"])
 
 cc_library(
     name = "headers",
-    hdrs = glob(["cuda/include/**/*.h", "cuda/include/**/*.hpp"]),
+    # nv/ holds extensionless headers (nv/target) that cuda_fp16.h, and so
+    # cublas_v2.h, include.
+    hdrs = glob(["cuda/include/**/*.h", "cuda/include/**/*.hpp", "cuda/include/nv/**"]),
     includes = ["cuda/include"],
 )
 

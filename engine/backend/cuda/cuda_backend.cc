@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend/cuda/cublas_loader.h"
 #include "engine/backend/cuda/cuda_check.h"
 #include "engine/backend/cuda/op_checks.h"
 #include "engine/backend/cuda/staging.h"
@@ -102,6 +103,7 @@ struct CudaBackend::Impl {
   };
 
   Options options;
+  const cuda::CublasApi* blas = nullptr;  // loaded at Create
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   void* cublas_workspace = nullptr;
@@ -135,7 +137,7 @@ struct CudaBackend::Impl {
       if (staging[i] != nullptr) cudaFreeHost(staging[i]);
       if (staged[i] != nullptr) cudaEventDestroy(staged[i]);
     }
-    if (cublas != nullptr) cublasDestroy(cublas);
+    if (cublas != nullptr) blas->destroy(cublas);
     if (cublas_workspace != nullptr) cudaFree(cublas_workspace);
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
@@ -205,18 +207,19 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
   }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  ASSIGN_OR_RETURN(impl->blas, cuda::LoadCublas());
   RETURN_IF_ERROR(impl->Activate());
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
-  CUBLAS_RETURN_IF_ERROR(cublasCreate(&impl->cublas));
+  CUBLAS_RETURN_IF_ERROR(impl->blas->create(&impl->cublas));
   // cublasSetStream resets the workspace, so the workspace comes second. A
   // workspace of our own keeps cuBLAS from allocating during a capture.
-  CUBLAS_RETURN_IF_ERROR(cublasSetStream(impl->cublas, impl->stream));
+  CUBLAS_RETURN_IF_ERROR(impl->blas->set_stream(impl->cublas, impl->stream));
   CUDA_RETURN_IF_ERROR(cudaMalloc(&impl->cublas_workspace, kCublasWorkspaceBytes));
   CUBLAS_RETURN_IF_ERROR(
-      cublasSetWorkspace(impl->cublas, impl->cublas_workspace, kCublasWorkspaceBytes));
-  CUBLAS_RETURN_IF_ERROR(cublasSetPointerMode(impl->cublas, CUBLAS_POINTER_MODE_HOST));
+      impl->blas->set_workspace(impl->cublas, impl->cublas_workspace, kCublasWorkspaceBytes));
+  CUBLAS_RETURN_IF_ERROR(impl->blas->set_pointer_mode(impl->cublas, CUBLAS_POINTER_MODE_HOST));
   // Fp32 GEMMs stay fp32 (no TF32); bf16 GEMMs use the tensor cores.
-  CUBLAS_RETURN_IF_ERROR(cublasSetMathMode(impl->cublas, CUBLAS_DEFAULT_MATH));
+  CUBLAS_RETURN_IF_ERROR(impl->blas->set_math_mode(impl->cublas, CUBLAS_DEFAULT_MATH));
   RETURN_IF_ERROR(impl->ReserveOnes(kInitialOnes));
   cudaDeviceProp prop;
   CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options.device));
@@ -402,16 +405,16 @@ absl::Status CudaBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor&
     const bool bf16 = bias.dtype == DType::kBF16;
     const cudaDataType_t type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
     CUBLAS_RETURN_IF_ERROR(
-        cublasGemmEx(m.cublas, CUBLAS_OP_N, CUBLAS_OP_N, M, T, 1, &one, Ptr<void>(bias), type, M,
-                     bf16 ? m.ones_bf16.ptr : m.ones_f32.ptr, type, 1, &zero, Ptr<void>(y),
-                     CUDA_R_32F, M, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        m.blas->gemm_ex(m.cublas, CUBLAS_OP_N, CUBLAS_OP_N, M, T, 1, &one, Ptr<void>(bias), type, M,
+                        bf16 ? m.ones_bf16.ptr : m.ones_f32.ptr, type, 1, &zero, Ptr<void>(y),
+                        CUDA_R_32F, M, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
   const float* beta = bias.present() ? &one : &zero;
   if (w.dtype == DType::kF32) {
-    CUBLAS_RETURN_IF_ERROR(cublasGemmEx(m.cublas, CUBLAS_OP_T, CUBLAS_OP_N, M, T, K, &one,
-                                        Ptr<void>(w), CUDA_R_32F, K, Ptr<void>(x), CUDA_R_32F, K,
-                                        beta, Ptr<void>(y), CUDA_R_32F, M, CUBLAS_COMPUTE_32F,
-                                        CUBLAS_GEMM_DEFAULT));
+    CUBLAS_RETURN_IF_ERROR(m.blas->gemm_ex(m.cublas, CUBLAS_OP_T, CUBLAS_OP_N, M, T, K, &one,
+                                           Ptr<void>(w), CUDA_R_32F, K, Ptr<void>(x), CUDA_R_32F, K,
+                                           beta, Ptr<void>(y), CUDA_R_32F, M, CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT));
     return absl::OkStatus();
   }
   // BF16 weight: x rounded to bf16 in scratch, bf16 x bf16 -> fp32.
@@ -422,7 +425,7 @@ absl::Status CudaBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor&
   convert.y = static_cast<uint16_t*>(m.bf16_x.ptr);
   convert.n = elements;
   RETURN_IF_ERROR(kernels::LaunchF32ToBf16(convert, m.stream));
-  CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
+  CUBLAS_RETURN_IF_ERROR(m.blas->gemm_ex(
       m.cublas, CUBLAS_OP_T, CUBLAS_OP_N, M, T, K, &one, Ptr<void>(w), CUDA_R_16BF, K, m.bf16_x.ptr,
       CUDA_R_16BF, K, beta, Ptr<void>(y), CUDA_R_32F, M, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   return absl::OkStatus();
@@ -627,7 +630,7 @@ absl::Status CudaBackend::MemorySelect(const MemorySelectArgs& a) {
   // written at columns [b * n_keys, (b+1) * n_keys) of the [T, 2 * heads *
   // n_keys] scores ([T, heads, 2, n_keys]). Column-major: S_b^T = K_b Q_b^T.
   const float one = 1.0f, zero = 0.0f;
-  CUBLAS_RETURN_IF_ERROR(cublasSgemmStridedBatched(
+  CUBLAS_RETURN_IF_ERROR(m.blas->sgemm_strided_batched(
       m.cublas, CUBLAS_OP_T, CUBLAS_OP_N, a.n_keys, static_cast<int>(n_tokens),
       static_cast<int>(half), &one, keys, static_cast<int>(half),
       static_cast<long long>(a.n_keys) * half, Ptr<const float>(a.queries),

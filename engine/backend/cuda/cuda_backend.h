@@ -16,6 +16,8 @@
 // rounded to bf16 (round to nearest even, in a scratch buffer) and fp32
 // accumulation and output; an F32 weight as an fp32 GEMM (no TF32). A bias
 // is the rank-1 product bias x ones written first, then the GEMM adds to it.
+// cuBLAS is loaded with dlopen at Create (cublas_loader.h), so binaries
+// that never use a GPU do not pay its load time.
 // MemorySelect computes the sub-key scores with a strided-batched fp32 GEMM
 // (BF16 keys converted to fp32 first) and selects with kernels/memory_select.
 // The other ops are the kernels of kernels/ (params + Validate + Launch).

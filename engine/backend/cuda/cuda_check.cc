@@ -1,6 +1,7 @@
 #include "engine/backend/cuda/cuda_check.h"
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend/cuda/cublas_loader.h"
 
 namespace memserve::cuda {
 
@@ -13,8 +14,10 @@ absl::Status CudaError(cudaError_t err, const char* call, const char* file, int 
 }
 
 absl::Status CublasError(cublasStatus_t status, const char* call, const char* file, int line) {
+  const CublasApi* api = LoadedCublas();
   const std::string message = absl::StrCat(
-      "cublas: ", call, " failed: ", cublasGetStatusString(status), " at ", file, ":", line);
+      "cublas: ", call, " failed: ", api != nullptr ? api->get_status_string(status) : "status",
+      " (", static_cast<int>(status), ") at ", file, ":", line);
   if (status == CUBLAS_STATUS_ALLOC_FAILED) return absl::ResourceExhaustedError(message);
   return absl::InternalError(message);
 }
