@@ -6,6 +6,7 @@
 #include "kernels/bf16_bits.h"
 #include "kernels/launch_util.cuh"
 #include "kernels/paged_attention.h"
+#include "kernels/paged_attention_index.h"
 
 namespace memserve::kernels {
 namespace {
@@ -33,6 +34,9 @@ struct AttentionArgs {
   int sliding_window;
   int64_t q_stride;
   float scale;
+  int splits;       // blocks per (row, head) along the keys (blockIdx.z)
+  int64_t chunk;    // positions per split (SplitKeys)
+  float* partials;  // splits > 1: [n_tokens, n_heads, splits, 2 + head_dim]
 };
 
 __device__ __forceinline__ float Load(const float* p) { return *p; }
@@ -44,7 +48,9 @@ __device__ __forceinline__ float Load(const uint16_t* p) { return Bf16BitsToF32(
 // the keys lo + w * kKeysPerIter + i * kWarps * kKeysPerIter ... (groups of
 // kKeysPerIter), one warp-wide shuffle reduction per key, and keeps its own
 // online softmax (running max m, sum l, unnormalized output); the warps are
-// merged through shared memory at the end.
+// merged through shared memory at the end. With splits > 1, blockIdx.z is
+// the split: the block covers its chunk of the keys (SplitKeys) and leaves
+// (max, sum, unnormalized output) in `partials` for MergeSplitsKernel.
 template <typename T, int kDpl>
 __global__ void __launch_bounds__(kWarps * 32) PagedAttentionKernel(AttentionArgs a) {
   __shared__ float warp_max[kWarps];
@@ -57,36 +63,30 @@ __global__ void __launch_bounds__(kWarps * 32) PagedAttentionKernel(AttentionArg
   const int warp = threadIdx.x / 32;
   const int hd = a.head_dim;
   float* out = a.out + row * static_cast<int64_t>(a.n_heads) * hd + static_cast<int64_t>(h) * hd;
+  float* partial = a.splits > 1 ? a.partials + ((row * a.n_heads + h) * a.splits + blockIdx.z) *
+                                                   (2 + static_cast<int64_t>(hd))
+                                : nullptr;
 
-  // The row's sequence: the last s with seq_starts[s] <= row.
-  int s = -1;
+  const int s = SequenceOfRow(a.seq_starts, a.n_seqs, row);
   int64_t pos = -1;
-  if (row >= a.seq_starts[0] && row < a.seq_starts[a.n_seqs]) {
-    int lo = 0, hi = a.n_seqs - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) / 2;
-      if (a.seq_starts[mid] <= row) {
-        lo = mid;
-      } else {
-        hi = mid - 1;
-      }
-    }
-    s = lo;
+  if (s >= 0) {
     const int64_t first = a.seq_starts[s];
     pos = static_cast<int64_t>(a.positions[first]) + (row - first);
   }
   if (s < 0 || pos < 0) {  // uniform across the block
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) out[d] = 0.0f;
+    if (partial == nullptr) {
+      for (int d = threadIdx.x; d < hd; d += blockDim.x) out[d] = 0.0f;
+    } else {
+      for (int d = threadIdx.x; d < hd; d += blockDim.x) partial[2 + d] = 0.0f;
+      if (threadIdx.x == 0) {
+        partial[0] = -INFINITY;
+        partial[1] = 0.0f;
+      }
+    }
     return;
   }
-  // Keys [first_key, last_key]: the causal window, clipped to the positions
-  // the block table can map (a bound on the loop whatever the positions say).
-  int64_t first_key = 0;
-  if (a.sliding_window > 0 && pos - a.sliding_window + 1 > 0) {
-    first_key = pos - a.sliding_window + 1;
-  }
-  const int64_t mapped = static_cast<int64_t>(a.max_blocks) * a.block_size;
-  const int64_t last_key = pos < mapped ? pos : mapped - 1;
+  const KeyRange keys = SplitKeys(AttendedKeys(pos, a.sliding_window, a.max_blocks, a.block_size),
+                                  static_cast<int>(blockIdx.z), a.splits, a.chunk);
   const int32_t* table = a.block_tables + static_cast<int64_t>(s) * a.max_blocks;
   const int64_t head_offset = static_cast<int64_t>(h / a.group) * hd;
   const T* k_base = static_cast<const T*>(a.k_cache) + head_offset;
@@ -106,17 +106,17 @@ __global__ void __launch_bounds__(kWarps * 32) PagedAttentionKernel(AttentionArg
 #pragma unroll
   for (int i = 0; i < kDpl; ++i) acc[i] = 0.0f;
 
-  for (int64_t j0 = first_key + warp * kKeysPerIter; j0 <= last_key; j0 += kWarps * kKeysPerIter) {
+  for (int64_t j0 = keys.first + warp * kKeysPerIter; j0 <= keys.last;
+       j0 += kWarps * kKeysPerIter) {
     int64_t offset[kKeysPerIter];
     bool valid[kKeysPerIter];
 #pragma unroll
     for (int u = 0; u < kKeysPerIter; ++u) {
       const int64_t j = j0 + u;
-      const int64_t b = j / a.block_size;
-      valid[u] = j <= last_key;
-      const int64_t block = valid[u] ? table[b] : -1;
-      valid[u] = valid[u] && block >= 0 && block < a.cache_blocks;
-      offset[u] = valid[u] ? (block * a.block_size + j % a.block_size) * a.kv_dim : 0;
+      const int64_t cache_row =
+          j <= keys.last ? CacheRowOfPosition(table, j, a.block_size, a.cache_blocks) : -1;
+      valid[u] = cache_row >= 0;
+      offset[u] = valid[u] ? cache_row * a.kv_dim : 0;
     }
     float kx[kKeysPerIter][kDpl];
     float vx[kKeysPerIter][kDpl];
@@ -183,13 +183,47 @@ __global__ void __launch_bounds__(kWarps * 32) PagedAttentionKernel(AttentionArg
       sum += warp_sum[w] * f;
       o += warp_acc[w][d] * f;
     }
-    out[d] = sum > 0.0f ? o / sum : 0.0f;
+    if (partial == nullptr) {
+      out[d] = sum > 0.0f ? o / sum : 0.0f;
+    } else {
+      partial[2 + d] = o;
+      if (d == 0) {
+        partial[0] = m_all;
+        partial[1] = sum;
+      }
+    }
+  }
+}
+
+// Merges the splits of each (row, head) = (blockIdx.x, blockIdx.y): the
+// same rule as the merge of the warps (a split that saw no key is skipped;
+// nothing at all gives zeros).
+__global__ void MergeSplitsKernel(const float* partials, float* out, int n_heads, int head_dim,
+                                  int splits) {
+  const int64_t row = blockIdx.x;
+  const int h = blockIdx.y;
+  const int64_t width = 2 + static_cast<int64_t>(head_dim);
+  const float* p = partials + (row * n_heads + h) * splits * width;
+  float m_all = -INFINITY;
+  for (int i = 0; i < splits; ++i) m_all = fmaxf(m_all, p[i * width]);
+  float* o_row = out + (row * n_heads + h) * static_cast<int64_t>(head_dim);
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float sum = 0.0f, o = 0.0f;
+    for (int i = 0; i < splits; ++i) {
+      const float m = p[i * width];
+      if (m == -INFINITY) continue;
+      const float f = expf(m - m_all);
+      sum += p[i * width + 1] * f;
+      o += p[i * width + 2 + d] * f;
+    }
+    o_row[d] = sum > 0.0f ? o / sum : 0.0f;
   }
 }
 
 template <typename T>
 void Launch(const AttentionArgs& args, int64_t n_tokens, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(args.n_heads));
+  const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(args.n_heads),
+                  static_cast<unsigned>(args.splits));
   const int hd = args.head_dim;
   if (hd <= 32) {
     PagedAttentionKernel<T, 1><<<grid, kWarps * 32, 0, stream>>>(args);
@@ -252,7 +286,12 @@ absl::Status PagedAttentionParams::Validate() const {
   return absl::OkStatus();
 }
 
-size_t PagedAttentionWorkspaceBytes(const PagedAttentionParams&) { return 0; }
+size_t PagedAttentionWorkspaceBytes(const PagedAttentionParams& p) {
+  if (p.n_tokens <= 0 || p.n_heads <= 0 || p.head_dim <= 0) return 0;
+  const int splits = AttentionSplits(p.n_tokens, p.n_heads, p.max_context);
+  if (splits <= 1) return 0;
+  return static_cast<size_t>(p.n_tokens) * p.n_heads * splits * (2 + p.head_dim) * sizeof(float);
+}
 
 absl::Status LaunchPagedAttention(const PagedAttentionParams& p, void* stream) {
   absl::Status valid = p.Validate();
@@ -277,13 +316,25 @@ absl::Status LaunchPagedAttention(const PagedAttentionParams& p, void* stream) {
   args.sliding_window = p.sliding_window;
   args.q_stride = p.effective_q_stride();
   args.scale = p.scale();
+  args.splits = AttentionSplits(p.n_tokens, p.n_heads, p.max_context);
+  args.chunk = AttentionSplitChunk(p.max_context, args.splits);
+  args.partials = args.splits > 1 ? static_cast<float*>(p.workspace) : nullptr;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (p.cache_type == ElementType::kF32) {
     Launch<float>(args, p.n_tokens, s);
   } else {
     Launch<uint16_t>(args, p.n_tokens, s);
   }
-  return LaunchStatus("paged_attention");
+  absl::Status launched = LaunchStatus("paged_attention");
+  if (!launched.ok()) return launched;
+  if (args.splits > 1) {
+    const dim3 grid(static_cast<unsigned>(p.n_tokens), static_cast<unsigned>(p.n_heads));
+    const int threads = p.head_dim >= 128 ? 128 : (p.head_dim + 31) / 32 * 32;
+    MergeSplitsKernel<<<grid, threads, 0, s>>>(args.partials, p.out, p.n_heads, p.head_dim,
+                                               args.splits);
+    return LaunchStatus("paged_attention merge");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace memserve::kernels

@@ -73,7 +73,8 @@ struct PagedAttentionParams {
   int64_t q_stride = 0;
 
   // Optional host-side hint: an upper bound on (position + 1) over the
-  // batch's queries, 0 = unknown. Only the work split may use it; keys past
+  // batch's queries, 0 = unknown. Only the work split uses it (splits are
+  // max_context / splits positions long, the last one open-ended); keys past
   // it are still attended to (correctness never depends on it).
   int64_t max_context = 0;
   // Scratch of at least PagedAttentionWorkspaceBytes(*this) bytes, device;
@@ -96,10 +97,12 @@ struct PagedAttentionParams {
   absl::Status Validate() const;
 };
 
-// The scratch a launch with these params needs (a function of the launch
-// sizes and max_context only, so a CUDA graph can own a fixed workspace).
-// Today 0: every (row, head) is one block; a split of long contexts across
-// blocks (flash-decoding) will use it.
+// The scratch a launch with these params needs (a function of n_tokens,
+// n_heads, head_dim and max_context only, so a CUDA graph can own a fixed
+// workspace). 0 when every (row, head) is one block; with few (row, head)
+// pairs and a known max_context the keys are split across blocks
+// (flash-decoding, kernels/paged_attention_index.h AttentionSplits) and the
+// partial results need n_tokens * n_heads * splits * (head_dim + 2) floats.
 size_t PagedAttentionWorkspaceBytes(const PagedAttentionParams& params);
 
 // Enqueues the attention on `stream` (a cudaStream_t, nullptr = default

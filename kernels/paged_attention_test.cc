@@ -6,15 +6,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <random>
 #include <vector>
 
-#include "engine/backend/backend.h"
-#include "engine/backend/backend_test_util.h"
-#include "engine/backend/cpu/cpu_backend.h"
-#include "engine/dtype.h"
 #include "gtest/gtest.h"
+#include "kernels/attention_test_batch.h"
 #include "kernels/kernel_test_util.h"
 
 namespace memserve::kernels {
@@ -70,99 +66,28 @@ TEST(PagedAttentionParamsTest, ValidateNamesTheField) {
   p.n_tokens = 0;
   p.n_seqs = 0;
   EXPECT_TRUE(LaunchPagedAttention(p, nullptr).ok());  // nothing to do: no CUDA call
-  EXPECT_EQ(PagedAttentionWorkspaceBytes(ValidParams(buf, ibuf)), 0u);
+  EXPECT_EQ(PagedAttentionWorkspaceBytes(ValidParams(buf, ibuf)), 0u);  // max_context unknown
   EXPECT_EQ(ValidParams(buf, ibuf).scale(), 0.125f);
 }
 
-struct Seq {
-  int start_pos;  // position of the first query row
-  int n_tokens;   // query rows this step
-};
+using Case = AttentionTestCase;
 
-struct Case {
-  std::vector<Seq> seqs;
-  int n_heads = 8;
-  int n_kv_heads = 2;
-  int head_dim = 64;
-  int block_size = 16;
-  int sliding_window = 0;
-  ElementType cache_type = ElementType::kF32;
-  int64_t q_stride = 0;  // 0 = dense
-};
-
-// Builds the batch (blocks scattered over a larger cache), runs the CPU
-// backend's Attention and the kernel, compares by NMSE.
-void ExpectMatchesCpu(const Case& c, std::mt19937* rng) {
+// Runs the kernel on a random batch for `c` and compares it with the CPU
+// backend's Attention by NMSE. max_context > 0 lets the kernel split the
+// keys of few (row, head) pairs across blocks (it then needs a workspace).
+void ExpectMatchesCpu(const Case& c, std::mt19937* rng, int64_t max_context = 0) {
   SCOPED_TRACE(testing::Message() << c.seqs.size() << " seqs, heads " << c.n_heads << "/"
                                   << c.n_kv_heads << " head_dim " << c.head_dim << " block "
                                   << c.block_size << " window " << c.sliding_window << " "
-                                  << ElementTypeName(c.cache_type) << " q_stride " << c.q_stride);
-  const int n_seqs = static_cast<int>(c.seqs.size());
-  std::vector<int32_t> seq_starts = {0}, positions;
-  int max_blocks = 1, total_blocks = 0;
-  for (const Seq& s : c.seqs) {
-    for (int t = 0; t < s.n_tokens; ++t) positions.push_back(s.start_pos + t);
-    seq_starts.push_back(seq_starts.back() + s.n_tokens);
-    const int blocks = (s.start_pos + s.n_tokens + c.block_size - 1) / c.block_size;
-    max_blocks = std::max(max_blocks, blocks);
-    total_blocks += blocks;
-  }
-  const int64_t n_tokens = seq_starts.back();
-  const int cache_blocks = total_blocks + 3;  // some blocks belong to nobody
-  std::vector<int32_t> free_blocks(cache_blocks);
-  std::iota(free_blocks.begin(), free_blocks.end(), 0);
-  std::shuffle(free_blocks.begin(), free_blocks.end(), *rng);
-  std::vector<int32_t> tables(static_cast<size_t>(n_seqs) * max_blocks, -7);  // unused: junk
-  for (int s = 0, next = 0; s < n_seqs; ++s) {
-    const int blocks = (c.seqs[s].start_pos + c.seqs[s].n_tokens + c.block_size - 1) / c.block_size;
-    for (int b = 0; b < blocks; ++b) tables[s * max_blocks + b] = free_blocks[next++];
-  }
-  const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
-  const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
-  const int64_t cache_rows = static_cast<int64_t>(cache_blocks) * c.block_size;
-  const int64_t q_stride = c.q_stride == 0 ? q_dim : c.q_stride;
-  const std::vector<float> q_wide = RandomVector(n_tokens * q_stride, rng);
-  std::vector<float> q(n_tokens * q_dim);
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    std::copy_n(q_wide.begin() + t * q_stride, q_dim, q.begin() + t * q_dim);
-  }
-  std::vector<float> k_cache = RandomVector(cache_rows * kv_dim, rng);
-  std::vector<float> v_cache = RandomVector(cache_rows * kv_dim, rng);
-  std::vector<uint16_t> k_bf16(k_cache.size()), v_bf16(v_cache.size());
-  for (size_t i = 0; i < k_cache.size(); ++i) {
-    k_bf16[i] = F32ToBf16(k_cache[i]);
-    v_bf16[i] = F32ToBf16(v_cache[i]);
-    if (c.cache_type == ElementType::kBF16) {  // the CPU reads what the GPU reads
-      k_cache[i] = Bf16ToF32(k_bf16[i]);
-      v_cache[i] = Bf16ToF32(v_bf16[i]);
-    }
-  }
+                                  << ElementTypeName(c.cache_type) << " q_stride " << c.q_stride
+                                  << " max_context " << max_context);
+  const AttentionTestBatch b = MakeAttentionTestBatch(c, rng);
+  const std::vector<float> want = CpuAttentionReference(b);
+  ASSERT_FALSE(want.empty());
 
-  CpuBackend cpu(CpuBackend::Options{2, CpuIsa::kAuto});
-  TestTensors host(&cpu);
-  BatchDescriptor batch;
-  batch.n_tokens = n_tokens;
-  batch.n_seqs = n_seqs;
-  batch.block_size = c.block_size;
-  batch.max_blocks = max_blocks;
-  batch.positions = host.I32(positions, {n_tokens});
-  batch.seq_starts = host.I32(seq_starts, {n_seqs + 1});
-  batch.block_tables = host.I32(tables, {n_seqs, max_blocks});
-  AttentionShape shape;
-  shape.n_heads = c.n_heads;
-  shape.n_kv_heads = c.n_kv_heads;
-  shape.head_dim = c.head_dim;
-  shape.sliding_window = c.sliding_window;
-  const Tensor out_cpu = host.Filled(DType::kF32, {n_tokens, q_dim});
-  ASSERT_TRUE(cpu.Attention(shape, batch, host.F32(q, {n_tokens, q_dim}),
-                            host.F32(k_cache, {cache_rows, kv_dim}),
-                            host.F32(v_cache, {cache_rows, kv_dim}), out_cpu)
-                  .ok());
-  const std::vector<float> want = host.ReadF32(out_cpu);
-
-  DeviceArray<float> dq(q_wide), dk32(k_cache), dv32(v_cache), dout(n_tokens * q_dim);
-  DeviceArray<uint16_t> dk16(k_bf16), dv16(v_bf16);
-  DeviceArray<int32_t> dstarts(seq_starts), dpos(positions), dtables(tables);
+  DeviceArray<float> dq(b.q_wide), dk32(b.k_cache), dv32(b.v_cache), dout(b.n_tokens * b.q_dim);
+  DeviceArray<uint16_t> dk16(b.k_bf16), dv16(b.v_bf16);
+  DeviceArray<int32_t> dstarts(b.seq_starts), dpos(b.positions), dtables(b.block_tables);
   PagedAttentionParams p;
   p.q = dq.get();
   p.q_stride = c.q_stride;
@@ -175,24 +100,25 @@ void ExpectMatchesCpu(const Case& c, std::mt19937* rng) {
   p.seq_starts = dstarts.get();
   p.positions = dpos.get();
   p.block_tables = dtables.get();
-  p.n_tokens = n_tokens;
-  p.n_seqs = n_seqs;
-  p.max_blocks = max_blocks;
+  p.n_tokens = b.n_tokens;
+  p.n_seqs = b.n_seqs;
+  p.max_blocks = b.max_blocks;
   p.block_size = c.block_size;
-  p.cache_rows = cache_rows;
+  p.cache_rows = b.cache_rows;
   p.n_heads = c.n_heads;
   p.n_kv_heads = c.n_kv_heads;
   p.head_dim = c.head_dim;
   p.sliding_window = c.sliding_window;
+  p.max_context = max_context;
+  const size_t workspace_bytes = PagedAttentionWorkspaceBytes(p);
+  DeviceArray<float> workspace(workspace_bytes / sizeof(float));
+  if (workspace_bytes > 0) {
+    p.workspace = workspace.get();
+    p.workspace_bytes = workspace_bytes;
+  }
   ASSERT_TRUE(LaunchPagedAttention(p, nullptr).ok());
   // fp32 on both sides; only the summation order differs.
   EXPECT_LT(Nmse(dout.Read(), want), 1e-10);
-}
-
-// Prefill chunks (from position 0 and continuing), decode tokens, a
-// one-token sequence at position 0, sequences crossing block boundaries.
-std::vector<Seq> MixedBatch() {
-  return {{0, 50}, {100, 1}, {33, 7}, {0, 1}, {250, 1}, {17, 64}, {15, 2}};
 }
 
 TEST(PagedAttentionTest, MixedBatchMatchesTheCpuBackend) {
@@ -201,7 +127,7 @@ TEST(PagedAttentionTest, MixedBatchMatchesTheCpuBackend) {
   for (ElementType type : {ElementType::kF32, ElementType::kBF16}) {
     for (int head_dim : {64, 128, 40, 256, 16}) {
       Case c;
-      c.seqs = MixedBatch();
+      c.seqs = MixedAttentionBatch();
       c.head_dim = head_dim;
       c.cache_type = type;
       ExpectMatchesCpu(c, &rng);
@@ -214,26 +140,26 @@ TEST(PagedAttentionTest, GqaWindowsBlockSizesAndStridedQ) {
   std::mt19937 rng(9);
   for (int kv_heads : {1, 4, 8}) {  // MQA, GQA, MHA
     Case c;
-    c.seqs = MixedBatch();
+    c.seqs = MixedAttentionBatch();
     c.n_heads = 8;
     c.n_kv_heads = kv_heads;
     ExpectMatchesCpu(c, &rng);
   }
   for (int window : {1, 5, 37, 4096}) {
     Case c;
-    c.seqs = MixedBatch();
+    c.seqs = MixedAttentionBatch();
     c.sliding_window = window;
     c.cache_type = ElementType::kBF16;
     ExpectMatchesCpu(c, &rng);
   }
   for (int block_size : {1, 3, 256}) {
     Case c;
-    c.seqs = MixedBatch();
+    c.seqs = MixedAttentionBatch();
     c.block_size = block_size;
     ExpectMatchesCpu(c, &rng);
   }
   Case fused;  // q inside a fused [n, q_dim + 2 * kv_dim] projection output
-  fused.seqs = MixedBatch();
+  fused.seqs = MixedAttentionBatch();
   fused.q_stride = 8 * 64 + 2 * 2 * 64;
   ExpectMatchesCpu(fused, &rng);
 }
@@ -251,6 +177,42 @@ TEST(PagedAttentionTest, DecodeBatchMatchesTheCpuBackend) {
   c.block_size = 32;
   c.cache_type = ElementType::kBF16;
   ExpectMatchesCpu(c, &rng);
+}
+
+// Few (row, head) pairs and a known max_context: the keys are split across
+// blocks and merged by a second kernel (flash-decoding).
+TEST(PagedAttentionTest, SplitDecodeMatchesTheCpuBackend) {
+  MEMSERVE_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(11);
+  Case one;  // batch 1, 16 heads, context 3000: 12 splits of 250 positions
+  one.seqs = {{2999, 1}};
+  one.n_heads = 16;
+  one.n_kv_heads = 4;
+  one.head_dim = 64;
+  one.cache_type = ElementType::kBF16;
+  ExpectMatchesCpu(one, &rng, /*max_context=*/3000);
+  Case few;  // contexts past max_context land in the open-ended last split
+  std::uniform_int_distribution<int> context(0, 2000);
+  for (int s = 0; s < 3; ++s) few.seqs.push_back({context(rng), 1});
+  few.seqs.push_back({0, 1});
+  few.sliding_window = 300;
+  ExpectMatchesCpu(few, &rng, /*max_context=*/600);
+  few.sliding_window = 0;
+  few.head_dim = 256;
+  ExpectMatchesCpu(few, &rng, /*max_context=*/4096);
+}
+
+TEST(PagedAttentionParamsTest, SplitsNeedTheWorkspace) {
+  float buf[4] = {};
+  int32_t ibuf[4] = {};
+  PagedAttentionParams p = ValidParams(buf, ibuf);
+  p.max_context = 1 << 16;  // 1 row x 4 heads: split
+  const size_t need = PagedAttentionWorkspaceBytes(p);
+  EXPECT_EQ(need, 4u * 64 * (64 + 2) * sizeof(float));
+  EXPECT_TRUE(StatusMentions(p.Validate(), "PagedAttentionParams.workspace must hold"));
+  p.workspace = buf;
+  p.workspace_bytes = need;
+  EXPECT_TRUE(p.Validate().ok());
 }
 
 // Entries the host cannot check are masked, never read out of bounds: a
