@@ -2,6 +2,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/cpu_backend.h"
+#ifdef MEMSERVE_HAS_CUDA
+#include "engine/backend/cuda/cuda_backend.h"
+#endif
 
 namespace memserve {
 
@@ -16,8 +19,13 @@ absl::Status CheckDeviceAvailable(Device device) {
     case Device::kCpu:
       return absl::OkStatus();
     case Device::kCuda:
+#ifdef MEMSERVE_HAS_CUDA
+      return CudaBackend::CheckAvailable(/*device=*/0);
+#else
       return absl::UnimplementedError(
-          "--device cuda: this build has no CUDA backend yet (issue 11); use --device cpu");
+          "--device cuda: this build has no CUDA backend (built without the CUDA toolkit); use "
+          "--device cpu");
+#endif
   }
   return absl::InvalidArgumentError("--device: unknown device");
 }
@@ -28,9 +36,41 @@ const char* ValueTablePlacement(Device device) {
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(Device device, int threads) {
   if (absl::Status s = CheckDeviceAvailable(device); !s.ok()) return s;
+#ifdef MEMSERVE_HAS_CUDA
+  if (device == Device::kCuda) {
+    absl::StatusOr<std::unique_ptr<CudaBackend>> cuda = CudaBackend::Create({});
+    if (!cuda.ok()) return cuda.status();
+    return std::unique_ptr<Backend>(std::move(*cuda));
+  }
+#endif
   CpuBackend::Options options;
   options.num_threads = threads;
   return std::make_unique<CpuBackend>(options);
+}
+
+absl::StatusOr<KvCacheDtype> ParseKvCacheDtype(absl::string_view name) {
+  if (name == "auto") return KvCacheDtype::kAuto;
+  if (name == "f32") return KvCacheDtype::kF32;
+  if (name == "bf16") return KvCacheDtype::kBF16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--kv_cache_dtype must be auto, f32 or bf16, got '", name, "'"));
+}
+
+absl::StatusOr<DType> ResolveKvCacheDtype(Device device, KvCacheDtype dtype) {
+  switch (dtype) {
+    case KvCacheDtype::kAuto:
+      return device == Device::kCuda ? DType::kBF16 : DType::kF32;
+    case KvCacheDtype::kF32:
+      return DType::kF32;
+    case KvCacheDtype::kBF16:
+      if (device == Device::kCpu) {
+        return absl::InvalidArgumentError(
+            "--kv_cache_dtype bf16 needs --device cuda: the CPU backend keeps its K/V cache in "
+            "f32 (use --kv_cache_dtype auto or f32)");
+      }
+      return DType::kBF16;
+  }
+  return absl::InvalidArgumentError("--kv_cache_dtype: unknown value");
 }
 
 }  // namespace memserve

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/backend/backend.h"
+#include "engine/dtype.h"
 #include "engine/runtime/tensor.h"
 
 namespace memserve {
@@ -21,20 +22,37 @@ namespace memserve {
 // choices for anything but "cpu" and "cuda".
 absl::StatusOr<Device> ParseDevice(absl::string_view name);
 
-// OK when this build can run a model on `device`. Unimplemented (one line
-// naming --device) for cuda: the CUDA backend is issue 11. Needs no model,
-// so callers check it before loading.
+// OK when this build can run a model on `device`. For cuda: Unimplemented
+// (one line naming --device) when the build has no CUDA backend (built
+// without the CUDA toolkit), Unavailable (one line naming --device and the
+// CUDA runtime's reason) when no CUDA device is visible. Needs no model, so
+// callers check it before loading.
 absl::Status CheckDeviceAvailable(Device device);
 
 // Where the backend on `device` keeps the memory value table(s), as
 // ModelInfo.memory.placement says it: "cpu-mmap" on the CPU (used in place
-// from the checkpoint mapping).
+// from the checkpoint mapping), "gpu-sharded" on CUDA (copied into GPU
+// memory through pinned staging buffers, split along v_dim across the GPUs:
+// today one GPU, one shard; memserve.proto's placement values).
 const char* ValueTablePlacement(Device device);
 
 // The backend for `device` with `threads` CPU threads (0 = one per hardware
-// thread), for Model::Load: the one place a backend is built. Errors: those
-// of CheckDeviceAvailable.
+// thread; the CUDA backend runs its ops on the GPU and ignores it), for
+// Model::Load: the one place a backend is built. Errors: those of
+// CheckDeviceAvailable, and a CUDA failure while creating the backend.
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(Device device, int threads);
+
+// The --kv_cache_dtype flag (as vLLM's --kv-cache-dtype): the element type
+// of the paged K/V cache.
+enum class KvCacheDtype { kAuto, kF32, kBF16 };
+
+// "auto", "f32" or "bf16"; InvalidArgument naming --kv_cache_dtype and the
+// choices otherwise.
+absl::StatusOr<KvCacheDtype> ParseKvCacheDtype(absl::string_view name);
+// The cache's element type on `device`: auto is BF16 on cuda and F32 on the
+// CPU. InvalidArgument naming --kv_cache_dtype for bf16 on the CPU (its
+// attention reads F32 caches only).
+absl::StatusOr<DType> ResolveKvCacheDtype(Device device, KvCacheDtype dtype);
 
 }  // namespace memserve
 

@@ -98,6 +98,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   load.device = options.device;
   load.threads = options.threads;
   load.memory_shards = options.memory_shards;
+  load.kv_cache_dtype = options.kv_cache_dtype;
   ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(load));
   const Model* model = loaded.model.get();
   const ModelConfig& config = model->config();

@@ -45,6 +45,7 @@ struct EngineOptions {
   Device device = Device::kCpu;
   int threads = 0;        // CPU threads for the ops; 0 = one per hardware thread
   int memory_shards = 1;  // column shards of the memory value tables (--memory_shards)
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;  // --kv_cache_dtype
   // The model's name in Info() (GetModelInfo); empty = the base name of
   // model_dir.
   std::string model_name;

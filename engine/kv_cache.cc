@@ -1,5 +1,6 @@
 #include "engine/kv_cache.h"
 
+#include <atomic>
 #include <cassert>
 #include <limits>
 #include <utility>
@@ -106,14 +107,17 @@ KvSlot BlockTable::Locate(int position) const {
   return KvSlot{blocks_[position / block_size_], position % block_size_};
 }
 
-KvCache::KvCache(const void* owner, const PagedKvLayout& layout, std::unique_ptr<Buffer> k,
-                 std::unique_ptr<Buffer> v)
-    : owner_(owner), layout_(layout), k_(std::move(k)), v_(std::move(v)) {}
+KvCache::KvCache(const void* owner, const PagedKvLayout& layout, DType dtype,
+                 std::unique_ptr<Buffer> k, std::unique_ptr<Buffer> v)
+    : owner_(owner), layout_(layout), dtype_(dtype), k_(std::move(k)), v_(std::move(v)) {
+  static std::atomic<uint64_t> next_id{1};
+  id_ = next_id.fetch_add(1, std::memory_order_relaxed);
+}
 
 Tensor KvCache::LayerView(Buffer* buffer, int layer) const {
   const int64_t rows = static_cast<int64_t>(layout_.num_blocks) * layout_.block_size;
-  return Tensor::Of(buffer, DType::kF32, {rows, layout_.kv_dim},
-                    static_cast<size_t>(layer * layout_.floats_per_layer()) * sizeof(float));
+  return Tensor::Of(buffer, dtype_, {rows, layout_.kv_dim},
+                    static_cast<size_t>(layer * layout_.floats_per_layer()) * DTypeSize(dtype_));
 }
 
 KvCacheManager::KvCacheManager(int num_blocks, int block_size)

@@ -16,6 +16,7 @@
 #include "absl/container/node_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "engine/dtype.h"
 #include "engine/runtime/tensor.h"
 
 namespace memserve {
@@ -121,7 +122,8 @@ class BlockTable {
 };
 
 // Key/value storage for every layer, in two backend buffers (K and V): per
-// layer [num_blocks, block_size, kv_dim] fp32 (PagedKvLayout). Made only by
+// layer [num_blocks, block_size, kv_dim] of dtype() (PagedKvLayout; F32, or
+// BF16 with --kv_cache_dtype on a backend that has it). Made only by
 // the Model (Model::NewCache, Model::NewPagedCache), which alone reads and
 // writes it. A cache from NewCache holds one sequence in one block of
 // `capacity` tokens and tracks its length (Model::Forward); one from
@@ -136,18 +138,25 @@ class KvCache {
   // Forgets all tokens; the next Forward starts at position 0.
   void Clear() { length_ = 0; }
   const PagedKvLayout& layout() const { return layout_; }
+  // The element type of the stored keys and values (F32 or BF16).
+  DType dtype() const { return dtype_; }
+  // Distinct for every KvCache of the process (the model's step graphs are
+  // valid for the cache they were captured with).
+  uint64_t id() const { return id_; }
 
  private:
   friend class Model;
-  KvCache(const void* owner, const PagedKvLayout& layout, std::unique_ptr<Buffer> k,
+  KvCache(const void* owner, const PagedKvLayout& layout, DType dtype, std::unique_ptr<Buffer> k,
           std::unique_ptr<Buffer> v);
-  // Layer `layer`'s keys / values: [num_blocks * block_size, kv_dim] F32.
+  // Layer `layer`'s keys / values: [num_blocks * block_size, kv_dim] of dtype().
   Tensor keys(int layer) const { return LayerView(k_.get(), layer); }
   Tensor values(int layer) const { return LayerView(v_.get(), layer); }
   Tensor LayerView(Buffer* buffer, int layer) const;
 
   const void* owner_;
   PagedKvLayout layout_;
+  DType dtype_;
+  uint64_t id_;
   int length_ = 0;
   std::unique_ptr<Buffer> k_;  // [n_layers, num_blocks, block_size, kv_dim]
   std::unique_ptr<Buffer> v_;

@@ -18,8 +18,11 @@ namespace memserve {
 struct LoadOptions {
   std::string model_dir;  // serving checkpoint (docs/checkpoint-format.md)
   Device device = Device::kCpu;
-  int threads = 0;  // CPU threads for the ops; 0 = one per hardware thread
+  int threads = 0;        // CPU threads for the ops; 0 = one per hardware thread
   int memory_shards = 1;  // column shards of the memory value tables (ModelOptions)
+  // The K/V cache's element type (--kv_cache_dtype), resolved for `device`
+  // by ResolveKvCacheDtype.
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;
 };
 
 // What LoadModel returns: the model and its tokenizer, ready to run. The
@@ -30,9 +33,11 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
-// Checks the device (before touching the files), loads config, weights and
-// tokenizer. Errors: Unimplemented for a device this build lacks;
-// InvalidArgument for a bad config or tokenizer setting; NotFound, DataLoss
+// Checks the device and the K/V cache dtype (before touching the files),
+// loads config, weights and tokenizer. Errors: Unimplemented for a device
+// this build lacks, Unavailable for a device that is not visible;
+// InvalidArgument for --kv_cache_dtype bf16 on the CPU, a bad config or
+// tokenizer setting; NotFound, DataLoss
 // and the like for a missing or corrupt checkpoint, naming the file.
 absl::StatusOr<LoadedModel> LoadModel(const LoadOptions& options);
 

@@ -1,6 +1,7 @@
 #include "engine/model.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <set>
 #include <utility>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "engine/batch_descriptor.h"
 #include "engine/status_macros.h"
 
 namespace memserve {
@@ -60,17 +62,20 @@ struct Model::Scratch {
   }
 
   // Host staging, reused across passes.
-  std::vector<StepChunk> pass;        // the chunks of the pass being cut
-  std::vector<int64_t> kv_rows;       // [T]
-  std::vector<int32_t> ids;           // [T]
-  std::vector<int32_t> positions;     // [T]
-  std::vector<int32_t> seq_starts;    // [n_seqs + 1]
-  std::vector<int32_t> tables;        // [n_seqs, max_blocks]
-  std::vector<char> staged;           // the descriptor's bytes, uploaded at once
-  std::vector<int64_t> logit_tokens;  // rows of h whose logits are wanted
-  std::vector<int64_t> trace_rows;    // the selected rows (traces, distinct-row counts)
+  std::vector<StepChunk> pass;  // the chunks of the pass being cut
+  HostBatch host;               // the pass's descriptor, uploaded at once
+  std::vector<int64_t> trace_rows;  // the selected rows (traces, distinct-row counts)
   std::vector<float> trace_scores;
   std::vector<int64_t> sorted_rows;  // distinct-row counts
+};
+
+// A decode step captured as a step graph (Backend::CaptureStep) for one
+// batch-size bucket over one cache: its own descriptor buffer (re-uploaded
+// before every replay) and the graph.
+struct Model::DecodeGraph {
+  uint64_t cache_id = 0;
+  std::unique_ptr<Buffer> descriptor;
+  std::unique_ptr<Backend::StepGraph> graph;
 };
 
 Model::Model() = default;
@@ -83,8 +88,14 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, Backe
                                                    "; it must be in [1, ", MemoryPool::kMaxShards,
                                                    "]"));
   }
+  if (options.kv_cache_dtype != DType::kF32 && options.kv_cache_dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kv_cache_dtype is ", DTypeName(options.kv_cache_dtype), "; it must be F32 or BF16"));
+  }
   std::unique_ptr<Model> model(new Model());
   model->backend_ = &backend;
+  model->kv_dtype_ = options.kv_cache_dtype;
+  model->step_graphs_ = options.step_graphs && backend.SupportsStepGraphs();
   ASSIGN_OR_RETURN(model->config_, ModelConfig::LoadFromDir(dir));
   ASSIGN_OR_RETURN(model->store_, WeightStore::Open(dir));
   RETURN_IF_ERROR(model->LoadWeights(dir, options.memory_shards));
@@ -278,7 +289,7 @@ std::unique_ptr<KvCache> Model::NewCache(int capacity) const {
 
 int64_t Model::KvBytesPerBlock(int block_size) const {
   return 2LL * config_.n_layers * block_size * config_.n_kv_heads * config_.head_dim *
-         static_cast<int64_t>(sizeof(float));
+         static_cast<int64_t>(DTypeSize(kv_dtype_));
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> Model::NewPagedCache(const PagedKvLayout& layout) const {
@@ -299,7 +310,8 @@ absl::StatusOr<std::unique_ptr<KvCache>> Model::NewPagedCache(const PagedKvLayou
         " tokens = ", bytes,
         " bytes (lower --num_blocks): ", (k.ok() ? v.status() : k.status()).message()));
   }
-  return std::unique_ptr<KvCache>(new KvCache(this, layout, *std::move(k), *std::move(v)));
+  return std::unique_ptr<KvCache>(
+      new KvCache(this, layout, kv_dtype_, *std::move(k), *std::move(v)));
 }
 
 absl::Status Model::EnsureBuffer(std::unique_ptr<Buffer>* buffer, size_t bytes) {
@@ -318,6 +330,7 @@ absl::Status Model::EnsureRope(int positions) {
   const int64_t half = config_.head_dim / 2;
   std::vector<float> both(table.cos);
   both.insert(both.end(), table.sin.begin(), table.sin.end());
+  decode_graphs_.clear();  // they read the old table
   RETURN_IF_ERROR(EnsureBuffer(&rope_buffer_, both.size() * sizeof(float)));
   const Tensor rope = Tensor::Of(rope_buffer_.get(), DType::kF32, {2, n, half});
   RETURN_IF_ERROR(backend_->Upload(both.data(), rope));
@@ -338,6 +351,7 @@ absl::Status Model::EnsureCapacity(int64_t tokens) {
     s.offsets[r] = bytes;
     bytes += AlignUp(static_cast<size_t>(capacity * s.widths[r]) * sizeof(float));
   }
+  decode_graphs_.clear();  // they use the old buffers
   s.activations.reset();
   ASSIGN_OR_RETURN(s.activations, backend_->AllocateBuffer(bytes));
   s.logits.reset();
@@ -508,82 +522,113 @@ absl::Status Model::Run(KvCache* cache, absl::Span<const StepChunk> chunks,
 
 absl::Status Model::RunPass(KvCache* cache, absl::Span<const StepChunk> pass, float* logits,
                             std::vector<MemoryTrace>* trace) {
+  Scratch& s = *scratch_;
+  const PagedKvLayout& layout = cache->layout();
+  const int bucket = DecodeGraphBucket(static_cast<int>(pass.size()));
+  if (step_graphs_ && trace == nullptr && bucket > 0 && IsDecodePass(pass)) {
+    return RunDecodeGraph(cache, pass, bucket, logits);
+  }
+  int64_t T = 0;
+  for (const StepChunk& p : pass) T += p.num_tokens;
+  RETURN_IF_ERROR(EnsureCapacity(T));
+  // --- the batch descriptor: built on the host, uploaded at once ---
+  BuildHostBatch(pass, layout.block_size, /*pad_to_seqs=*/0, /*table_width=*/0, &s.host);
+  RETURN_IF_ERROR(EnsureBuffer(&s.batch, s.host.bytes.size()));
+  BatchDescriptor batch;
+  RETURN_IF_ERROR(UploadBatch(s.host, layout, s.batch.get(), &batch));
+  const int64_t rows = static_cast<int64_t>(s.host.logit_rows.size());
+  RETURN_IF_ERROR(RunLayers(cache, batch, s.host.logit_rows, trace));
+  if (rows == 0) return absl::OkStatus();
+  return backend_->Download(Tensor::Of(s.logits.get(), DType::kF32, {rows, config_.vocab_size}),
+                            logits);
+}
+
+absl::Status Model::RunDecodeGraph(KvCache* cache, absl::Span<const StepChunk> pass, int bucket,
+                                   float* logits) {
+  Scratch& s = *scratch_;
+  const PagedKvLayout& layout = cache->layout();
+  // Buffers a graph refers to must never move: size them for the largest
+  // pass and the whole context before the first capture (growing them
+  // later drops every graph).
+  RETURN_IF_ERROR(EnsureRope(config_.max_seqlen));
+  RETURN_IF_ERROR(EnsureCapacity(kMaxChunk));
+  BuildHostBatch(pass, layout.block_size, /*pad_to_seqs=*/bucket,
+                 DecodeGraphTableWidth(config_.max_seqlen, layout.block_size), &s.host);
+  std::unique_ptr<DecodeGraph>& slot = decode_graphs_[bucket];
+  if (slot == nullptr || slot->cache_id != cache->id() ||
+      (slot->descriptor != nullptr && slot->descriptor->size() < s.host.bytes.size())) {
+    slot = std::make_unique<DecodeGraph>();
+    slot->cache_id = cache->id();
+  }
+  DecodeGraph& g = *slot;
+  if (g.descriptor == nullptr) {
+    ASSIGN_OR_RETURN(g.descriptor, backend_->AllocateBuffer(s.host.bytes.size()));
+  }
+  BatchDescriptor batch;
+  RETURN_IF_ERROR(UploadBatch(s.host, layout, g.descriptor.get(), &batch));
+  // Every row of the bucket gets logits (padding rows too: a fixed shape);
+  // only the real ones are downloaded.
+  std::vector<int64_t> rows(static_cast<size_t>(bucket));
+  for (int r = 0; r < bucket; ++r) rows[r] = r;
+  const auto ops = [&]() -> absl::Status { return RunLayers(cache, batch, rows, nullptr); };
+  if (g.graph != nullptr) {
+    RETURN_IF_ERROR(backend_->ReplayStep(*g.graph));
+    // A replay runs no host code: count the rows it read here (its lookup
+    // time is not measured, nor are its distinct rows).
+    int memory_layers = 0;
+    for (const Layer& l : layers_) memory_layers += l.memory ? 1 : 0;
+    memory_read_.rows_read += static_cast<int64_t>(pass.size()) * config_.memory.heads *
+                              config_.memory.knn * memory_layers;
+  } else {
+    // First time for this bucket: run it (this step's result, and every
+    // scratch buffer sized), then record it for the next steps.
+    RETURN_IF_ERROR(ops());
+    capturing_ = true;
+    absl::StatusOr<std::unique_ptr<Backend::StepGraph>> graph = backend_->CaptureStep(ops);
+    capturing_ = false;
+    if (!graph.ok()) {
+      // Serve on without graphs rather than fail every decode step.
+      std::fprintf(stderr, "memserve: step_graphs=off bucket=%d reason=\"%s\"\n", bucket,
+                   std::string(graph.status().message()).c_str());
+      step_graphs_ = false;
+      decode_graphs_.clear();
+    } else {
+      g.graph = *std::move(graph);
+    }
+  }
+  const int64_t n = static_cast<int64_t>(pass.size());
+  return backend_->Download(Tensor::Of(s.logits.get(), DType::kF32, {n, config_.vocab_size}),
+                            logits);
+}
+
+absl::Status Model::UploadBatch(const HostBatch& host, const PagedKvLayout& layout, Buffer* buffer,
+                                BatchDescriptor* batch) {
+  const int64_t T = host.n_tokens;
+  RETURN_IF_ERROR(backend_->Upload(
+      host.bytes.data(),
+      Tensor::Of(buffer, DType::kI64, {static_cast<int64_t>(host.bytes.size() / 8)})));
+  batch->n_tokens = T;
+  batch->n_seqs = host.n_seqs;
+  batch->block_size = layout.block_size;
+  batch->max_blocks = host.max_blocks;
+  batch->kv_rows = Tensor::Of(buffer, DType::kI64, {T}, host.offset_kv_rows);
+  batch->token_ids = Tensor::Of(buffer, DType::kI32, {T}, host.offset_ids);
+  batch->positions = Tensor::Of(buffer, DType::kI32, {T}, host.offset_positions);
+  batch->seq_starts = Tensor::Of(buffer, DType::kI32, {host.n_seqs + 1}, host.offset_seq_starts);
+  batch->block_tables =
+      Tensor::Of(buffer, DType::kI32, {host.n_seqs, host.max_blocks}, host.offset_tables);
+  return absl::OkStatus();
+}
+
+absl::Status Model::RunLayers(KvCache* cache, const BatchDescriptor& batch,
+                              absl::Span<const int64_t> logit_rows,
+                              std::vector<MemoryTrace>* trace) {
   const ModelConfig& c = config_;
   const MemoryConfig& m = c.memory;
   Backend& be = *backend_;
   Scratch& s = *scratch_;
-  const PagedKvLayout& layout = cache->layout();
-  int64_t T = 0;
-  for (const StepChunk& p : pass) T += p.num_tokens;
-  RETURN_IF_ERROR(EnsureCapacity(T));
+  const int64_t T = batch.n_tokens;
   const int64_t dim = c.dim;
-
-  // --- the batch descriptor: built on the host, uploaded at once ---
-  const int n_seqs = static_cast<int>(pass.size());
-  int max_blocks = 1;
-  for (const StepChunk& p : pass) {
-    const int end = p.end_position();
-    max_blocks = std::max(max_blocks, (end + layout.block_size - 1) / layout.block_size);
-  }
-  s.kv_rows.clear();
-  s.ids.clear();
-  s.positions.clear();
-  s.seq_starts.clear();
-  s.tables.assign(static_cast<size_t>(n_seqs) * max_blocks, 0);
-  s.logit_tokens.clear();
-  for (int q = 0; q < n_seqs; ++q) {
-    const StepChunk& p = pass[q];
-    const int64_t first = static_cast<int64_t>(s.ids.size());
-    s.seq_starts.push_back(static_cast<int32_t>(first));
-    for (int t = 0; t < p.num_tokens; ++t) {
-      const int pos = p.first_position + t;
-      s.positions.push_back(pos);
-      s.ids.push_back(p.token_ids[t]);
-      s.kv_rows.push_back(static_cast<int64_t>(p.blocks[pos / layout.block_size]) *
-                              layout.block_size +
-                          pos % layout.block_size);
-    }
-    const int end = p.end_position();
-    const int used = (end + layout.block_size - 1) / layout.block_size;
-    std::copy(p.blocks.begin(), p.blocks.begin() + used,
-              s.tables.begin() + static_cast<int64_t>(q) * max_blocks);
-    const int64_t n = p.num_tokens;
-    if (p.all_logits) {
-      for (int64_t t = 0; t < n; ++t) s.logit_tokens.push_back(first + t);
-    } else if (p.wants_logits) {
-      s.logit_tokens.push_back(first + n - 1);
-    }
-  }
-  s.seq_starts.push_back(static_cast<int32_t>(T));
-  // Layout: kv_rows (I64) first, then the I32 arrays, each 8-byte aligned.
-  auto bytes_of = [](const auto& v) { return v.size() * sizeof(v[0]); };
-  auto align8 = [](size_t n) { return (n + 7) / 8 * 8; };
-  const size_t off_rows = 0;
-  const size_t off_ids = align8(off_rows + bytes_of(s.kv_rows));
-  const size_t off_pos = align8(off_ids + bytes_of(s.ids));
-  const size_t off_starts = align8(off_pos + bytes_of(s.positions));
-  const size_t off_tables = align8(off_starts + bytes_of(s.seq_starts));
-  const size_t total = align8(off_tables + bytes_of(s.tables));
-  s.staged.resize(total);
-  std::memcpy(s.staged.data() + off_rows, s.kv_rows.data(), bytes_of(s.kv_rows));
-  std::memcpy(s.staged.data() + off_ids, s.ids.data(), bytes_of(s.ids));
-  std::memcpy(s.staged.data() + off_pos, s.positions.data(), bytes_of(s.positions));
-  std::memcpy(s.staged.data() + off_starts, s.seq_starts.data(), bytes_of(s.seq_starts));
-  std::memcpy(s.staged.data() + off_tables, s.tables.data(), bytes_of(s.tables));
-  RETURN_IF_ERROR(EnsureBuffer(&s.batch, total));
-  RETURN_IF_ERROR(be.Upload(
-      s.staged.data(), Tensor::Of(s.batch.get(), DType::kI64, {static_cast<int64_t>(total / 8)})));
-  BatchDescriptor batch;
-  batch.n_tokens = T;
-  batch.n_seqs = n_seqs;
-  batch.block_size = layout.block_size;
-  batch.max_blocks = max_blocks;
-  batch.kv_rows = Tensor::Of(s.batch.get(), DType::kI64, {T}, off_rows);
-  batch.token_ids = Tensor::Of(s.batch.get(), DType::kI32, {T}, off_ids);
-  batch.positions = Tensor::Of(s.batch.get(), DType::kI32, {T}, off_pos);
-  batch.seq_starts = Tensor::Of(s.batch.get(), DType::kI32, {n_seqs + 1}, off_starts);
-  batch.block_tables = Tensor::Of(s.batch.get(), DType::kI32, {n_seqs, max_blocks}, off_tables);
-
   AttentionShape attention;
   attention.n_heads = c.n_heads;
   attention.n_kv_heads = c.n_kv_heads;
@@ -658,13 +703,18 @@ absl::Status Model::RunPass(KvCache* cache, absl::Span<const StepChunk> pass, fl
       RETURN_IF_ERROR(
           be.ValueGather(table, select.rows, select.weights, shard.col_begin, shard.col_end, y));
     }
-    if (tr != nullptr || count_distinct_rows_) {
+    // While a step graph is captured nothing runs, and a download would
+    // break the capture: no stats then (RunDecodeGraph counts its replays).
+    const bool count_distinct = count_distinct_rows_ && !capturing_;
+    if (tr != nullptr || count_distinct) {
       s.trace_rows.resize(picks);
       RETURN_IF_ERROR(be.Download(select.rows, s.trace_rows.data()));
     }
-    memory_read_.seconds += absl::ToDoubleSeconds(absl::Now() - lookup_start);
-    memory_read_.rows_read += static_cast<int64_t>(picks);
-    if (count_distinct_rows_) {
+    if (!capturing_) {
+      memory_read_.seconds += absl::ToDoubleSeconds(absl::Now() - lookup_start);
+      memory_read_.rows_read += static_cast<int64_t>(picks);
+    }
+    if (count_distinct) {
       s.sorted_rows.assign(s.trace_rows.begin(), s.trace_rows.end());
       std::sort(s.sorted_rows.begin(), s.sorted_rows.end());
       memory_read_.rows_sampled += static_cast<int64_t>(picks);
@@ -697,15 +747,20 @@ absl::Status Model::RunPass(KvCache* cache, absl::Span<const StepChunk> pass, fl
     RETURN_IF_ERROR(be.Add(out, h));
   }
 
-  // --- output: logits = output(norm(h)) for the wanted rows, one download ---
-  const int64_t rows = static_cast<int64_t>(s.logit_tokens.size());
+  // --- output: logits = output(norm(h)) for the wanted rows, in order ---
+  const int64_t rows = static_cast<int64_t>(logit_rows.size());
   if (rows == 0) return absl::OkStatus();
-  for (int64_t r = 0; r < rows; ++r) {
-    RETURN_IF_ERROR(be.RmsNorm(h.Rows(s.logit_tokens[r], 1), norm_, c.norm_eps, xn.Rows(r, 1)));
+  bool leading = true;  // the rows are 0..rows-1: one RmsNorm over them
+  for (int64_t r = 0; r < rows; ++r) leading = leading && logit_rows[r] == r;
+  if (leading) {
+    RETURN_IF_ERROR(be.RmsNorm(h.Rows(0, rows), norm_, c.norm_eps, xn.Rows(0, rows)));
+  } else {
+    for (int64_t r = 0; r < rows; ++r) {
+      RETURN_IF_ERROR(be.RmsNorm(h.Rows(logit_rows[r], 1), norm_, c.norm_eps, xn.Rows(r, 1)));
+    }
   }
   const Tensor out_logits = Tensor::Of(s.logits.get(), DType::kF32, {rows, c.vocab_size});
-  RETURN_IF_ERROR(be.MatMul(xn.Rows(0, rows), output_, no_bias, out_logits));
-  return be.Download(out_logits, logits);
+  return be.MatMul(xn.Rows(0, rows), output_, no_bias, out_logits);
 }
 
 }  // namespace memserve

@@ -9,6 +9,7 @@
 #define MEMSERVE_ENGINE_MODEL_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,7 +18,9 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/backend/backend.h"
+#include "engine/batch_descriptor.h"
 #include "engine/config.h"
+#include "engine/dtype.h"
 #include "engine/kv_cache.h"
 #include "engine/runtime/memory_pool.h"
 #include "engine/runtime/tensor.h"
@@ -30,6 +33,13 @@ struct ModelOptions {
   int num_threads = 0;    // LoadCpuModel's CPU threads; 0 = one per hardware thread
   int memory_shards = 1;  // column shards of the memory value tables (MemoryPool);
                           // the results do not depend on it
+  // Element type of the K/V caches the model makes: F32, or BF16 on a
+  // backend whose WriteKv/Attention take it (CUDA; --kv_cache_dtype,
+  // ResolveKvCacheDtype in engine/backend_factory.h).
+  DType kv_cache_dtype = DType::kF32;
+  // Decode steps as step graphs (Backend::CaptureStep) on a backend that
+  // has them; no effect on the CPU.
+  bool step_graphs = true;
 };
 
 // What one memory layer read, for parity tests: for every token and head the
@@ -50,7 +60,9 @@ struct MemoryReadStats {
   // Wall time of the memory lookups (MemorySelect + the ValueGathers), all
   // memory layers and passes. A device backend whose ops are asynchronous
   // is waited for only when distinct rows are counted (the row ids are
-  // downloaded); otherwise this is the time to issue the ops.
+  // downloaded); otherwise this is the time to issue the ops. Decode steps
+  // replayed as step graphs add their rows_read only (no time, no
+  // distinct-row sample).
   double seconds = 0;
   int64_t rows_read = 0;  // value rows gathered: tokens x heads x knn per memory layer
   // With count_distinct_rows on: rows whose ids were checked, and the
@@ -94,11 +106,15 @@ class Model {
   // [1, max_seqlen]; null when the backend cannot allocate it.
   std::unique_ptr<KvCache> NewCache(int capacity) const;
 
+  // The element type of the caches it makes (ModelOptions::kv_cache_dtype).
+  DType kv_cache_dtype() const { return kv_dtype_; }
+
   // Block storage for many sequences (ForwardBatch). InvalidArgument naming
   // the field when layout.Validate() fails; ResourceExhausted when the
   // storage cannot be allocated (names the bytes asked for).
   absl::StatusOr<std::unique_ptr<KvCache>> NewPagedCache(const PagedKvLayout& layout) const;
-  // Bytes NewPagedCache allocates per block (K and V of every layer).
+  // Bytes NewPagedCache allocates per block (K and V of every layer, in
+  // kv_cache_dtype()).
   int64_t KvBytesPerBlock(int block_size) const;
 
   // Appends `tokens` to the sequence in `cache` (positions cache->length()
@@ -120,14 +136,14 @@ class Model {
   // every op runs over the tokens of all chunks together, attention over each chunk's own blocks.
   // `logits` becomes [rows, vocab] in chunk order: per chunk, one row per token with all_logits,
   // else one row with wants_logits, else none. Each token's result is bit-identical to computing
-  // its sequence alone: no op mixes tokens, and every op's arithmetic per token is independent of
-  // the batch. `trace`, when not null, is replaced as described at Forward. REQUIRES: chunks write
-  // disjoint (block, offset) slots. Errors (InvalidArgument naming chunks[i] and the limit; nothing
-  // is computed): num_tokens < 1, null token_ids, ids outside the vocabulary, positions beyond
-  // max_seqlen, block tables too short or with ids outside the cache, a
-  // cache from another model, null arguments. A backend failure (e.g.
-  // Internal from a device) is returned as is; the K/V written by the step
-  // is then unspecified.
+  // its sequence alone (on the CPU backend; a device backend's GEMMs may round a row differently
+  // with the batch's size, within its op tolerance): no op mixes tokens, and every op's arithmetic
+  // per token is independent of the batch. `trace`, when not null, is replaced as described at
+  // Forward. REQUIRES: chunks write disjoint (block, offset) slots. Errors (InvalidArgument naming
+  // chunks[i] and the limit; nothing is computed): num_tokens < 1, null token_ids, ids outside the
+  // vocabulary, positions beyond max_seqlen, block tables too short or with ids outside the cache,
+  // a cache from another model, null arguments. A backend failure (e.g. Internal from a device) is
+  // returned as is; the K/V written by the step is then unspecified.
   absl::Status ForwardBatch(KvCache* cache, absl::Span<const StepChunk> chunks,
                             std::vector<float>* logits, std::vector<MemoryTrace>* trace = nullptr);
 
@@ -142,6 +158,7 @@ class Model {
  private:
   struct Layer;
   struct Scratch;
+  struct DecodeGraph;
   Model();
 
   absl::Status LoadWeights(const std::string& dir, int memory_shards);
@@ -150,9 +167,25 @@ class Model {
   absl::Status Run(KvCache* cache, absl::Span<const StepChunk> chunks, std::vector<float>* logits,
                    std::vector<MemoryTrace>* trace, bool advance_length);
   // Runs the chunks of one pass (<= kMaxChunk tokens in all) through every
-  // layer and downloads their logits rows, in chunk order, to `logits`.
+  // layer and downloads their logits rows, in chunk order, to `logits`. A
+  // decode pass runs as a step graph when the backend has them
+  // (RunDecodeGraph); every other pass runs its ops one by one.
   absl::Status RunPass(KvCache* cache, absl::Span<const StepChunk> pass, float* logits,
                        std::vector<MemoryTrace>* trace);
+  // A decode pass padded to `bucket` sequences (engine/batch_descriptor.h):
+  // the bucket's descriptor uploaded, its graph replayed (captured after an
+  // eager run the first time, per bucket and cache), the real logits rows
+  // downloaded.
+  absl::Status RunDecodeGraph(KvCache* cache, absl::Span<const StepChunk> pass, int bucket,
+                              float* logits);
+  // Uploads `host` into `buffer` and points *batch at it.
+  absl::Status UploadBatch(const HostBatch& host, const PagedKvLayout& layout, Buffer* buffer,
+                           BatchDescriptor* batch);
+  // Every layer's ops over `batch`, then the logits of `logit_rows` (token
+  // rows, in order) into the logits buffer's first rows. Ops only (no
+  // Upload/Download) unless `trace` is not null, so it can be captured.
+  absl::Status RunLayers(KvCache* cache, const BatchDescriptor& batch,
+                         absl::Span<const int64_t> logit_rows, std::vector<MemoryTrace>* trace);
   // The RoPE table covers `positions` positions (grown and re-uploaded).
   absl::Status EnsureRope(int positions);
   // The activation buffer holds `tokens` tokens (grown when needed).
@@ -175,6 +208,11 @@ class Model {
   std::unique_ptr<Scratch> scratch_;
   MemoryReadStats memory_read_;
   bool count_distinct_rows_ = false;
+  bool capturing_ = false;  // inside Backend::CaptureStep: ops are recorded, not run
+  DType kv_dtype_ = DType::kF32;
+  bool step_graphs_ = false;  // options.step_graphs and the backend has them
+  // Decode-step graphs by batch-size bucket (destroyed before the backend).
+  std::map<int, std::unique_ptr<DecodeGraph>> decode_graphs_;
 };
 
 }  // namespace memserve

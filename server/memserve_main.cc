@@ -1,15 +1,16 @@
 // memserve: the command-line entry point.
 //
 //   memserve serve [--model DIR] [--listen HOST:PORT] [serving flags]   (server/serve.h)
-//   memserve generate [--model DIR] [--device cpu|cuda] --prompt TEXT [--max_tokens N]
+//   memserve generate [--model DIR] [--device cpu|cuda] [--kv_cache_dtype auto|f32|bf16]
+//       --prompt TEXT [--max_tokens N]
 //   [--temperature T]
 //       [--top_k K] [--top_p P] [--min_p M] [--seed S] [--stop S1,S2]
 //       [--logprobs K] [--output text|jsonl]
 //   memserve [COMMAND] --help
 //
 // The serve flags are defined in serve.cc, the generate flags here; --model,
-// --threads, --device and --memory_shards belong to both (MemserveProgram below, server/command_line.h).
-// Exit codes: 0 success, 2 bad arguments or request (the message names the
+// --threads, --device, --memory_shards and --kv_cache_dtype belong to both (MemserveProgram below,
+// server/command_line.h). Exit codes: 0 success, 2 bad arguments or request (the message names the
 // field), 1 anything else (e.g. a corrupt checkpoint, named in the message).
 #include <algorithm>
 #include <cstdio>
@@ -51,7 +52,11 @@ ABSL_FLAG(int, memory_shards, 1,
           "column shards of the memory value table (1..64); on the CPU, virtual shards that "
           "run the sharded code path with identical results");
 ABSL_FLAG(std::string, device, "cpu",
-          "where the model runs: cpu, or cuda (not in this build yet: exits 1 saying so)");
+          "where the model runs: cpu, or cuda (one NVIDIA GPU; exits 1 saying why when the build "
+          "has no CUDA or no GPU is visible)");
+ABSL_FLAG(std::string, kv_cache_dtype, "auto",
+          "element type of the K/V cache: auto (bf16 on cuda, f32 on cpu), f32, or bf16 (cuda "
+          "only)");
 
 namespace memserve {
 namespace {
@@ -112,6 +117,10 @@ int RunGenerate() {
   absl::StatusOr<Device> device = ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) return Fail(device.status());
   load.device = *device;
+  absl::StatusOr<KvCacheDtype> kv_dtype = ParseKvCacheDtype(absl::GetFlag(FLAGS_kv_cache_dtype));
+  if (!kv_dtype.ok()) return Fail(kv_dtype.status());
+  if (absl::Status s = ResolveKvCacheDtype(*device, *kv_dtype).status(); !s.ok()) return Fail(s);
+  load.kv_cache_dtype = *kv_dtype;
 
   absl::StatusOr<LoadedModel> loaded = LoadModel(load);
   if (!loaded.ok()) return Fail(loaded.status());
@@ -172,7 +181,7 @@ const memserve::Program& MemserveProgram() {
         "the gRPC server (memserve.v1, docs/api.md): loads the model, serves it until SIGTERM, "
         "then drains",
         {"server/serve.cc"},
-        {"model", "threads", "device", "memory_shards"}},
+        {"model", "threads", "device", "memory_shards", "kv_cache_dtype"}},
        {"generate",
         "[--model DIR] --prompt TEXT [flags]",
         "one request in this process, no server; the text (or JSONL) goes to stdout",

@@ -77,6 +77,7 @@ ABSL_FLAG(absl::Duration, debug_step_delay, absl::ZeroDuration(),
 ABSL_DECLARE_FLAG(int, threads);
 ABSL_DECLARE_FLAG(int, memory_shards);
 ABSL_DECLARE_FLAG(std::string, device);
+ABSL_DECLARE_FLAG(std::string, kv_cache_dtype);
 
 namespace memserve {
 namespace {
@@ -230,11 +231,21 @@ int RunServe(const std::string& model_dir) {
       LogError(device.status().message());
       return 2;
     }
+    absl::StatusOr<KvCacheDtype> kv_dtype = ParseKvCacheDtype(absl::GetFlag(FLAGS_kv_cache_dtype));
+    if (!kv_dtype.ok()) {
+      LogError(kv_dtype.status().message());
+      return 2;
+    }
+    if (absl::Status s = ResolveKvCacheDtype(*device, *kv_dtype).status(); !s.ok()) {
+      LogError(s.message());
+      return 2;
+    }
     if (absl::Status s = CheckDeviceAvailable(*device); !s.ok()) {
       LogError(s.message());
       return 1;
     }
     engine_options.device = *device;
+    engine_options.kv_cache_dtype = *kv_dtype;
   }
   {
     SchedulerOptions check = sched;

@@ -21,8 +21,8 @@ package(default_visibility = ["//visibility:public"])
 
 cc_library(
     name = "headers",
-    # nv/: extensionless headers (<nv/target>) that cuda_fp16.h, included by
-    # cublas_v2.h, needs.
+    # nv/ holds extensionless headers (nv/target) that cuda_fp16.h, and so
+    # cublas_v2.h, include.
     hdrs = glob(["cuda/include/**/*.h", "cuda/include/**/*.hpp", "cuda/include/nv/**"]),
     includes = ["cuda/include"],
 )

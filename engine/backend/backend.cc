@@ -3,6 +3,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
 
 namespace memserve {
@@ -42,6 +43,17 @@ absl::Status Backend::MemoryLookup(const MemoryLookupArgs& a) {
     RETURN_IF_ERROR(Upload(host.data(), a.out_indices));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Backend::StepGraph>> Backend::CaptureStep(
+    const std::function<absl::Status()>& ops) {
+  (void)ops;
+  return absl::UnimplementedError(absl::StrCat("the ", name(), " backend has no step graphs"));
+}
+
+absl::Status Backend::ReplayStep(StepGraph& graph) {
+  (void)graph;
+  return absl::UnimplementedError(absl::StrCat("the ", name(), " backend has no step graphs"));
 }
 
 Tensor TensorFromView(Buffer* buffer, const TensorView& w) {

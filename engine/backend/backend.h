@@ -22,7 +22,19 @@
 // in cuBLAS's layout); Upload/Download = cudaMemcpyAsync on the stream
 // (Download then synchronizes); ops = kernel launches whose index tensors
 // (ids, positions, cache rows, block tables: the BatchDescriptor) are
-// already on the device, uploaded once per step.
+// already on the device, uploaded once per step. engine/backend/cuda/
+// (CudaBackend) is that backend: bf16 weights in cuBLAS GEMMs with fp32
+// accumulation (the F32 activation rounded to bf16 first), fp32 weights in
+// fp32 GEMMs, the kernels of kernels/ for the other ops, and step graphs
+// (below) for decode steps.
+//
+// Step graphs (optional). A device backend may record the ops of a step
+// once (CaptureStep) and replay them (ReplayStep): the same ops on the same
+// operands, reading whatever bytes those operands hold at replay time. The
+// model uses this for decode steps (engine/decode_graph.h): it uploads the
+// step's batch descriptor into the graph's own descriptor buffer, then
+// replays. A backend without graphs (the CPU) keeps the defaults and the
+// model runs every op eagerly.
 //
 // Thread-safety: a Backend instance runs ops from one thread at a time (ops
 // keep reusable scratch); AllocateBuffer, WrapHostMemory and PlaceWeight may
@@ -32,6 +44,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -86,7 +99,8 @@ struct RopeTable {
 // uploaded once per step; the scalars are host values (shapes, launch sizes).
 //
 // The paged K/V cache (engine/kv_cache.h, PagedKvLayout): a layer's keys
-// are a [num_blocks * block_size, n_kv_heads * head_dim] F32 tensor; position
+// are a [num_blocks * block_size, n_kv_heads * head_dim] F32 or BF16 tensor
+// (--kv_cache_dtype; the CPU backend takes F32 only); position
 // j of sequence s is row block_tables[s, j / block_size] * block_size +
 // j % block_size.
 struct BatchDescriptor {
@@ -220,13 +234,15 @@ class Backend {
 
   // k_cache[kv_rows[t]] = k[t] and v_cache[kv_rows[t]] = v[t]: k, v F32
   // [T, kv_dim], kv_rows I64 [T] (REQUIRES: distinct, in range), caches F32
-  // [rows, kv_dim].
+  // or BF16 (both the same; BF16 rounds to nearest even) [rows, kv_dim]. A
+  // backend that cannot read kv_rows on the host (a device) skips rows
+  // outside the cache instead of failing.
   virtual absl::Status WriteKv(const Tensor& k, const Tensor& v, const Tensor& kv_rows,
                                const Tensor& k_cache, const Tensor& v_cache) = 0;
 
   // out = attention (AttentionShape) of q F32 [n_tokens, n_heads * head_dim]
-  // (rotated) over the layer's caches for every sequence of `batch`;
-  // out F32 [n_tokens, n_heads * head_dim].
+  // (rotated) over the layer's caches (F32 or BF16, as WriteKv) for every
+  // sequence of `batch`; out F32 [n_tokens, n_heads * head_dim].
   virtual absl::Status Attention(const AttentionShape& shape, const BatchDescriptor& batch,
                                  const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                  const Tensor& out) = 0;
@@ -255,6 +271,29 @@ class Backend {
   // MemorySelect then ValueGather over all columns, with scratch buffers
   // allocated per call (for tests and tools; the model keeps its own).
   absl::Status MemoryLookup(const MemoryLookupArgs& args);
+
+  // --- step graphs (optional; see the file comment) ---
+
+  // A recorded sequence of ops, replayable on the backend that captured it.
+  // It refers to the buffers its ops used: the caller keeps them alive (and
+  // at the same size) while the graph lives, and may change their bytes
+  // (Upload) between replays.
+  class StepGraph {
+   public:
+    virtual ~StepGraph() = default;
+  };
+  // Whether CaptureStep works on this backend. Default: false.
+  virtual bool SupportsStepGraphs() const { return false; }
+  // Records the ops `ops` issues (it must issue ops only: no Upload,
+  // Download, Synchronize or buffer allocation) without running them, and
+  // returns the graph. Operand checks that need no device data still run at
+  // capture; a failed op or `ops` returning an error ends the capture with
+  // that status. Default: Unimplemented.
+  virtual absl::StatusOr<std::unique_ptr<StepGraph>> CaptureStep(
+      const std::function<absl::Status()>& ops);
+  // Runs `graph` (captured by this backend) once, like its ops issued in
+  // order; asynchronous like any op. Default: Unimplemented.
+  virtual absl::Status ReplayStep(StepGraph& graph);
 };
 
 }  // namespace memserve

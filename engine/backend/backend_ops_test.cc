@@ -22,6 +22,7 @@
 #include "engine/backend/backend_test_util.h"
 #include "engine/backend/testing/backend_factories.h"
 #include "engine/dtype.h"
+#include "engine/status_macros.h"
 #include "gtest/gtest.h"
 
 namespace memserve {
@@ -250,6 +251,75 @@ TEST_P(BackendOpsTest, PagedAttention) {
   }
 }
 
+// A BF16 K/V cache (--kv_cache_dtype bf16): WriteKv rounds K and V to bf16
+// (nearest even), Attention reads them back; the CPU backend refuses it.
+TEST_P(BackendOpsTest, Bf16KvCache) {
+  const int block_size = 4, cache_blocks = 3;
+  const int64_t rows = cache_blocks * block_size;
+  AttentionShape shape;
+  shape.n_heads = 2;
+  shape.n_kv_heads = 1;
+  shape.head_dim = 8;
+  const int64_t kv_dim = shape.n_kv_heads * shape.head_dim;
+  const int64_t q_dim = shape.n_heads * shape.head_dim;
+  // One sequence of 6 tokens in blocks {2, 0}, written all at once.
+  const int64_t n = 6;
+  const std::vector<float> k = RandomVector(n * kv_dim, &rng_);
+  const std::vector<float> v = RandomVector(n * kv_dim, &rng_);
+  const std::vector<int32_t> table = {2, 0};
+  std::vector<int64_t> slots(n);
+  std::vector<int32_t> positions(n);
+  for (int64_t t = 0; t < n; ++t) {
+    positions[t] = static_cast<int32_t>(t);
+    slots[t] = static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size;
+  }
+  const Tensor k_cache = dev_->Filled(DType::kBF16, {rows, kv_dim});
+  const Tensor v_cache = dev_->Filled(DType::kBF16, {rows, kv_dim});
+  const absl::Status written =
+      backend_->WriteKv(dev_->F32(k, {n, kv_dim}), dev_->F32(v, {n, kv_dim}), dev_->I64(slots, {n}),
+                        k_cache, v_cache);
+  if (backend_->device() == Device::kCpu) {
+    EXPECT_EQ(written.code(), absl::StatusCode::kInvalidArgument) << written;
+    return;
+  }
+  ASSERT_TRUE(written.ok()) << written;
+  BatchDescriptor batch;
+  batch.n_tokens = n;
+  batch.n_seqs = 1;
+  batch.block_size = block_size;
+  batch.max_blocks = 2;
+  batch.seq_starts = dev_->I32({0, static_cast<int32_t>(n)}, {2});
+  batch.positions = dev_->I32(positions, {n});
+  batch.block_tables = dev_->I32(table, {1, 2});
+  const std::vector<float> q = RandomVector(n * q_dim, &rng_);
+  const Tensor out = dev_->Filled(DType::kF32, {n, q_dim});
+  ASSERT_TRUE(
+      backend_->Attention(shape, batch, dev_->F32(q, {n, q_dim}), k_cache, v_cache, out).ok());
+  auto bf16 = [](float x) { return double{Bf16ToF32(F32ToBf16(x))}; };
+  std::vector<double> want(n * q_dim, 0.0);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int h = 0; h < shape.n_heads; ++h) {
+      std::vector<double> score(t + 1);
+      for (int64_t j = 0; j <= t; ++j) {
+        double d = 0;
+        for (int i = 0; i < shape.head_dim; ++i) {
+          d += double{q[t * q_dim + h * shape.head_dim + i]} * bf16(k[j * kv_dim + i]);
+        }
+        score[j] = d / std::sqrt(static_cast<double>(shape.head_dim));
+      }
+      const double mx = *std::max_element(score.begin(), score.end());
+      double sum = 0;
+      for (double& x : score) sum += (x = std::exp(x - mx));
+      for (int64_t j = 0; j <= t; ++j) {
+        for (int i = 0; i < shape.head_dim; ++i) {
+          want[t * q_dim + h * shape.head_dim + i] += score[j] / sum * bf16(v[j * kv_dim + i]);
+        }
+      }
+    }
+  }
+  EXPECT_LE(Nmse(dev_->ReadF32(out), want), kMaxNmseF32);
+}
+
 TEST_P(BackendOpsTest, Elementwise) {
   const int64_t n = 3000;
   const std::vector<float> a = RandomVector(n, &rng_, 3.0f), b = RandomVector(n, &rng_);
@@ -371,6 +441,46 @@ TEST_P(BackendOpsTest, ValueGatherShardsConcatenate) {
     }
     EXPECT_LE(Nmse(dev_->ReadF32(whole), want), MaxNmse(vt)) << DTypeName(vt);
   }
+}
+
+// Step graphs: a captured op reruns on the bytes its operands hold at
+// replay; a capture runs nothing. Backends without graphs say so.
+TEST_P(BackendOpsTest, StepGraphReplaysOnNewBytes) {
+  const int64_t n = 1000;
+  const std::vector<float> a = RandomVector(n, &rng_), b = RandomVector(n, &rng_);
+  const Tensor x = dev_->F32(a, {n});
+  const Tensor y = dev_->Filled(DType::kF32, {n}, 1.0f);
+  const OwnedTensor w_host = MakeTensor({4, n}, DType::kBF16, &rng_);
+  const Tensor w = dev_->Weight(w_host, WeightUse::kMatMul);
+  if (!backend_->SupportsStepGraphs()) {
+    EXPECT_EQ(backend_->CaptureStep([] { return absl::OkStatus(); }).status().code(),
+              absl::StatusCode::kUnimplemented);
+    return;
+  }
+  const Tensor z = dev_->Filled(DType::kF32, {1, 4});
+  // Eagerly first (sizes the backend's scratch), then captured.
+  const auto ops = [&]() -> absl::Status {
+    RETURN_IF_ERROR(backend_->Add(x, y));
+    return backend_->MatMul(y.Reshaped({1, n}), w, Tensor(), z);
+  };
+  ASSERT_TRUE(ops().ok());
+  const std::vector<float> z_eager = dev_->ReadF32(z);
+  ASSERT_TRUE(backend_->Upload(std::vector<float>(n, 1.0f).data(), y).ok());
+  absl::StatusOr<std::unique_ptr<Backend::StepGraph>> graph = backend_->CaptureStep(ops);
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  EXPECT_EQ(dev_->ReadF32(y), std::vector<float>(n, 1.0f)) << "a capture ran its ops";
+  ASSERT_TRUE(backend_->ReplayStep(**graph).ok());
+  EXPECT_EQ(dev_->ReadF32(z), z_eager) << "the replay differs from the eager run";
+  // New bytes in x: the replay reads them.
+  ASSERT_TRUE(backend_->Upload(b.data(), x).ok());
+  ASSERT_TRUE(backend_->Upload(std::vector<float>(n, 1.0f).data(), y).ok());
+  ASSERT_TRUE(backend_->ReplayStep(**graph).ok());
+  const std::vector<float> got = dev_->ReadF32(y);
+  std::vector<double> want(n);
+  for (int64_t i = 0; i < n; ++i) want[i] = 1.0 + b[i];
+  EXPECT_LE(Nmse(got, want), kMaxNmseF32);
+  // Upload during a capture is refused, and ends the capture with the error.
+  EXPECT_FALSE(backend_->CaptureStep([&] { return backend_->Upload(b.data(), x); }).ok());
 }
 
 // Bad operands are errors, never reads out of bounds: a tensor of another

@@ -269,6 +269,15 @@ def memserve(*args, timeout=120):
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def gpu_visible():
+    """Whether an NVIDIA GPU is visible (nvidia-smi lists one)."""
+    try:
+        r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 and "GPU" in r.stdout
+
+
 class HelpTest(unittest.TestCase):
     """Each command's --help lists its own flags with their defaults (exit 0)."""
 
@@ -363,8 +372,9 @@ class FlagErrorTest(unittest.TestCase):
 
 class DeviceFlagTest(unittest.TestCase):
     """--device cpu|cuda on both commands: cpu is the default and changes nothing;
-    cuda is refused in one line until the CUDA backend lands (exit 1, before
-    loading or listening); any other name is a bad argument (exit 2)."""
+    without a GPU (or CUDA in the build) cuda is refused in one line saying why
+    (exit 1, before loading or listening); any other name is a bad argument
+    (exit 2). --kv_cache_dtype: auto, f32, or bf16 (cuda only: exit 2 on cpu)."""
 
     def assertOneLine(self, r, code, *needles):
         self.assertEqual(r.returncode, code, "stdout=%r stderr=%r" % (r.stdout, r.stderr))
@@ -374,13 +384,30 @@ class DeviceFlagTest(unittest.TestCase):
         for n in needles:
             self.assertIn(n, lines[0])
 
-    def test_cuda_is_refused_clearly(self):
+    def test_cuda_is_refused_clearly_without_a_gpu(self):
+        if gpu_visible():
+            self.skipTest("a GPU is visible: --device cuda runs (tests tagged gpu cover it)")
         for cmd in (["generate", "--model", MODEL, "--prompt", "hi"],
                     ["serve", "--model", MODEL, "--listen", "127.0.0.1:0"]):
             with self.subTest(cmd=cmd[0]):
                 r = memserve(*cmd, "--device", "cuda", timeout=60)
-                self.assertOneLine(r, 1, "--device cuda: this build has no CUDA backend yet")
+                self.assertOneLine(r, 1, "--device cuda: ")
+                self.assertTrue("no CUDA device is visible" in r.stderr
+                                or "this build has no CUDA backend" in r.stderr, r.stderr)
                 self.assertEqual(r.stdout, "")
+
+    def test_kv_cache_dtype_flag(self):
+        for cmd in (["generate", "--model", MODEL, "--prompt", "hi"],
+                    ["serve", "--model", MODEL, "--listen", "127.0.0.1:0"]):
+            with self.subTest(cmd=cmd[0], value="fp8"):
+                r = memserve(*cmd, "--kv_cache_dtype=fp8", timeout=60)
+                self.assertOneLine(r, 2, "--kv_cache_dtype must be auto, f32 or bf16, got 'fp8'")
+            with self.subTest(cmd=cmd[0], value="bf16 on cpu"):
+                r = memserve(*cmd, "--kv_cache_dtype", "bf16", timeout=60)
+                self.assertOneLine(r, 2, "--kv_cache_dtype bf16 needs --device cuda")
+        args = ["--prompt", "hello", "--max_tokens", "8", "--output", "jsonl"]
+        self.assertEqual(run("--kv_cache_dtype", "f32", *args).stdout,
+                         run("--kv_cache_dtype", "auto", *args).stdout)
 
     def test_unknown_device_is_a_bad_argument(self):
         for cmd in (["generate", "--model", MODEL, "--prompt", "hi"],

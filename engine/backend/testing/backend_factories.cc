@@ -3,7 +3,11 @@
 #include <utility>
 
 #include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/testing/step_graph_emulator.h"
 #include "engine/backend/testing/tracing_backend.h"
+#ifdef MEMSERVE_HAS_CUDA
+#include "engine/backend/cuda/cuda_backend.h"
+#endif
 
 namespace memserve {
 namespace {
@@ -28,8 +32,21 @@ std::vector<BackendFactory> AllBackendFactories() {
                    return std::unique_ptr<Backend>(
                        std::make_unique<TracingBackend>(Cpu(CpuIsa::kAuto)));
                  }});
-  // The CUDA backend adds {"cuda", ...} here; its factory returns
-  // Unavailable when no device is present, and the tests skip it.
+  out.push_back({"graph_cpu", []() -> absl::StatusOr<std::unique_ptr<Backend>> {
+                   return std::unique_ptr<Backend>(
+                       std::make_unique<StepGraphEmulator>(Cpu(CpuIsa::kAuto)));
+                 }});
+  // Unavailable (naming why) where no CUDA device is visible: the tests
+  // skip it. Absent from builds without the CUDA toolkit.
+#ifdef MEMSERVE_HAS_CUDA
+  out.push_back({"cuda", []() -> absl::StatusOr<std::unique_ptr<Backend>> {
+                   CudaBackend::Options options;
+                   options.log_placement_bytes = 0;
+                   absl::StatusOr<std::unique_ptr<CudaBackend>> cuda = CudaBackend::Create(options);
+                   if (!cuda.ok()) return cuda.status();
+                   return std::unique_ptr<Backend>(std::move(*cuda));
+                 }});
+#endif
   return out;
 }
 

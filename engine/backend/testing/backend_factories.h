@@ -25,7 +25,9 @@ struct BackendFactory {
 inline void PrintTo(const BackendFactory& factory, std::ostream* os) { *os << factory.name; }
 
 // cpu (best ISA), cpu_generic (portable kernels), tracing_cpu (TracingBackend
-// over cpu: operands must be its own buffers, new memory is NaN).
+// over cpu: operands must be its own buffers, new memory is NaN), graph_cpu
+// (StepGraphEmulator over cpu: the model's decode graphs, emulated), and in
+// builds with the CUDA toolkit cuda (device 0; Unavailable without a GPU).
 std::vector<BackendFactory> AllBackendFactories();
 
 // The reference the others are compared with: the CPU backend.

@@ -1,6 +1,7 @@
 #include "engine/backend/testing/model_parity.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <utility>
@@ -18,20 +19,29 @@ absl::Status Named(const absl::Status& s, const char* which) {
 }
 
 void Compare(const std::vector<float>& ref, const std::vector<float>& cand, int64_t vocab,
-             ModelParityReport* report) {
+             float clear_margin, ModelParityReport* report) {
   const int64_t rows = static_cast<int64_t>(ref.size()) / vocab;
   for (int64_t r = 0; r < rows; ++r) {
     const float* a = ref.data() + r * vocab;
     const float* b = cand.data() + r * vocab;
     double err = 0.0, norm = 0.0;
+    float best = -INFINITY, second = -INFINITY;
     for (int64_t i = 0; i < vocab; ++i) {
       const double d = static_cast<double>(b[i]) - a[i];
       err += d * d;
       norm += static_cast<double>(a[i]) * a[i];
+      report->max_abs_error = std::max(report->max_abs_error, std::abs(d));
+      if (a[i] > best) {
+        second = best;
+        best = a[i];
+      } else if (a[i] > second) {
+        second = a[i];
+      }
     }
     report->max_nmse = std::max(report->max_nmse, norm > 0 ? err / norm : err);
     if (std::max_element(a, a + vocab) - a != std::max_element(b, b + vocab) - b) {
       ++report->argmax_mismatches;
+      if (best - second > clear_margin) ++report->clear_argmax_mismatches;
     }
     if (std::memcmp(a, b, static_cast<size_t>(vocab) * sizeof(float)) != 0) {
       report->bit_identical = false;
@@ -51,6 +61,8 @@ absl::StatusOr<ModelParityReport> CompareModelOnBackends(const std::string& dir,
   ModelOptions ref_options, cand_options;
   ref_options.memory_shards = options.reference_memory_shards;
   cand_options.memory_shards = options.candidate_memory_shards;
+  cand_options.kv_cache_dtype = options.candidate_kv_cache_dtype;
+  cand_options.step_graphs = options.candidate_step_graphs;
   absl::StatusOr<std::unique_ptr<Model>> ref_model = Model::Load(dir, reference, ref_options);
   RETURN_IF_ERROR(Named(ref_model.status(), "reference"));
   absl::StatusOr<std::unique_ptr<Model>> cand_model = Model::Load(dir, candidate, cand_options);
@@ -94,7 +106,7 @@ absl::StatusOr<ModelParityReport> CompareModelOnBackends(const std::string& dir,
     }
     RETURN_IF_ERROR(Named(ref.ForwardBatch(ref_cache->get(), chunks, &ref_logits), "reference"));
     RETURN_IF_ERROR(Named(cand.ForwardBatch(cand_cache->get(), chunks, &cand_logits), "candidate"));
-    Compare(ref_logits, cand_logits, vocab, &report);
+    Compare(ref_logits, cand_logits, vocab, options.clear_margin, &report);
     if (step == options.decode_steps) break;
     // The reference's greedy token of each sequence (its last logits row).
     int64_t row = 0;

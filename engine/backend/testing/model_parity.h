@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend/backend.h"
+#include "engine/dtype.h"
 
 namespace memserve {
 
@@ -21,13 +22,24 @@ struct ModelParityOptions {
   int decode_steps = 8;             // batched decode steps after the prefill step
   int reference_memory_shards = 1;  // ModelOptions::memory_shards of each load
   int candidate_memory_shards = 1;
+  // The candidate's K/V cache dtype and step graphs (ModelOptions); the
+  // reference always runs F32 and eagerly.
+  DType candidate_kv_cache_dtype = DType::kF32;
+  bool candidate_step_graphs = true;
+  // A row's argmax is "clear" when the reference's best logit beats its
+  // second best by more than this (logit units).
+  float clear_margin = 0.0f;
 };
 
 struct ModelParityReport {
   int64_t rows = 0;               // logits rows compared
   double max_nmse = 0.0;          // worst row: sum (c - r)^2 / sum r^2
+  double max_abs_error = 0.0;     // worst |c - r| over all logits
   int64_t argmax_mismatches = 0;  // rows whose argmax differs
-  bool bit_identical = true;      // every row equal bit for bit
+  // Rows whose argmax differs although the reference's is clear
+  // (clear_margin): greedy decoding would diverge where it should not.
+  int64_t clear_argmax_mismatches = 0;
+  bool bit_identical = true;  // every row equal bit for bit
 };
 
 // Loads `dir` on `reference` and on `candidate` and runs on each one

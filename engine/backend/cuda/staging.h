@@ -1,0 +1,28 @@
+// How a host range is copied to the device through pinned staging buffers:
+// cut into chunks of at most `chunk_bytes`, chunk i staged in buffer
+// i % buffers, so that the host copy of one chunk overlaps the DMA of the
+// one before. Pure planning (no CUDA), tested on any machine.
+#ifndef MEMSERVE_ENGINE_BACKEND_CUDA_STAGING_H_
+#define MEMSERVE_ENGINE_BACKEND_CUDA_STAGING_H_
+
+#include <cstddef>
+#include <vector>
+
+namespace memserve::cuda {
+
+struct StagingChunk {
+  size_t offset = 0;  // into the source and the destination
+  size_t bytes = 0;   // 1..chunk_bytes
+  int buffer = 0;     // which staging buffer, in [0, buffers)
+};
+
+// The chunks of a `bytes`-byte copy, in order, covering [0, bytes) exactly
+// (none for 0 bytes). REQUIRES: chunk_bytes >= 1, buffers >= 1.
+std::vector<StagingChunk> PlanStagingChunks(size_t bytes, size_t chunk_bytes, int buffers);
+
+// "12.3 GB/s" style rate: bytes / seconds / 1e9; 0 when seconds <= 0.
+double GigabytesPerSecond(size_t bytes, double seconds);
+
+}  // namespace memserve::cuda
+
+#endif  // MEMSERVE_ENGINE_BACKEND_CUDA_STAGING_H_

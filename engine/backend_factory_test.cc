@@ -1,0 +1,69 @@
+#include "engine/backend_factory.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#ifdef MEMSERVE_HAS_CUDA
+#include "kernels/cuda_device.h"
+#endif
+
+namespace memserve {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(KvCacheDtypeTest, ParsesTheFlag) {
+  EXPECT_EQ(*ParseKvCacheDtype("auto"), KvCacheDtype::kAuto);
+  EXPECT_EQ(*ParseKvCacheDtype("f32"), KvCacheDtype::kF32);
+  EXPECT_EQ(*ParseKvCacheDtype("bf16"), KvCacheDtype::kBF16);
+  const absl::Status bad = ParseKvCacheDtype("fp8").status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.message(), "--kv_cache_dtype must be auto, f32 or bf16, got 'fp8'");
+}
+
+TEST(KvCacheDtypeTest, AutoIsBf16OnCudaAndF32OnTheCpu) {
+  EXPECT_EQ(*ResolveKvCacheDtype(Device::kCuda, KvCacheDtype::kAuto), DType::kBF16);
+  EXPECT_EQ(*ResolveKvCacheDtype(Device::kCpu, KvCacheDtype::kAuto), DType::kF32);
+  EXPECT_EQ(*ResolveKvCacheDtype(Device::kCuda, KvCacheDtype::kF32), DType::kF32);
+  EXPECT_EQ(*ResolveKvCacheDtype(Device::kCpu, KvCacheDtype::kF32), DType::kF32);
+  EXPECT_EQ(*ResolveKvCacheDtype(Device::kCuda, KvCacheDtype::kBF16), DType::kBF16);
+}
+
+TEST(KvCacheDtypeTest, Bf16OnTheCpuIsAClearError) {
+  const absl::Status s = ResolveKvCacheDtype(Device::kCpu, KvCacheDtype::kBF16).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("--kv_cache_dtype bf16 needs --device cuda"));
+}
+
+TEST(BackendFactoryTest, PlacementNamesTheDevice) {
+  EXPECT_STREQ(ValueTablePlacement(Device::kCpu), "cpu-mmap");
+  EXPECT_STREQ(ValueTablePlacement(Device::kCuda), "gpu-sharded");
+}
+
+// Without a visible GPU (or without CUDA in the build), --device cuda is one
+// line naming the flag and why; with one, the backend is built.
+TEST(BackendFactoryTest, CudaIsBuiltOrRefusedInOneLine) {
+  const absl::Status s = CheckDeviceAvailable(Device::kCuda);
+#ifdef MEMSERVE_HAS_CUDA
+  if (!kernels::ListCudaDevices().empty()) {
+    EXPECT_TRUE(s.ok()) << s;
+    absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(Device::kCuda, 0);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    EXPECT_STREQ((*backend)->name(), "cuda");
+    EXPECT_EQ((*backend)->device(), Device::kCuda);
+    return;
+  }
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("--device cuda: no CUDA device is visible"));
+#else
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("--device cuda: this build has no CUDA"));
+#endif
+  EXPECT_EQ(std::string(s.message()).find('\n'), std::string::npos);
+  EXPECT_EQ(MakeBackend(Device::kCuda, 0).status().code(), s.code());
+  EXPECT_TRUE(CheckDeviceAvailable(Device::kCpu).ok());
+}
+
+}  // namespace
+}  // namespace memserve
