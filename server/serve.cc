@@ -27,6 +27,8 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/api/api_core.h"
+#include "server/http/http_server.h"
 #include "server/parse_error_interceptor.h"
 #include "server/service.h"
 
@@ -36,6 +38,13 @@ ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
 ABSL_FLAG(std::string, port_file, "",
           "if set, the bound port is written here (decimal) as soon as the port is bound, "
           "before the model loads (health checks answer there; readiness says when it serves)");
+ABSL_FLAG(std::string, http_listen, "",
+          "if set, also serve the OpenAI-compatible HTTP API and the chat page here, HOST:PORT "
+          "([::]:PORT for IPv6; port 0 picks a free port, see --http_port_file); off by default");
+ABSL_FLAG(std::string, http_port_file, "",
+          "if set, the bound HTTP port is written here (decimal) as soon as it is bound");
+ABSL_FLAG(int, http_threads, 64,
+          "HTTP connections served at once (each streaming request holds one); more wait");
 ABSL_FLAG(std::string, model_name, "",
           "the model's name in GetModelInfo; default: the --model directory's base name");
 ABSL_FLAG(int, max_batch_size, 64, "sequences in one engine step (and running at once)");
@@ -113,16 +122,19 @@ class GrpcLogCapture {
 };
 
 // OK if `listen` is HOST:PORT with a port in 0..65535 (IPv6 hosts in
-// brackets), or a gRPC unix socket address ("unix:PATH"); else
-// InvalidArgument naming --listen. The host is resolved later, by gRPC.
-absl::Status CheckListenAddress(const std::string& listen) {
-  if (absl::StartsWith(listen, "unix:") || absl::StartsWith(listen, "unix-abstract:")) {
+// brackets), or (if `allow_unix`) a gRPC unix socket address
+// ("unix:PATH"); else InvalidArgument naming `flag`. The host is resolved
+// later, by the server.
+absl::Status CheckListenAddress(const std::string& flag, const std::string& listen,
+                                bool allow_unix) {
+  if (allow_unix &&
+      (absl::StartsWith(listen, "unix:") || absl::StartsWith(listen, "unix-abstract:"))) {
     return absl::OkStatus();
   }
-  const absl::Status bad = absl::InvalidArgumentError(
-      absl::StrCat("--listen: expected HOST:PORT with a port in 0..65535 (e.g. 0.0.0.0:50051, "
-                   "[::]:50051, localhost:0), got '",
-                   listen, "'"));
+  const absl::Status bad = absl::InvalidArgumentError(absl::StrCat(
+      flag, ": expected HOST:PORT with a port in 0..65535 (e.g. 0.0.0.0:",
+      flag == "--listen" ? "50051" : "8000", ", [::]:", flag == "--listen" ? "50051" : "8000",
+      ", localhost:0), got '", listen, "'"));
   const size_t colon = listen.rfind(':');
   if (colon == std::string::npos || colon == 0) return bad;
   const std::string host = listen.substr(0, colon);
@@ -139,6 +151,19 @@ absl::Status CheckListenAddress(const std::string& listen) {
   int value = 0;
   if (!absl::SimpleAtoi(port, &value) || value > 65535) return bad;
   return absl::OkStatus();
+}
+
+// The host (without IPv6 brackets) and port of a HOST:PORT that
+// CheckListenAddress accepted.
+HttpServerOptions HttpAddress(const std::string& listen) {
+  HttpServerOptions options;
+  const size_t colon = listen.rfind(':');
+  options.host = listen.substr(0, colon);
+  if (options.host.size() > 2 && options.host.front() == '[') {
+    options.host = options.host.substr(1, options.host.size() - 2);
+  }
+  if (!absl::SimpleAtoi(listen.substr(colon + 1), &options.port)) options.port = 0;
+  return options;
 }
 
 // Why gRPC could not listen, from what it logged: the system or resolver
@@ -228,15 +253,30 @@ int RunServe(const std::string& model_dir) {
   }
 
   const std::string listen = absl::GetFlag(FLAGS_listen);
-  if (absl::Status s = CheckListenAddress(listen); !s.ok()) {
+  if (absl::Status s = CheckListenAddress("--listen", listen, /*allow_unix=*/true); !s.ok()) {
     Log(absl::StrCat("error: ", s.message()));
     return 2;
   }
+  const std::string http_listen = absl::GetFlag(FLAGS_http_listen);
+  if (!http_listen.empty()) {
+    if (absl::Status s = CheckListenAddress("--http_listen", http_listen, /*allow_unix=*/false);
+        !s.ok()) {
+      Log(absl::StrCat("error: ", s.message()));
+      return 2;
+    }
+  }
+  const int http_threads = absl::GetFlag(FLAGS_http_threads);
+  if (http_threads < 1 || http_threads > 4096) {
+    Log(absl::StrCat("error: --http_threads must be in [1, 4096], got ", http_threads));
+    return 2;
+  }
 
-  ServiceOptions service_options;
-  service_options.convert.default_max_tokens = default_max_tokens;
-  service_options.max_request_bytes = max_request_bytes;
-  MemServeService service(service_options);
+  // What the gRPC service and the HTTP API share (server/api/).
+  ApiOptions api_options;
+  api_options.convert.default_max_tokens = default_max_tokens;
+  api_options.max_request_bytes = max_request_bytes;
+  ApiCore core(api_options);
+  MemServeService service(&core);
 
   // The port is bound before the model loads, so that a port in use fails
   // at once and health probes answer during a long load (liveness SERVING,
@@ -275,6 +315,28 @@ int RunServe(const std::string& model_dir) {
     server->Shutdown();
     return 1;
   }
+  // The HTTP port too is bound before the model loads (/health answers 503
+  // "loading" meanwhile).
+  std::unique_ptr<HttpServer> http;
+  if (!http_listen.empty()) {
+    HttpServerOptions http_options = HttpAddress(http_listen);
+    http_options.threads = http_threads;
+    http_options.max_request_bytes = max_request_bytes;
+    absl::StatusOr<std::unique_ptr<HttpServer>> created = HttpServer::Create(http_options, &core);
+    if (!created.ok()) {
+      Log(absl::StrCat("error: ", created.status().message()));
+      server->Shutdown();
+      return 1;
+    }
+    http = std::move(*created);
+    const std::string http_port_file = absl::GetFlag(FLAGS_http_port_file);
+    if (!http_port_file.empty() && !WritePortFile(http_port_file, http->port())) {
+      Log(absl::StrCat("error: cannot write --http_port_file ", http_port_file));
+      server->Shutdown();
+      return 1;
+    }
+    http->Start();
+  }
   Log(absl::StrCat("loading ", model_dir));
 
   absl::SleepFor(absl::GetFlag(FLAGS_debug_load_delay));
@@ -291,16 +353,17 @@ int RunServe(const std::string& model_dir) {
     server->Shutdown();
     return load_status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
-  service.SetEngine(engine.get());
+  core.SetEngine(engine.get());
   health->SetServingStatus(kServiceName, true);
   const EngineInfo& info = engine->Info();
   const bool unix_socket = absl::StartsWith(listen, "unix");
-  Log(absl::StrCat("listening on ",
-                   unix_socket ? listen : absl::StrCat("port ", port, " (", listen, ")"),
-                   ", ready: model '", info.model_name, "' loaded in ",
-                   absl::FormatDuration(absl::Now() - load_start), " on ", info.device, ", ",
-                   info.config.n_layers, " layers, KV cache ", info.kv_blocks, " blocks x ",
-                   info.kv_block_tokens, " tokens"));
+  Log(absl::StrCat(
+      "listening on ", unix_socket ? listen : absl::StrCat("port ", port, " (", listen, ")"),
+      ", ready: model '", info.model_name, "' loaded in ",
+      absl::FormatDuration(absl::Now() - load_start), " on ", info.device, ", ",
+      info.config.n_layers, " layers, KV cache ", info.kv_blocks, " blocks x ",
+      info.kv_block_tokens, " tokens",
+      http ? absl::StrCat("; HTTP on port ", http->port(), " (", http_listen, ")") : ""));
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
@@ -308,16 +371,17 @@ int RunServe(const std::string& model_dir) {
   Log(absl::StrCat("signal ", signal_number, ": draining (up to ", absl::FormatDuration(timeout),
                    ")"));
   health->SetServingStatus(kServiceName, false);
-  service.SetDraining();
+  core.SetDraining();
   engine->Drain(timeout);
   // Every engine request has ended; let the calls deliver their last
   // messages (up to 5 s for slow clients), then stop the server: Shutdown
   // with an immediate deadline cancels what is left (health Watch streams)
   // and does not wait for idle client connections.
   const absl::Time flush_deadline = absl::Now() + absl::Seconds(5);
-  while (service.open_calls() > 0 && absl::Now() < flush_deadline) {
+  while (core.open_calls() > 0 && absl::Now() < flush_deadline) {
     absl::SleepFor(absl::Milliseconds(2));
   }
+  if (http) http->Stop();
   server->Shutdown(std::chrono::system_clock::now());
   server->Wait();
   engine.reset();
