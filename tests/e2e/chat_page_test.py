@@ -55,23 +55,23 @@ class Browser:
         self.dir = harness.tmpdir("chromium_")
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
-
-        def pipes_on_3_and_4():
-            os.dup2(to_browser_r, 3)
-            os.dup2(from_browser_w, 4)
-
         env = dict(os.environ, HOME=self.dir, XDG_CONFIG_HOME=self.dir, XDG_CACHE_HOME=self.dir)
         self.log = open(os.path.join(self.dir, "chromium.log"), "wb")
+        # The pipes go to fds 3 and 4 by bash's redirections (dash takes only
+        # one-digit fds), not by a preexec_fn, which can deadlock the child of a
+        # process with threads (gRPC's): Popen then waits for it forever.
+        redirect = 'exec "$0" "$@" 3<&%d 4>&%d %d<&- %d>&-' % (
+            to_browser_r, from_browser_w, to_browser_r, from_browser_w)
         self.proc = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+            ["/bin/bash", "-c", redirect, binary, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check", "--disable-extensions",
              "--disable-background-networking", "--disable-component-update",
              "--disable-crash-reporter", "--disable-breakpad", "--mute-audio",
              "--hide-scrollbars", "--force-device-scale-factor=1",
              "--window-size=%d,%d" % (width, height), "--user-data-dir=" + self.dir,
              "--remote-debugging-pipe", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=env,
-            close_fds=False, preexec_fn=pipes_on_3_and_4)
+            pass_fds=(to_browser_r, from_browser_w))
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._next_id = 1
@@ -121,12 +121,10 @@ class Browser:
             raise RuntimeError("%s: %s" % (expression, result["exceptionDetails"]))
         return result["result"].get("value")
 
-    def wait_js(self, expression, timeout=30, what=None, poll=0.02, on_poll=None):
+    def wait_js(self, expression, timeout=30, what=None, poll=0.02):
         deadline = time.monotonic() + timeout
         while True:
             value = self.js(expression)
-            if on_poll:
-                on_poll()
             if value:
                 return value
             if time.monotonic() > deadline:
@@ -200,18 +198,23 @@ class ChatPageTest(unittest.TestCase):
         the distinct partial texts seen while it streamed)."""
         b = self.browser
         before = b.js("document.querySelectorAll('.msg.assistant').length")
+        # Every text the reply bubble shows, recorded in the page as it changes.
+        b.js("""(() => { window.replyStates = [];
+                  if (!window.replyObserver) {
+                    window.replyObserver = new MutationObserver(() => {
+                      const div = %s;
+                      if (div && div.firstChild) window.replyStates.push(div.firstChild.data);
+                    });
+                    window.replyObserver.observe(document.getElementById('messages'),
+                        {subtree: true, childList: true, characterData: true});
+                  }
+                  return true; })()""" % LAST_REPLY)
         b.type_and_enter(text)
         b.wait_js("document.querySelectorAll('.msg.assistant').length > %d" % before,
                   what="a reply bubble")
-        partial = set()
-
-        def watch():
-            partial.add(b.js("(%s).firstChild.data" % LAST_REPLY))
-
-        b.wait_js("(%s).dataset.done !== undefined" % LAST_REPLY, what="the reply's end",
-                  on_poll=watch)
+        b.wait_js("(%s).dataset.done !== undefined" % LAST_REPLY, what="the reply's end")
         reply = b.js("(%s).firstChild.data" % LAST_REPLY)
-        return reply, partial - {reply, ""}
+        return reply, set(b.js("window.replyStates")) - {reply, ""}
 
     def test_chat_streams_keeps_the_conversation_and_stops(self):
         b = self.browser
