@@ -321,6 +321,24 @@ class HttpServerTest(unittest.TestCase):
             "prompt": "The", "temperature": 1.0, "seed": 42, "max_tokens": 24, "top_k": 50})
         self.assertEqual(body["choices"][0]["text"], g.text)
 
+    def test_concurrent_streams_share_the_batch(self):
+        # 24 streams at once (one thread per connection): each gets the text it gets alone.
+        facts = harness.load_facts()[:24]
+        want = [self.srv.stub.Complete(pb.GenerateRequest(text=f["prompt"], sampling=greedy(20)),
+                                       timeout=60).text for f in facts]
+
+        def one(prompt):
+            def run():
+                status, events, _ = stream(self.port, "/v1/completions", {
+                    "prompt": prompt, "max_tokens": 20, "temperature": 0})
+                self.assertEqual(status, 200, events)
+                return "".join(e["choices"][0]["text"] for e in events[:-1])
+            return run
+
+        got = harness.run_threads([one(f["prompt"]) for f in facts], timeout=120)
+        self.assertEqual(got, want)
+        self.srv.wait_idle(timeout=5)
+
     # -- errors --------------------------------------------------------------
 
     def test_invalid_requests_are_400_naming_the_field(self):
