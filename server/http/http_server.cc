@@ -192,10 +192,11 @@ class HttpServer::Impl {
   Impl(const HttpServerOptions& options, ApiCore* core) : options_(options), core_(core) {
     const int threads = options.threads;
     server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-    server_.set_socket_options([](int sock) {
+    server_.set_socket_options([this](int sock) {
       int yes = 1;
       setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
       setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof(yes));
+      listen_socket_ = sock;
     });
     server_.set_payload_max_length(static_cast<size_t>(options.max_request_bytes));
     server_.set_keep_alive_timeout(2);
@@ -266,6 +267,13 @@ class HttpServer::Impl {
 
   httplib::Server& server() { return server_; }
 
+  // cpp-httplib 0.11 listens with a backlog of 5: more simultaneous
+  // connections overflow it and are reset. Listening again on the bound
+  // socket raises the backlog (Linux).
+  void RaiseListenBacklog() {
+    if (listen_socket_ >= 0) listen(listen_socket_, SOMAXCONN);
+  }
+
  private:
   static absl::Status ModelNotFound(const std::string& asked, const std::string& served) {
     return absl::NotFoundError(absl::StrCat(
@@ -277,6 +285,7 @@ class HttpServer::Impl {
   const HttpServerOptions options_;
   ApiCore* const core_;
   httplib::Server server_;
+  int listen_socket_ = -1;  // the socket set_socket_options saw (the listening one)
 };
 
 void HttpServer::Impl::Generation(Endpoint endpoint, const httplib::Request& req,
@@ -365,6 +374,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerO
         "cannot listen on ", options.host, ":", options.port, " (--http_listen)",
         error != 0 ? ": " : "", error != 0 ? absl::AsciiStrToLower(std::strerror(error)) : ""));
   }
+  impl->RaiseListenBacklog();
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl), port));
 }
 
