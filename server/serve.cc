@@ -33,6 +33,8 @@
 #include "server/metrics/metrics_server.h"
 #include "server/metrics/registry.h"
 #include "server/metrics/serving_metrics.h"
+#include "server/api/api_core.h"
+#include "server/http/http_server.h"
 #include "server/parse_error_interceptor.h"
 #include "server/service.h"
 
@@ -42,6 +44,13 @@ ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
 ABSL_FLAG(std::string, port_file, "",
           "if set, the bound port is written here (decimal) as soon as the port is bound, "
           "before the model loads (health checks answer there; readiness says when it serves)");
+ABSL_FLAG(std::string, http_listen, "",
+          "if set, also serve the OpenAI-compatible HTTP API and the chat page here, HOST:PORT "
+          "([::]:PORT for IPv6; port 0 picks a free port, see --http_port_file); off by default");
+ABSL_FLAG(std::string, http_port_file, "",
+          "if set, the bound HTTP port is written here (decimal) as soon as it is bound");
+ABSL_FLAG(int, http_threads, 64,
+          "HTTP connections served at once (each streaming request holds one); more wait");
 ABSL_FLAG(std::string, model_name, "",
           "the model's name in GetModelInfo; default: the --model directory's base name");
 ABSL_FLAG(int, max_batch_size, 64, "sequences in one engine step (and running at once)");
@@ -135,16 +144,19 @@ class GrpcLogCapture {
 };
 
 // OK if `listen` is HOST:PORT with a port in 0..65535 (IPv6 hosts in
-// brackets), or a gRPC unix socket address ("unix:PATH"); else
-// InvalidArgument naming --listen. The host is resolved later, by gRPC.
-absl::Status CheckListenAddress(const std::string& listen) {
-  if (absl::StartsWith(listen, "unix:") || absl::StartsWith(listen, "unix-abstract:")) {
+// brackets), or (if `allow_unix`) a gRPC unix socket address
+// ("unix:PATH"); else InvalidArgument naming `flag`. The host is resolved
+// later, by the server.
+absl::Status CheckListenAddress(const std::string& flag, const std::string& listen,
+                                bool allow_unix) {
+  if (allow_unix &&
+      (absl::StartsWith(listen, "unix:") || absl::StartsWith(listen, "unix-abstract:"))) {
     return absl::OkStatus();
   }
-  const absl::Status bad = absl::InvalidArgumentError(
-      absl::StrCat("--listen: expected HOST:PORT with a port in 0..65535 (e.g. 0.0.0.0:50051, "
-                   "[::]:50051, localhost:0), got '",
-                   listen, "'"));
+  const absl::Status bad = absl::InvalidArgumentError(absl::StrCat(
+      flag, ": expected HOST:PORT with a port in 0..65535 (e.g. 0.0.0.0:",
+      flag == "--listen" ? "50051" : "8000", ", [::]:", flag == "--listen" ? "50051" : "8000",
+      ", localhost:0), got '", listen, "'"));
   const size_t colon = listen.rfind(':');
   if (colon == std::string::npos || colon == 0) return bad;
   const std::string host = listen.substr(0, colon);
@@ -161,6 +173,19 @@ absl::Status CheckListenAddress(const std::string& listen) {
   int value = 0;
   if (!absl::SimpleAtoi(port, &value) || value > 65535) return bad;
   return absl::OkStatus();
+}
+
+// The host (without IPv6 brackets) and port of a HOST:PORT that
+// CheckListenAddress accepted.
+HttpServerOptions HttpAddress(const std::string& listen) {
+  HttpServerOptions options;
+  const size_t colon = listen.rfind(':');
+  options.host = listen.substr(0, colon);
+  if (options.host.size() > 2 && options.host.front() == '[') {
+    options.host = options.host.substr(1, options.host.size() - 2);
+  }
+  if (!absl::SimpleAtoi(listen.substr(colon + 1), &options.port)) options.port = 0;
+  return options;
 }
 
 // Why gRPC could not listen, from what it logged: the system or resolver
@@ -268,8 +293,21 @@ int RunServe(const std::string& model_dir) {
   }
 
   const std::string listen = absl::GetFlag(FLAGS_listen);
-  if (absl::Status s = CheckListenAddress(listen); !s.ok()) {
+  if (absl::Status s = CheckListenAddress("--listen", listen, /*allow_unix=*/true); !s.ok()) {
     LogError(s.message());
+    return 2;
+  }
+  const std::string http_listen = absl::GetFlag(FLAGS_http_listen);
+  if (!http_listen.empty()) {
+    if (absl::Status s = CheckListenAddress("--http_listen", http_listen, /*allow_unix=*/false);
+        !s.ok()) {
+      LogError(s.message());
+      return 2;
+    }
+  }
+  const int http_threads = absl::GetFlag(FLAGS_http_threads);
+  if (http_threads < 1 || http_threads > 4096) {
+    LogError(absl::StrCat("--http_threads must be in [1, 4096], got ", http_threads));
     return 2;
   }
 
@@ -292,15 +330,18 @@ int RunServe(const std::string& model_dir) {
   std::atomic<metrics::ServingMetrics*> request_metrics{nullptr};
   std::atomic<metrics::Readiness> readiness{metrics::Readiness::kLoading};
 
-  ServiceOptions service_options;
-  service_options.convert.default_max_tokens = default_max_tokens;
-  service_options.max_request_bytes = max_request_bytes;
-  service_options.on_request_end = [&request_metrics](absl::string_view method,
-                                                      absl::StatusCode code) {
+  // What the gRPC service and the HTTP API share (server/api/); both count
+  // their requests in the metrics through on_request_end.
+  ApiOptions api_options;
+  api_options.convert.default_max_tokens = default_max_tokens;
+  api_options.max_request_bytes = max_request_bytes;
+  api_options.on_request_end = [&request_metrics](absl::string_view method,
+                                                  absl::StatusCode code) {
     metrics::ServingMetrics* m = request_metrics.load();
     if (m != nullptr) m->RecordRequest(method, code);
   };
-  MemServeService service(service_options);
+  ApiCore core(api_options);
+  MemServeService service(&core);
 
   // The port is bound before the model loads, so that a port in use fails
   // at once and health probes answer during a long load (liveness SERVING,
@@ -360,6 +401,28 @@ int RunServe(const std::string& model_dir) {
         .Field("paths", "/metrics /healthz /readyz")
         .Write();
   }
+  // The HTTP port too is bound before the model loads (/health answers 503
+  // "loading" meanwhile).
+  std::unique_ptr<HttpServer> http;
+  if (!http_listen.empty()) {
+    HttpServerOptions http_options = HttpAddress(http_listen);
+    http_options.threads = http_threads;
+    http_options.max_request_bytes = max_request_bytes;
+    absl::StatusOr<std::unique_ptr<HttpServer>> created = HttpServer::Create(http_options, &core);
+    if (!created.ok()) {
+      LogError(created.status().message());
+      server->Shutdown();
+      return 1;
+    }
+    http = std::move(*created);
+    const std::string http_port_file = absl::GetFlag(FLAGS_http_port_file);
+    if (!http_port_file.empty() && !WritePortFile(http_port_file, http->port())) {
+      LogError(absl::StrCat("cannot write --http_port_file ", http_port_file));
+      server->Shutdown();
+      return 1;
+    }
+    http->Start();
+  }
   LogLine(LogLevel::kInfo, "loading").Field("model_dir", model_dir).Field("port", port).Write();
 
   absl::SleepFor(absl::GetFlag(FLAGS_debug_load_delay));
@@ -388,7 +451,7 @@ int RunServe(const std::string& model_dir) {
     engine->SetStatsObserver(serving_metrics.get());
     request_metrics.store(serving_metrics.get());
   }
-  service.SetEngine(engine.get());
+  core.SetEngine(engine.get());
   health->SetServingStatus(kServiceName, true);
   readiness.store(metrics::Readiness::kReady);
   const EngineInfo& info = engine->Info();
@@ -408,6 +471,7 @@ int RunServe(const std::string& model_dir) {
       .Field("kv_blocks", info.kv_blocks)
       .Field("kv_block_tokens", info.kv_block_tokens)
       .Field("kv_cache_bytes", info.kv_cache_bytes)
+      .Field("http_port", http ? http->port() : 0)
       .Write();
 
   int signal_number = 0;
@@ -419,16 +483,17 @@ int RunServe(const std::string& model_dir) {
       .Write();
   health->SetServingStatus(kServiceName, false);
   readiness.store(metrics::Readiness::kDraining);
-  service.SetDraining();
+  core.SetDraining();
   engine->Drain(timeout);
   // Every engine request has ended; let the calls deliver their last
   // messages (up to 5 s for slow clients), then stop the server: Shutdown
   // with an immediate deadline cancels what is left (health Watch streams)
   // and does not wait for idle client connections.
   const absl::Time flush_deadline = absl::Now() + absl::Seconds(5);
-  while (service.open_calls() > 0 && absl::Now() < flush_deadline) {
+  while (core.open_calls() > 0 && absl::Now() < flush_deadline) {
     absl::SleepFor(absl::Milliseconds(2));
   }
+  if (http) http->Stop();
   server->Shutdown(std::chrono::system_clock::now());
   server->Wait();
   metrics_server.reset();  // it reads the engine at each scrape

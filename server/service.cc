@@ -1,8 +1,8 @@
 #include "server/service.h"
 
 #include <chrono>
+#include <cstdio>
 #include <deque>
-#include <functional>
 #include <mutex>
 #include <optional>
 #include <utility>
@@ -10,20 +10,13 @@
 #include "absl/strings/str_cat.h"
 #include "engine/generate.h"
 #include "engine/request/validate.h"
-#include "server/grpc_status.h"
-#include "server/logging.h"
+#include "server/api/errors.h"
 
 namespace memserve {
 namespace {
 
 using v1::CompleteResponse;
 using v1::GenerateResponse;
-
-const absl::Status& LoadingError() {
-  static const absl::Status* const kLoading =
-      new absl::Status(absl::UnavailableError("the model is loading; retry shortly"));
-  return *kLoading;
-}
 
 v1::FinishReason ToProto(FinishReason r) {
   switch (r) {
@@ -37,15 +30,10 @@ v1::FinishReason ToProto(FinishReason r) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
-double Ms(absl::Time from, absl::Time to) {
-  if (from == absl::InfinitePast() || to == absl::InfinitePast()) return 0.0;
-  return absl::ToDoubleMilliseconds(to - from);
-}
-
 void FillTimings(absl::Time received, const RequestTimings& t, v1::Timings* out) {
-  out->set_queue_ms(Ms(received, t.admitted));
-  out->set_time_to_first_token_ms(Ms(received, t.first_token));
-  out->set_total_ms(Ms(received, t.done));
+  out->set_queue_ms(ElapsedMs(received, t.admitted));
+  out->set_time_to_first_token_ms(ElapsedMs(received, t.first_token));
+  out->set_total_ms(ElapsedMs(received, t.done));
 }
 
 void FillTop(const Tokenizer& tokenizer, const std::vector<TokenLogprob>& top,
@@ -57,84 +45,6 @@ void FillTop(const Tokenizer& tokenizer, const std::vector<TokenLogprob>& top,
     p->set_token_bytes(tokenizer.TokenBytes(t.id));
   }
 }
-
-using RequestEndHook = std::function<void(absl::string_view, absl::StatusCode)>;
-
-// The end of one generation call: its log line (id, method, status, tokens,
-// timings; server/logging.h) and the server's request metrics.
-void RecordRequestEnd(const RequestEndHook& hook, const std::string& id, const char* method,
-                      const absl::Status& status, const GenerateResult* result, absl::Time received,
-                      const RequestTimings* t) {
-  // A server fault is an error; a request the client got wrong, cancelled or
-  // let expire is business as usual.
-  const absl::StatusCode code = status.code();
-  const bool fault = code == absl::StatusCode::kInternal || code == absl::StatusCode::kUnknown ||
-                     code == absl::StatusCode::kDataLoss;
-  LogLine line(fault ? LogLevel::kError : LogLevel::kInfo, "request");
-  line.Field("id", id)
-      .Field("method", method)
-      .Field("status", absl::StatusCodeToString(status.code()));
-  if (result != nullptr) {
-    line.Field("finish", FinishReasonName(result->finish_reason))
-        .Field("prompt_tokens", result->prompt_tokens)
-        .Field("completion_tokens", result->completion_tokens);
-  }
-  if (t != nullptr) {
-    line.Field("queue_ms", Ms(received, t->admitted))
-        .Field("ttft_ms", Ms(received, t->first_token))
-        .Field("total_ms", Ms(received, t->done));
-  }
-  if (!status.ok()) line.Field("error", status.message());
-  line.Write();
-  if (hook) hook(method, status.code());
-}
-
-// The engine side of one call: submits the request and cancels it, also
-// when the client cancels before Submit has returned the engine id.
-class EngineTicket {
- public:
-  absl::Status Submit(Engine* engine, EngineRequest request,
-                      std::shared_ptr<RequestObserver> observer) {
-    absl::StatusOr<uint64_t> id = engine->Submit(std::move(request), std::move(observer));
-    if (!id.ok()) return id.status();
-    bool cancel = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      id_ = *id;
-      cancel = cancelled_;
-    }
-    if (cancel) engine->Cancel(*id);
-    return absl::OkStatus();
-  }
-
-  void Cancel(Engine* engine) {
-    std::optional<uint64_t> id;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      cancelled_ = true;
-      id = id_;
-    }
-    if (id.has_value()) engine->Cancel(*id);
-  }
-
- private:
-  std::mutex mu_;
-  bool cancelled_ = false;
-  std::optional<uint64_t> id_;
-};
-
-// Counts a call as open from construction to destruction (gRPC deletes the
-// reactor in OnDone, after the client got the status).
-class OpenCall {
- public:
-  explicit OpenCall(std::atomic<int>* count) : count_(count) { count_->fetch_add(1); }
-  ~OpenCall() { count_->fetch_sub(1); }
-  OpenCall(const OpenCall&) = delete;
-  OpenCall& operator=(const OpenCall&) = delete;
-
- private:
-  std::atomic<int>* const count_;
-};
 
 // Forwards the engine's events for one request to its call (StreamCall or
 // UnaryCall), which outlives the engine request (see StreamCall).
@@ -166,13 +76,8 @@ grpc::WriteOptions WriteOptionsFor(bool more_queued) {
 // ever submitting), so the observer's raw pointer is always valid.
 class StreamCall : public grpc::ServerWriteReactor<GenerateResponse> {
  public:
-  StreamCall(Engine* engine, const char* method, std::string request_id,
-             std::atomic<int>* open_calls, const RequestEndHook& on_end)
-      : open_(open_calls),
-        engine_(engine),
-        method_(method),
-        request_id_(std::move(request_id)),
-        on_end_(on_end) {}
+  StreamCall(ApiCore* core, const char* method, std::string request_id)
+      : open_(core), engine_(core->engine()), method_(method), request_id_(std::move(request_id)) {}
 
   void Start(absl::StatusOr<EngineRequest> request);
 
@@ -193,7 +98,6 @@ class StreamCall : public grpc::ServerWriteReactor<GenerateResponse> {
   Engine* const engine_;
   const char* const method_;
   const std::string request_id_;
-  const RequestEndHook& on_end_;  // the service's, which outlives every call
   const absl::Time received_ = absl::Now();
 
   std::mutex mu_;
@@ -205,7 +109,7 @@ class StreamCall : public grpc::ServerWriteReactor<GenerateResponse> {
 };
 
 void StreamCall::FinishNow(const absl::Status& status) {
-  RecordRequestEnd(on_end_, request_id_, method_, status, nullptr, received_, nullptr);
+  open_.core()->RecordRequestEnd(request_id_, method_, status, nullptr, received_, nullptr);
   Finish(ToGrpcStatus(status));
 }
 
@@ -230,8 +134,8 @@ void StreamCall::OnToken(const TokenEvent& event) {
 
 void StreamCall::OnEngineDone(absl::StatusOr<GenerateResult> result,
                               const RequestTimings& timings) {
-  RecordRequestEnd(on_end_, request_id_, method_, result.status(), result.ok() ? &*result : nullptr,
-                   received_, &timings);
+  open_.core()->RecordRequestEnd(request_id_, method_, result.status(), result.ok() ? &*result : nullptr, received_,
+             &timings);
   if (!result.ok()) return Enqueue(std::nullopt, ToGrpcStatus(result.status()));
   GenerateResponse message;
   v1::Final* final = message.mutable_final();
@@ -310,13 +214,11 @@ void StreamCall::OnWriteDone(bool ok) {
 // which only the engine thread touches until Finish.
 class UnaryCall : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(Engine* engine, const char* method, std::string request_id, CompleteResponse* response,
-            std::atomic<int>* open_calls, const RequestEndHook& on_end)
-      : open_(open_calls),
-        engine_(engine),
+  UnaryCall(ApiCore* core, const char* method, std::string request_id, CompleteResponse* response)
+      : open_(core),
+        engine_(core->engine()),
         method_(method),
         request_id_(std::move(request_id)),
-        on_end_(on_end),
         response_(response) {}
 
   void Start(absl::StatusOr<EngineRequest> request) {
@@ -333,7 +235,7 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   friend class CallObserver<UnaryCall>;
 
   void FinishNow(const absl::Status& status) {
-    RecordRequestEnd(on_end_, request_id_, method_, status, nullptr, received_, nullptr);
+    open_.core()->RecordRequestEnd(request_id_, method_, status, nullptr, received_, nullptr);
     Finish(ToGrpcStatus(status));
   }
 
@@ -346,8 +248,8 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   }
 
   void OnEngineDone(absl::StatusOr<GenerateResult> result, const RequestTimings& timings) {
-    RecordRequestEnd(on_end_, request_id_, method_, result.status(),
-                     result.ok() ? &*result : nullptr, received_, &timings);
+    open_.core()->RecordRequestEnd(request_id_, method_, result.status(), result.ok() ? &*result : nullptr, received_,
+               &timings);
     if (!result.ok()) {
       response_->Clear();  // an error returns no partial output
       Finish(ToGrpcStatus(result.status()));
@@ -373,7 +275,6 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   Engine* const engine_;
   const char* const method_;
   const std::string request_id_;
-  const RequestEndHook& on_end_;  // the service's, which outlives every call
   CompleteResponse* const response_;
   const absl::Time received_ = absl::Now();
   EngineTicket ticket_;
@@ -387,41 +288,26 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context, const abs
 
 }  // namespace
 
-MemServeService::MemServeService(const ServiceOptions& options) : options_(options) {}
-
-void MemServeService::SetEngine(Engine* engine) { engine_.store(engine); }
-void MemServeService::SetDraining() { draining_.store(true); }
+MemServeService::MemServeService(ApiCore* core) : core_(core) {}
 
 template <typename Request>
 absl::StatusOr<EngineRequest> MemServeService::Prepare(grpc::CallbackServerContext* context,
                                                        const Request& request,
                                                        std::string* request_id) {
-  *request_id = request.request_id();
-  if (request_id->empty() || !ValidateRequestId(*request_id).ok()) {
-    // An invalid id is reported by ToEngineRequest; log under a server one.
-    *request_id = absl::StrCat("req-", next_request_number_.fetch_add(1));
+  // An invalid id is reported by Prepare; the call is logged under a server one.
+  *request_id = core_->RequestId(request.request_id());
+  absl::Time deadline = absl::InfiniteFuture();
+  if (context->deadline() != std::chrono::system_clock::time_point::max()) {
+    deadline = absl::FromChrono(context->deadline());
   }
-  Engine* engine = engine_.load();
-  if (engine == nullptr) return LoadingError();
-  ConvertOptions convert = options_.convert;
-  convert.chat_template = engine->model().config().chat_template;
-  absl::StatusOr<EngineRequest> out =
-      ToEngineRequest(request, engine->tokenizer(), engine->model().config(), convert);
-  if (!out.ok()) return out.status();
-  out->id = *request_id;
-  const auto deadline = context->deadline();
-  if (deadline != std::chrono::system_clock::time_point::max()) {
-    out->deadline = absl::FromChrono(deadline);
-  }
-  return out;
+  return core_->Prepare(request, *request_id, deadline);
 }
 
 grpc::ServerWriteReactor<GenerateResponse>* MemServeService::Stream(
     grpc::CallbackServerContext* context, const char* method, absl::StatusOr<EngineRequest> request,
     const std::string& request_id) {
   (void)context;
-  auto* call =
-      new StreamCall(engine_.load(), method, request_id, &open_calls_, options_.on_request_end);
+  auto* call = new StreamCall(core_, method, request_id);
   call->Start(std::move(request));
   return call;
 }
@@ -432,8 +318,7 @@ grpc::ServerUnaryReactor* MemServeService::Unary(grpc::CallbackServerContext* co
                                                  const std::string& request_id,
                                                  CompleteResponse* response) {
   (void)context;
-  auto* call = new UnaryCall(engine_.load(), method, request_id, response, &open_calls_,
-                             options_.on_request_end);
+  auto* call = new UnaryCall(core_, method, request_id, response);
   call->Start(std::move(request));
   return call;
 }
@@ -471,7 +356,7 @@ grpc::ServerUnaryReactor* MemServeService::ChatComplete(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* MemServeService::Tokenize(grpc::CallbackServerContext* context,
                                                     const v1::TokenizeRequest* request,
                                                     v1::TokenizeResponse* response) {
-  Engine* engine = engine_.load();
+  Engine* engine = core_->engine();
   if (engine == nullptr) return Answer(context, LoadingError());
   if (absl::Status s = ValidateTextBytes("text", request->text()); !s.ok()) {
     return Answer(context, s);
@@ -490,7 +375,7 @@ grpc::ServerUnaryReactor* MemServeService::Tokenize(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* MemServeService::Detokenize(grpc::CallbackServerContext* context,
                                                       const v1::DetokenizeRequest* request,
                                                       v1::DetokenizeResponse* response) {
-  Engine* engine = engine_.load();
+  Engine* engine = core_->engine();
   if (engine == nullptr) return Answer(context, LoadingError());
   const auto& ids = request->token_ids();
   if (absl::Status s = ValidateTokenIds(
@@ -508,7 +393,7 @@ grpc::ServerUnaryReactor* MemServeService::GetModelInfo(grpc::CallbackServerCont
                                                         const v1::GetModelInfoRequest* request,
                                                         v1::ModelInfo* info) {
   (void)request;
-  Engine* engine = engine_.load();
+  Engine* engine = core_->engine();
   if (engine == nullptr) return Answer(context, LoadingError());
   const EngineInfo& e = engine->Info();
   const ModelConfig& c = e.config;
@@ -557,8 +442,8 @@ grpc::ServerUnaryReactor* MemServeService::GetModelInfo(grpc::CallbackServerCont
   l->set_max_stop_string_bytes(kMaxStopStringBytes);
   l->set_max_stop_token_ids(kMaxStopTokenIds);
   l->set_max_logprobs(kMaxLogprobs);
-  l->set_default_max_tokens(options_.convert.default_max_tokens);
-  l->set_max_request_bytes(options_.max_request_bytes);
+  l->set_default_max_tokens(core_->options().convert.default_max_tokens);
+  l->set_max_request_bytes(core_->options().max_request_bytes);
   return Answer(context, absl::OkStatus());
 }
 
@@ -566,25 +451,7 @@ grpc::ServerUnaryReactor* MemServeService::GetServerStatus(
     grpc::CallbackServerContext* context, const v1::GetServerStatusRequest* request,
     v1::ServerStatus* status) {
   (void)request;
-  Engine* engine = engine_.load();
-  status->set_version(kVersion);
-  status->set_uptime_s(absl::ToDoubleSeconds(absl::Now() - started_));
-  if (engine == nullptr) {
-    status->set_state(draining_.load() ? v1::SERVING_STATE_DRAINING : v1::SERVING_STATE_LOADING);
-    return Answer(context, absl::OkStatus());
-  }
-  const EngineStats s = engine->Stats();
-  status->set_state(draining_.load() || s.draining ? v1::SERVING_STATE_DRAINING
-                                                   : v1::SERVING_STATE_SERVING);
-  status->set_running(s.running);
-  status->set_waiting(s.waiting);
-  status->set_kv_blocks_used(s.kv_blocks_used);
-  status->set_kv_blocks_total(s.kv_blocks_total);
-  status->set_kv_block_tokens(s.kv_block_tokens);
-  status->set_kv_usage(
-      s.kv_blocks_total > 0 ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total : 0.0);
-  status->set_requests_served(s.requests_served);
-  status->set_preemptions(s.preemptions);
+  *status = core_->Status();
   return Answer(context, absl::OkStatus());
 }
 

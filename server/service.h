@@ -1,53 +1,31 @@
 // MemServeService: the memserve.v1.MemServe gRPC service (callback API)
-// over an Engine. Thin: each call converts its request (request_convert.h),
-// submits it to the engine and relays the engine's events to the client;
-// cancellation and deadlines go back to the engine. docs/api.md is the
-// contract.
+// over an Engine. Thin: each call converts its request (ApiCore::Prepare,
+// shared with the HTTP API), submits it to the engine and relays the
+// engine's events to the client; cancellation and deadlines go back to the
+// engine. docs/api.md is the contract.
 #ifndef MEMSERVE_SERVER_SERVICE_H_
 #define MEMSERVE_SERVER_SERVICE_H_
 
-#include <atomic>
-#include <cstdint>
-#include <functional>
-#include <memory>
 #include <string>
 
-#include "absl/status/status.h"
-#include "absl/strings/string_view.h"
-#include "absl/time/time.h"
+#include "absl/status/statusor.h"
 #include "engine/engine.h"
 #include "memserve/v1/memserve.grpc.pb.h"
-#include "server/request_convert.h"
+#include "server/api/api_core.h"
 
 namespace memserve {
 
 inline constexpr char kServiceName[] = "memserve.v1.MemServe";
-inline constexpr char kVersion[] = "memserve 0.1.0";
 
-struct ServiceOptions {
-  ConvertOptions convert;         // chat_template comes from the model's config
-  int64_t max_request_bytes = 0;  // the server's receive limit, for ModelInfo.limits
-  // Called once per generation call when it ends (where its log line is
-  // written), with the method and final status code: the server's metrics.
-  // Any thread; must not block. May be empty.
-  std::function<void(absl::string_view method, absl::StatusCode code)> on_request_end;
-};
-
-// Thread-safe: gRPC calls the methods from its threads.
+// Thread-safe: gRPC calls the methods from its threads. The engine, the
+// drain state and the open-call count live in `core` (shared with the HTTP
+// API): until core->SetEngine, generation calls and GetModelInfo answer
+// UNAVAILABLE ("the model is loading"); after core->SetDraining,
+// GetServerStatus says DRAINING.
 class MemServeService final : public v1::MemServe::CallbackService {
  public:
-  explicit MemServeService(const ServiceOptions& options);
-
-  // The loaded engine; until then generation calls and GetModelInfo answer
-  // UNAVAILABLE ("the model is loading"). Call once. The engine must outlive
-  // every call (shut the server down before destroying it).
-  void SetEngine(Engine* engine);
-  // From now on GetServerStatus says DRAINING (the engine refuses new work).
-  void SetDraining();
-  // Generation calls (Generate, Complete, Chat, ChatComplete) not yet done:
-  // after a drain, the server waits for this to reach 0 (every client got its
-  // final message) before it shuts down.
-  int open_calls() const { return open_calls_.load(); }
+  // REQUIRES: `core` outlives the service.
+  explicit MemServeService(ApiCore* core);
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
@@ -86,12 +64,7 @@ class MemServeService final : public v1::MemServe::CallbackService {
                                   absl::StatusOr<EngineRequest> request,
                                   const std::string& request_id, v1::CompleteResponse* response);
 
-  const ServiceOptions options_;
-  const absl::Time started_ = absl::Now();
-  std::atomic<Engine*> engine_{nullptr};
-  std::atomic<bool> draining_{false};
-  std::atomic<uint64_t> next_request_number_{1};
-  std::atomic<int> open_calls_{0};
+  ApiCore* const core_;
 };
 
 }  // namespace memserve

@@ -1,5 +1,5 @@
 // The one place where a generation request is validated. The gRPC server
-// (server/request_convert.cc), Engine::Submit, Generate and `memserve
+// (server/api/request_convert.cc), Engine::Submit, Generate and `memserve
 // generate` all check requests here, so a rule and its message exist once.
 //
 // Every error is InvalidArgument with one line that starts with the field's

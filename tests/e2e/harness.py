@@ -159,12 +159,17 @@ class ServerError(RuntimeError):
 class Server:
     """One `memserve serve` process on 127.0.0.1 with a port picked by the OS."""
 
-    def __init__(self, *flags, model=DEMO_MODEL, name="server"):
+    def __init__(self, *flags, model=DEMO_MODEL, name="server", http=False):
+        """http=True also serves the HTTP API (--http_listen) on a free port
+        (self.http_port)."""
         self.flags = list(flags)
+        self.http = http
+        self.http_port = None
         self.model = model
         self.name = name
         self.dir = tmpdir("e2e_%s_" % name)
         self.port_file = os.path.join(self.dir, "port")
+        self.http_port_file = os.path.join(self.dir, "http_port")
         self.stderr_path = os.path.join(self.dir, "stderr.log")
         self.stdout_path = os.path.join(self.dir, "stdout.log")
         self.proc = None
@@ -181,6 +186,8 @@ class Server:
                "--port_file", self.port_file]
         if self.model:
             cmd += ["--model", self.model]
+        if self.http:
+            cmd += ["--http_listen", "127.0.0.1:0", "--http_port_file", self.http_port_file]
         return cmd + self.flags
 
     def start(self, wait_ready=True, timeout=60.0):
@@ -194,7 +201,9 @@ class Server:
         with _live_lock:
             _live.append(self)
         try:
-            self._wait_port(timeout)
+            self.port = self._wait_port(self.port_file, timeout)
+            if self.http:
+                self.http_port = self._wait_port(self.http_port_file, timeout)
             self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port,
                                                  options=CHANNEL_OPTIONS)
             self.stub = pb_grpc.MemServeStub(self.channel)
@@ -206,20 +215,20 @@ class Server:
             raise
         return self
 
-    def _wait_port(self, timeout):
+    def _wait_port(self, path, timeout):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise ServerError("%s exited with %d before writing its port file:\n%s" %
                                   (self.name, self.proc.returncode, self.stderr_tail()))
             try:
-                with open(self.port_file) as f:
+                with open(path) as f:
                     text = f.read().strip()
                 if text:
-                    self.port = int(text)
-                    if not 0 < self.port < 65536:
+                    port = int(text)
+                    if not 0 < port < 65536:
                         raise ServerError("port file holds %r" % text)
-                    return
+                    return port
             except FileNotFoundError:
                 pass
             time.sleep(0.02)

@@ -244,6 +244,41 @@ class PrometheusScrapeTest(unittest.TestCase):
         self.assertGreater(prom.value("memserve:memory_lookup_seconds_count" + MODEL), 0)
 
 
+class HttpRequestsCountedTest(unittest.TestCase):
+    """Calls of the OpenAI-compatible HTTP API go through the same request
+    accounting (server/api/ApiCore) as gRPC: one log line and one
+    memserve:requests_total sample each, under their HTTP path."""
+
+    def test_http_calls_are_counted_by_path_and_code(self):
+        with harness.Server("--metrics_listen", "127.0.0.1:0", name="metrics_http",
+                            http=True) as srv:
+            base = "http://127.0.0.1:%d" % srv.http_port
+
+            def post(body):
+                req = urllib.request.Request(base + "/v1/completions",
+                                             data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as r:
+                        return r.status
+                except urllib.error.HTTPError as e:
+                    return e.code
+
+            self.assertEqual(post({"prompt": "The capital of Batourkor is", "max_tokens": 4}), 200)
+            self.assertEqual(post({"prompt": "x", "max_tokens": 4, "temperature": -1}), 400)
+            status, text = http_get("http://127.0.0.1:%d/metrics" % metrics_port(srv))
+            self.assertEqual(status, 200)
+            samples = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                           if line.startswith("memserve:requests_total{"))
+            self.assertEqual(samples.get('memserve:requests_total{model_name="demo",'
+                                         'method="/v1/completions",code="OK"}'), "1", samples)
+            self.assertEqual(samples.get('memserve:requests_total{model_name="demo",'
+                                         'method="/v1/completions",code="INVALID_ARGUMENT"}'),
+                             "1", samples)
+            self.assertIsNotNone(srv.wait_log("method=/v1/completions", timeout=5),
+                                 srv.stderr_tail())
+
+
 class EndpointTest(unittest.TestCase):
 
     def test_healthz_and_readyz_through_the_lifecycle(self):

@@ -1,10 +1,11 @@
-#include "server/request_convert.h"
+#include "server/api/request_convert.h"
 
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/chat_template.h"
 #include "engine/request/validate.h"
@@ -22,10 +23,10 @@ absl::Status WithPrefix(absl::string_view prefix, const absl::Status& s) {
 // request (engine/request/validate.h), the prompt named `prompt_field`.
 absl::Status ConvertSampling(const v1::SamplingParams& p, absl::string_view prompt_field,
                              const ModelConfig& config, const ConvertOptions& options,
-                             EngineRequest* out) {
+                             const ApiFieldNames& api_names, EngineRequest* out) {
   FieldNames names;
   names.prompt = std::string(prompt_field);
-  names.options = "sampling.";
+  names.options = api_names.sampling_prefix;
   const int prompt_tokens = static_cast<int>(out->prompt.size());
   GenerateOptions& o = out->options;
   ASSIGN_OR_RETURN(
@@ -59,16 +60,37 @@ absl::StatusOr<std::vector<int>> EncodeText(absl::string_view field, const std::
   return ids;
 }
 
+// ValidateRequestId's messages name "request_id"; a transport may name it
+// otherwise (an HTTP header).
+absl::Status CheckRequestId(const std::string& id, const ApiFieldNames& names) {
+  absl::Status s = ValidateRequestId(id);
+  if (s.ok() || names.request_id == "request_id") return s;
+  std::string message(s.message());
+  if (absl::StartsWith(message, "request_id")) message.erase(0, 10);
+  return absl::Status(s.code(), absl::StrCat(names.request_id, message));
+}
+
 }  // namespace
+
+ApiFieldNames HttpFieldNames() {
+  ApiFieldNames names;
+  names.text = "prompt";
+  names.token_ids = "prompt";
+  names.input = "prompt";
+  names.sampling_prefix = "";
+  names.request_id = "X-Request-Id";
+  return names;
+}
 
 absl::StatusOr<EngineRequest> ToEngineRequest(const v1::GenerateRequest& request,
                                               const Tokenizer& tokenizer, const ModelConfig& config,
-                                              const ConvertOptions& options) {
-  RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
+                                              const ConvertOptions& options,
+                                              const ApiFieldNames& names) {
+  RETURN_IF_ERROR(CheckRequestId(request.request_id(), names));
   EngineRequest out;
   switch (request.input_case()) {
     case v1::GenerateRequest::kText: {
-      ASSIGN_OR_RETURN(out.prompt, EncodeText("text", request.text(), tokenizer));
+      ASSIGN_OR_RETURN(out.prompt, EncodeText(names.text, request.text(), tokenizer));
       break;
     }
     case v1::GenerateRequest::kTokenIds: {
@@ -77,25 +99,29 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const v1::GenerateRequest& request
       break;
     }
     default:
-      return absl::InvalidArgumentError("input: set exactly one of text and token_ids");
+      return absl::InvalidArgumentError(names.input == "input"
+                                            ? "input: set exactly one of text and token_ids"
+                                            : absl::StrCat(names.input, " is required"));
   }
-  const char* field = request.input_case() == v1::GenerateRequest::kText ? "text" : "token_ids";
-  RETURN_IF_ERROR(ConvertSampling(request.sampling(), field, config, options, &out));
+  const std::string& field =
+      request.input_case() == v1::GenerateRequest::kText ? names.text : names.token_ids;
+  RETURN_IF_ERROR(ConvertSampling(request.sampling(), field, config, options, names, &out));
   return out;
 }
 
 absl::StatusOr<EngineRequest> ToEngineRequest(const v1::ChatRequest& request,
                                               const Tokenizer& tokenizer, const ModelConfig& config,
-                                              const ConvertOptions& options) {
-  RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
+                                              const ConvertOptions& options,
+                                              const ApiFieldNames& names) {
+  RETURN_IF_ERROR(CheckRequestId(request.request_id(), names));
   std::vector<ChatMessage> messages;
   messages.reserve(request.messages_size());
   for (const v1::ChatMessage& m : request.messages()) messages.push_back({m.role(), m.content()});
   ASSIGN_OR_RETURN(std::string text, RenderChat(options.chat_template, messages));
   EngineRequest out;
-  ASSIGN_OR_RETURN(out.prompt, EncodeText("messages (rendered)", text, tokenizer));
+  ASSIGN_OR_RETURN(out.prompt, EncodeText(names.rendered_chat, text, tokenizer));
   RETURN_IF_ERROR(
-      ConvertSampling(request.sampling(), "messages (rendered)", config, options, &out));
+      ConvertSampling(request.sampling(), names.rendered_chat, config, options, names, &out));
   return out;
 }
 
