@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/attention.h"
 #include "engine/backend/cpu/matmul.h"
+#include "engine/backend/op_checks.h"
 #include "engine/dtype.h"
 #include "engine/status_macros.h"
 
@@ -71,12 +72,6 @@ class PackedBuffer : public HostBuffer {
 const PackedWeight* PackedOf(const Tensor& w) {
   if (w.buffer == nullptr || w.buffer->type_name() != kPackedType) return nullptr;
   return &static_cast<const PackedBuffer*>(w.buffer)->packed();
-}
-
-absl::Status ShapeError(const char* op, const char* what, const Tensor& t,
-                        const std::string& want) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(op, ": ", what, " is ", t.DebugString(), "; expected ", want));
 }
 
 }  // namespace
@@ -208,22 +203,15 @@ absl::Status CpuBackend::Download(const Tensor& src, void* dst) {
 
 absl::Status CpuBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor& bias,
                                 const Tensor& y) {
-  if (w.rank != 2) return ShapeError("MatMul", "w", w, "[out, in]");
+  RETURN_IF_ERROR(CheckMatMulShapes(x, w, bias, y));
   const int64_t out = w.shape[0];
   const int64_t in = w.shape[1];
-  const int64_t n_tokens = x.rank >= 1 ? x.shape[0] : 0;
-  if (x.rank != 2 || x.shape[1] != in) {
-    return ShapeError("MatMul", "x", x, absl::StrCat("[T, ", in, "]"));
-  }
-  if (y.rank != 2 || y.shape[0] != n_tokens || y.shape[1] != out) {
-    return ShapeError("MatMul", "y", y, absl::StrCat("[", n_tokens, ", ", out, "]"));
-  }
+  const int64_t n_tokens = x.shape[0];
   MEMSERVE_HOST_DATA(xp, x, DType::kF32, "MatMul x");
   MEMSERVE_HOST_DATA(yp, y, DType::kF32, "MatMul y");
   const void* bias_data = nullptr;
   DType bias_dtype = DType::kF32;
   if (bias.present()) {
-    if (bias.numel() != out) return ShapeError("MatMul", "bias", bias, absl::StrCat("[", out, "]"));
     MEMSERVE_WEIGHT_DATA(bias_data, bias, "MatMul bias");
     bias_dtype = bias.dtype;
   }
@@ -242,13 +230,8 @@ absl::Status CpuBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor& 
 
 absl::Status CpuBackend::RmsNorm(const Tensor& x_t, const Tensor& weight, float eps,
                                  const Tensor& y_t) {
+  RETURN_IF_ERROR(CheckRmsNormShapes(x_t, weight, y_t));
   const int64_t dim = weight.numel();
-  if (x_t.rank != 2 || x_t.shape[1] != dim) {
-    return ShapeError("RmsNorm", "x", x_t, absl::StrCat("[T, ", dim, "]"));
-  }
-  if (y_t.rank != 2 || y_t.shape[0] != x_t.shape[0] || y_t.shape[1] != dim) {
-    return ShapeError("RmsNorm", "y", y_t, x_t.DebugString());
-  }
   const int64_t n_tokens = x_t.shape[0];
   MEMSERVE_HOST_DATA(xp, x_t, DType::kF32, "RmsNorm x");
   MEMSERVE_HOST_DATA(yp, y_t, DType::kF32, "RmsNorm y");
@@ -279,13 +262,10 @@ absl::Status CpuBackend::RmsNorm(const Tensor& x_t, const Tensor& weight, float 
 }
 
 absl::Status CpuBackend::Embedding(const Tensor& table, const Tensor& ids_t, const Tensor& y_t) {
-  if (table.rank != 2) return ShapeError("Embedding", "table", table, "[vocab, dim]");
+  RETURN_IF_ERROR(CheckEmbeddingShapes(table, ids_t, y_t));
   const int64_t vocab = table.shape[0];
   const int64_t dim = table.shape[1];
   const int64_t n = ids_t.numel();
-  if (y_t.rank != 2 || y_t.shape[0] != n || y_t.shape[1] != dim) {
-    return ShapeError("Embedding", "y", y_t, absl::StrCat("[", n, ", ", dim, "]"));
-  }
   const void* tp;
   MEMSERVE_WEIGHT_DATA(tp, table, "Embedding table");
   MEMSERVE_HOST_DATA(ip, ids_t, DType::kI32, "Embedding ids");
@@ -306,17 +286,11 @@ absl::Status CpuBackend::Embedding(const Tensor& table, const Tensor& ids_t, con
 }
 
 absl::Status CpuBackend::Rope(const Tensor& x_t, const Tensor& positions_t, const Tensor& rope) {
-  if (x_t.rank != 3) return ShapeError("Rope", "x", x_t, "[T, n_heads, head_dim]");
+  RETURN_IF_ERROR(CheckRopeShapes(x_t, positions_t, rope));
   const int64_t n_tokens = x_t.shape[0];
   const int n_heads = static_cast<int>(x_t.shape[1]);
   const int head_dim = static_cast<int>(x_t.shape[2]);
   const int half = head_dim / 2;
-  if (rope.rank != 3 || rope.shape[0] != 2 || rope.shape[2] != half) {
-    return ShapeError("Rope", "rope", rope, absl::StrCat("[2, max_positions, ", half, "]"));
-  }
-  if (positions_t.numel() != n_tokens) {
-    return ShapeError("Rope", "positions", positions_t, absl::StrCat("[", n_tokens, "]"));
-  }
   const int64_t max_positions = rope.shape[1];
   MEMSERVE_HOST_DATA(xp, x_t, DType::kF32, "Rope x");
   MEMSERVE_HOST_DATA(pp, positions_t, DType::kI32, "Rope positions");
@@ -355,22 +329,9 @@ absl::Status CpuBackend::Rope(const Tensor& x_t, const Tensor& positions_t, cons
 
 absl::Status CpuBackend::WriteKv(const Tensor& k_t, const Tensor& v_t, const Tensor& rows_t,
                                  const Tensor& k_cache_t, const Tensor& v_cache_t) {
-  if (k_t.rank != 2) return ShapeError("WriteKv", "k", k_t, "[T, kv_dim]");
+  RETURN_IF_ERROR(CheckWriteKvShapes(k_t, v_t, rows_t, k_cache_t, v_cache_t));
   const int64_t n = k_t.shape[0];
   const int64_t kv_dim = k_t.shape[1];
-  if (v_t.rank != 2 || v_t.shape[0] != n || v_t.shape[1] != kv_dim) {
-    return ShapeError("WriteKv", "v", v_t, k_t.DebugString());
-  }
-  if (rows_t.numel() != n) {
-    return ShapeError("WriteKv", "kv_rows", rows_t, absl::StrCat("[", n, "]"));
-  }
-  if (k_cache_t.rank != 2 || k_cache_t.shape[1] != kv_dim) {
-    return ShapeError("WriteKv", "k_cache", k_cache_t, absl::StrCat("[rows, ", kv_dim, "]"));
-  }
-  if (v_cache_t.rank != 2 || v_cache_t.shape[0] != k_cache_t.shape[0] ||
-      v_cache_t.shape[1] != kv_dim) {
-    return ShapeError("WriteKv", "v_cache", v_cache_t, k_cache_t.DebugString());
-  }
   MEMSERVE_HOST_DATA(kp, k_t, DType::kF32, "WriteKv k");
   MEMSERVE_HOST_DATA(vp, v_t, DType::kF32, "WriteKv v");
   MEMSERVE_HOST_DATA(rp, rows_t, DType::kI64, "WriteKv kv_rows");
@@ -396,30 +357,8 @@ absl::Status CpuBackend::WriteKv(const Tensor& k_t, const Tensor& v_t, const Ten
 absl::Status CpuBackend::Attention(const AttentionShape& shape, const BatchDescriptor& batch,
                                    const Tensor& q_t, const Tensor& k_cache_t,
                                    const Tensor& v_cache_t, const Tensor& out_t) {
+  RETURN_IF_ERROR(CheckAttentionShapes(shape, batch, q_t, k_cache_t, v_cache_t, out_t));
   const int64_t q_dim = static_cast<int64_t>(shape.n_heads) * shape.head_dim;
-  const int64_t kv_dim = static_cast<int64_t>(shape.n_kv_heads) * shape.head_dim;
-  if (shape.n_heads <= 0 || shape.n_kv_heads <= 0 || shape.n_heads % shape.n_kv_heads != 0 ||
-      shape.head_dim <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("Attention: n_heads=", shape.n_heads,
-                                                   " n_kv_heads=", shape.n_kv_heads,
-                                                   " head_dim=", shape.head_dim));
-  }
-  if (q_t.numel() != batch.n_tokens * q_dim || out_t.numel() != batch.n_tokens * q_dim) {
-    const bool bad_q = q_t.numel() != batch.n_tokens * q_dim;
-    return ShapeError("Attention", bad_q ? "q" : "out", bad_q ? q_t : out_t,
-                      absl::StrCat("[", batch.n_tokens, ", ", q_dim, "]"));
-  }
-  if (k_cache_t.rank != 2 || k_cache_t.shape[1] != kv_dim || v_cache_t.rank != 2 ||
-      v_cache_t.shape[0] != k_cache_t.shape[0] || v_cache_t.shape[1] != kv_dim) {
-    return ShapeError("Attention", "k_cache", k_cache_t, absl::StrCat("[rows, ", kv_dim, "]"));
-  }
-  if (batch.seq_starts.numel() != batch.n_seqs + 1 ||
-      batch.block_tables.numel() != static_cast<int64_t>(batch.n_seqs) * batch.max_blocks ||
-      batch.positions.numel() != batch.n_tokens || batch.block_size <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("Attention: inconsistent batch descriptor (",
-                                                   batch.n_seqs, " sequences, ", batch.n_tokens,
-                                                   " tokens, block_size ", batch.block_size, ")"));
-  }
   MEMSERVE_HOST_DATA(qp, q_t, DType::kF32, "Attention q");
   MEMSERVE_HOST_DATA(op, out_t, DType::kF32, "Attention out");
   MEMSERVE_HOST_DATA(kp, k_cache_t, DType::kF32, "Attention k_cache");
@@ -472,10 +411,9 @@ absl::Status CpuBackend::Attention(const AttentionShape& shape, const BatchDescr
 }
 
 absl::Status CpuBackend::SwiGlu(const Tensor& a_t, const Tensor& b_t, const Tensor& y_t) {
+  RETURN_IF_ERROR(CheckSameSize("SwiGlu", a_t, b_t, "b"));
+  RETURN_IF_ERROR(CheckSameSize("SwiGlu", a_t, y_t, "y"));
   const int64_t n = a_t.numel();
-  if (b_t.numel() != n || y_t.numel() != n) {
-    return ShapeError("SwiGlu", "b or y", b_t, a_t.DebugString());
-  }
   MEMSERVE_HOST_DATA(ap, a_t, DType::kF32, "SwiGlu a");
   MEMSERVE_HOST_DATA(bp, b_t, DType::kF32, "SwiGlu b");
   MEMSERVE_HOST_DATA(yp, y_t, DType::kF32, "SwiGlu y");
@@ -492,8 +430,8 @@ absl::Status CpuBackend::SwiGlu(const Tensor& a_t, const Tensor& b_t, const Tens
 }
 
 absl::Status CpuBackend::Add(const Tensor& x_t, const Tensor& y_t) {
+  RETURN_IF_ERROR(CheckSameSize("Add", x_t, y_t, "y"));
   const int64_t n = x_t.numel();
-  if (y_t.numel() != n) return ShapeError("Add", "y", y_t, x_t.DebugString());
   MEMSERVE_HOST_DATA(xp, x_t, DType::kF32, "Add x");
   MEMSERVE_HOST_DATA(yp, y_t, DType::kF32, "Add y");
   const float* x = static_cast<const float*>(xp);
@@ -508,10 +446,7 @@ absl::Status CpuBackend::Add(const Tensor& x_t, const Tensor& y_t) {
 }
 
 absl::Status CpuBackend::SigmoidGateRows(const Tensor& gate_t, const Tensor& x_t) {
-  if (x_t.rank != 2 || gate_t.numel() != x_t.shape[0]) {
-    return ShapeError("SigmoidGateRows", "gate", gate_t,
-                      absl::StrCat("[", x_t.rank >= 1 ? x_t.shape[0] : 0, "]"));
-  }
+  RETURN_IF_ERROR(CheckSigmoidGateRowsShapes(gate_t, x_t));
   const int64_t rows = x_t.shape[0];
   const int64_t cols = x_t.shape[1];
   MEMSERVE_HOST_DATA(gp, gate_t, DType::kF32, "SigmoidGateRows gate");
@@ -527,32 +462,8 @@ absl::Status CpuBackend::SigmoidGateRows(const Tensor& gate_t, const Tensor& x_t
 }
 
 absl::Status CpuBackend::MemorySelect(const MemorySelectArgs& a) {
-  if (a.heads <= 0 || a.n_keys <= 0 || a.knn < 1 || a.knn > a.n_keys || a.k_dim <= 0 ||
-      a.k_dim % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "MemorySelect: heads=", a.heads, " n_keys=", a.n_keys, " knn=", a.knn, " k_dim=", a.k_dim));
-  }
-  const int64_t q_stride = static_cast<int64_t>(a.heads) * a.k_dim;
-  if (a.queries.rank != 2 || a.queries.shape[1] != q_stride) {
-    return ShapeError("MemorySelect", "queries", a.queries, absl::StrCat("[T, ", q_stride, "]"));
-  }
+  RETURN_IF_ERROR(CheckMemorySelectShapes(a));
   const int64_t n_tokens = a.queries.shape[0];
-  if (a.keys.numel() != 2LL * a.heads * a.n_keys * (a.k_dim / 2)) {
-    return ShapeError("MemorySelect", "keys", a.keys,
-                      absl::StrCat("[", 2LL * a.heads * a.n_keys, ", ", a.k_dim / 2, "]"));
-  }
-  const int64_t picks = n_tokens * a.heads * a.knn;
-  const bool bad_rows = a.rows.numel() != picks, bad_weights = a.weights.numel() != picks;
-  if (bad_rows || bad_weights || (a.scores.present() && a.scores.numel() != picks)) {
-    return ShapeError("MemorySelect",
-                      bad_rows      ? "rows"
-                      : bad_weights ? "weights"
-                                    : "scores",
-                      bad_rows      ? a.rows
-                      : bad_weights ? a.weights
-                                    : a.scores,
-                      absl::StrCat("[", n_tokens, ", ", a.heads, ", ", a.knn, "]"));
-  }
   CpuMemorySelectArgs c;
   c.n_tokens = n_tokens;
   c.heads = a.heads;
@@ -578,21 +489,10 @@ absl::Status CpuBackend::MemorySelect(const MemorySelectArgs& a) {
 absl::Status CpuBackend::ValueGather(const Tensor& values, const Tensor& rows_t,
                                      const Tensor& weights_t, int64_t col_begin, int64_t col_end,
                                      const Tensor& out_t) {
-  if (values.rank != 2) return ShapeError("ValueGather", "values", values, "[rows, v_dim]");
+  RETURN_IF_ERROR(CheckValueGatherShapes(values, rows_t, weights_t, col_begin, col_end, out_t));
   const int64_t table_rows = values.shape[0];
   const int64_t v_dim = values.shape[1];
-  if (out_t.rank != 2 || out_t.shape[1] != v_dim) {
-    return ShapeError("ValueGather", "out", out_t, absl::StrCat("[T, ", v_dim, "]"));
-  }
   const int64_t n_tokens = out_t.shape[0];
-  if (n_tokens == 0 || rows_t.numel() % n_tokens != 0 || rows_t.numel() != weights_t.numel()) {
-    return ShapeError("ValueGather", "rows", rows_t,
-                      absl::StrCat("[", n_tokens, ", heads, knn] like weights"));
-  }
-  if (col_begin < 0 || col_begin > col_end || col_end > v_dim) {
-    return absl::InvalidArgumentError(absl::StrCat("ValueGather: columns [", col_begin, ", ",
-                                                   col_end, ") are outside [0, ", v_dim, ")"));
-  }
   CpuValueGatherArgs c;
   c.n_tokens = n_tokens;
   c.picks = rows_t.numel() / n_tokens;

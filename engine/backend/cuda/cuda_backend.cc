@@ -15,8 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cuda/cublas_loader.h"
 #include "engine/backend/cuda/cuda_check.h"
-#include "engine/backend/cuda/op_checks.h"
 #include "engine/backend/cuda/staging.h"
+#include "engine/backend/op_checks.h"
 #include "engine/dtype.h"
 #include "engine/status_macros.h"
 #include "kernels/convert.h"
@@ -342,7 +342,7 @@ absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::PlaceWeight(const TensorVie
 }
 
 absl::Status CudaBackend::Upload(const void* src, const Tensor& dst) {
-  RETURN_IF_ERROR(cuda::CheckOperand(this, dst, dst.dtype, "Upload destination"));
+  RETURN_IF_ERROR(CheckOperand(this, dst, dst.dtype, "Upload destination"));
   if (dst.buffer->type_name() != kOwnedType) {
     return absl::InvalidArgumentError("cuda backend: Upload into a read-only buffer");
   }
@@ -356,7 +356,7 @@ absl::Status CudaBackend::Upload(const void* src, const Tensor& dst) {
 }
 
 absl::Status CudaBackend::Download(const Tensor& src, void* dst) {
-  RETURN_IF_ERROR(cuda::CheckOperand(this, src, src.dtype, "Download source"));
+  RETURN_IF_ERROR(CheckOperand(this, src, src.dtype, "Download source"));
   if (impl_->capturing) {
     return absl::FailedPreconditionError("cuda backend: Download during a step capture");
   }
@@ -380,11 +380,11 @@ absl::Status CudaBackend::Synchronize() {
 
 absl::Status CudaBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor& bias,
                                  const Tensor& y) {
-  RETURN_IF_ERROR(cuda::CheckMatMulShapes(x, w, bias, y));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, x, DType::kF32, "MatMul x"));
-  RETURN_IF_ERROR(cuda::CheckWeight(this, w, "MatMul w"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, y, DType::kF32, "MatMul y"));
-  if (bias.present()) RETURN_IF_ERROR(cuda::CheckWeight(this, bias, "MatMul bias"));
+  RETURN_IF_ERROR(CheckMatMulShapes(x, w, bias, y));
+  RETURN_IF_ERROR(CheckOperand(this, x, DType::kF32, "MatMul x"));
+  RETURN_IF_ERROR(CheckWeight(this, w, "MatMul w"));
+  RETURN_IF_ERROR(CheckOperand(this, y, DType::kF32, "MatMul y"));
+  if (bias.present()) RETURN_IF_ERROR(CheckWeight(this, bias, "MatMul bias"));
   const int64_t n_tokens = x.shape[0];
   const int64_t out = w.shape[0];
   const int64_t in = w.shape[1];
@@ -433,10 +433,10 @@ absl::Status CudaBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor&
 
 absl::Status CudaBackend::RmsNorm(const Tensor& x, const Tensor& weight, float eps,
                                   const Tensor& y) {
-  RETURN_IF_ERROR(cuda::CheckRmsNormShapes(x, weight, y));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, x, DType::kF32, "RmsNorm x"));
-  RETURN_IF_ERROR(cuda::CheckWeight(this, weight, "RmsNorm weight"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, y, DType::kF32, "RmsNorm y"));
+  RETURN_IF_ERROR(CheckRmsNormShapes(x, weight, y));
+  RETURN_IF_ERROR(CheckOperand(this, x, DType::kF32, "RmsNorm x"));
+  RETURN_IF_ERROR(CheckWeight(this, weight, "RmsNorm weight"));
+  RETURN_IF_ERROR(CheckOperand(this, y, DType::kF32, "RmsNorm y"));
   RETURN_IF_ERROR(impl_->Activate());
   kernels::RmsNormParams p;
   p.x = Ptr<const float>(x);
@@ -450,10 +450,10 @@ absl::Status CudaBackend::RmsNorm(const Tensor& x, const Tensor& weight, float e
 }
 
 absl::Status CudaBackend::Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) {
-  RETURN_IF_ERROR(cuda::CheckEmbeddingShapes(table, ids, y));
-  RETURN_IF_ERROR(cuda::CheckWeight(this, table, "Embedding table"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, ids, DType::kI32, "Embedding ids"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, y, DType::kF32, "Embedding y"));
+  RETURN_IF_ERROR(CheckEmbeddingShapes(table, ids, y));
+  RETURN_IF_ERROR(CheckWeight(this, table, "Embedding table"));
+  RETURN_IF_ERROR(CheckOperand(this, ids, DType::kI32, "Embedding ids"));
+  RETURN_IF_ERROR(CheckOperand(this, y, DType::kF32, "Embedding y"));
   RETURN_IF_ERROR(impl_->Activate());
   kernels::EmbeddingParams p;
   p.table = Ptr<const void>(table);
@@ -467,10 +467,10 @@ absl::Status CudaBackend::Embedding(const Tensor& table, const Tensor& ids, cons
 }
 
 absl::Status CudaBackend::Rope(const Tensor& x, const Tensor& positions, const Tensor& rope) {
-  RETURN_IF_ERROR(cuda::CheckRopeShapes(x, positions, rope));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, x, DType::kF32, "Rope x"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, positions, DType::kI32, "Rope positions"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, rope, DType::kF32, "Rope table"));
+  RETURN_IF_ERROR(CheckRopeShapes(x, positions, rope));
+  RETURN_IF_ERROR(CheckOperand(this, x, DType::kF32, "Rope x"));
+  RETURN_IF_ERROR(CheckOperand(this, positions, DType::kI32, "Rope positions"));
+  RETURN_IF_ERROR(CheckOperand(this, rope, DType::kF32, "Rope table"));
   RETURN_IF_ERROR(impl_->Activate());
   kernels::RopeParams p;
   p.x = Ptr<float>(x);
@@ -485,12 +485,12 @@ absl::Status CudaBackend::Rope(const Tensor& x, const Tensor& positions, const T
 
 absl::Status CudaBackend::WriteKv(const Tensor& k, const Tensor& v, const Tensor& kv_rows,
                                   const Tensor& k_cache, const Tensor& v_cache) {
-  RETURN_IF_ERROR(cuda::CheckWriteKvShapes(k, v, kv_rows, k_cache, v_cache));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, k, DType::kF32, "WriteKv k"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, v, DType::kF32, "WriteKv v"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, kv_rows, DType::kI64, "WriteKv kv_rows"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, k_cache, k_cache.dtype, "WriteKv k_cache"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, v_cache, k_cache.dtype, "WriteKv v_cache"));
+  RETURN_IF_ERROR(CheckWriteKvShapes(k, v, kv_rows, k_cache, v_cache));
+  RETURN_IF_ERROR(CheckOperand(this, k, DType::kF32, "WriteKv k"));
+  RETURN_IF_ERROR(CheckOperand(this, v, DType::kF32, "WriteKv v"));
+  RETURN_IF_ERROR(CheckOperand(this, kv_rows, DType::kI64, "WriteKv kv_rows"));
+  RETURN_IF_ERROR(CheckOperand(this, k_cache, k_cache.dtype, "WriteKv k_cache"));
+  RETURN_IF_ERROR(CheckOperand(this, v_cache, k_cache.dtype, "WriteKv v_cache"));
   RETURN_IF_ERROR(impl_->Activate());
   kernels::WriteKvParams p;
   p.k = Ptr<const float>(k);
@@ -508,14 +508,14 @@ absl::Status CudaBackend::WriteKv(const Tensor& k, const Tensor& v, const Tensor
 absl::Status CudaBackend::Attention(const AttentionShape& shape, const BatchDescriptor& batch,
                                     const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                     const Tensor& out) {
-  RETURN_IF_ERROR(cuda::CheckAttentionShapes(shape, batch, q, k_cache, v_cache, out));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, q, DType::kF32, "Attention q"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, out, DType::kF32, "Attention out"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, k_cache, k_cache.dtype, "Attention k_cache"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, v_cache, k_cache.dtype, "Attention v_cache"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, batch.seq_starts, DType::kI32, "batch seq_starts"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, batch.positions, DType::kI32, "batch positions"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, batch.block_tables, DType::kI32, "batch block_tables"));
+  RETURN_IF_ERROR(CheckAttentionShapes(shape, batch, q, k_cache, v_cache, out));
+  RETURN_IF_ERROR(CheckOperand(this, q, DType::kF32, "Attention q"));
+  RETURN_IF_ERROR(CheckOperand(this, out, DType::kF32, "Attention out"));
+  RETURN_IF_ERROR(CheckOperand(this, k_cache, k_cache.dtype, "Attention k_cache"));
+  RETURN_IF_ERROR(CheckOperand(this, v_cache, k_cache.dtype, "Attention v_cache"));
+  RETURN_IF_ERROR(CheckOperand(this, batch.seq_starts, DType::kI32, "batch seq_starts"));
+  RETURN_IF_ERROR(CheckOperand(this, batch.positions, DType::kI32, "batch positions"));
+  RETURN_IF_ERROR(CheckOperand(this, batch.block_tables, DType::kI32, "batch block_tables"));
   RETURN_IF_ERROR(impl_->Activate());
   Impl& m = *impl_;
   kernels::PagedAttentionParams p;
@@ -548,11 +548,11 @@ absl::Status CudaBackend::Attention(const AttentionShape& shape, const BatchDesc
 }
 
 absl::Status CudaBackend::SwiGlu(const Tensor& a, const Tensor& b, const Tensor& y) {
-  RETURN_IF_ERROR(cuda::CheckSameSize("SwiGlu", a, b, "b"));
-  RETURN_IF_ERROR(cuda::CheckSameSize("SwiGlu", a, y, "y"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, a, DType::kF32, "SwiGlu a"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, b, DType::kF32, "SwiGlu b"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, y, DType::kF32, "SwiGlu y"));
+  RETURN_IF_ERROR(CheckSameSize("SwiGlu", a, b, "b"));
+  RETURN_IF_ERROR(CheckSameSize("SwiGlu", a, y, "y"));
+  RETURN_IF_ERROR(CheckOperand(this, a, DType::kF32, "SwiGlu a"));
+  RETURN_IF_ERROR(CheckOperand(this, b, DType::kF32, "SwiGlu b"));
+  RETURN_IF_ERROR(CheckOperand(this, y, DType::kF32, "SwiGlu y"));
   RETURN_IF_ERROR(impl_->Activate());
   kernels::SwiGluParams p;
   p.a = Ptr<const float>(a);
@@ -563,9 +563,9 @@ absl::Status CudaBackend::SwiGlu(const Tensor& a, const Tensor& b, const Tensor&
 }
 
 absl::Status CudaBackend::Add(const Tensor& x, const Tensor& y) {
-  RETURN_IF_ERROR(cuda::CheckSameSize("Add", x, y, "y"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, x, DType::kF32, "Add x"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, y, DType::kF32, "Add y"));
+  RETURN_IF_ERROR(CheckSameSize("Add", x, y, "y"));
+  RETURN_IF_ERROR(CheckOperand(this, x, DType::kF32, "Add x"));
+  RETURN_IF_ERROR(CheckOperand(this, y, DType::kF32, "Add y"));
   RETURN_IF_ERROR(impl_->Activate());
   kernels::AddParams p;
   p.x = Ptr<const float>(x);
@@ -575,9 +575,9 @@ absl::Status CudaBackend::Add(const Tensor& x, const Tensor& y) {
 }
 
 absl::Status CudaBackend::SigmoidGateRows(const Tensor& gate, const Tensor& x) {
-  RETURN_IF_ERROR(cuda::CheckSigmoidGateRowsShapes(gate, x));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, gate, DType::kF32, "SigmoidGateRows gate"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, x, DType::kF32, "SigmoidGateRows x"));
+  RETURN_IF_ERROR(CheckSigmoidGateRowsShapes(gate, x));
+  RETURN_IF_ERROR(CheckOperand(this, gate, DType::kF32, "SigmoidGateRows gate"));
+  RETURN_IF_ERROR(CheckOperand(this, x, DType::kF32, "SigmoidGateRows x"));
   RETURN_IF_ERROR(impl_->Activate());
   kernels::SigmoidGateRowsParams p;
   p.gate = Ptr<const float>(gate);
@@ -588,13 +588,13 @@ absl::Status CudaBackend::SigmoidGateRows(const Tensor& gate, const Tensor& x) {
 }
 
 absl::Status CudaBackend::MemorySelect(const MemorySelectArgs& a) {
-  RETURN_IF_ERROR(cuda::CheckMemorySelectShapes(a));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, a.queries, DType::kF32, "MemorySelect queries"));
-  RETURN_IF_ERROR(cuda::CheckWeight(this, a.keys, "MemorySelect keys"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, a.rows, DType::kI64, "MemorySelect rows"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, a.weights, DType::kF32, "MemorySelect weights"));
+  RETURN_IF_ERROR(CheckMemorySelectShapes(a));
+  RETURN_IF_ERROR(CheckOperand(this, a.queries, DType::kF32, "MemorySelect queries"));
+  RETURN_IF_ERROR(CheckWeight(this, a.keys, "MemorySelect keys"));
+  RETURN_IF_ERROR(CheckOperand(this, a.rows, DType::kI64, "MemorySelect rows"));
+  RETURN_IF_ERROR(CheckOperand(this, a.weights, DType::kF32, "MemorySelect weights"));
   if (a.scores.present()) {
-    RETURN_IF_ERROR(cuda::CheckOperand(this, a.scores, DType::kF32, "MemorySelect scores"));
+    RETURN_IF_ERROR(CheckOperand(this, a.scores, DType::kF32, "MemorySelect scores"));
   }
   const int64_t n_tokens = a.queries.shape[0];
   if (n_tokens == 0) return absl::OkStatus();
@@ -652,11 +652,11 @@ absl::Status CudaBackend::MemorySelect(const MemorySelectArgs& a) {
 absl::Status CudaBackend::ValueGather(const Tensor& values, const Tensor& rows,
                                       const Tensor& weights, int64_t col_begin, int64_t col_end,
                                       const Tensor& out) {
-  RETURN_IF_ERROR(cuda::CheckValueGatherShapes(values, rows, weights, col_begin, col_end, out));
-  RETURN_IF_ERROR(cuda::CheckWeight(this, values, "ValueGather values"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, rows, DType::kI64, "ValueGather rows"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, weights, DType::kF32, "ValueGather weights"));
-  RETURN_IF_ERROR(cuda::CheckOperand(this, out, DType::kF32, "ValueGather out"));
+  RETURN_IF_ERROR(CheckValueGatherShapes(values, rows, weights, col_begin, col_end, out));
+  RETURN_IF_ERROR(CheckWeight(this, values, "ValueGather values"));
+  RETURN_IF_ERROR(CheckOperand(this, rows, DType::kI64, "ValueGather rows"));
+  RETURN_IF_ERROR(CheckOperand(this, weights, DType::kF32, "ValueGather weights"));
+  RETURN_IF_ERROR(CheckOperand(this, out, DType::kF32, "ValueGather out"));
   const int64_t n_tokens = out.shape[0];
   const int64_t v_dim = values.shape[1];
   const int64_t width = col_end - col_begin;

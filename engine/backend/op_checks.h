@@ -1,12 +1,14 @@
-// The operand rules of the Backend ops (engine/backend/backend.h) for a
-// backend whose memory the host cannot read (the CUDA backend): every check
-// that needs only the tensors' descriptions (buffer owner, dtype, bounds,
-// shapes), none that needs their contents. No CUDA here, so the rules are
-// tested on any machine (op_checks_test.cc). Each returns OK or
-// InvalidArgument naming the op, the operand and what was expected, in the
-// CPU backend's words.
-#ifndef MEMSERVE_ENGINE_BACKEND_CUDA_OP_CHECKS_H_
-#define MEMSERVE_ENGINE_BACKEND_CUDA_OP_CHECKS_H_
+// The operand rules of the Backend ops (engine/backend/backend.h), one place
+// for every backend: every check that needs only the tensors' descriptions
+// (buffer owner, dtype, bounds, shapes), none that needs their contents
+// (ids, positions, block tables: a backend that can read them checks them
+// too). The CPU and CUDA backends call the shape checks first in every op;
+// the CUDA backend also uses CheckOperand / CheckWeight (the CPU backend
+// resolves host addresses instead, with the same messages). Tested on any
+// machine (op_checks_test.cc). Each returns OK or InvalidArgument naming the
+// op, the operand and what was expected.
+#ifndef MEMSERVE_ENGINE_BACKEND_OP_CHECKS_H_
+#define MEMSERVE_ENGINE_BACKEND_OP_CHECKS_H_
 
 #include <cstdint>
 
@@ -15,7 +17,7 @@
 #include "engine/dtype.h"
 #include "engine/runtime/tensor.h"
 
-namespace memserve::cuda {
+namespace memserve {
 
 // `t` lies inside a buffer of `backend` and has `dtype`.
 absl::Status CheckOperand(const Backend* backend, const Tensor& t, DType dtype, const char* what);
@@ -42,6 +44,6 @@ absl::Status CheckMemorySelectShapes(const MemorySelectArgs& a);
 absl::Status CheckValueGatherShapes(const Tensor& values, const Tensor& rows, const Tensor& weights,
                                     int64_t col_begin, int64_t col_end, const Tensor& out);
 
-}  // namespace memserve::cuda
+}  // namespace memserve
 
-#endif  // MEMSERVE_ENGINE_BACKEND_CUDA_OP_CHECKS_H_
+#endif  // MEMSERVE_ENGINE_BACKEND_OP_CHECKS_H_

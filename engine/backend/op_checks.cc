@@ -1,10 +1,10 @@
-#include "engine/backend/cuda/op_checks.h"
+#include "engine/backend/op_checks.h"
 
 #include <string>
 
 #include "absl/strings/str_cat.h"
 
-namespace memserve::cuda {
+namespace memserve {
 namespace {
 
 absl::Status ShapeError(const char* op, const char* what, const Tensor& t,
@@ -207,4 +207,4 @@ absl::Status CheckValueGatherShapes(const Tensor& values, const Tensor& rows, co
   return absl::OkStatus();
 }
 
-}  // namespace memserve::cuda
+}  // namespace memserve

@@ -1,6 +1,6 @@
 // The CUDA backend's operand rules (op_checks.h), on host buffers of the CPU
 // backend standing in for device buffers: the rules read only descriptions.
-#include "engine/backend/cuda/op_checks.h"
+#include "engine/backend/op_checks.h"
 
 #include <memory>
 #include <string>
@@ -9,7 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace memserve::cuda {
+namespace memserve {
 namespace {
 
 using ::testing::HasSubstr;
@@ -162,4 +162,4 @@ TEST_F(OpChecksTest, ElementwiseShapes) {
 }
 
 }  // namespace
-}  // namespace memserve::cuda
+}  // namespace memserve
