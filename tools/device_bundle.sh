@@ -4,7 +4,7 @@
 #   tools/device_bundle.sh [OUT_DIR]      (default device/bundle, git-ignored)
 #   tools/device_bundle.sh --assemble LIST OUT_DIR   (no Bazel: lays out
 #       programs already built, listed as the Bazel phase lists them, see
-#       "Phase 1" below; tests/tools/device_check_test.sh uses it)
+#       "Phase 1" below; tests/tools/device_check_test.py uses it)
 #
 # With Bazel, it builds every target tagged "gpu" (tests, and binaries such as
 # tests/bench:cuda_ceilings) plus memserve, memserve-cli, memserve-loadgen,

@@ -31,7 +31,8 @@
 // Step graphs (optional). A device backend may record the ops of a step
 // once (CaptureStep) and replay them (ReplayStep): the same ops on the same
 // operands, reading whatever bytes those operands hold at replay time. The
-// model uses this for decode steps (engine/decode_graph.h): it uploads the
+// model uses this for decode steps (Model::RunDecodeGraph; buckets and
+// padding in engine/batch_descriptor.h): it uploads the
 // step's batch descriptor into the graph's own descriptor buffer, then
 // replays. A backend without graphs (the CPU) keeps the defaults and the
 // model runs every op eagerly.
