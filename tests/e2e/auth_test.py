@@ -3,9 +3,9 @@ docs/security.md "API keys") against the real server: every memserve.v1 RPC
 with the right (plain and hashed) / wrong / missing key, health open without a
 key, the HTTP API's /v1/ routes 401 without a key and 200 with one, the key
 never in the server's log, bad key files refused at startup (exit 2, one line
-naming the flag, the file and the line), and memserve-cli --api_key.
+naming the flag, the file and the line), and memserve-cli / memserve-bench --api_key.
 
-Run: bazel test //tests/e2e:auth_test, or by hand (see harness.py) with --cli PATH.
+Run: bazel test //tests/e2e:auth_test, or by hand (see harness.py) with --cli PATH --bench PATH.
 """
 import hashlib
 import http.client
@@ -25,6 +25,7 @@ PLAIN_KEY = "plain-Key_0123456789abcdef"
 HASHED_KEY = "hashed-key-never-stored-in-clear"
 WRONG_KEY = "plain-Key_0123456789abcdeX"
 CLI = None  # memserve-cli (--cli)
+BENCH = None  # memserve-bench (--bench)
 
 
 def write_keys(directory, text, name="keys.txt"):
@@ -185,6 +186,17 @@ class ApiKeyTest(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("UNAUTHENTICATED", r.stderr)
 
+    def test_bench_api_key(self):
+        cmd = [BENCH, "--server", "127.0.0.1:%d" % self.srv.port, "--dataset", "random",
+               "--random_input_len", "8", "--random_output_len", "2", "--num_prompts", "2"]
+        r = subprocess.run(cmd + ["--api_key", PLAIN_KEY], capture_output=True, text=True,
+                           timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                           env={k: v for k, v in os.environ.items() if k != "MEMSERVE_API_KEY"})
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+        self.assertIn("UNAUTHENTICATED", r.stderr)
+
 
 class KeyFileTest(unittest.TestCase):
 
@@ -216,4 +228,5 @@ class KeyFileTest(unittest.TestCase):
 
 if __name__ == "__main__":
     CLI = harness.take_path_arg("--cli", "clients/cli/memserve-cli")
+    BENCH = harness.take_path_arg("--bench", "clients/bench/memserve-bench")
     harness.main()
