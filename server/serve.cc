@@ -29,12 +29,12 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/api/api_core.h"
+#include "server/http/http_server.h"
 #include "server/logging.h"
 #include "server/metrics/metrics_server.h"
 #include "server/metrics/registry.h"
 #include "server/metrics/serving_metrics.h"
-#include "server/api/api_core.h"
-#include "server/http/http_server.h"
 #include "server/parse_error_interceptor.h"
 #include "server/service.h"
 
@@ -74,6 +74,10 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "if set, HOST:PORT of an HTTP endpoint with /metrics (Prometheus), /healthz and "
           "/readyz, apart from the gRPC port (e.g. 127.0.0.1:9090; port 0 picks a free port, "
           "logged); default: off");
+ABSL_FLAG(std::string, api_keys_file, "",
+          "a file of API keys, one a line (or sha256:<64 hex> for a hashed key; # comments): "
+          "every memserve.v1 RPC and /v1/ HTTP route then requires `authorization: Bearer <key>` "
+          "(health stays open; docs/security.md)");
 ABSL_FLAG(std::string, log_format, "text",
           "log lines on stderr: text (TIMESTAMP LEVEL MESSAGE key=value...) or json (one "
           "object per line)");
@@ -311,6 +315,16 @@ int RunServe(const std::string& model_dir) {
     return 2;
   }
 
+  std::shared_ptr<const ApiKeys> api_keys;
+  if (const std::string path = absl::GetFlag(FLAGS_api_keys_file); !path.empty()) {
+    absl::StatusOr<ApiKeys> loaded = ApiKeys::Load(path, "--api_keys_file");
+    if (!loaded.ok()) {
+      LogError(loaded.status().message());
+      return 2;
+    }
+    api_keys = std::make_shared<const ApiKeys>(*std::move(loaded));
+  }
+
   const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (!metrics_listen.empty()) {
     absl::StatusOr<std::pair<std::string, int>> address =
@@ -335,8 +349,8 @@ int RunServe(const std::string& model_dir) {
   ApiOptions api_options;
   api_options.convert.default_max_tokens = default_max_tokens;
   api_options.max_request_bytes = max_request_bytes;
-  api_options.on_request_end = [&request_metrics](absl::string_view method,
-                                                  absl::StatusCode code) {
+  api_options.api_keys = api_keys;
+  api_options.on_request_end = [&request_metrics](absl::string_view method, absl::StatusCode code) {
     metrics::ServingMetrics* m = request_metrics.load();
     if (m != nullptr) m->RecordRequest(method, code);
   };
@@ -424,6 +438,11 @@ int RunServe(const std::string& model_dir) {
     http->Start();
   }
   LogLine(LogLevel::kInfo, "loading").Field("model_dir", model_dir).Field("port", port).Write();
+  if (api_keys != nullptr) {
+    LogLine(LogLevel::kInfo, "api keys required")
+        .Field("keys", static_cast<int64_t>(api_keys->size()))
+        .Write();
+  }
 
   absl::SleepFor(absl::GetFlag(FLAGS_debug_load_delay));
   const absl::Time load_start = absl::Now();

@@ -134,8 +134,8 @@ void StreamCall::OnToken(const TokenEvent& event) {
 
 void StreamCall::OnEngineDone(absl::StatusOr<GenerateResult> result,
                               const RequestTimings& timings) {
-  open_.core()->RecordRequestEnd(request_id_, method_, result.status(), result.ok() ? &*result : nullptr, received_,
-             &timings);
+  open_.core()->RecordRequestEnd(request_id_, method_, result.status(),
+                                 result.ok() ? &*result : nullptr, received_, &timings);
   if (!result.ok()) return Enqueue(std::nullopt, ToGrpcStatus(result.status()));
   GenerateResponse message;
   v1::Final* final = message.mutable_final();
@@ -248,8 +248,8 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   }
 
   void OnEngineDone(absl::StatusOr<GenerateResult> result, const RequestTimings& timings) {
-    open_.core()->RecordRequestEnd(request_id_, method_, result.status(), result.ok() ? &*result : nullptr, received_,
-               &timings);
+    open_.core()->RecordRequestEnd(request_id_, method_, result.status(),
+                                   result.ok() ? &*result : nullptr, received_, &timings);
     if (!result.ok()) {
       response_->Clear();  // an error returns no partial output
       Finish(ToGrpcStatus(result.status()));
@@ -290,12 +290,21 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context, const abs
 
 MemServeService::MemServeService(ApiCore* core) : core_(core) {}
 
+absl::Status MemServeService::Authorize(grpc::CallbackServerContext* context, const char* method) {
+  const auto& metadata = context->client_metadata();
+  const auto it = metadata.find("authorization");
+  std::optional<absl::string_view> authorization;
+  if (it != metadata.end()) authorization = absl::string_view(it->second.data(), it->second.size());
+  return core_->Authorize(method, authorization);
+}
+
 template <typename Request>
 absl::StatusOr<EngineRequest> MemServeService::Prepare(grpc::CallbackServerContext* context,
-                                                       const Request& request,
+                                                       const char* method, const Request& request,
                                                        std::string* request_id) {
   // An invalid id is reported by Prepare; the call is logged under a server one.
   *request_id = core_->RequestId(request.request_id());
+  if (absl::Status s = Authorize(context, method); !s.ok()) return s;
   absl::Time deadline = absl::InfiniteFuture();
   if (context->deadline() != std::chrono::system_clock::time_point::max()) {
     deadline = absl::FromChrono(context->deadline());
@@ -326,7 +335,7 @@ grpc::ServerUnaryReactor* MemServeService::Unary(grpc::CallbackServerContext* co
 grpc::ServerWriteReactor<GenerateResponse>* MemServeService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   std::string id;
-  absl::StatusOr<EngineRequest> r = Prepare(context, *request, &id);
+  absl::StatusOr<EngineRequest> r = Prepare(context, "Generate", *request, &id);
   return Stream(context, "Generate", std::move(r), id);
 }
 
@@ -334,14 +343,14 @@ grpc::ServerUnaryReactor* MemServeService::Complete(grpc::CallbackServerContext*
                                                     const v1::GenerateRequest* request,
                                                     CompleteResponse* response) {
   std::string id;
-  absl::StatusOr<EngineRequest> r = Prepare(context, *request, &id);
+  absl::StatusOr<EngineRequest> r = Prepare(context, "Complete", *request, &id);
   return Unary(context, "Complete", std::move(r), id, response);
 }
 
 grpc::ServerWriteReactor<GenerateResponse>* MemServeService::Chat(
     grpc::CallbackServerContext* context, const v1::ChatRequest* request) {
   std::string id;
-  absl::StatusOr<EngineRequest> r = Prepare(context, *request, &id);
+  absl::StatusOr<EngineRequest> r = Prepare(context, "Chat", *request, &id);
   return Stream(context, "Chat", std::move(r), id);
 }
 
@@ -349,13 +358,14 @@ grpc::ServerUnaryReactor* MemServeService::ChatComplete(grpc::CallbackServerCont
                                                         const v1::ChatRequest* request,
                                                         CompleteResponse* response) {
   std::string id;
-  absl::StatusOr<EngineRequest> r = Prepare(context, *request, &id);
+  absl::StatusOr<EngineRequest> r = Prepare(context, "ChatComplete", *request, &id);
   return Unary(context, "ChatComplete", std::move(r), id, response);
 }
 
 grpc::ServerUnaryReactor* MemServeService::Tokenize(grpc::CallbackServerContext* context,
                                                     const v1::TokenizeRequest* request,
                                                     v1::TokenizeResponse* response) {
+  if (absl::Status s = Authorize(context, "Tokenize"); !s.ok()) return Answer(context, s);
   Engine* engine = core_->engine();
   if (engine == nullptr) return Answer(context, LoadingError());
   if (absl::Status s = ValidateTextBytes("text", request->text()); !s.ok()) {
@@ -375,6 +385,7 @@ grpc::ServerUnaryReactor* MemServeService::Tokenize(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* MemServeService::Detokenize(grpc::CallbackServerContext* context,
                                                       const v1::DetokenizeRequest* request,
                                                       v1::DetokenizeResponse* response) {
+  if (absl::Status s = Authorize(context, "Detokenize"); !s.ok()) return Answer(context, s);
   Engine* engine = core_->engine();
   if (engine == nullptr) return Answer(context, LoadingError());
   const auto& ids = request->token_ids();
@@ -392,6 +403,7 @@ grpc::ServerUnaryReactor* MemServeService::Detokenize(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* MemServeService::GetModelInfo(grpc::CallbackServerContext* context,
                                                         const v1::GetModelInfoRequest* request,
                                                         v1::ModelInfo* info) {
+  if (absl::Status s = Authorize(context, "GetModelInfo"); !s.ok()) return Answer(context, s);
   (void)request;
   Engine* engine = core_->engine();
   if (engine == nullptr) return Answer(context, LoadingError());
@@ -450,6 +462,7 @@ grpc::ServerUnaryReactor* MemServeService::GetModelInfo(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* MemServeService::GetServerStatus(
     grpc::CallbackServerContext* context, const v1::GetServerStatusRequest* request,
     v1::ServerStatus* status) {
+  if (absl::Status s = Authorize(context, "GetServerStatus"); !s.ok()) return Answer(context, s);
   (void)request;
   *status = core_->Status();
   return Answer(context, absl::OkStatus());

@@ -51,10 +51,13 @@ class MemServeService final : public v1::MemServe::CallbackService {
                                             v1::ServerStatus* response) override;
 
  private:
-  // The engine request for a call, with its id and deadline set; or the
-  // error to answer with.
+  // The API-key check (ApiCore::Authorize) of a call's `authorization`
+  // metadata: every method calls it first.
+  absl::Status Authorize(grpc::CallbackServerContext* context, const char* method);
+  // The engine request for a call (after Authorize), with its id and
+  // deadline set; or the error to answer with.
   template <typename Request>
-  absl::StatusOr<EngineRequest> Prepare(grpc::CallbackServerContext* context,
+  absl::StatusOr<EngineRequest> Prepare(grpc::CallbackServerContext* context, const char* method,
                                         const Request& request, std::string* request_id);
   grpc::ServerWriteReactor<v1::GenerateResponse>* Stream(grpc::CallbackServerContext* context,
                                                          const char* method,

@@ -62,6 +62,9 @@
 
 // Connection.
 ABSL_FLAG(std::string, server, "localhost:50051", "server address, HOST:PORT");
+ABSL_FLAG(std::string, api_key, "",
+          "the API key sent as `authorization: Bearer <key>` (memserve serve --api_keys_file); "
+          "default: the MEMSERVE_API_KEY environment variable");
 ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(5),
           "how long to wait for a connection and for the model to load before giving up "
           "(exit 3)");
@@ -346,7 +349,8 @@ int Main(int argc, char** argv) {
   }
 
   const std::string target = absl::GetFlag(FLAGS_server);
-  std::shared_ptr<grpc::Channel> channel = cli::MakeChannel(target);
+  std::shared_ptr<grpc::Channel> channel =
+      cli::MakeChannel(target, cli::ApiKeyFromFlagOrEnv(absl::GetFlag(FLAGS_api_key)));
   const absl::Duration connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
   const grpc::Status connected = cli::WaitForServer(channel, connect_timeout);
   if (!connected.ok()) {

@@ -11,6 +11,7 @@
 #include <initializer_list>
 #include <iostream>
 #include <utility>
+#include <vector>
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -21,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "grpcpp/support/client_interceptor.h"
 #include "memserve/v1/memserve.grpc.pb.h"
 
 namespace memserve {
@@ -196,10 +198,56 @@ std::string FormatStatus(const grpc::Status& status) {
   return out;
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
+namespace {
+
+// Adds `authorization: Bearer <key>` to every call of a channel.
+class ApiKeyInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit ApiKeyInterceptor(const std::string* header) : header_(header) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", *header_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* const header_;
+};
+
+class ApiKeyInterceptorFactory final
+    : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit ApiKeyInterceptorFactory(const std::string& key) : header_("Bearer " + key) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo* info) override {
+    (void)info;
+    return new ApiKeyInterceptor(&header_);
+  }
+
+ private:
+  const std::string header_;  // lives as long as the channel (which owns the factory)
+};
+
+}  // namespace
+
+std::string ApiKeyFromFlagOrEnv(const std::string& flag_value) {
+  if (!flag_value.empty()) return flag_value;
+  const char* env = std::getenv("MEMSERVE_API_KEY");
+  return env == nullptr ? "" : std::string(env);
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, const std::string& api_key) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxReceiveBytes);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  if (api_key.empty()) {
+    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  }
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> creators;
+  creators.push_back(std::make_unique<ApiKeyInterceptorFactory>(api_key));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      target, grpc::InsecureChannelCredentials(), args, std::move(creators));
 }
 
 grpc::Status WaitForServer(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout) {

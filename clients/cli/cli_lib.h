@@ -55,8 +55,14 @@ int ExitCodeFor(grpc::StatusCode code);
 std::string FormatStatus(const grpc::Status& status);
 
 // An insecure channel to `target` with the receive limit raised to
-// kMaxReceiveBytes.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target);
+// kMaxReceiveBytes; with `api_key` not empty, every call sends
+// `authorization: Bearer <api_key>` (memserve serve --api_keys_file).
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target,
+                                           const std::string& api_key = "");
+
+// The --api_key flag's value, or the MEMSERVE_API_KEY environment variable
+// when the flag is empty ("" when neither is set).
+std::string ApiKeyFromFlagOrEnv(const std::string& flag_value);
 
 // Waits up to `timeout` for `channel` to connect. OK when connected; else
 // UNAVAILABLE (or DEADLINE_EXCEEDED when still connecting at the timeout),

@@ -53,6 +53,9 @@
 
 // Connection.
 ABSL_FLAG(std::string, server, "localhost:50051", "server address, HOST:PORT");
+ABSL_FLAG(std::string, api_key, "",
+          "the API key sent as `authorization: Bearer <key>` (memserve serve --api_keys_file); "
+          "default: the MEMSERVE_API_KEY environment variable");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(300),
           "deadline of each call (e.g. 30s, 5m; inf = none); for chat, of each turn");
 ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(5),
@@ -163,7 +166,7 @@ struct Connection {
 std::optional<Connection> Connect(int* exit_code) {
   const std::string target = absl::GetFlag(FLAGS_server);
   Connection c;
-  c.channel = MakeChannel(target);
+  c.channel = MakeChannel(target, ApiKeyFromFlagOrEnv(absl::GetFlag(FLAGS_api_key)));
   grpc::Status s = WaitForServer(c.channel, absl::GetFlag(FLAGS_connect_timeout));
   if (!s.ok()) {
     Error(CannotReachMessage(target, s));

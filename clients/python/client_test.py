@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, HERE)
 
 import harness  # noqa: E402  (puts the generated stubs on sys.path)
+import grpc  # noqa: E402
 from memserve import Client, MemserveError, Token  # noqa: E402
 
 CAPITAL = "The capital of Batourkor is"
@@ -127,6 +128,29 @@ class ClientTest(unittest.TestCase):
         self.assertIn("Draenddron.", out.stdout)
         self.assertEqual(out.stdout.count("\n"), 2, out.stdout)
         self.assertIn("[eos,", out.stderr)
+
+
+class ApiKeyTest(unittest.TestCase):
+    """Client(api_key=...) against `memserve serve --api_keys_file`."""
+
+    def test_api_key(self):
+        keys = os.path.join(harness.tmpdir("client-keys-"), "keys.txt")
+        with open(keys, "w") as f:
+            f.write("py-client-key\n")
+        with harness.Server("--api_keys_file", keys, name="python_client_keys") as srv:
+            address = "127.0.0.1:%d" % srv.port
+            with Client(address, timeout=60, api_key="py-client-key") as c:
+                self.assertTrue(c.health())
+                self.assertGreater(len(c.tokenize("Hi")), 0)
+                self.assertEqual(c.status().version[:8], "memserve")
+                self.assertGreater(len(c.complete("Hi", max_tokens=2, temperature=0).text), 0)
+                self.assertGreater(len(list(c.generate("Hi", max_tokens=2, temperature=0))), 0)
+            for key in (None, "wrong"):
+                with Client(address, timeout=60, api_key=key) as c:
+                    self.assertTrue(c.health())  # health is open
+                    with self.assertRaises(MemserveError) as cm:
+                        c.tokenize("Hi")
+                    self.assertEqual(cm.exception.status, grpc.StatusCode.UNAUTHENTICATED)
 
 
 if __name__ == "__main__":

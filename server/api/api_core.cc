@@ -12,6 +12,18 @@ absl::Status LoadingError() {
   return absl::UnavailableError("the model is loading; retry shortly");
 }
 
+absl::Status ApiCore::Authorize(absl::string_view method,
+                                std::optional<absl::string_view> authorization) const {
+  if (options_.api_keys == nullptr) return absl::OkStatus();
+  const std::optional<ApiKeys::Failure> failure = options_.api_keys->Check(authorization);
+  if (!failure.has_value()) return absl::OkStatus();
+  LogLine(LogLevel::kWarning, "unauthenticated")
+      .Field("method", method)
+      .Field("auth", ApiKeys::FailureName(*failure))
+      .Write();
+  return ApiKeys::Error(*failure);
+}
+
 std::string ApiCore::RequestId(absl::string_view client_id) {
   if (!client_id.empty() && ValidateRequestId(client_id).ok()) return std::string(client_id);
   return absl::StrCat("req-", next_request_number_.fetch_add(1));

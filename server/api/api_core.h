@@ -23,6 +23,7 @@
 #include "engine/generate.h"
 #include "engine/request/request.h"
 #include "memserve/v1/memserve.pb.h"
+#include "server/api/auth.h"
 #include "server/api/request_convert.h"
 
 namespace memserve {
@@ -37,6 +38,9 @@ struct ApiOptions {
   // path) and the final status code: the server's request metrics. Any
   // thread; must not block. May be empty.
   std::function<void(absl::string_view method, absl::StatusCode code)> on_request_end;
+  // --api_keys_file: when set, every call of either transport except health
+  // must present one of these keys (ApiCore::Authorize). Null: no keys.
+  std::shared_ptr<const ApiKeys> api_keys;
 };
 
 // Thread-safe.
@@ -70,6 +74,14 @@ class ApiCore {
   absl::StatusOr<EngineRequest> Prepare(const v1::ChatRequest& request, const std::string& id,
                                         absl::Time deadline, const ApiFieldNames& names = {});
 
+  // The API-key check of both transports, before anything else of a call:
+  // OK when the server has no keys or `authorization` (the header's value,
+  // nullopt when absent) presents one; else Unauthenticated (ApiKeys::Error)
+  // and one log line `unauthenticated method=... auth=missing|invalid` (never
+  // the key).
+  absl::Status Authorize(absl::string_view method,
+                         std::optional<absl::string_view> authorization) const;
+
   // Generation calls of both transports not yet done: after a drain, the
   // server waits for this to reach 0 (every client got its last message)
   // before it shuts down. OpenCall counts one call.
@@ -81,9 +93,9 @@ class ApiCore {
   // The end of one generation call: its log line (id, method, status,
   // tokens, timings; server/logging.h) and options().on_request_end.
   // `timings` is null when the request never reached the engine.
-  void RecordRequestEnd(const std::string& id, absl::string_view method,
-                        const absl::Status& status, const GenerateResult* result,
-                        absl::Time received, const RequestTimings* timings) const;
+  void RecordRequestEnd(const std::string& id, absl::string_view method, const absl::Status& status,
+                        const GenerateResult* result, absl::Time received,
+                        const RequestTimings* timings) const;
 
  private:
   friend class OpenCall;

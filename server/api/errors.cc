@@ -15,6 +15,8 @@ HttpError ToHttpError(absl::StatusCode code) {
     case absl::StatusCode::kOutOfRange:
     case absl::StatusCode::kFailedPrecondition:
       return {400, "invalid_request_error"};
+    case absl::StatusCode::kUnauthenticated:
+      return {401, "invalid_request_error"};
     case absl::StatusCode::kNotFound:
       return {404, "not_found_error"};
     case absl::StatusCode::kResourceExhausted:

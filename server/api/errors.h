@@ -24,6 +24,7 @@ struct HttpError {
 };
 
 //   InvalidArgument, OutOfRange, FailedPrecondition  400 invalid_request_error
+//   Unauthenticated (a missing or wrong API key)     401 invalid_request_error
 //   NotFound                                         404 not_found_error
 //   ResourceExhausted                                429 rate_limit_error
 //   Cancelled                                        499 cancelled (the client is gone)

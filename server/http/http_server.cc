@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -106,8 +107,8 @@ class HttpCall {
     cv_.notify_one();
   }
   void OnDone(absl::StatusOr<GenerateResult> result, const RequestTimings& timings) {
-    open_.core()->RecordRequestEnd(id_, EndpointPath(endpoint_), result.status(), result.ok() ? &*result : nullptr,
-               received_, &timings);
+    open_.core()->RecordRequestEnd(id_, EndpointPath(endpoint_), result.status(),
+                                   result.ok() ? &*result : nullptr, received_, &timings);
     {
       std::lock_guard<std::mutex> lock(mu_);
       done_ = std::move(result);
@@ -200,6 +201,20 @@ class HttpServer::Impl {
     });
     server_.set_payload_max_length(static_cast<size_t>(options.max_request_bytes));
     server_.set_keep_alive_timeout(2);
+    // API keys (--api_keys_file): every /v1/ route, before routing, so that
+    // no handler (nor the engine) sees an unauthenticated call; /health and
+    // the static page / stay open.
+    server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (!absl::StartsWith(req.path, "/v1/")) return httplib::Server::HandlerResponse::Unhandled;
+      const std::string header = req.get_header_value("Authorization");
+      std::optional<absl::string_view> authorization;
+      if (req.has_header("Authorization")) authorization = header;
+      absl::Status status = core_->Authorize(req.path, authorization);
+      if (status.ok()) return httplib::Server::HandlerResponse::Unhandled;
+      res.set_header("WWW-Authenticate", "Bearer");
+      ReplyError(res, status, "invalid_api_key");
+      return httplib::Server::HandlerResponse::Handled;
+    });
     server_.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
       Generation(Endpoint::kCompletions, req, res);
     });

@@ -1,4 +1,5 @@
 """The memserve client: Client and the result types (see the package docstring)."""
+import collections
 import dataclasses
 from typing import Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -164,6 +165,31 @@ def _messages(messages: Iterable[Message]) -> List[pb.ChatMessage]:
     return out
 
 
+class _ApiKeyInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds `authorization: Bearer <key>` to every call."""
+
+    def __init__(self, api_key: str):
+        self._header = ("authorization", "Bearer " + api_key)
+
+    def _details(self, details):
+        return _CallDetails(details.method, details.timeout,
+                            list(details.metadata or []) + [self._header], details.credentials,
+                            getattr(details, "wait_for_ready", None),
+                            getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+
+class _CallDetails(collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                         "compression")), grpc.ClientCallDetails):
+    pass
+
+
 class Client:
     """A connection to one memserve server (gRPC, plaintext).
 
@@ -177,10 +203,13 @@ class Client:
     """
 
     def __init__(self, address: str = "localhost:50051", timeout: Optional[float] = None,
-                 channel: Optional[grpc.Channel] = None):
+                 channel: Optional[grpc.Channel] = None, api_key: Optional[str] = None):
         self._channel = channel or grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self._stub = pb_grpc.MemServeStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        calls = self._channel
+        if api_key:  # memserve serve --api_keys_file: every call presents the key
+            calls = grpc.intercept_channel(self._channel, _ApiKeyInterceptor(api_key))
+        self._stub = pb_grpc.MemServeStub(calls)
+        self._health = health_pb2_grpc.HealthStub(calls)
         self._timeout = timeout
 
     def close(self) -> None:
