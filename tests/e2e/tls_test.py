@@ -16,10 +16,13 @@ import unittest
 
 import grpc
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python"))
 
 import harness  # noqa: E402
 from harness import pb, greedy, DEMO_MODEL  # noqa: E402
+import memserve  # noqa: E402  (clients/python)
 
 CLI = harness.take_path_arg("--cli", "clients/cli/memserve-cli")
 CERTS = None  # the directory of the files below, made in setUpModule
@@ -129,6 +132,16 @@ class TlsTest(unittest.TestCase):
                                    timeout=30)
         self.assertEqual(r.stdout.rstrip("\n"), c.text)
 
+    def test_python_package_client_over_tls(self):
+        with memserve.Client("127.0.0.1:%d" % self.srv.port, timeout=30,
+                             root_certificates=read("ca.pem")) as c:
+            self.assertTrue(c.complete(PROMPT, max_tokens=4).text)
+        with memserve.Client("127.0.0.1:%d" % self.srv.port, timeout=5,
+                             root_certificates=read("other_ca.pem")) as c:
+            with self.assertRaises(memserve.MemserveError) as e:
+                c.complete(PROMPT, max_tokens=4)
+            self.assertEqual(e.exception.code, "UNAVAILABLE")
+
     def test_plaintext_client_fails(self):
         r = generate(self.srv)
         self.assertFails(r)
@@ -161,6 +174,10 @@ class MtlsTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertTrue(r.stdout.strip(), r.stderr)
         self.assertIn(" tls=mtls ", self.srv.wait_log(" INFO ready "))
+        with memserve.Client("127.0.0.1:%d" % self.srv.port, timeout=30,
+                             root_certificates=read("ca.pem"), private_key=read("client.key"),
+                             certificate_chain=read("client.pem")) as c:
+            self.assertTrue(c.complete(PROMPT, max_tokens=4).text)
 
     def test_wrong_or_no_client_cert_fails(self):
         for name, flags in (("none", []),

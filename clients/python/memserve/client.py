@@ -165,7 +165,8 @@ def _messages(messages: Iterable[Message]) -> List[pb.ChatMessage]:
 
 
 class Client:
-    """A connection to one memserve server (gRPC, plaintext).
+    """A connection to one memserve server (gRPC; plaintext, or TLS when
+    root_certificates is given).
 
     Generation methods take the sampling parameters of docs/api.md as keyword
     arguments (max_tokens, temperature, top_p, top_k, min_p, repetition_penalty,
@@ -177,7 +178,19 @@ class Client:
     """
 
     def __init__(self, address: str = "localhost:50051", timeout: Optional[float] = None,
-                 channel: Optional[grpc.Channel] = None):
+                 channel: Optional[grpc.Channel] = None,
+                 root_certificates: Optional[bytes] = None, private_key: Optional[bytes] = None,
+                 certificate_chain: Optional[bytes] = None):
+        """root_certificates (PEM bytes: the CA of the server's certificate)
+        connects with TLS; private_key and certificate_chain (PEM bytes) add a
+        client certificate for a server with --tls_client_ca (mTLS)."""
+        if channel is None and root_certificates is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates,
+                                                       private_key=private_key,
+                                                       certificate_chain=certificate_chain)
+            channel = grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+        elif channel is None and (private_key is not None or certificate_chain is not None):
+            raise ValueError("private_key and certificate_chain require root_certificates")
         self._channel = channel or grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.MemServeStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
