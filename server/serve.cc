@@ -547,7 +547,7 @@ int RunServe(const std::string& model_dir) {
   LogLine(LogLevel::kInfo, "ready")
       .Field("listen", listen)
       .Field("port", port)
-      .Field("tls", tls ? (absl::GetFlag(FLAGS_tls_client_ca).empty() ? "tls" : "mtls") : "off")
+      .Field("tls", tls ? (absl::GetFlag(FLAGS_tls_client_ca).empty() ? "on" : "mtls") : "off")
       .Field("model", info.model_name)
       .Field("model_dir", info.model_dir)
       .Field("device", info.device)

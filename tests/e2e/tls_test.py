@@ -121,7 +121,7 @@ class TlsTest(unittest.TestCase):
         c = self.srv.stub.Complete(pb.GenerateRequest(text=PROMPT, sampling=greedy(4)),
                                    timeout=30)
         self.assertEqual(len(c.token_ids), 4)
-        self.assertIn(" tls=tls ", self.srv.wait_log(" INFO ready "))
+        self.assertIn(" tls=on ", self.srv.wait_log(" INFO ready "))
 
     def test_cli_generate_streams_over_tls(self):
         r = generate(self.srv, "--tls_ca", cert("ca.pem"))
