@@ -31,12 +31,12 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
-#include "server/api/api_core.h"
-#include "server/http/http_server.h"
 #include "server/logging.h"
 #include "server/metrics/metrics_server.h"
 #include "server/metrics/registry.h"
 #include "server/metrics/serving_metrics.h"
+#include "server/api/api_core.h"
+#include "server/http/http_server.h"
 #include "server/parse_error_interceptor.h"
 #include "server/service.h"
 
@@ -416,7 +416,8 @@ int RunServe(const std::string& model_dir) {
   ApiOptions api_options;
   api_options.convert.default_max_tokens = default_max_tokens;
   api_options.max_request_bytes = max_request_bytes;
-  api_options.on_request_end = [&request_metrics](absl::string_view method, absl::StatusCode code) {
+  api_options.on_request_end = [&request_metrics](absl::string_view method,
+                                                  absl::StatusCode code) {
     metrics::ServingMetrics* m = request_metrics.load();
     if (m != nullptr) m->RecordRequest(method, code);
   };
