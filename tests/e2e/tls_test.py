@@ -2,13 +2,14 @@
 and mTLS"): `memserve serve --tls_cert --tls_key [--tls_client_ca]` against the
 real memserve-cli (--tls_ca, --tls_cert, --tls_key) and Python's grpc, with a
 test CA, a server certificate and client certificates made at test time by
-Debian's openssl CLI; bad flag combinations and unreadable or invalid files.
+Debian's openssl CLI (memserve-bench over mTLS too); bad flag combinations and unreadable or invalid files.
 
 Run: bazel test //tests/e2e:tls_test, or by hand after
 `bazel build //server:memserve //clients/cli:memserve-cli //proto:memserve_py //proto:health_py`:
   /usr/bin/python3 tests/e2e/tls_test.py --memserve bazel-bin/server/memserve \
-      --cli bazel-bin/clients/cli/memserve-cli
+      --cli bazel-bin/clients/cli/memserve-cli --bench bazel-bin/clients/bench/memserve-bench
 """
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from harness import pb, greedy, DEMO_MODEL  # noqa: E402
 import memserve  # noqa: E402  (clients/python)
 
 CLI = harness.take_path_arg("--cli", "clients/cli/memserve-cli")
+BENCH = harness.take_path_arg("--bench", "clients/bench/memserve-bench")
 CERTS = None  # the directory of the files below, made in setUpModule
 PROMPT = "The capital of Batourkor is"
 
@@ -178,6 +180,21 @@ class MtlsTest(unittest.TestCase):
                              root_certificates=read("ca.pem"), private_key=read("client.key"),
                              certificate_chain=read("client.pem")) as c:
             self.assertTrue(c.complete(PROMPT, max_tokens=4).text)
+
+    def test_bench_over_mtls(self):
+        base = [BENCH, "--server", "127.0.0.1:%d" % self.srv.port, "--connect_timeout", "5s",
+                "--dataset", "random", "--random_input_len", "8", "--random_output_len", "4",
+                "--num_prompts", "4", "--num_warmups", "0", "--tls_ca", cert("ca.pem")]
+        out = harness.tmpdir("tls_bench_")
+        r = subprocess.run(base + ["--tls_cert", cert("client.pem"), "--tls_key",
+                                   cert("client.key"), "--out_dir", out],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        with open(os.path.join(out, "result.json")) as f:
+            self.assertEqual(json.load(f)["summary"]["completed"], 4)
+        # Without the client certificate: no request gets through.
+        r = subprocess.run(base, capture_output=True, text=True, timeout=120)
+        self.assertIn(r.returncode, (1, 3), r.stdout + r.stderr)
 
     def test_wrong_or_no_client_cert_fails(self):
         for name, flags in (("none", []),
