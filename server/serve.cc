@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <utility>
@@ -29,6 +30,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
 #include "server/api/api_core.h"
 #include "server/http/http_server.h"
 #include "server/logging.h"
@@ -81,6 +83,13 @@ ABSL_FLAG(std::string, api_keys_file, "",
 ABSL_FLAG(std::string, log_format, "text",
           "log lines on stderr: text (TIMESTAMP LEVEL MESSAGE key=value...) or json (one "
           "object per line)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM file: the server's certificate chain; with --tls_key, the gRPC port serves TLS "
+          "(the HTTP API and metrics endpoints stay plain HTTP); default: no TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM file: the private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM file: CA certificates; if set, clients must present a certificate signed by one "
+          "of them (mTLS); requires --tls_cert and --tls_key");
 ABSL_FLAG(absl::Duration, debug_load_delay, absl::ZeroDuration(),
           "testing: wait this long before loading the model (to observe LOADING)");
 ABSL_FLAG(absl::Duration, debug_step_delay, absl::ZeroDuration(),
@@ -206,6 +215,71 @@ std::string ListenFailureReason(const std::string& grpc_log) {
   return "";
 }
 
+// The contents of the PEM file `path` given as `flag`, which must hold a
+// block "-----BEGIN <something ending in `kind`>-----". NotFound (or
+// PermissionDenied) when it cannot be read, InvalidArgument when it is not
+// such a PEM file; the message is one line naming the flag and the file.
+// (A PEM block that is malformed inside is reported by gRPC when the server
+// starts; see RunServe.)
+absl::StatusOr<std::string> ReadPemFile(const std::string& flag, const std::string& path,
+                                        const std::string& kind) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int error = errno;
+    const std::string what = absl::StrCat(flag, ": cannot read ", path, ": ", std::strerror(error));
+    return error == EACCES ? absl::PermissionDeniedError(what) : absl::NotFoundError(what);
+  }
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t begin = text.find("-----BEGIN ");
+  while (begin != std::string::npos) {
+    const size_t end = text.find("-----", begin + 11);
+    if (end == std::string::npos) break;
+    if (absl::EndsWith(text.substr(begin + 11, end - begin - 11), kind)) return text;
+    begin = text.find("-----BEGIN ", end + 5);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, ": ", path, " is not a PEM file with a ", kind, " block"));
+}
+
+// The credentials of the gRPC port from --tls_cert, --tls_key and
+// --tls_client_ca: insecure when none is set; TLS with the first two; mTLS
+// (a client certificate signed by --tls_client_ca required) with all three.
+// InvalidArgument naming the flags for a bad combination; ReadPemFile's
+// errors for a file.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFlags() {
+  const std::string cert_file = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key_file = absl::GetFlag(FLAGS_tls_key);
+  const std::string client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  if (cert_file.empty() != key_file.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls_cert and --tls_key go together: give both or neither (got only ",
+                     cert_file.empty() ? "--tls_key" : "--tls_cert", ")"));
+  }
+  if (cert_file.empty()) {
+    if (!client_ca_file.empty()) {
+      return absl::InvalidArgumentError("--tls_client_ca requires --tls_cert and --tls_key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions options;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  absl::StatusOr<std::string> cert = ReadPemFile("--tls_cert", cert_file, "CERTIFICATE");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadPemFile("--tls_key", key_file, "PRIVATE KEY");
+  if (!key.ok()) return key.status();
+  pair.cert_chain = *std::move(cert);
+  pair.private_key = *std::move(key);
+  options.pem_key_cert_pairs.push_back(std::move(pair));
+  options.client_certificate_request = GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+  if (!client_ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadPemFile("--tls_client_ca", client_ca_file, "CERTIFICATE");
+    if (!ca.ok()) return ca.status();
+    options.pem_root_certs = *std::move(ca);
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
+}
+
 // Writes `port` to `path` atomically (write a temporary, then rename), so a
 // reader never sees a partial number.
 bool WritePortFile(const std::string& path, int port) {
@@ -301,6 +375,13 @@ int RunServe(const std::string& model_dir) {
     LogError(s.message());
     return 2;
   }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      ServerCredentialsFromFlags();
+  if (!credentials.ok()) {
+    LogError(credentials.status().message());
+    return credentials.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty();
   const std::string http_listen = absl::GetFlag(FLAGS_http_listen);
   if (!http_listen.empty()) {
     if (absl::Status s = CheckListenAddress("--http_listen", http_listen, /*allow_unix=*/false);
@@ -365,7 +446,7 @@ int RunServe(const std::string& model_dir) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, *credentials, &port);
   // gRPC sets SO_REUSEPORT by default: a second server on the same port
   // would then start, and the kernel would split connections between them.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -380,6 +461,15 @@ int RunServe(const std::string& model_dir) {
     server = builder.BuildAndStart();
     if (server == nullptr || port == 0) {
       const std::string reason = ListenFailureReason(capture.text());
+      if (tls && reason.empty()) {
+        // gRPC parses the PEM blocks when the port is added: a malformed
+        // certificate or key, or a key that does not match, ends here.
+        LogError(absl::StrCat("cannot listen on ", listen, " with TLS: gRPC rejected --tls_cert ",
+                              absl::GetFlag(FLAGS_tls_cert), " / --tls_key ",
+                              absl::GetFlag(FLAGS_tls_key),
+                              " (a malformed PEM block, or a key that does not match)"));
+        return 2;
+      }
       LogError(absl::StrCat("cannot listen on ", listen, " (--listen)", reason.empty() ? "" : ": ",
                             reason));
       return 1;
@@ -477,6 +567,7 @@ int RunServe(const std::string& model_dir) {
   LogLine(LogLevel::kInfo, "ready")
       .Field("listen", listen)
       .Field("port", port)
+      .Field("tls", tls ? (absl::GetFlag(FLAGS_tls_client_ca).empty() ? "on" : "mtls") : "off")
       .Field("model", info.model_name)
       .Field("model_dir", info.model_dir)
       .Field("device", info.device)

@@ -27,6 +27,8 @@ PACKAGES=(
   python3-matplotlib python3-yaml
   # deploy/: its shell scripts are checked (tests/deploy)
   shellcheck
+  # the test CA and certificates of the TLS tests (tests/e2e/tls_test.py)
+  openssl
 )
 # deploy/k8s is rendered with `kubectl kustomize` (tests/deploy). Any kubectl
 # will do (Google Cloud's `kubectl` package conflicts with Debian's

@@ -69,6 +69,13 @@ ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(5),
           "how long to wait for a connection and for the model to load before giving up "
           "(exit 3)");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(300), "deadline of each request (inf = none)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM file: the CA that signed the server's certificate; set: connect with TLS "
+          "(default: plaintext)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM file: this client's certificate chain, for a server that requires client "
+          "certificates (mTLS); with --tls_key and --tls_ca");
+ABSL_FLAG(std::string, tls_key, "", "PEM file: the private key of --tls_cert");
 
 // Dataset.
 ABSL_FLAG(std::string, dataset, "random",
@@ -349,8 +356,13 @@ int Main(int argc, char** argv) {
   }
 
   const std::string target = absl::GetFlag(FLAGS_server);
-  std::shared_ptr<grpc::Channel> channel =
-      cli::MakeChannel(target, cli::ApiKeyFromFlagOrEnv(absl::GetFlag(FLAGS_api_key)));
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      cli::ChannelCredentialsFor({absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+                                  absl::GetFlag(FLAGS_tls_key)});
+  if (!credentials.ok()) return UsageError(std::string(credentials.status().message()));
+  cli::DropGrpcLogs();
+  std::shared_ptr<grpc::Channel> channel = cli::MakeChannel(
+      target, *std::move(credentials), cli::ApiKeyFromFlagOrEnv(absl::GetFlag(FLAGS_api_key)));
   const absl::Duration connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
   const grpc::Status connected = cli::WaitForServer(channel, connect_timeout);
   if (!connected.ok()) {

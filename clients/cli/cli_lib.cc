@@ -5,11 +5,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <initializer_list>
 #include <iostream>
+#include <iterator>
 #include <utility>
 #include <vector>
 
@@ -22,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "grpc/support/log.h"
 #include "grpcpp/support/client_interceptor.h"
 #include "memserve/v1/memserve.grpc.pb.h"
 
@@ -230,6 +235,17 @@ class ApiKeyInterceptorFactory final
   const std::string header_;  // lives as long as the channel (which owns the factory)
 };
 
+// The contents of `path`, given as `flag`; NotFound naming both when it
+// cannot be read.
+absl::StatusOr<std::string> ReadFlagFile(absl::string_view flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat(flag, ": cannot read ", path, ": ", std::strerror(errno)));
+  }
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 }  // namespace
 
 std::string ApiKeyFromFlagOrEnv(const std::string& flag_value) {
@@ -238,16 +254,49 @@ std::string ApiKeyFromFlagOrEnv(const std::string& flag_value) {
   return env == nullptr ? "" : std::string(env);
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, const std::string& api_key) {
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
+    const ClientTlsFiles& files) {
+  if (files.cert.empty() != files.key.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls_cert and --tls_key go together: give both or neither (got only ",
+                     files.cert.empty() ? "--tls_key" : "--tls_cert", ")"));
+  }
+  if (files.ca.empty()) {
+    if (!files.cert.empty()) {
+      return absl::InvalidArgumentError("--tls_cert and --tls_key require --tls_ca");
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions options;
+  absl::StatusOr<std::string> ca = ReadFlagFile("--tls_ca", files.ca);
+  if (!ca.ok()) return ca.status();
+  options.pem_root_certs = *std::move(ca);
+  if (!files.cert.empty()) {
+    absl::StatusOr<std::string> cert = ReadFlagFile("--tls_cert", files.cert);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFlagFile("--tls_key", files.key);
+    if (!key.ok()) return key.status();
+    options.pem_cert_chain = *std::move(cert);
+    options.pem_private_key = *std::move(key);
+  }
+  return grpc::SslCredentials(options);
+}
+
+void DropGrpcLogs() {
+  gpr_set_log_function([](gpr_log_func_args*) {});
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target,
+                                           std::shared_ptr<grpc::ChannelCredentials> credentials,
+                                           const std::string& api_key) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxReceiveBytes);
-  if (api_key.empty()) {
-    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
-  }
+  if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
+  if (api_key.empty()) return grpc::CreateCustomChannel(target, credentials, args);
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> creators;
   creators.push_back(std::make_unique<ApiKeyInterceptorFactory>(api_key));
-  return grpc::experimental::CreateCustomChannelWithInterceptors(
-      target, grpc::InsecureChannelCredentials(), args, std::move(creators));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(target, credentials, args,
+                                                                 std::move(creators));
 }
 
 grpc::Status WaitForServer(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout) {

@@ -1,12 +1,14 @@
 // The testable pieces of memserve-cli (and memserve-loadgen): building
 // requests from command-line values, mapping gRPC statuses to messages and
 // exit codes, and formatting responses as text or JSON. Nothing here does I/O
-// except WaitForServer, which connects a channel.
+// except WaitForServer, which connects a channel, and ChannelCredentialsFor,
+// which reads the TLS files.
 #ifndef MEMSERVE_CLIENTS_CLI_CLI_LIB_H_
 #define MEMSERVE_CLIENTS_CLI_CLI_LIB_H_
 
 #include <google/protobuf/message.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/credentials.h>
 
 #include <cstdint>
 #include <memory>
@@ -54,11 +56,34 @@ int ExitCodeFor(grpc::StatusCode code);
 // "CODE: message", or just "CODE" when the message is empty.
 std::string FormatStatus(const grpc::Status& status);
 
-// An insecure channel to `target` with the receive limit raised to
-// kMaxReceiveBytes; with `api_key` not empty, every call sends
-// `authorization: Bearer <api_key>` (memserve serve --api_keys_file).
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target,
-                                           const std::string& api_key = "");
+// The TLS flags of a client (--tls_ca, --tls_cert, --tls_key): file paths,
+// empty when not given.
+struct ClientTlsFiles {
+  std::string ca;    // the server's CA (PEM); set: TLS
+  std::string cert;  // the client's certificate chain (PEM), for mTLS
+  std::string key;   // its private key (PEM)
+};
+
+// The channel credentials for `files`: insecure when none is set, TLS
+// trusting `ca` when it is, with the client certificate when `cert` and `key`
+// are. InvalidArgument naming the flags when only one of --tls_cert and
+// --tls_key is set or they are set without --tls_ca; NotFound naming the flag
+// and the file when a file cannot be read.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
+    const ClientTlsFiles& files);
+
+// Drops gRPC's own log lines (e.g. its multi-line dump of a failed TLS
+// handshake) for the rest of the process: a client reports each failure in
+// one line of its own, with the reason gRPC puts in the call's status.
+void DropGrpcLogs();
+
+// A channel to `target` over `credentials` (insecure when null) with the
+// receive limit raised to kMaxReceiveBytes; with `api_key` not empty, every
+// call sends `authorization: Bearer <api_key>` (memserve serve
+// --api_keys_file).
+std::shared_ptr<grpc::Channel> MakeChannel(
+    const std::string& target, std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr,
+    const std::string& api_key = "");
 
 // The --api_key flag's value, or the MEMSERVE_API_KEY environment variable
 // when the flag is empty ("" when neither is set).

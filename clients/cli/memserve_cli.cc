@@ -60,6 +60,13 @@ ABSL_FLAG(absl::Duration, timeout, absl::Seconds(300),
           "deadline of each call (e.g. 30s, 5m; inf = none); for chat, of each turn");
 ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(5),
           "how long to wait for a connection before giving up (exit 3)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM file: the CA that signed the server's certificate; set: connect with TLS "
+          "(default: plaintext)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM file: this client's certificate chain, for a server that requires client "
+          "certificates (mTLS); with --tls_key and --tls_ca");
+ABSL_FLAG(std::string, tls_key, "", "PEM file: the private key of --tls_cert");
 
 // Generation.
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt text ('-' reads it from stdin)");
@@ -165,8 +172,17 @@ struct Connection {
 
 std::optional<Connection> Connect(int* exit_code) {
   const std::string target = absl::GetFlag(FLAGS_server);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = ChannelCredentialsFor(
+      {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key)});
+  if (!credentials.ok()) {
+    Error(std::string(credentials.status().message()));
+    *exit_code = kExitUsage;
+    return std::nullopt;
+  }
+  DropGrpcLogs();
   Connection c;
-  c.channel = MakeChannel(target, ApiKeyFromFlagOrEnv(absl::GetFlag(FLAGS_api_key)));
+  c.channel = MakeChannel(target, *std::move(credentials),
+                          ApiKeyFromFlagOrEnv(absl::GetFlag(FLAGS_api_key)));
   grpc::Status s = WaitForServer(c.channel, absl::GetFlag(FLAGS_connect_timeout));
   if (!s.ok()) {
     Error(CannotReachMessage(target, s));

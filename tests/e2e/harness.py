@@ -159,10 +159,13 @@ class ServerError(RuntimeError):
 class Server:
     """One `memserve serve` process on 127.0.0.1 with a port picked by the OS."""
 
-    def __init__(self, *flags, model=DEMO_MODEL, name="server", http=False):
+    def __init__(self, *flags, model=DEMO_MODEL, name="server", http=False,
+                 credentials=None):
         """http=True also serves the HTTP API (--http_listen) on a free port
-        (self.http_port)."""
+        (self.http_port). credentials: grpc.ChannelCredentials for the test's
+        own channel (a server with --tls_cert); default: plaintext."""
         self.flags = list(flags)
+        self.credentials = credentials
         self.http = http
         self.http_port = None
         self.model = model
@@ -204,8 +207,12 @@ class Server:
             self.port = self._wait_port(self.port_file, timeout)
             if self.http:
                 self.http_port = self._wait_port(self.http_port_file, timeout)
-            self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port,
-                                                 options=CHANNEL_OPTIONS)
+            target = "127.0.0.1:%d" % self.port
+            if self.credentials is None:
+                self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+            else:
+                self.channel = grpc.secure_channel(target, self.credentials,
+                                                   options=CHANNEL_OPTIONS)
             self.stub = pb_grpc.MemServeStub(self.channel)
             self.health = health_pb2_grpc.HealthStub(self.channel)
             if wait_ready:

@@ -191,7 +191,8 @@ class _CallDetails(collections.namedtuple(
 
 
 class Client:
-    """A connection to one memserve server (gRPC, plaintext).
+    """A connection to one memserve server (gRPC; plaintext, or TLS when
+    root_certificates is given).
 
     Generation methods take the sampling parameters of docs/api.md as keyword
     arguments (max_tokens, temperature, top_p, top_k, min_p, repetition_penalty,
@@ -203,7 +204,21 @@ class Client:
     """
 
     def __init__(self, address: str = "localhost:50051", timeout: Optional[float] = None,
-                 channel: Optional[grpc.Channel] = None, api_key: Optional[str] = None):
+                 channel: Optional[grpc.Channel] = None,
+                 root_certificates: Optional[bytes] = None, private_key: Optional[bytes] = None,
+                 certificate_chain: Optional[bytes] = None, api_key: Optional[str] = None):
+        """root_certificates (PEM bytes: the CA of the server's certificate)
+        connects with TLS; private_key and certificate_chain (PEM bytes) add a
+        client certificate for a server with --tls_client_ca (mTLS); api_key
+        is sent as `authorization: Bearer <key>` on every call (a server with
+        --api_keys_file)."""
+        if channel is None and root_certificates is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates,
+                                                       private_key=private_key,
+                                                       certificate_chain=certificate_chain)
+            channel = grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+        elif channel is None and (private_key is not None or certificate_chain is not None):
+            raise ValueError("private_key and certificate_chain require root_certificates")
         self._channel = channel or grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         calls = self._channel
         if api_key:  # memserve serve --api_keys_file: every call presents the key
