@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/backend/testing/random_model.h"
 #include "engine/dtype.h"
 #include "engine/model_cpu.h"
 #include "gmock/gmock.h"
@@ -29,195 +30,44 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// ---------------------------------------------------------------------------
-// A minimal safetensors writer (the test owns its checkpoint files).
-
-struct TestTensor {
-  std::string name;
-  DType dtype = DType::kF32;
-  std::vector<int64_t> shape;
-  std::string bytes;
-};
-
-TestTensor MakeTensor(const std::string& name, DType dtype, std::vector<int64_t> shape,
-                      const std::vector<float>& values) {
-  TestTensor t{name, dtype, std::move(shape), {}};
-  for (float v : values) {
-    if (dtype == DType::kF32) {
-      t.bytes.append(reinterpret_cast<const char*>(&v), 4);
-    } else {
-      const uint16_t b = F32ToBf16(v);
-      t.bytes.append(reinterpret_cast<const char*>(&b), 2);
-    }
-  }
-  return t;
-}
-
-// 8-byte little-endian header length, JSON header (padded with spaces to a
-// multiple of 8), then the tensors back to back in the given order.
-std::string SerializeSafetensors(const std::vector<TestTensor>& tensors) {
-  std::string header = "{";
-  size_t offset = 0;
-  for (const TestTensor& t : tensors) {
-    if (header.size() > 1) header += ",";
-    absl::StrAppend(&header, "\"", t.name, "\":{\"dtype\":\"", DTypeName(t.dtype), "\",\"shape\":[",
-                    absl::StrJoin(t.shape, ","), "],\"data_offsets\":[", offset, ",",
-                    offset + t.bytes.size(), "]}");
-    offset += t.bytes.size();
-  }
-  header += "}";
-  while ((8 + header.size()) % 8 != 0) header += ' ';
-  std::string out(8, '\0');
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
-  out += header;
-  for (const TestTensor& t : tensors) out += t.bytes;
-  return out;
-}
-
-void WriteFile(const std::string& path, const std::string& contents) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f << contents;
-  ASSERT_TRUE(f.good()) << path;
-}
-
-std::string MakeTempDir() {
-  const char* root = std::getenv("TEST_TMPDIR");
-  std::string tmpl =
-      absl::StrCat(root != nullptr && *root != '\0' ? root : "/tmp", "/model_test_XXXXXX");
-  if (::mkdtemp(&tmpl[0]) == nullptr) {
-    ADD_FAILURE() << "mkdtemp " << tmpl << ": " << std::strerror(errno);
-  }
-  return tmpl;
-}
+using testutil::MakeTensor;
+using testutil::TestTensor;
 
 // A tiny model description; every knob of the architecture is exercised by
 // one of the variants below.
-struct TinySpec {
-  int dim = 32;
-  int n_layers = 3;
-  int n_heads = 4;
-  int n_kv_heads = 2;
-  int head_dim = 8;
-  int ffn_hidden = 48;
-  int vocab = 260;
-  int max_seqlen = 64;
-  int sliding_window = 0;
-  float rope_theta = 10000.0f;
-  std::vector<int> mem_layers = {1};
-  int n_keys = 8;
-  int heads = 2;
-  int knn = 4;
-  int k_dim = 12;
-  int v_dim = 32;
-  bool share_values = true;
-  bool swilu = true;
-  bool value_proj = true;
-  bool gated = true;
-  DType dense = DType::kF32;
-  uint32_t seed = 1;
+struct TinySpec : RandomModelSpec {
+  TinySpec() {
+    name = "model_test";
+    dim = 32;
+    n_layers = 3;
+    n_heads = 4;
+    n_kv_heads = 2;
+    head_dim = 8;
+    ffn_hidden = 48;
+    vocab = 260;
+    max_seqlen = 64;
+    mem_layers = {1};
+    n_keys = 8;
+    mem_heads = 2;
+    knn = 4;
+    k_dim = 12;
+    v_dim = 32;
+    gated = true;
+  }
 };
 
-std::string ConfigJson(const TinySpec& s) {
-  std::string memory = "null";
-  if (!s.mem_layers.empty()) {
-    memory = absl::StrCat(
-        R"({"layers": [)", absl::StrJoin(s.mem_layers, ", "), R"(], "n_keys": )", s.n_keys,
-        R"(, "heads": )", s.heads, R"(, "knn": )", s.knn, R"(, "k_dim": )", s.k_dim,
-        R"(, "v_dim": )", s.v_dim, R"(, "share_values": )", s.share_values ? "true" : "false",
-        R"(, "swilu_projection": )", s.swilu ? "true" : "false", R"(, "value_proj": )",
-        s.value_proj ? "true" : "false", R"(, "gated": )", s.gated ? "true" : "false", "}");
-  }
-  return absl::StrCat(
-      R"({"format": "memserve-llama-pk", "format_version": 1, "dim": )", s.dim, R"(, "n_layers": )",
-      s.n_layers, R"(, "n_heads": )", s.n_heads, R"(, "n_kv_heads": )", s.n_kv_heads,
-      R"(, "head_dim": )", s.head_dim, R"(, "ffn_hidden_dim": )", s.ffn_hidden,
-      R"(, "vocab_size": )", s.vocab, R"(, "max_seqlen": )", s.max_seqlen,
-      R"(, "norm_eps": 1e-05, "rope_theta": )", s.rope_theta, R"(, "sliding_window": )",
-      s.sliding_window, R"(, "memory": )", memory,
-      R"(, "tokenizer": {"kind": "bytes", "file": "", "bos_id": 256, "eos_id": 257}})");
-}
+std::string ConfigJson(const TinySpec& s) { return RandomModelConfigJson(s); }
 
 // Tensor values as the model sees them (bf16-rounded where stored as bf16).
 using Weights = std::map<std::string, std::vector<float>>;
+using Checkpoint = RandomCheckpoint;
 
-struct Checkpoint {
-  std::vector<TestTensor> tensors;
-  Weights weights;
-};
+Checkpoint MakeCheckpoint(const TinySpec& s) { return MakeRandomCheckpoint(s); }
 
-Checkpoint MakeCheckpoint(const TinySpec& s) {
-  std::mt19937 rng(s.seed);
-  Checkpoint ck;
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, float scale, DType dtype,
-                 float mean = 0.0f) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    std::normal_distribution<float> dist(mean, scale);
-    std::vector<float> v(n);
-    for (float& x : v) {
-      x = dist(rng);
-      if (dtype == DType::kBF16) x = Bf16ToF32(F32ToBf16(x));
-    }
-    ck.tensors.push_back(MakeTensor(name, dtype, std::move(shape), v));
-    ck.weights[name] = std::move(v);
-  };
-  const DType d = s.dense;
-  const float in_scale = 1.0f / std::sqrt(static_cast<float>(s.dim));
-  add("tok_embeddings.weight", {s.vocab, s.dim}, 1.0f, d);
-  add("norm.weight", {s.dim}, 0.1f, d, 1.0f);
-  add("output.weight", {s.vocab, s.dim}, in_scale, d);
-  const int64_t rows = static_cast<int64_t>(s.n_keys) * s.n_keys;
-  if (!s.mem_layers.empty() && s.share_values) {
-    add("memory.values.weight", {rows, s.v_dim}, 1.0f, DType::kBF16);
-  }
-  for (int i = 0; i < s.n_layers; ++i) {
-    const std::string p = absl::StrCat("layers.", i, ".");
-    add(p + "attention_norm.weight", {s.dim}, 0.1f, d, 1.0f);
-    add(p + "ffn_norm.weight", {s.dim}, 0.1f, d, 1.0f);
-    add(p + "attention.wq.weight", {s.n_heads * s.head_dim, s.dim}, in_scale, d);
-    add(p + "attention.wk.weight", {s.n_kv_heads * s.head_dim, s.dim}, in_scale, d);
-    add(p + "attention.wv.weight", {s.n_kv_heads * s.head_dim, s.dim}, in_scale, d);
-    add(p + "attention.wo.weight", {s.dim, s.n_heads * s.head_dim},
-        1.0f / std::sqrt(static_cast<float>(s.n_heads * s.head_dim)), d);
-    const std::string f = p + "feed_forward.";
-    if (std::find(s.mem_layers.begin(), s.mem_layers.end(), i) == s.mem_layers.end()) {
-      add(f + "w1.weight", {s.ffn_hidden, s.dim}, in_scale, d);
-      add(f + "w3.weight", {s.ffn_hidden, s.dim}, in_scale, d);
-      add(f + "w2.weight", {s.dim, s.ffn_hidden},
-          1.0f / std::sqrt(static_cast<float>(s.ffn_hidden)), d);
-      continue;
-    }
-    add(f + "keys", {2LL * s.heads * s.n_keys, s.k_dim / 2}, 1.0f, d);
-    add(f + "query_proj.query_mlps.0.weight", {s.heads * s.k_dim, s.dim}, in_scale, d);
-    add(f + "query_proj.query_mlps.0.bias", {s.heads * s.k_dim}, 0.1f, d);
-    if (s.swilu) {
-      add(f + "swilu_projection.weight", {s.v_dim, s.dim}, in_scale, d);
-      add(f + "swilu_projection.bias", {s.v_dim}, 0.1f, d);
-    }
-    if (s.value_proj) {
-      add(f + "value_proj.weight", {s.dim, s.v_dim}, 1.0f / std::sqrt(static_cast<float>(s.v_dim)),
-          d);
-      add(f + "value_proj.bias", {s.dim}, 0.1f, d);
-    }
-    if (s.gated) {
-      add(f + "gating.weight", {1, s.dim}, in_scale, d);
-      add(f + "gating.bias", {1}, 0.1f, d);
-    }
-    if (!s.share_values) add(f + "values.weight", {rows, s.v_dim}, 1.0f, DType::kBF16);
-  }
-  return ck;
-}
-
-// Writes config.json + model.safetensors (F32 tensors first, so that every
-// tensor is aligned to its element size) into a fresh directory.
 std::string WriteCheckpoint(const std::string& config_json, std::vector<TestTensor> tensors) {
-  std::stable_sort(tensors.begin(), tensors.end(), [](const TestTensor& a, const TestTensor& b) {
-    return a.dtype == DType::kF32 && b.dtype != DType::kF32;
-  });
-  const std::string dir = MakeTempDir();
-  WriteFile(dir + "/config.json", config_json);
-  WriteFile(dir + "/model.safetensors", SerializeSafetensors(tensors));
-  return dir;
+  absl::StatusOr<std::string> dir = WriteModelDir("model_test", config_json, std::move(tensors));
+  EXPECT_TRUE(dir.ok()) << dir.status();
+  return dir.ok() ? *dir : std::string();
 }
 
 // ---------------------------------------------------------------------------
@@ -324,20 +174,20 @@ Mat ReferenceLogits(const TinySpec& s, const Weights& w, const std::vector<int>&
       const std::vector<float>& keys = W(f + "keys");
       const std::vector<float>& values =
           s.share_values ? W("memory.values.weight") : W(f + "values.weight");
-      Mat mq = Linear(x, T, dim, W(f + "query_proj.query_mlps.0.weight"), s.heads * s.k_dim,
+      Mat mq = Linear(x, T, dim, W(f + "query_proj.query_mlps.0.weight"), s.mem_heads * s.k_dim,
                       &W(f + "query_proj.query_mlps.0.bias"));
       Mat y(T * s.v_dim, 0.0);
       for (int64_t t = 0; t < T; ++t) {
-        for (int hh = 0; hh < s.heads; ++hh) {
+        for (int hh = 0; hh < s.mem_heads; ++hh) {
           // Brute force over every row of the product key set.
           std::vector<std::pair<double, int64_t>> all;
           std::vector<double> s1(s.n_keys), s2(s.n_keys);
           for (int j = 0; j < s.n_keys; ++j) {
             double d1 = 0, d2 = 0;
             for (int i = 0; i < half; ++i) {
-              d1 += mq[t * s.heads * s.k_dim + hh * s.k_dim + i] *
+              d1 += mq[t * s.mem_heads * s.k_dim + hh * s.k_dim + i] *
                     keys[((hh * 2 + 0) * s.n_keys + j) * half + i];
-              d2 += mq[t * s.heads * s.k_dim + hh * s.k_dim + half + i] *
+              d2 += mq[t * s.mem_heads * s.k_dim + hh * s.k_dim + half + i] *
                     keys[((hh * 2 + 1) * s.n_keys + j) * half + i];
             }
             s1[j] = d1;
@@ -543,9 +393,9 @@ TEST_P(ModelVariantTest, TraceCoversEveryMemoryLayer) {
     const MemoryTrace& t = trace[i];
     EXPECT_EQ(t.layer, s.mem_layers[i]);
     EXPECT_EQ(t.tokens, 5);
-    EXPECT_EQ(t.heads, s.heads);
+    EXPECT_EQ(t.heads, s.mem_heads);
     EXPECT_EQ(t.knn, s.knn);
-    ASSERT_EQ(t.indices.size(), static_cast<size_t>(5 * s.heads * s.knn));
+    ASSERT_EQ(t.indices.size(), static_cast<size_t>(5 * s.mem_heads * s.knn));
     ASSERT_EQ(t.scores.size(), t.indices.size());
     for (size_t j = 0; j < t.indices.size(); ++j) {
       EXPECT_GE(t.indices[j], 0);
@@ -665,7 +515,7 @@ TEST(ModelTest, LongPromptIsSplitIntoChunksWithSameResult) {
   ASSERT_TRUE(m.Forward(cache.get(), tokens, true, &all, &trace).ok());
   ASSERT_EQ(trace.size(), 1u);
   EXPECT_EQ(trace[0].tokens, 530);
-  EXPECT_EQ(trace[0].indices.size(), static_cast<size_t>(530 * s.heads * s.knn));
+  EXPECT_EQ(trace[0].indices.size(), static_cast<size_t>(530 * s.mem_heads * s.knn));
   // The same sequence in two uneven calls.
   auto cache2 = m.NewCache(600);
   std::vector<float> part;

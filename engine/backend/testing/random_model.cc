@@ -11,9 +11,8 @@
 #include "engine/testing/safetensors_writer.h"
 
 namespace memserve {
-namespace {
 
-std::string ConfigJson(const RandomModelSpec& s) {
+std::string RandomModelConfigJson(const RandomModelSpec& s) {
   std::string memory = "null";
   if (!s.mem_layers.empty()) {
     memory = absl::StrCat(
@@ -32,8 +31,6 @@ std::string ConfigJson(const RandomModelSpec& s) {
       s.sliding_window, R"(, "memory": )", memory,
       R"(, "tokenizer": {"kind": "bytes", "file": "", "bos_id": 256, "eos_id": 257}})");
 }
-
-}  // namespace
 
 std::vector<RandomModelSpec> ArchitectureVariants() {
   std::vector<RandomModelSpec> out;
@@ -123,17 +120,21 @@ std::vector<RandomModelSpec> ArchitectureVariants() {
   return out;
 }
 
-absl::StatusOr<std::string> WriteRandomModel(const RandomModelSpec& s) {
+RandomCheckpoint MakeRandomCheckpoint(const RandomModelSpec& s) {
   std::mt19937 rng(s.seed);
-  std::vector<testutil::TestTensor> tensors;
+  RandomCheckpoint ck;
   auto add = [&](const std::string& name, std::vector<int64_t> shape, float scale, DType dtype,
                  float mean = 0.0f) {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
     std::normal_distribution<float> dist(mean, scale);
     std::vector<float> v(static_cast<size_t>(n));
-    for (float& x : v) x = dist(rng);
-    tensors.push_back(testutil::MakeTensor(name, dtype, std::move(shape), v));
+    for (float& x : v) {
+      x = dist(rng);
+      if (dtype == DType::kBF16) x = Bf16ToF32(F32ToBf16(x));
+    }
+    ck.tensors.push_back(testutil::MakeTensor(name, dtype, std::move(shape), v));
+    ck.weights[name] = std::move(v);
   };
   const DType d = s.dense;
   const float in_scale = 1.0f / std::sqrt(static_cast<float>(s.dim));
@@ -179,17 +180,26 @@ absl::StatusOr<std::string> WriteRandomModel(const RandomModelSpec& s) {
     }
     if (!s.share_values) add(f + "values.weight", {rows, s.v_dim}, 1.0f, DType::kBF16);
   }
-  // F32 tensors first, so that every tensor is aligned to its element size.
+  return ck;
+}
+
+absl::StatusOr<std::string> WriteModelDir(const std::string& name, const std::string& config_json,
+                                          std::vector<testutil::TestTensor> tensors) {
   std::stable_sort(tensors.begin(), tensors.end(),
                    [](const testutil::TestTensor& a, const testutil::TestTensor& b) {
                      return a.dtype == DType::kF32 && b.dtype != DType::kF32;
                    });
-  const std::string dir = testutil::MakeTempDir(absl::StrCat("random_model_", s.name));
+  const std::string dir = testutil::MakeTempDir(name);
   if (dir.empty()) return absl::InternalError("cannot make a temporary directory");
-  RETURN_IF_ERROR(testutil::WriteFile(dir + "/config.json", ConfigJson(s)));
+  RETURN_IF_ERROR(testutil::WriteFile(dir + "/config.json", config_json));
   RETURN_IF_ERROR(
       testutil::WriteFile(dir + "/model.safetensors", testutil::SerializeSafetensors(tensors)));
   return dir;
+}
+
+absl::StatusOr<std::string> WriteRandomModel(const RandomModelSpec& s) {
+  return WriteModelDir(absl::StrCat("random_model_", s.name), RandomModelConfigJson(s),
+                       MakeRandomCheckpoint(s).tensors);
 }
 
 }  // namespace memserve

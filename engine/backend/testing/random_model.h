@@ -8,11 +8,13 @@
 #define MEMSERVE_ENGINE_BACKEND_TESTING_RANDOM_MODEL_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/dtype.h"
+#include "engine/testing/safetensors_writer.h"
 
 namespace memserve {
 
@@ -46,8 +48,27 @@ struct RandomModelSpec {
 // and "bf16_dense").
 std::vector<RandomModelSpec> ArchitectureVariants();
 
-// Writes config.json and model.safetensors of `spec` with random weights
-// into a fresh directory under $TEST_TMPDIR (or /tmp) and returns it.
+// Random weights of `spec`, drawn in a fixed order from spec.seed: the
+// tensors (dense weights in spec.dense, memory values in bf16) and each
+// tensor's values as the model reads them (bf16-rounded where stored as
+// bf16), for tests with their own reference forward pass.
+struct RandomCheckpoint {
+  std::vector<testutil::TestTensor> tensors;
+  std::map<std::string, std::vector<float>> weights;
+};
+RandomCheckpoint MakeRandomCheckpoint(const RandomModelSpec& spec);
+
+// The config.json text of `spec`.
+std::string RandomModelConfigJson(const RandomModelSpec& spec);
+
+// Writes `config_json` and `tensors` (F32 tensors first, so that every
+// tensor is aligned to its element size) as config.json and
+// model.safetensors into a fresh directory under $TEST_TMPDIR (or /tmp)
+// whose name starts with `name`, and returns it.
+absl::StatusOr<std::string> WriteModelDir(const std::string& name, const std::string& config_json,
+                                          std::vector<testutil::TestTensor> tensors);
+
+// WriteModelDir of spec's config and random weights.
 absl::StatusOr<std::string> WriteRandomModel(const RandomModelSpec& spec);
 
 }  // namespace memserve
