@@ -18,40 +18,18 @@
 #include "engine/tokenizer.h"
 #include "engine/weights.h"
 #include "gtest/gtest.h"
-#include "nlohmann/json.hpp"
+#include "tests/demo/demo_facts.h"
 
 namespace memserve {
 namespace {
 
 constexpr char kValuesTensor[] = "memory.values.weight";
 
-struct Fact {
-  std::string prompt;
-  std::string answer;  // the exact continuation, e.g. " Taskeen."
-};
-
-std::string DemoDir() {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return absl::StrCat(srcdir ? srcdir : ".", "/memserve/models/demo");
-}
-
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-std::vector<Fact> LoadFacts() {
-  std::vector<Fact> facts;
-  std::ifstream in(DemoDir() + "/facts.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    nlohmann::json j = nlohmann::json::parse(line);
-    facts.push_back({j.at("prompt").get<std::string>(), j.at("answer").get<std::string>()});
-  }
-  return facts;
 }
 
 struct Loaded {
@@ -71,44 +49,11 @@ Loaded LoadOrDie(const std::string& dir) {
   return l;
 }
 
-int Argmax(const float* row, int n) { return static_cast<int>(std::max_element(row, row + n) - row); }
-
-// Fraction of facts whose answer greedy decoding reproduces exactly. One
-// teacher-forced forward per fact over BOS + prompt + answer: greedy decoding
-// emits the answer iff the argmax after the prompt and after every answer
-// prefix is the next answer token, which one forward with all logits shows.
-double Recall(Model& model, const Tokenizer& tok, const std::vector<Fact>& facts) {
-  const int vocab = model.config().vocab_size;
-  auto cache = model.NewCache(model.config().max_seqlen);
-  std::vector<float> logits;
-  int hits = 0;
-  for (const Fact& f : facts) {
-    auto prompt_ids = tok.Encode(f.prompt, /*add_bos=*/true);
-    auto ids = tok.Encode(f.prompt + f.answer, /*add_bos=*/true);
-    EXPECT_TRUE(prompt_ids.ok() && ids.ok());
-    if (!prompt_ids.ok() || !ids.ok()) return 0;
-    const int p = static_cast<int>(prompt_ids->size());
-    const int n = static_cast<int>(ids->size());
-    cache->Clear();
-    absl::Status s = model.Forward(cache.get(), absl::MakeConstSpan(ids->data(), n - 1),
-                                   /*all_logits=*/true, &logits);
-    EXPECT_TRUE(s.ok()) << s;
-    if (!s.ok()) return 0;
-    bool ok = true;
-    for (int t = p - 1; t < n - 1 && ok; ++t) {  // logits row t predicts token t + 1
-      ok = Argmax(logits.data() + static_cast<size_t>(t) * vocab, vocab) == (*ids)[t + 1];
-    }
-    hits += ok;
-  }
-  return static_cast<double>(hits) / facts.size();
-}
-
 // A copy of the demo model in TEST_TMPDIR whose value table is all zeros.
 std::string ZeroedValuesCopy() {
   const std::string src = DemoDir();
-  const std::string dst = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR")
-                                                                   : "/tmp",
-                                       "/demo_zeroed_values");
+  const std::string dst = absl::StrCat(
+      std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp", "/demo_zeroed_values");
   EXPECT_EQ(system(absl::StrCat("mkdir -p '", dst, "'").c_str()), 0);
   std::string bytes = ReadFile(src + "/model.safetensors");
   {
@@ -151,20 +96,8 @@ TEST(DemoRecallTest, GenerateCompletesKnownFacts) {
   ASSERT_GE(facts.size(), 8u);
   Loaded demo = LoadOrDie(DemoDir());
   ASSERT_TRUE(demo.model && demo.tokenizer);
-  int hits = 0;
   const int n = 8;
-  for (int i = 0; i < n; ++i) {
-    const Fact& f = facts[i * (facts.size() / n)];
-    GenerateOptions opt;
-    opt.prompt = f.prompt;
-    opt.sampling.temperature = 0.f;
-    opt.max_tokens = 32;
-    auto r = Generate(*demo.model, *demo.tokenizer, opt, [](const TokenEvent&) {});
-    ASSERT_TRUE(r.ok()) << r.status();
-    std::cout << f.prompt << " -> \"" << r->text << "\" (" << FinishReasonName(r->finish_reason)
-              << ")" << std::endl;
-    hits += r->text == f.answer;
-  }
+  const int hits = GenerateHits(*demo.model, *demo.tokenizer, facts, n);
   EXPECT_GE(hits, n - 1);
 }
 
