@@ -63,11 +63,6 @@ absl::StatusOr<DType> ResolveKvCacheDtype(Device device, KvCacheDtype dtype) {
     case KvCacheDtype::kF32:
       return DType::kF32;
     case KvCacheDtype::kBF16:
-      if (device == Device::kCpu) {
-        return absl::InvalidArgumentError(
-            "--kv_cache_dtype bf16 needs --device cuda: the CPU backend keeps its K/V cache in "
-            "f32 (use --kv_cache_dtype auto or f32)");
-      }
       return DType::kBF16;
   }
   return absl::InvalidArgumentError("--kv_cache_dtype: unknown value");

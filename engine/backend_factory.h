@@ -50,8 +50,7 @@ enum class KvCacheDtype { kAuto, kF32, kBF16 };
 // choices otherwise.
 absl::StatusOr<KvCacheDtype> ParseKvCacheDtype(absl::string_view name);
 // The cache's element type on `device`: auto is BF16 on cuda and F32 on the
-// CPU. InvalidArgument naming --kv_cache_dtype for bf16 on the CPU (its
-// attention reads F32 caches only).
+// CPU (exact parity with the reference there); f32 and bf16 on both.
 absl::StatusOr<DType> ResolveKvCacheDtype(Device device, KvCacheDtype dtype);
 
 }  // namespace memserve

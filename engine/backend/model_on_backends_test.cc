@@ -27,17 +27,21 @@ constexpr char kDemoDir[] = "models/demo";
 class ModelOnBackendsTest : public ::testing::TestWithParam<BackendFactory> {};
 
 // How close a backend must come to the CPU. The CPU backends: 1e-7 and no
-// argmax difference at all. A device (CUDA): its GEMMs sum in another order,
-// bf16 weights round the activation to bf16 and a bf16 K/V cache rounds K
-// and V, so the logits drift further; greedy tokens must agree wherever the
-// CPU's best logit leads its second by a clear margin.
+// argmax difference at all. A device (CUDA): its GEMMs sum in another order
+// and bf16 weights round the activation to bf16, so the logits drift; greedy
+// tokens must agree wherever the CPU's best logit leads its second by a clear
+// margin. A bf16 K/V cache rounds K and V: measured on the CPU (nothing else
+// rounded), the demo's worst logits row moves by NMSE 0.011 and up to 0.92
+// logits (a memory layer's top-k flips once the query moves), so that
+// tolerance is wide on every backend; the cache's own arithmetic is checked
+// exactly in backend_ops_test (Bf16KvCache).
 struct Tolerance {
   double max_nmse;
   float clear_margin;
 };
 Tolerance ToleranceFor(const Backend& backend, bool bf16_math) {
-  if (backend.device() == Device::kCpu) return {1e-7, 0.0f};
-  return bf16_math ? Tolerance{2e-3, 0.05f} : Tolerance{1e-6, 1e-3f};
+  if (bf16_math) return {0.03, 2.0f};
+  return backend.device() == Device::kCpu ? Tolerance{1e-7, 0.0f} : Tolerance{1e-6, 1e-3f};
 }
 
 void ExpectParity(const ModelParityReport& r, const Tolerance& t, const std::string& what) {
@@ -77,14 +81,11 @@ TEST_P(ModelOnBackendsTest, MatchesTheCpuBackend) {
   }
 }
 
-// A device backend's own options: a bf16 K/V cache, and decode steps run
-// eagerly instead of as step graphs (the graphs must change nothing).
+// A backend's own options: a bf16 K/V cache, and decode steps run eagerly
+// instead of as step graphs (the graphs must change nothing).
 TEST_P(ModelOnBackendsTest, DeviceOptionsMatchTheCpuBackend) {
   absl::StatusOr<std::unique_ptr<Backend>> candidate = GetParam().make();
   if (!candidate.ok()) GTEST_SKIP() << GetParam().name << ": " << candidate.status();
-  if ((*candidate)->device() == Device::kCpu) {
-    GTEST_SKIP() << GetParam().name << ": the CPU keeps F32 caches and has no step graphs";
-  }
   std::unique_ptr<Backend> reference = MakeReferenceBackend();
   ModelParityOptions options = DemoParityOptions();
   options.candidate_kv_cache_dtype = DType::kBF16;
@@ -93,6 +94,7 @@ TEST_P(ModelOnBackendsTest, DeviceOptionsMatchTheCpuBackend) {
       CompareModelOnBackends(kDemoDir, *reference, **candidate, options);
   ASSERT_TRUE(bf16.ok()) << bf16.status();
   ExpectParity(*bf16, ToleranceFor(**candidate, /*bf16_math=*/true), "bf16 K/V cache");
+  EXPECT_FALSE(bf16->bit_identical) << "the candidate's cache was not bf16";
 
   options.candidate_kv_cache_dtype = DType::kF32;
   options.candidate_step_graphs = false;

@@ -6,9 +6,11 @@
 //   read  streaming read bandwidth of a --read_mib buffer (far beyond the
 //         caches), all threads: the ceiling of batch-1 decode's weight traffic.
 //   matmul CpuBackend::MatMul (weights placed with PlaceWeight(kMatMul), as
-//         the model's loader does) with bf16 weights of --rows x --in, cycling
-//         through enough matrices (--pool_mib) that weights come from memory as
-//         in a real model, at 1, 4, 16 and 64 tokens: GFLOP/s and weight GB/s.
+//         the model's loader does) with --dtype weights of --rows x --in,
+//         cycling through enough matrices (--pool_mib) that weights come from
+//         memory as in a real model, at --tokens (1, 4, 16, 64): GFLOP/s and
+//         weight GB/s; with --compare_unpacked also with the weights left in
+//         place (the unpacked kernels), the two alternating per token count.
 // One JSON line per measurement; each is the best of --repeats.
 #include <immintrin.h>
 
@@ -36,6 +38,14 @@ ABSL_FLAG(int, pool_mib, 512, "bytes of bf16 weights the matmul cycles through")
 ABSL_FLAG(int, rows, 2816, "matmul output rows (d1024's FFN: 2816 x 1024)");
 ABSL_FLAG(int, in, 1024, "matmul input columns");
 ABSL_FLAG(int, repeats, 3, "measurements per line; the best is printed");
+ABSL_FLAG(std::vector<std::string>, tokens, std::vector<std::string>({"1", "4", "16", "64"}),
+          "token counts of the matmul measurement");
+ABSL_FLAG(std::string, dtype, "bf16", "matmul weight dtype: bf16 or f32");
+ABSL_FLAG(bool, compare_unpacked, false,
+          "also measure the matmul with weights left unpacked (alternating with the packed "
+          "backend, each token count side by side)");
+ABSL_FLAG(std::vector<std::string>, measure, std::vector<std::string>({"fma", "read", "matmul"}),
+          "which measurements to run");
 
 namespace {
 
@@ -173,54 +183,109 @@ void MeasureRead(int threads, int mib, int repeats) {
       threads, mib, best, sums[0]);
 }
 
-void MeasureMatMul(int threads, int rows, int in, int pool_mib, int repeats) {
+// A backend with --rows x --in weights placed for MatMul: enough matrices to
+// fill --pool_mib, so that weights come from memory.
+struct MatMulSetup {
+  std::unique_ptr<memserve::CpuBackend> backend;
+  std::vector<std::unique_ptr<memserve::Buffer>> buffers;
+  std::vector<memserve::Tensor> weights;
+};
+
+MatMulSetup PlaceMatrices(int threads, bool pack, memserve::DType dtype, int rows, int in,
+                          int n_matrices, const std::vector<char>& host) {
+  MatMulSetup setup;
   memserve::CpuBackend::Options options;
   options.num_threads = threads;
-  memserve::CpuBackend backend(options);
-  const int64_t per_matrix = static_cast<int64_t>(rows) * in;
-  const int n_matrices =
-      std::max<int64_t>(1, (static_cast<int64_t>(pool_mib) << 20) / (per_matrix * 2));
-  std::vector<uint16_t> w(per_matrix * n_matrices);
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  for (uint16_t& v : w) v = memserve::F32ToBf16(dist(rng));
-  // As Model::Load does: the backend places them (AVX-512: packed panels).
-  std::vector<std::unique_ptr<memserve::Buffer>> buffers;
-  std::vector<memserve::Tensor> weights(n_matrices);
+  options.pack_weights = pack;
+  setup.backend = std::make_unique<memserve::CpuBackend>(options);
+  const int64_t matrix_bytes = static_cast<int64_t>(rows) * in * memserve::DTypeSize(dtype);
+  setup.weights.resize(n_matrices);
   for (int m = 0; m < n_matrices; ++m) {
     memserve::TensorView view;
     view.name = "w" + std::to_string(m);
-    view.dtype = memserve::DType::kBF16;
+    view.dtype = dtype;
     view.shape = {rows, in};
-    view.data = w.data() + m * per_matrix;
-    buffers.push_back(Check(backend.PlaceWeight(view, memserve::WeightUse::kMatMul, &weights[m])));
+    view.data = host.data() + m * matrix_bytes;
+    setup.buffers.push_back(
+        Check(setup.backend->PlaceWeight(view, memserve::WeightUse::kMatMul, &setup.weights[m])));
   }
+  return setup;
+}
+
+// Seconds of the best of `repeats` runs of `calls` matmuls of `tokens` tokens.
+double TimeMatMul(MatMulSetup& setup, int in, int rows, int tokens, int calls, int repeats) {
+  memserve::CpuBackend& backend = *setup.backend;
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> x_host(static_cast<size_t>(tokens) * in);
+  for (float& v : x_host) v = dist(rng);
+  auto x_buffer = Check(backend.AllocateBuffer(x_host.size() * sizeof(float)));
+  auto y_buffer = Check(backend.AllocateBuffer(static_cast<size_t>(tokens) * rows * 4));
+  const memserve::Tensor x =
+      memserve::Tensor::Of(x_buffer.get(), memserve::DType::kF32, {tokens, in});
+  const memserve::Tensor y =
+      memserve::Tensor::Of(y_buffer.get(), memserve::DType::kF32, {tokens, rows});
+  if (!backend.Upload(x_host.data(), x).ok()) std::abort();
   const memserve::Tensor no_bias;
-  for (int tokens : {1, 4, 16, 64}) {
-    std::vector<float> x_host(static_cast<size_t>(tokens) * in);
-    for (float& v : x_host) v = dist(rng);
-    auto x_buffer = Check(backend.AllocateBuffer(x_host.size() * sizeof(float)));
-    auto y_buffer = Check(backend.AllocateBuffer(static_cast<size_t>(tokens) * rows * 4));
-    const memserve::Tensor x =
-        memserve::Tensor::Of(x_buffer.get(), memserve::DType::kF32, {tokens, in});
-    const memserve::Tensor y =
-        memserve::Tensor::Of(y_buffer.get(), memserve::DType::kF32, {tokens, rows});
-    if (!backend.Upload(x_host.data(), x).ok()) std::abort();
+  double s = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = Clock::now();
+    for (int c = 0; c < calls; ++c) {
+      if (!backend.MatMul(x, setup.weights[c % setup.weights.size()], no_bias, y).ok()) {
+        std::abort();
+      }
+    }
+    s = std::min(s, Seconds(t0, Clock::now()));
+  }
+  return s;
+}
+
+void MeasureMatMul(int threads, int rows, int in, int pool_mib, int repeats) {
+  const std::string dtype_name = absl::GetFlag(FLAGS_dtype);
+  if (dtype_name != "bf16" && dtype_name != "f32") {
+    std::fprintf(stderr, "cpu_roofline: --dtype is '%s'; it must be bf16 or f32\n",
+                 dtype_name.c_str());
+    std::exit(2);
+  }
+  const memserve::DType dtype =
+      dtype_name == "bf16" ? memserve::DType::kBF16 : memserve::DType::kF32;
+  const int64_t per_matrix = static_cast<int64_t>(rows) * in;
+  const int64_t matrix_bytes = per_matrix * memserve::DTypeSize(dtype);
+  const int n_matrices =
+      std::max<int64_t>(1, (static_cast<int64_t>(pool_mib) << 20) / matrix_bytes);
+  std::vector<char> host(matrix_bytes * n_matrices);
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (int64_t i = 0; i < per_matrix * n_matrices; ++i) {
+    const float v = dist(rng);
+    if (dtype == memserve::DType::kBF16) {
+      reinterpret_cast<uint16_t*>(host.data())[i] = memserve::F32ToBf16(v);
+    } else {
+      reinterpret_cast<float*>(host.data())[i] = v;
+    }
+  }
+  std::vector<MatMulSetup> setups;
+  setups.push_back(PlaceMatrices(threads, /*pack=*/true, dtype, rows, in, n_matrices, host));
+  if (absl::GetFlag(FLAGS_compare_unpacked)) {
+    setups.push_back(PlaceMatrices(threads, /*pack=*/false, dtype, rows, in, n_matrices, host));
+  }
+  for (const std::string& tokens_text : absl::GetFlag(FLAGS_tokens)) {
+    const int tokens = std::max(1, std::atoi(tokens_text.c_str()));
     // At least one pass over the pool and ~0.5 s of work at 60 GFLOP/s.
     const int calls = std::max<int64_t>(n_matrices, 15'000'000'000LL / (per_matrix * tokens));
-    double s = 1e30;
-    for (int r = 0; r < repeats; ++r) {
-      const auto t0 = Clock::now();
-      for (int c = 0; c < calls; ++c) {
-        if (!backend.MatMul(x, weights[c % n_matrices], no_bias, y).ok()) std::abort();
-      }
-      s = std::min(s, Seconds(t0, Clock::now()));
+    for (MatMulSetup& setup : setups) {
+      const double s = TimeMatMul(setup, in, rows, tokens, calls, repeats);
+      std::printf(
+          "{\"what\": \"matmul_%s\", \"isa\": \"%s\", \"packed\": %s, \"threads\": %d, "
+          "\"rows\": %d, \"in\": %d, \"tokens\": %d, \"gflops\": %.1f, "
+          "\"weight_gb_per_s\": %.1f}\n",
+          dtype_name.c_str(), memserve::CpuIsaName(setup.backend->isa()),
+          setup.backend->packed_weights() > 0 ? "true" : "false",
+          setup.backend->pool()->num_threads(), rows, in, tokens,
+          2.0 * per_matrix * tokens * calls / s / 1e9,
+          static_cast<double>(matrix_bytes) * calls / s / 1e9);
+      std::fflush(stdout);
     }
-    std::printf(
-        "{\"what\": \"matmul_bf16\", \"isa\": \"%s\", \"threads\": %d, \"rows\": %d, "
-        "\"in\": %d, \"tokens\": %d, \"gflops\": %.1f, \"weight_gb_per_s\": %.1f}\n",
-        memserve::CpuIsaName(backend.isa()), backend.pool()->num_threads(), rows, in, tokens,
-        2.0 * per_matrix * tokens * calls / s / 1e9, 2.0 * per_matrix * calls / s / 1e9);
   }
 }
 
@@ -231,9 +296,15 @@ int main(int argc, char** argv) {
   int threads = absl::GetFlag(FLAGS_threads);
   if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
   const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
-  MeasureFma(threads, repeats);
-  MeasureRead(threads, absl::GetFlag(FLAGS_read_mib), repeats);
-  MeasureMatMul(threads, absl::GetFlag(FLAGS_rows), absl::GetFlag(FLAGS_in),
-                absl::GetFlag(FLAGS_pool_mib), repeats);
+  const std::vector<std::string> measure = absl::GetFlag(FLAGS_measure);
+  auto wanted = [&](const char* what) {
+    return std::find(measure.begin(), measure.end(), what) != measure.end();
+  };
+  if (wanted("fma")) MeasureFma(threads, repeats);
+  if (wanted("read")) MeasureRead(threads, absl::GetFlag(FLAGS_read_mib), repeats);
+  if (wanted("matmul")) {
+    MeasureMatMul(threads, absl::GetFlag(FLAGS_rows), absl::GetFlag(FLAGS_in),
+                  absl::GetFlag(FLAGS_pool_mib), repeats);
+  }
   return 0;
 }

@@ -59,8 +59,15 @@ void CpuAttention(ThreadPool* pool, const CpuKernels& kern,
         }
       };
       const float* q = a.q + (t * a.n_heads + h) * hd;
+      const bool bf16 = a.kv_dtype == DType::kBF16;
       for_each_run([&](int64_t first, int64_t count, int64_t offset) {
-        kern.dot_rows(q, a.k_cache + offset, row_floats, count, hd, scale, scores.data() + first);
+        if (bf16) {
+          kern.dot_rows_bf16(q, static_cast<const uint16_t*>(a.k_cache) + offset, row_floats, count,
+                             hd, scale, scores.data() + first);
+        } else {
+          kern.dot_rows(q, static_cast<const float*>(a.k_cache) + offset, row_floats, count, hd,
+                        scale, scores.data() + first);
+        }
       });
       float max_score = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < n; ++j) max_score = std::max(max_score, scores[j]);
@@ -73,7 +80,14 @@ void CpuAttention(ThreadPool* pool, const CpuKernels& kern,
       float* out = a.out + (t * a.n_heads + h) * hd;
       std::fill(out, out + hd, 0.0f);
       for_each_run([&](int64_t first, int64_t count, int64_t offset) {
-        kern.axpy_rows(scores.data() + first, a.v_cache + offset, row_floats, count, out, hd);
+        if (bf16) {
+          kern.axpy_rows_bf16(scores.data() + first,
+                              static_cast<const uint16_t*>(a.v_cache) + offset, row_floats, count,
+                              out, hd);
+        } else {
+          kern.axpy_rows(scores.data() + first, static_cast<const float*>(a.v_cache) + offset,
+                         row_floats, count, out, hd);
+        }
       });
     }
   });

@@ -81,6 +81,7 @@ CpuBackend::CpuBackend(const Options& options) {
   if (isa == CpuIsa::kAuto || !CpuIsaSupported(isa)) isa = SupportedCpuIsas().back();
   isa_ = isa;
   kernels_ = &KernelsFor(isa);
+  pack_weights_ = options.pack_weights;
   pool_ = std::make_unique<ThreadPool>(options.num_threads);
 }
 
@@ -127,7 +128,7 @@ absl::StatusOr<std::unique_ptr<Buffer>> CpuBackend::WrapHostMemory(const void* d
 
 absl::StatusOr<std::unique_ptr<Buffer>> CpuBackend::PlaceWeight(const TensorView& w, WeightUse use,
                                                                 Tensor* tensor) {
-  const bool packable = use == WeightUse::kMatMul && IsPackable(w) &&
+  const bool packable = pack_weights_ && use == WeightUse::kMatMul && IsPackable(w) &&
                         kernels_->packed_matmul_bf16 != nullptr &&
                         kernels_->packed_matmul_f32 != nullptr;
   if (packable) {
@@ -335,21 +336,34 @@ absl::Status CpuBackend::WriteKv(const Tensor& k_t, const Tensor& v_t, const Ten
   MEMSERVE_HOST_DATA(kp, k_t, DType::kF32, "WriteKv k");
   MEMSERVE_HOST_DATA(vp, v_t, DType::kF32, "WriteKv v");
   MEMSERVE_HOST_DATA(rp, rows_t, DType::kI64, "WriteKv kv_rows");
-  MEMSERVE_HOST_DATA(kcp, k_cache_t, DType::kF32, "WriteKv k_cache");
-  MEMSERVE_HOST_DATA(vcp, v_cache_t, DType::kF32, "WriteKv v_cache");
+  // The caches: F32, or BF16 (--kv_cache_dtype bf16: rounded to nearest
+  // even); CheckWriteKvShapes made both the same dtype.
+  const DType cache_dtype = k_cache_t.dtype;
+  MEMSERVE_HOST_DATA(kcp, k_cache_t, cache_dtype, "WriteKv k_cache");
+  MEMSERVE_HOST_DATA(vcp, v_cache_t, cache_dtype, "WriteKv v_cache");
   const float* k = static_cast<const float*>(kp);
   const float* v = static_cast<const float*>(vp);
   const int64_t* rows = static_cast<const int64_t*>(rp);
-  float* k_cache = static_cast<float*>(kcp);
-  float* v_cache = static_cast<float*>(vcp);
   const int64_t cache_rows = k_cache_t.shape[0];
   for (int64_t t = 0; t < n; ++t) {
     if (rows[t] < 0 || rows[t] >= cache_rows) {
       return absl::InvalidArgumentError(absl::StrCat(
           "WriteKv: kv_rows[", t, "] = ", rows[t], " is outside the cache [0, ", cache_rows, ")"));
     }
-    std::copy(k + t * kv_dim, k + (t + 1) * kv_dim, k_cache + rows[t] * kv_dim);
-    std::copy(v + t * kv_dim, v + (t + 1) * kv_dim, v_cache + rows[t] * kv_dim);
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t src = t * kv_dim, dst = rows[t] * kv_dim;
+    if (cache_dtype == DType::kF32) {
+      std::copy(k + src, k + src + kv_dim, static_cast<float*>(kcp) + dst);
+      std::copy(v + src, v + src + kv_dim, static_cast<float*>(vcp) + dst);
+    } else {
+      uint16_t* kc = static_cast<uint16_t*>(kcp) + dst;
+      uint16_t* vc = static_cast<uint16_t*>(vcp) + dst;
+      for (int64_t i = 0; i < kv_dim; ++i) {
+        kc[i] = F32ToBf16(k[src + i]);
+        vc[i] = F32ToBf16(v[src + i]);
+      }
+    }
   }
   return absl::OkStatus();
 }
@@ -361,8 +375,9 @@ absl::Status CpuBackend::Attention(const AttentionShape& shape, const BatchDescr
   const int64_t q_dim = static_cast<int64_t>(shape.n_heads) * shape.head_dim;
   MEMSERVE_HOST_DATA(qp, q_t, DType::kF32, "Attention q");
   MEMSERVE_HOST_DATA(op, out_t, DType::kF32, "Attention out");
-  MEMSERVE_HOST_DATA(kp, k_cache_t, DType::kF32, "Attention k_cache");
-  MEMSERVE_HOST_DATA(vp, v_cache_t, DType::kF32, "Attention v_cache");
+  // F32 or BF16 caches, both the same (CheckAttentionShapes).
+  MEMSERVE_HOST_DATA(kp, k_cache_t, k_cache_t.dtype, "Attention k_cache");
+  MEMSERVE_HOST_DATA(vp, v_cache_t, k_cache_t.dtype, "Attention v_cache");
   MEMSERVE_HOST_DATA(sp, batch.seq_starts, DType::kI32, "batch seq_starts");
   MEMSERVE_HOST_DATA(pp, batch.positions, DType::kI32, "batch positions");
   MEMSERVE_HOST_DATA(bp, batch.block_tables, DType::kI32, "batch block_tables");
@@ -387,8 +402,9 @@ absl::Status CpuBackend::Attention(const AttentionShape& shape, const BatchDescr
     a.sliding_window = shape.sliding_window;
     a.q = static_cast<const float*>(qp) + first * q_dim;
     a.out = static_cast<float*>(op) + first * q_dim;
-    a.k_cache = static_cast<const float*>(kp);
-    a.v_cache = static_cast<const float*>(vp);
+    a.kv_dtype = k_cache_t.dtype;
+    a.k_cache = kp;
+    a.v_cache = vp;
     a.block_table = tables + static_cast<int64_t>(s) * batch.max_blocks;
     a.block_size = batch.block_size;
     const int64_t blocks_used = (a.start_pos + n + batch.block_size - 1) / batch.block_size;

@@ -7,8 +7,8 @@
 //
 // Buffers: "cpu" (64-byte aligned host memory it allocates), "cpu-mapped"
 // (a wrapped host range, used in place), "cpu-packed" (a MatMul weight of at
-// least PackedWeight::kMinRows rows in the panel layout of the AVX-512
-// kernels, when the ISA has them: PlaceWeight(kMatMul)).
+// least PackedWeight::kMinRows rows in the panel layout of the packed
+// AVX2 / AVX-512 kernels, when the ISA has them: PlaceWeight(kMatMul)).
 #ifndef MEMSERVE_ENGINE_BACKEND_CPU_CPU_BACKEND_H_
 #define MEMSERVE_ENGINE_BACKEND_CPU_CPU_BACKEND_H_
 
@@ -32,6 +32,9 @@ class CpuBackend : public Backend {
   struct Options {
     int num_threads = 0;         // <= 0: one per hardware thread
     CpuIsa isa = CpuIsa::kAuto;  // an unsupported level falls back to kAuto
+    // Pack kMatMul weights where the ISA has packed kernels (false: leave
+    // them in the mapping; for side-by-side benchmarks).
+    bool pack_weights = true;
   };
 
   explicit CpuBackend(const Options& options);
@@ -89,6 +92,7 @@ class CpuBackend : public Backend {
   const CpuKernels* kernels_;
   std::unique_ptr<ThreadPool> pool_;
   CpuMemorySelect memory_select_;
+  bool pack_weights_;
   int64_t packed_weights_ = 0;
   std::atomic<size_t> next_colour_{0};           // AllocateBuffer's cache colouring
   std::vector<CpuAttentionSeq> attention_seqs_;  // reused by Attention

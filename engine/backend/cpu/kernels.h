@@ -42,6 +42,13 @@ struct CpuKernels {
   void (*packed_matmul_f32)(const float* panels, int64_t in, int64_t rows, int64_t panel_begin,
                             int64_t panel_end, const float* x, int64_t ldx, int64_t tokens,
                             float* y, int64_t ldy);
+  // dot_rows and axpy_rows over BF16 rows (a --kv_cache_dtype bf16 cache),
+  // each row widened to fp32 exactly: the same arithmetic as on an F32 cache
+  // holding the bf16 values.
+  void (*dot_rows_bf16)(const float* q, const uint16_t* rows, int64_t stride, int64_t count,
+                        int64_t n, float scale, float* out);
+  void (*axpy_rows_bf16)(const float* coef, const uint16_t* rows, int64_t stride, int64_t count,
+                         float* y, int64_t n);
 };
 
 // The table of `isa`. REQUIRES: CpuIsaSupported(isa) and isa != kAuto.

@@ -1,6 +1,11 @@
 // AVX2 + FMA: 8 lanes. A block of R weight rows x TB tokens keeps R*TB
 // accumulators in registers; each weight vector is loaded (and converted from
-// bf16) once per block and used for all TB tokens.
+// bf16) once per block and used for all TB tokens. The kernels over packed
+// weights (layout: PackedWeight) broadcast x[t][k] against a column of panel
+// rows instead: more multiply-adds per load, the prefill path.
+#include <algorithm>
+#include <type_traits>
+
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/simd.h"
 
@@ -66,17 +71,17 @@ MEMSERVE_TARGET_AVX2 void MatMul(const W* w, int64_t ldw, int64_t in, int64_t ro
   for (; r < rows; ++r) RowBlock<1>(w + r * ldw, ldw, in, x, ldx, tokens, y + r, ldy);
 }
 
-MEMSERVE_TARGET_AVX2 float Dot(const float* a, const float* b, int64_t n) {
+template <typename W>
+MEMSERVE_TARGET_AVX2 float Dot(const float* a, const W* b, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 16 <= n; k += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), acc1);
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), Load8(b + k), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), Load8(b + k + 8), acc1);
   }
-  for (; k + 8 <= n; k += 8)
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc0);
+  for (; k + 8 <= n; k += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), Load8(b + k), acc0);
   float s = Sum8(_mm256_add_ps(acc0, acc1));
-  for (; k < n; ++k) s += a[k] * b[k];
+  for (; k < n; ++k) s += a[k] * generic::Load(b + k);
   return s;
 }
 
@@ -90,25 +95,198 @@ MEMSERVE_TARGET_AVX2 void Axpy(float a, const W* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] += a * generic::Load(x + i);
 }
 
-MEMSERVE_TARGET_AVX2 void DotRows(const float* q, const float* rows, int64_t stride, int64_t count,
+template <typename W>
+MEMSERVE_TARGET_AVX2 void DotRows(const float* q, const W* rows, int64_t stride, int64_t count,
                                   int64_t n, float scale, float* out) {
   for (int64_t i = 0; i < count; ++i) out[i] = Dot(q, rows + i * stride, n) * scale;
 }
 
 // Column chunks of y stay in a register across all rows: per element the same
 // fmadd sequence as Axpy row after row.
-MEMSERVE_TARGET_AVX2 void AxpyRows(const float* coef, const float* rows, int64_t stride,
-                                   int64_t count, float* y, int64_t n) {
+template <typename W>
+MEMSERVE_TARGET_AVX2 void AxpyRows(const float* coef, const W* rows, int64_t stride, int64_t count,
+                                   float* y, int64_t n) {
   int64_t c = 0;
   for (; c + 8 <= n; c += 8) {
     __m256 yv = _mm256_loadu_ps(y + c);
     for (int64_t i = 0; i < count; ++i) {
-      yv = _mm256_fmadd_ps(_mm256_set1_ps(coef[i]), _mm256_loadu_ps(rows + i * stride + c), yv);
+      yv = _mm256_fmadd_ps(_mm256_set1_ps(coef[i]), Load8(rows + i * stride + c), yv);
     }
     _mm256_storeu_ps(y + c, yv);
   }
   for (; c < n; ++c) {
-    for (int64_t i = 0; i < count; ++i) y[c] += coef[i] * rows[i * stride + c];
+    for (int64_t i = 0; i < count; ++i) y[c] += coef[i] * generic::Load(rows + i * stride + c);
+  }
+}
+
+// --- packed kernels (layout: PackedWeight, packed_weight.h) ---
+//
+// A column k of a 32-row panel is four 8-row vectors: quarter 0 = rows 0-7,
+// 1 = rows 8-15, 2 = rows 16-23, 3 = rows 24-31. BF16: lanes 0-7 of the
+// column's 16 uint32 hold rows 0-7 (low halves) and 16-23 (high halves),
+// lanes 8-15 rows 8-15 and 24-31, so a shift or a mask gives each quarter.
+// Every output is one fmadd chain over k = 0, 1, ..., in - 1 from 0 (as in
+// the AVX-512 kernels: the same bits), whatever the blocking.
+MEMSERVE_TARGET_AVX2 inline __m256 PanelQuarter(const uint32_t* panel, int64_t k, int q) {
+  const __m256i v =
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + k * 16 + (q & 1) * 8));
+  return _mm256_castsi256_ps(
+      q < 2 ? _mm256_slli_epi32(v, 16)
+            : _mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+MEMSERVE_TARGET_AVX2 inline __m256 PanelQuarter(const float* panel, int64_t k, int q) {
+  return _mm256_loadu_ps(panel + k * 32 + q * 8);
+}
+// Elements of P per panel column: 16 uint32 (bf16 pairs) or 32 floats.
+template <typename P>
+constexpr int64_t PanelColumnElems() {
+  return std::is_same<P, float>::value ? 32 : 16;
+}
+// Panels stream from memory once per block of tokens; prefetch this far
+// ahead (as the AVX-512 kernels).
+constexpr int64_t kPanelPrefetchBytes = 2048;
+
+template <typename P>
+MEMSERVE_TARGET_AVX2 inline void PrefetchColumn(const P* panel, int64_t k) {
+  const char* column = reinterpret_cast<const char*>(panel + k * PanelColumnElems<P>());
+  constexpr int64_t kColumnBytes = PanelColumnElems<P>() * sizeof(P);
+#pragma GCC unroll 2
+  for (int64_t line = 0; line < kColumnBytes; line += 64) {
+    _mm_prefetch(column + line + kPanelPrefetchBytes, _MM_HINT_T0);
+  }
+}
+
+// Stores acc (rows r0 .. r0 + 7 of one token) to y, the rows below
+// rows_left only.
+MEMSERVE_TARGET_AVX2 inline void StoreRows(__m256 acc, int64_t r0, int64_t rows_left, float* y) {
+  if (rows_left - r0 >= 8) {
+    _mm256_storeu_ps(y + r0, acc);
+  } else if (r0 < rows_left) {
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc);
+    for (int64_t i = 0; i < rows_left - r0; ++i) y[r0 + i] = lanes[i];
+  }
+}
+
+// NP consecutive whole panels (32 * NP rows) x TB tokens (4 * NP * TB
+// accumulators; the decode sizes): each weight vector is loaded once and
+// used for the TB broadcasts held in registers.
+template <int NP, int TB, typename P>
+MEMSERVE_TARGET_AVX2 void PackedPanels(const P* panel, int64_t in, const float* x, int64_t ldx,
+                                       float* y, int64_t ldy, int64_t rows_left) {
+  const int64_t panel_stride = in * PanelColumnElems<P>();
+  __m256 acc[4 * NP][TB];
+#pragma GCC unroll 12
+  for (int i = 0; i < 4 * NP; ++i) {
+#pragma GCC unroll 2
+    for (int t = 0; t < TB; ++t) acc[i][t] = _mm256_setzero_ps();
+  }
+  for (int64_t k = 0; k < in; ++k) {
+    __m256 xb[TB];
+#pragma GCC unroll 2
+    for (int t = 0; t < TB; ++t) xb[t] = _mm256_broadcast_ss(x + t * ldx + k);
+#pragma GCC unroll 3
+    for (int p = 0; p < NP; ++p) {
+      const P* pp = panel + p * panel_stride;
+      PrefetchColumn(pp, k);
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        const __m256 w = PanelQuarter(pp, k, q);
+#pragma GCC unroll 2
+        for (int t = 0; t < TB; ++t)
+          acc[4 * p + q][t] = _mm256_fmadd_ps(w, xb[t], acc[4 * p + q][t]);
+      }
+    }
+  }
+  // (Unrolled: an array indexed by a loop variable would live in memory, and
+  // GCC 12 then stores every accumulator on every k.)
+#pragma GCC unroll 12
+  for (int i = 0; i < 4 * NP; ++i) {
+#pragma GCC unroll 2
+    for (int t = 0; t < TB; ++t) StoreRows(acc[i][t], 8 * i, rows_left, y + t * ldy);
+  }
+}
+
+// Half a panel (quarters 2h and 2h + 1: 16 rows) x TB tokens (2 * TB
+// accumulators; up to 6 tokens: 12 accumulators, 2 weight vectors and the
+// broadcast fit the 16 registers). The blocks of many tokens (prefill).
+template <int TB, typename P>
+MEMSERVE_TARGET_AVX2 void PackedHalfPanel(const P* panel, int h, int64_t in, const float* x,
+                                          int64_t ldx, float* y, int64_t ldy, int64_t rows_left) {
+  __m256 acc[2][TB];
+#pragma GCC unroll 6
+  for (int t = 0; t < TB; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < in; ++k) {
+    if (h == 0) PrefetchColumn(panel, k);
+    const __m256 w0 = PanelQuarter(panel, k, 2 * h);
+    const __m256 w1 = PanelQuarter(panel, k, 2 * h + 1);
+#pragma GCC unroll 6
+    for (int t = 0; t < TB; ++t) {
+      const __m256 xb = _mm256_broadcast_ss(x + t * ldx + k);
+      acc[0][t] = _mm256_fmadd_ps(w0, xb, acc[0][t]);
+      acc[1][t] = _mm256_fmadd_ps(w1, xb, acc[1][t]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int t = 0; t < TB; ++t) {
+    StoreRows(acc[0][t], 16 * h, rows_left, y + t * ldy);
+    StoreRows(acc[1][t], 16 * h + 8, rows_left, y + t * ldy);
+  }
+}
+
+template <typename P>
+MEMSERVE_TARGET_AVX2 void PackedHalfPanelTokens(int tb, const P* panel, int h, int64_t in,
+                                                const float* x, int64_t ldx, float* y, int64_t ldy,
+                                                int64_t rows_left) {
+  switch (tb) {
+#define MEMSERVE_CASE(n) \
+  case n:                \
+    return PackedHalfPanel<n>(panel, h, in, x, ldx, y, ldy, rows_left);
+    MEMSERVE_CASE(1)
+    MEMSERVE_CASE(2)
+    MEMSERVE_CASE(3)
+    MEMSERVE_CASE(4)
+    MEMSERVE_CASE(5)
+    MEMSERVE_CASE(6)
+#undef MEMSERVE_CASE
+  }
+}
+
+// One token: three panels at once (12 independent fmadd chains hide the
+// latency while the weights stream from memory); two tokens: one panel x 2.
+// More: half panels x up to 6 tokens, T tokens split into equal blocks.
+template <typename P>
+MEMSERVE_TARGET_AVX2 void PackedMatMul(const P* panels, int64_t in, int64_t rows,
+                                       int64_t panel_begin, int64_t panel_end, const float* x,
+                                       int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
+  const int64_t panel_stride = in * PanelColumnElems<P>();
+  int64_t p = panel_begin;
+  if (tokens <= 2) {
+    if (tokens == 1) {
+      for (; p + 3 <= panel_end; p += 3) {
+        PackedPanels<3, 1>(panels + p * panel_stride, in, x, ldx, y + p * 32, ldy, rows - p * 32);
+      }
+      for (; p < panel_end; ++p) {
+        PackedPanels<1, 1>(panels + p * panel_stride, in, x, ldx, y + p * 32, ldy, rows - p * 32);
+      }
+    } else {
+      for (; p < panel_end; ++p) {
+        PackedPanels<1, 2>(panels + p * panel_stride, in, x, ldx, y + p * 32, ldy, rows - p * 32);
+      }
+    }
+    return;
+  }
+  constexpr int64_t kMaxTb = 6;
+  const int64_t blocks = (tokens + kMaxTb - 1) / kMaxTb;
+  const int64_t tb = (tokens + blocks - 1) / blocks;
+  for (; p < panel_end; ++p) {
+    const int64_t rows_left = rows - p * 32;
+    for (int h = 0; h < 2 && 16 * h < rows_left; ++h) {
+      for (int64_t t = 0; t < tokens; t += tb) {
+        PackedHalfPanelTokens(static_cast<int>(std::min(tb, tokens - t)), panels + p * panel_stride,
+                              h, in, x + t * ldx, ldx, y + t * ldy + p * 32, ldy, rows_left);
+      }
+    }
   }
 }
 
@@ -117,9 +295,10 @@ MEMSERVE_TARGET_AVX2 void AxpyRows(const float* coef, const float* rows, int64_t
 
 const CpuKernels* Avx2Kernels() {
   static const CpuKernels kernels = {
-      CpuIsa::kAvx2,  avx2::MatMul<float>, avx2::MatMul<uint16_t>, avx2::DotRows,
-      avx2::AxpyRows, avx2::Axpy<float>,   avx2::Axpy<uint16_t>,   nullptr,
-      nullptr,
+      CpuIsa::kAvx2,           avx2::MatMul<float>,          avx2::MatMul<uint16_t>,
+      avx2::DotRows<float>,    avx2::AxpyRows<float>,        avx2::Axpy<float>,
+      avx2::Axpy<uint16_t>,    avx2::PackedMatMul<uint32_t>, avx2::PackedMatMul<float>,
+      avx2::DotRows<uint16_t>, avx2::AxpyRows<uint16_t>,
   };
   return &kernels;
 }

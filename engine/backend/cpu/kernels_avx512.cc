@@ -289,6 +289,10 @@ const CpuKernels* Avx512Kernels() {
       avx512::Axpy<uint16_t>,
       avx512::PackedMatMul<uint32_t>,
       avx512::PackedMatMul<float>,
+      // The bf16-cache attention kernels: AVX2's (every AVX-512 CPU has
+      // AVX2; attention is a small part of a step).
+      Avx2Kernels()->dot_rows_bf16,
+      Avx2Kernels()->axpy_rows_bf16,
   };
   return &kernels;
 }

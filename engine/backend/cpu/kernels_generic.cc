@@ -32,12 +32,14 @@ void Axpy(float a, const W* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * Load(x + i);
 }
 
-void DotRows(const float* q, const float* rows, int64_t stride, int64_t count, int64_t n,
-             float scale, float* out) {
-  for (int64_t i = 0; i < count; ++i) out[i] = DotW(q, rows + i * stride, n) * scale;
+template <typename W>
+void DotRows(const float* q, const W* rows, int64_t stride, int64_t count, int64_t n, float scale,
+             float* out) {
+  for (int64_t i = 0; i < count; ++i) out[i] = DotW(rows + i * stride, q, n) * scale;
 }
 
-void AxpyRows(const float* coef, const float* rows, int64_t stride, int64_t count, float* y,
+template <typename W>
+void AxpyRows(const float* coef, const W* rows, int64_t stride, int64_t count, float* y,
               int64_t n) {
   for (int64_t i = 0; i < count; ++i) Axpy(coef[i], rows + i * stride, y, n);
 }
@@ -47,9 +49,17 @@ void AxpyRows(const float* coef, const float* rows, int64_t stride, int64_t coun
 
 const CpuKernels& GenericKernels() {
   static const CpuKernels kernels = {
-      CpuIsa::kGeneric,  generic::MatMul<float>, generic::MatMul<uint16_t>, generic::DotRows,
-      generic::AxpyRows, generic::Axpy<float>,   generic::Axpy<uint16_t>,   nullptr,
+      CpuIsa::kGeneric,
+      generic::MatMul<float>,
+      generic::MatMul<uint16_t>,
+      generic::DotRows<float>,
+      generic::AxpyRows<float>,
+      generic::Axpy<float>,
+      generic::Axpy<uint16_t>,
       nullptr,
+      nullptr,
+      generic::DotRows<uint16_t>,
+      generic::AxpyRows<uint16_t>,
   };
   return kernels;
 }

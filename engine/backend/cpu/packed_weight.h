@@ -1,5 +1,5 @@
 // Weight packing: a [rows, in] matmul weight copied into the layout of the
-// packed AVX-512 kernels (kernels.h, packed_matmul_*).
+// packed AVX2 and AVX-512 kernels (kernels.h, packed_matmul_*).
 #ifndef MEMSERVE_ENGINE_BACKEND_CPU_PACKED_WEIGHT_H_
 #define MEMSERVE_ENGINE_BACKEND_CPU_PACKED_WEIGHT_H_
 
