@@ -12,6 +12,8 @@ const char* DTypeName(DType t) {
       return "I32";
     case DType::kI64:
       return "I64";
+    case DType::kI8:
+      return "I8";
   }
   return "?";
 }

@@ -10,13 +10,24 @@
 
 namespace memserve {
 
-// Checkpoint tensors are F32 or BF16; the integer types describe the
-// backend's index tensors (token ids, positions, block tables, cache rows).
-enum class DType { kF32, kBF16, kI32, kI64 };
+// Checkpoint tensors are F32 or BF16, or I8 for matmul weights quantized in
+// blocks of 32 with an F32 scale per block (converter --dtype int8;
+// docs/checkpoint-format.md); the wider integer types describe the backend's
+// index tensors (token ids, positions, block tables, cache rows).
+enum class DType { kF32, kBF16, kI32, kI64, kI8 };
+
+// Int8 matmul weights (DType::kI8, converter --dtype int8): each block of
+// kInt8BlockSize consecutive columns of a row shares one F32 scale; the
+// scales of weight "<name>" are the tensor "<name>" kInt8ScaleSuffix,
+// [rows, in / kInt8BlockSize].
+constexpr int64_t kInt8BlockSize = 32;
+constexpr char kInt8ScaleSuffix[] = "_scale";
 
 // Bytes per element.
 inline size_t DTypeSize(DType t) {
   switch (t) {
+    case DType::kI8:
+      return 1;
     case DType::kBF16:
       return 2;
     case DType::kI64:
@@ -27,7 +38,7 @@ inline size_t DTypeSize(DType t) {
   }
   return 4;
 }
-// Safetensors spelling: "F32", "BF16", "I32", "I64".
+// Safetensors spelling: "F32", "BF16", "I32", "I64", "I8".
 const char* DTypeName(DType t);
 
 // bf16 is the upper half of an IEEE fp32.

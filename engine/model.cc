@@ -174,6 +174,28 @@ absl::Status Model::LoadWeights(const std::string& dir, int memory_shards) {
                  WeightUse use = WeightUse::kOther) -> absl::Status {
     expected.insert(name);
     ASSIGN_OR_RETURN(TensorView view, store_->Get(name, shape));
+    if (view.dtype == DType::kI8) {
+      // An int8 matmul weight comes with its block scales (converter --dtype int8).
+      if (use != WeightUse::kMatMul || shape.size() != 2) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "checkpoint ", dir, ": tensor ", name, " is I8; only matmul weights may be int8"));
+      }
+      if (shape[1] % kInt8BlockSize != 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("checkpoint ", dir, ": tensor ", name, " is I8 with ", shape[1],
+                         " columns; int8 weights need a multiple of ", kInt8BlockSize));
+      }
+      const std::string scale_name = name + kInt8ScaleSuffix;
+      expected.insert(scale_name);
+      ASSIGN_OR_RETURN(TensorView scales,
+                       store_->Get(scale_name, {shape[0], shape[1] / kInt8BlockSize}));
+      if (scales.dtype != DType::kF32) {
+        return absl::InvalidArgumentError(absl::StrCat("checkpoint ", dir, ": tensor ", scale_name,
+                                                       " is ", DTypeName(scales.dtype),
+                                                       "; int8 block scales must be F32"));
+      }
+      view.scales = static_cast<const float*>(scales.data);
+    }
     pending.push_back(Pending{std::move(view), use, tensor});
     return absl::OkStatus();
   };

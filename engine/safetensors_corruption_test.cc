@@ -172,7 +172,7 @@ TEST_F(CorruptionTest, TensorEntries) {
   ExpectError(WithHeader(one(R"({"shape": [1], "data_offsets": [0, 4]})"), 4),
               "tensor 't': missing \"dtype\"");
   ExpectError(WithHeader(one(R"({"dtype": "F16", "shape": [2], "data_offsets": [0, 4]})"), 4),
-              "tensor 't': unsupported dtype \"F16\" (supported: F32, BF16)");
+              "tensor 't': unsupported dtype \"F16\" (supported: F32, BF16, I8)");
   ExpectError(WithHeader(one(R"({"dtype": 3, "shape": [1], "data_offsets": [0, 4]})"), 4),
               "tensor 't': \"dtype\" must be a string");
   ExpectError(WithHeader(one(R"({"dtype": "F32", "data_offsets": [0, 4]})"), 4),

@@ -90,6 +90,10 @@ bool ParseDType(const std::string& s, DType* t) {
     *t = DType::kBF16;
     return true;
   }
+  if (s == "I8") {
+    *t = DType::kI8;
+    return true;
+  }
   return false;
 }
 
@@ -231,7 +235,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     const std::string& dtype_name = dtype_it->get_ref<const std::string&>();
     if (!ParseDType(dtype_name, &view.dtype)) {
       return tensor_error(absl::StrCat("unsupported dtype \"", absl::CHexEscape(dtype_name),
-                                       "\" (supported: F32, BF16)"));
+                                       "\" (supported: F32, BF16, I8)"));
     }
     const uint64_t elem = DTypeSize(view.dtype);
 

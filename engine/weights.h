@@ -22,6 +22,9 @@ struct TensorView {
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
   const void* data = nullptr;  // aligned to DTypeSize(dtype)
+  // I8 matmul weights [rows, in]: the F32 scale of each block of 32 columns,
+  // [rows, in / 32] (weight = int8 value x its block's scale); null otherwise.
+  const float* scales = nullptr;
 
   int64_t numel() const;
   size_t nbytes() const { return static_cast<size_t>(numel()) * DTypeSize(dtype); }
@@ -63,8 +66,7 @@ class WeightStore {
 
   // The tensor `name`, checked against `shape`. NotFound / DataLoss errors
   // name the file, the tensor, and the expected vs. actual shape.
-  absl::StatusOr<TensorView> Get(const std::string& name,
-                                 absl::Span<const int64_t> shape) const;
+  absl::StatusOr<TensorView> Get(const std::string& name, absl::Span<const int64_t> shape) const;
   bool Has(const std::string& name) const;
   // Names of all tensors, for "unexpected tensor" checks.
   std::vector<std::string> Names() const;

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Converts a consolidated Meta Lingua / facebookresearch/memory checkpoint to memserve's format.
 
-    /usr/bin/python3 tools/convert_lingua.py CKPT_DIR OUT_DIR [--dtype float32|bfloat16]
+    /usr/bin/python3 tools/convert_lingua.py CKPT_DIR OUT_DIR [--dtype float32|bfloat16|int8]
 
 CKPT_DIR holds consolidated.pth + params.json (what lingua's consolidate_checkpoints writes).
 OUT_DIR receives config.json, model.safetensors and, for SentencePiece models, tokenizer.model.
@@ -437,7 +437,9 @@ def refuse_peer(sd):
 
 def plan_tensors(sd, cfg, weight_tying, dtype):
     """Checks the state dict against cfg; returns a list of (out_name, source_name, out_dtype)
-    in file order (F32 first, then BF16, so every offset is aligned to its element size)."""
+    in file order (F32 first, then BF16, then I8, so every offset is aligned to its element
+    size). dtype torch.int8: int8_eligible weights become I8 plus their INT8_SCALES, the rest
+    bfloat16."""
     if cfg["vocab_size"] <= 0:
         emb = sd.get("tok_embeddings.weight")
         if emb is None or emb.dim() != 2:
@@ -486,7 +488,12 @@ def plan_tensors(sd, cfg, weight_tying, dtype):
         if n in value_names:
             continue
         src = "tok_embeddings.weight" if (n == "output.weight" and tie_output) else n
-        plan.append((n, src, dtype))
+        if dtype != torch.int8:
+            plan.append((n, src, dtype))
+        elif int8_eligible(n, exp[n]):
+            plan += [(n, src, torch.int8), (n + INT8_SCALE_SUFFIX, src, INT8_SCALES)]
+        else:
+            plan.append((n, src, torch.bfloat16))
     if mem and mem["share_values"]:
         have = [n for n in value_names if n in sd]
         ref = sd[have[0]]
@@ -498,19 +505,66 @@ def plan_tensors(sd, cfg, weight_tying, dtype):
         plan.append((SHARED_VALUES_NAME, have[0], torch.bfloat16))
     else:
         plan += [(n, n, torch.bfloat16) for n in value_names]
-    plan.sort(key=lambda p: p[2] == torch.bfloat16)  # stable: F32 first, then BF16
+    order = {torch.float32: 0, INT8_SCALES: 0, torch.bfloat16: 1, torch.int8: 2}
+    plan.sort(key=lambda p: order[p[2]])  # stable: F32 first, then BF16, then I8
     return plan
 
 
+# Int8 weights (--dtype int8, docs/checkpoint-format.md): blocks of INT8_BLOCK columns share
+# an F32 scale, written as "<name>_scale" [rows, in / INT8_BLOCK].
+INT8_BLOCK = 32
+INT8_SCALE_SUFFIX = "_scale"
+# The matmul weights (those the engine multiplies activations by); the rest stays bfloat16.
+_MATMUL_SUFFIXES = ("output.weight", "attention.wq.weight", "attention.wk.weight",
+                    "attention.wv.weight", "attention.wo.weight", "feed_forward.w1.weight",
+                    "feed_forward.w2.weight", "feed_forward.w3.weight",
+                    "query_proj.query_mlps.0.weight", "swilu_projection.weight",
+                    "value_proj.weight")
+
+
+def int8_eligible(name, shape):
+    """Whether --dtype int8 quantizes this tensor: a matmul weight with a multiple of INT8_BLOCK
+    columns and at least 16 rows (smaller ones, e.g. the memory gate, stay bfloat16)."""
+    return (name.endswith(_MATMUL_SUFFIXES) and len(shape) == 2 and shape[1] % INT8_BLOCK == 0
+            and shape[0] >= 16)
+
+
+def quantize_int8(t):
+    """(int8 values, float32 scales) of a 2-D tensor: per block of INT8_BLOCK columns, scale =
+    max|w| / 127 and q = round(w / scale) in [-127, 127] (an all-zero block: scale 0, q 0).
+    The engine multiplies by float(q) * scale."""
+    w = t.to(torch.float32)
+    rows, cols = w.shape
+    blocks = w.reshape(rows, cols // INT8_BLOCK, INT8_BLOCK)
+    scale = blocks.abs().amax(dim=-1) / 127.0
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(blocks / safe.unsqueeze(-1)).clamp_(-127, 127).to(torch.int8)
+    return q.reshape(rows, cols), scale.contiguous()
+
+
+# plan_tensors' out_dtype for the scales of an int8 weight (written as F32).
+INT8_SCALES = "int8_scales"
+
+
 def write_model(path, sd, plan):
-    st = {torch.float32: "F32", torch.bfloat16: "BF16"}
-    specs = [(out, st[dt], list(sd[src].shape)) for out, src, dt in plan]
+    st = {torch.float32: "F32", torch.bfloat16: "BF16", torch.int8: "I8", INT8_SCALES: "F32"}
+    specs = []
+    for out, src, dt in plan:
+        shape = list(sd[src].shape)
+        if dt == INT8_SCALES:
+            shape = [shape[0], shape[1] // INT8_BLOCK]
+        specs.append((out, st[dt], shape))
     with SafetensorsWriter(path, specs, {"format": "pt"}) as w:
         for out, src, dt in plan:
-            t = sd[src]
-            if t.dtype != dt:
-                t = t.to(dt)  # only this tensor is copied
-            w.write(out, t)
+            if dt == torch.int8:
+                w.write(out, quantize_int8(sd[src])[0])
+            elif dt == INT8_SCALES:
+                w.write(out, quantize_int8(sd[src])[1])  # recomputed: the same scales
+            else:
+                t = sd[src]
+                if t.dtype != dt:
+                    t = t.to(dt)  # only this tensor is copied
+                w.write(out, t)
 
 
 def serving_config(cfg, tok_cfg, chat_template, source):
@@ -539,9 +593,10 @@ def write_config(out_dir, config):
 
 def convert(ckpt_dir, out_dir, dtype="float32", allow_pickle=False, chat_template="plain"):
     """Converts; raises ConversionError on refusal. Returns the config dict written."""
-    if dtype not in ("float32", "bfloat16"):
-        raise ConversionError(f"--dtype must be float32 or bfloat16, not {dtype!r}")
-    tdtype = torch.float32 if dtype == "float32" else torch.bfloat16
+    tdtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.int8}
+    if dtype not in tdtypes:
+        raise ConversionError(f"--dtype must be float32, bfloat16 or int8, not {dtype!r}")
+    tdtype = tdtypes[dtype]
     if not os.path.isdir(ckpt_dir):
         raise ConversionError(f"checkpoint directory {ckpt_dir} does not exist")
     params_path = os.path.join(ckpt_dir, "params.json")
@@ -600,8 +655,10 @@ def main(argv=None):
         description="Convert a consolidated Lingua/memory checkpoint to memserve's format.")
     ap.add_argument("ckpt_dir", help="directory with consolidated.pth and params.json")
     ap.add_argument("out_dir", help="serving checkpoint directory to write")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                    help="dtype of all tensors except the value tables (always bfloat16)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "int8"],
+                    help="dtype of all tensors except the value tables (always bfloat16); int8: "
+                         "matmul weights as int8 with an F32 scale per 32-column block (as "
+                         "llama.cpp's Q8_0), the rest bfloat16")
     ap.add_argument("--allow_pickle", action="store_true",
                     help="load consolidated.pth with the full (code-executing) unpickler")
     ap.add_argument("--chat_template", default="plain",

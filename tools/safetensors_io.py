@@ -32,6 +32,7 @@ DTYPES = {
     "F16": (2, torch.float16),
     "I64": (8, torch.int64),
     "I32": (4, torch.int32),
+    "I8": (1, torch.int8),
 }
 _TORCH_TO_ST = {v[1]: k for k, v in DTYPES.items()}
 

@@ -266,6 +266,58 @@ class ConverterRoundTripTest(TempDirTest):
             self.assertTrue(torch.equal(a[n].float(), b[n].float()), n)
 
 
+class Int8ConversionTest(TempDirTest):
+    """--dtype int8: matmul weights as I8 + F32 block scales (within half a step of the source),
+    the rest bfloat16, file order F32, BF16, I8."""
+
+    def test_int8(self):
+        ckpt, out = self.path("i8"), self.path("i8_serving")
+        make_test_model.make_model(ckpt, dim=64, n_layers=2, mem_layers="1", gated=True)
+        rc, err = run_converter(ckpt, out, "--dtype", "int8")
+        self.assertEqual(rc, 0, err)
+        src = load_training_sd(ckpt)
+        st = safetensors_io.SafetensorsFile(os.path.join(out, "model.safetensors"))
+        dtypes = [st.header[n]["dtype"] for n in st.order]
+        rank = {"F32": 0, "BF16": 1, "I8": 2}
+        self.assertEqual(dtypes, sorted(dtypes, key=rank.get), "F32, then BF16, then I8")
+        quantized = []
+        for n in st.order:
+            if n.endswith(convert_lingua.INT8_SCALE_SUFFIX):
+                continue
+            got = st.tensor(n)
+            s = src["layers.1.feed_forward.values.weight" if n == "memory.values.weight" else n]
+            if st.header[n]["dtype"] != "I8":
+                self.assertEqual(got.dtype, torch.bfloat16, n)
+                self.assertTrue(torch.equal(got.view(torch.int16),
+                                            s.to(torch.bfloat16).view(torch.int16)), n)
+                continue
+            quantized.append(n)
+            scales = st.tensor(n + convert_lingua.INT8_SCALE_SUFFIX)
+            rows, cols = s.shape
+            self.assertEqual(list(scales.shape), [rows, cols // 32], n)
+            self.assertEqual(scales.dtype, torch.float32, n)
+            self.assertLessEqual(int(got.abs().max()), 127, n)
+            w = s.float().reshape(rows, cols // 32, 32)
+            deq = got.float().reshape(rows, cols // 32, 32) * scales.unsqueeze(-1)
+            err = (deq - w).abs()
+            self.assertTrue(bool((err <= scales.unsqueeze(-1) * 0.5 + 1e-7).all()), n)
+            self.assertTrue(torch.allclose(scales, w.abs().amax(-1) / 127.0), n)
+        # Every matmul weight, and nothing else: norms, embeddings, keys, biases, the value
+        # table and the 1-row memory gate stay bfloat16.
+        self.assertEqual(sorted(quantized), sorted(
+            n for n in src if convert_lingua.int8_eligible(n, list(src[n].shape))))
+        self.assertIn("output.weight", quantized)
+        self.assertIn("layers.1.feed_forward.query_proj.query_mlps.0.weight", quantized)
+        self.assertEqual(st.header["layers.1.feed_forward.gating.weight"]["dtype"], "BF16")
+        with open(os.path.join(out, "config.json")) as f:
+            self.assertEqual(json.load(f)["source"]["dense_dtype"], "int8")
+
+    def test_all_zero_block(self):
+        q, scale = convert_lingua.quantize_int8(torch.zeros(2, 64))
+        self.assertEqual(int(q.abs().sum()), 0)
+        self.assertEqual(float(scale.abs().sum()), 0.0)
+
+
 class ConverterRefusalTest(TempDirTest):
     @classmethod
     def setUpClass(cls):

@@ -128,22 +128,47 @@ absl::StatusOr<std::unique_ptr<Buffer>> CpuBackend::WrapHostMemory(const void* d
 
 absl::StatusOr<std::unique_ptr<Buffer>> CpuBackend::PlaceWeight(const TensorView& w, WeightUse use,
                                                                 Tensor* tensor) {
-  const bool packable = pack_weights_ && use == WeightUse::kMatMul && IsPackable(w) &&
-                        kernels_->packed_matmul_bf16 != nullptr &&
-                        kernels_->packed_matmul_f32 != nullptr;
+  const bool int8 = w.dtype == DType::kI8;
+  if (int8 && (use != WeightUse::kMatMul || !IsPackable(w))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cpu backend: weight ", w.name, " is I8; int8 weights are matmul weights with scales and ",
+        kInt8BlockSize, "-column blocks"));
+  }
+  const bool packable =
+      pack_weights_ && use == WeightUse::kMatMul && IsPackable(w) &&
+      (int8 ? kernels_->packed_matmul_i8 != nullptr
+            : kernels_->packed_matmul_bf16 != nullptr && kernels_->packed_matmul_f32 != nullptr);
   if (packable) {
     std::unique_ptr<PackedWeight> packed = PackWeight(w, pool_.get());
     if (packed != nullptr) {  // else out of memory: the weight stays in the mapping
-      const size_t bytes =
-          static_cast<size_t>(packed->panels * PackedWeight::kPanelRows * packed->in) *
-          DTypeSize(w.dtype);
+      const size_t bytes = packed->bytes();
       std::unique_ptr<Buffer> buffer(new PackedBuffer(this, std::move(packed), bytes));
       *tensor = TensorFromView(buffer.get(), w);
       ++packed_weights_;
       return buffer;
     }
   }
+  if (int8) return DequantizeInt8(w, tensor);
   return Backend::PlaceWeight(w, use, tensor);
+}
+
+absl::StatusOr<std::unique_ptr<Buffer>> CpuBackend::DequantizeInt8(const TensorView& w,
+                                                                   Tensor* tensor) {
+  const int64_t rows = w.shape[0], in = w.shape[1], blocks = in / kInt8BlockSize;
+  ASSIGN_OR_RETURN(std::unique_ptr<Buffer> buffer,
+                   AllocateBuffer(static_cast<size_t>(rows * in) * sizeof(float)));
+  float* out = static_cast<float*>(static_cast<HostBuffer*>(buffer.get())->data());
+  const int8_t* q = static_cast<const int8_t*>(w.data);
+  pool_->ParallelFor(rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t k = 0; k < in; ++k) {
+        out[r * in + k] =
+            static_cast<float>(q[r * in + k]) * w.scales[r * blocks + k / kInt8BlockSize];
+      }
+    }
+  });
+  *tensor = Tensor::Of(buffer.get(), DType::kF32, {rows, in});
+  return buffer;
 }
 
 void* CpuBackend::HostData(const Tensor& t, DType dtype) const {

@@ -54,7 +54,9 @@ class CpuBackend : public Backend {
   absl::StatusOr<std::unique_ptr<Buffer>> AllocateBuffer(size_t bytes) override;
   absl::StatusOr<std::unique_ptr<Buffer>> WrapHostMemory(const void* data, size_t bytes) override;
   // kMatMul weights are packed (a copy as large as the weight) when the ISA
-  // has packed kernels; everything else stays in the mapping.
+  // has packed kernels; everything else stays in the mapping. I8 weights
+  // (matmul only, with scales) are packed, or dequantized to an F32 copy
+  // where the ISA has no int8 kernel.
   absl::StatusOr<std::unique_ptr<Buffer>> PlaceWeight(const TensorView& w, WeightUse use,
                                                       Tensor* tensor) override;
   absl::Status Upload(const void* src, const Tensor& dst) override;
@@ -87,6 +89,9 @@ class CpuBackend : public Backend {
   // says why it refused.
   const void* WeightData(const Tensor& t) const;
   absl::Status WeightError(const Tensor& t, const char* what) const;
+  // An I8 matmul weight as an F32 copy (float(int8) x scale, the packed
+  // kernels' weights), for ISAs without packed int8 kernels.
+  absl::StatusOr<std::unique_ptr<Buffer>> DequantizeInt8(const TensorView& w, Tensor* tensor);
 
   CpuIsa isa_;
   const CpuKernels* kernels_;

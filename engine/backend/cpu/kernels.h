@@ -49,6 +49,13 @@ struct CpuKernels {
                         int64_t n, float scale, float* out);
   void (*axpy_rows_bf16)(const float* coef, const uint16_t* rows, int64_t stride, int64_t count,
                          float* y, int64_t n);
+  // packed_matmul_* over an I8 packed weight (int8 panels and their block
+  // scales: PackedWeight): each weight is float(int8) x its block's scale.
+  // Null where the level has none (then I8 weights are dequantized to F32 at
+  // load).
+  void (*packed_matmul_i8)(const int8_t* panels, const float* scales, int64_t in, int64_t rows,
+                           int64_t panel_begin, int64_t panel_end, const float* x, int64_t ldx,
+                           int64_t tokens, float* y, int64_t ldy);
 };
 
 // The table of `isa`. REQUIRES: CpuIsaSupported(isa) and isa != kAuto.

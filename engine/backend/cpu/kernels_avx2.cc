@@ -4,7 +4,6 @@
 // weights (layout: PackedWeight) broadcast x[t][k] against a column of panel
 // rows instead: more multiply-adds per load, the prefill path.
 #include <algorithm>
-#include <type_traits>
 
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/simd.h"
@@ -137,40 +136,75 @@ MEMSERVE_TARGET_AVX2 void AxpyRows(const float* coef, const W* rows, int64_t str
 
 // --- packed kernels (layout: PackedWeight, packed_weight.h) ---
 //
-// A column k of a 32-row panel is four 8-row vectors: quarter 0 = rows 0-7,
-// 1 = rows 8-15, 2 = rows 16-23, 3 = rows 24-31. BF16: lanes 0-7 of the
-// column's 16 uint32 hold rows 0-7 (low halves) and 16-23 (high halves),
-// lanes 8-15 rows 8-15 and 24-31, so a shift or a mask gives each quarter.
-// Every output is one fmadd chain over k = 0, 1, ..., in - 1 from 0 (as in
-// the AVX-512 kernels: the same bits), whatever the blocking.
-MEMSERVE_TARGET_AVX2 inline __m256 PanelQuarter(const uint32_t* panel, int64_t k, int q) {
-  const __m256i v =
-      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + k * 16 + (q & 1) * 8));
-  return _mm256_castsi256_ps(
-      q < 2 ? _mm256_slli_epi32(v, 16)
-            : _mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
-}
-MEMSERVE_TARGET_AVX2 inline __m256 PanelQuarter(const float* panel, int64_t k, int q) {
-  return _mm256_loadu_ps(panel + k * 32 + q * 8);
-}
-// Elements of P per panel column: 16 uint32 (bf16 pairs) or 32 floats.
-template <typename P>
-constexpr int64_t PanelColumnElems() {
-  return std::is_same<P, float>::value ? 32 : 16;
-}
+// A column k of a 32-row panel is four 8-row vectors ("quarters"): quarter 0
+// = rows 0-7, 1 = rows 8-15, 2 = rows 16-23, 3 = rows 24-31. The panel types
+// below read them from the three packed layouts. Every output is one fmadd
+// chain over k = 0, 1, ..., in - 1 from 0 (as in the AVX-512 kernels: the
+// same bits), whatever the blocking.
+
 // Panels stream from memory once per block of tokens; prefetch this far
 // ahead (as the AVX-512 kernels).
 constexpr int64_t kPanelPrefetchBytes = 2048;
 
-template <typename P>
-MEMSERVE_TARGET_AVX2 inline void PrefetchColumn(const P* panel, int64_t k) {
-  const char* column = reinterpret_cast<const char*>(panel + k * PanelColumnElems<P>());
-  constexpr int64_t kColumnBytes = PanelColumnElems<P>() * sizeof(P);
-#pragma GCC unroll 2
-  for (int64_t line = 0; line < kColumnBytes; line += 64) {
-    _mm_prefetch(column + line + kPanelPrefetchBytes, _MM_HINT_T0);
+// BF16: lanes 0-7 of a column's 16 uint32 hold rows 0-7 (low halves) and
+// 16-23 (high halves), lanes 8-15 rows 8-15 and 24-31: a shift or a mask
+// gives each quarter.
+struct Bf16Panels {
+  const uint32_t* data;
+  int64_t in;
+  MEMSERVE_TARGET_AVX2 const uint32_t* Column(int64_t p, int64_t k) const {
+    return data + (p * in + k) * 16;
   }
-}
+  MEMSERVE_TARGET_AVX2 __m256 Quarter(int64_t p, int64_t k, int q) const {
+    const __m256i v =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(Column(p, k) + (q & 1) * 8));
+    return _mm256_castsi256_ps(
+        q < 2 ? _mm256_slli_epi32(v, 16)
+              : _mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+  }
+  MEMSERVE_TARGET_AVX2 void Prefetch(int64_t p, int64_t k) const {
+    _mm_prefetch(reinterpret_cast<const char*>(Column(p, k)) + kPanelPrefetchBytes, _MM_HINT_T0);
+  }
+};
+
+// F32: 32 floats per column, rows in order.
+struct F32Panels {
+  const float* data;
+  int64_t in;
+  MEMSERVE_TARGET_AVX2 const float* Column(int64_t p, int64_t k) const {
+    return data + (p * in + k) * 32;
+  }
+  MEMSERVE_TARGET_AVX2 __m256 Quarter(int64_t p, int64_t k, int q) const {
+    return _mm256_loadu_ps(Column(p, k) + q * 8);
+  }
+  MEMSERVE_TARGET_AVX2 void Prefetch(int64_t p, int64_t k) const {
+    const char* column = reinterpret_cast<const char*>(Column(p, k));
+    _mm_prefetch(column + kPanelPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(column + 64 + kPanelPrefetchBytes, _MM_HINT_T0);
+  }
+};
+
+// I8: 32 int8 per column, rows in order, and per block of kInt8BlockSize
+// columns 32 F32 scales: a quarter is float(int8) x scale, rounded to fp32
+// (the weight the converter's dequantization gives).
+struct I8Panels {
+  const int8_t* data;
+  const float* scales;
+  int64_t in;
+  MEMSERVE_TARGET_AVX2 __m256 Quarter(int64_t p, int64_t k, int q) const {
+    const __m128i bytes =
+        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(data + (p * in + k) * 32 + q * 8));
+    const __m256 w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+    const float* s = scales + (p * (in / kInt8BlockSize) + k / kInt8BlockSize) * 32 + q * 8;
+    return _mm256_mul_ps(w, _mm256_loadu_ps(s));
+  }
+  MEMSERVE_TARGET_AVX2 void Prefetch(int64_t p, int64_t k) const {
+    if ((k & 1) == 0) {
+      _mm_prefetch(reinterpret_cast<const char*>(data + (p * in + k) * 32) + kPanelPrefetchBytes,
+                   _MM_HINT_T0);
+    }
+  }
+};
 
 // Stores acc (rows r0 .. r0 + 7 of one token) to y, the rows below
 // rows_left only.
@@ -184,33 +218,32 @@ MEMSERVE_TARGET_AVX2 inline void StoreRows(__m256 acc, int64_t r0, int64_t rows_
   }
 }
 
-// NP consecutive whole panels (32 * NP rows) x TB tokens (4 * NP * TB
+// Panels p .. p + NP - 1 (32 * NP rows) x TB tokens (4 * NP * TB
 // accumulators; the decode sizes): each weight vector is loaded once and
 // used for the TB broadcasts held in registers.
-template <int NP, int TB, typename P>
-MEMSERVE_TARGET_AVX2 void PackedPanels(const P* panel, int64_t in, const float* x, int64_t ldx,
+template <int NP, int TB, typename Panels>
+MEMSERVE_TARGET_AVX2 void PackedPanels(const Panels& w, int64_t p, const float* x, int64_t ldx,
                                        float* y, int64_t ldy, int64_t rows_left) {
-  const int64_t panel_stride = in * PanelColumnElems<P>();
   __m256 acc[4 * NP][TB];
 #pragma GCC unroll 12
   for (int i = 0; i < 4 * NP; ++i) {
 #pragma GCC unroll 2
     for (int t = 0; t < TB; ++t) acc[i][t] = _mm256_setzero_ps();
   }
-  for (int64_t k = 0; k < in; ++k) {
+  for (int64_t k = 0; k < w.in; ++k) {
     __m256 xb[TB];
 #pragma GCC unroll 2
     for (int t = 0; t < TB; ++t) xb[t] = _mm256_broadcast_ss(x + t * ldx + k);
 #pragma GCC unroll 3
-    for (int p = 0; p < NP; ++p) {
-      const P* pp = panel + p * panel_stride;
-      PrefetchColumn(pp, k);
+    for (int j = 0; j < NP; ++j) {
+      w.Prefetch(p + j, k);
 #pragma GCC unroll 4
       for (int q = 0; q < 4; ++q) {
-        const __m256 w = PanelQuarter(pp, k, q);
+        const __m256 wv = w.Quarter(p + j, k, q);
 #pragma GCC unroll 2
-        for (int t = 0; t < TB; ++t)
-          acc[4 * p + q][t] = _mm256_fmadd_ps(w, xb[t], acc[4 * p + q][t]);
+        for (int t = 0; t < TB; ++t) {
+          acc[4 * j + q][t] = _mm256_fmadd_ps(wv, xb[t], acc[4 * j + q][t]);
+        }
       }
     }
   }
@@ -223,19 +256,19 @@ MEMSERVE_TARGET_AVX2 void PackedPanels(const P* panel, int64_t in, const float* 
   }
 }
 
-// Half a panel (quarters 2h and 2h + 1: 16 rows) x TB tokens (2 * TB
+// Half of panel p (quarters 2h and 2h + 1: 16 rows) x TB tokens (2 * TB
 // accumulators; up to 6 tokens: 12 accumulators, 2 weight vectors and the
 // broadcast fit the 16 registers). The blocks of many tokens (prefill).
-template <int TB, typename P>
-MEMSERVE_TARGET_AVX2 void PackedHalfPanel(const P* panel, int h, int64_t in, const float* x,
+template <int TB, typename Panels>
+MEMSERVE_TARGET_AVX2 void PackedHalfPanel(const Panels& w, int64_t p, int h, const float* x,
                                           int64_t ldx, float* y, int64_t ldy, int64_t rows_left) {
   __m256 acc[2][TB];
 #pragma GCC unroll 6
   for (int t = 0; t < TB; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < in; ++k) {
-    if (h == 0) PrefetchColumn(panel, k);
-    const __m256 w0 = PanelQuarter(panel, k, 2 * h);
-    const __m256 w1 = PanelQuarter(panel, k, 2 * h + 1);
+  for (int64_t k = 0; k < w.in; ++k) {
+    if (h == 0) w.Prefetch(p, k);
+    const __m256 w0 = w.Quarter(p, k, 2 * h);
+    const __m256 w1 = w.Quarter(p, k, 2 * h + 1);
 #pragma GCC unroll 6
     for (int t = 0; t < TB; ++t) {
       const __m256 xb = _mm256_broadcast_ss(x + t * ldx + k);
@@ -250,14 +283,14 @@ MEMSERVE_TARGET_AVX2 void PackedHalfPanel(const P* panel, int h, int64_t in, con
   }
 }
 
-template <typename P>
-MEMSERVE_TARGET_AVX2 void PackedHalfPanelTokens(int tb, const P* panel, int h, int64_t in,
+template <typename Panels>
+MEMSERVE_TARGET_AVX2 void PackedHalfPanelTokens(int tb, const Panels& w, int64_t p, int h,
                                                 const float* x, int64_t ldx, float* y, int64_t ldy,
                                                 int64_t rows_left) {
   switch (tb) {
 #define MEMSERVE_CASE(n) \
   case n:                \
-    return PackedHalfPanel<n>(panel, h, in, x, ldx, y, ldy, rows_left);
+    return PackedHalfPanel<n>(w, p, h, x, ldx, y, ldy, rows_left);
     MEMSERVE_CASE(1)
     MEMSERVE_CASE(2)
     MEMSERVE_CASE(3)
@@ -268,27 +301,23 @@ MEMSERVE_TARGET_AVX2 void PackedHalfPanelTokens(int tb, const P* panel, int h, i
   }
 }
 
-// One token: three panels at once (12 independent fmadd chains hide the
-// latency while the weights stream from memory); two tokens: one panel x 2.
-// More: half panels x up to 6 tokens, T tokens split into equal blocks.
-template <typename P>
-MEMSERVE_TARGET_AVX2 void PackedMatMul(const P* panels, int64_t in, int64_t rows,
-                                       int64_t panel_begin, int64_t panel_end, const float* x,
-                                       int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
-  const int64_t panel_stride = in * PanelColumnElems<P>();
+// Panels [panel_begin, panel_end) of w x `tokens` tokens. One token: three
+// panels at once (12 independent fmadd chains hide the latency while the
+// weights stream from memory); two tokens: one panel x 2. More: half panels
+// x up to 6 tokens, T tokens split into equal blocks.
+template <typename Panels>
+MEMSERVE_TARGET_AVX2 void PackedMatMul(const Panels& w, int64_t rows, int64_t panel_begin,
+                                       int64_t panel_end, const float* x, int64_t ldx,
+                                       int64_t tokens, float* y, int64_t ldy) {
   int64_t p = panel_begin;
   if (tokens <= 2) {
     if (tokens == 1) {
       for (; p + 3 <= panel_end; p += 3) {
-        PackedPanels<3, 1>(panels + p * panel_stride, in, x, ldx, y + p * 32, ldy, rows - p * 32);
+        PackedPanels<3, 1>(w, p, x, ldx, y + p * 32, ldy, rows - p * 32);
       }
-      for (; p < panel_end; ++p) {
-        PackedPanels<1, 1>(panels + p * panel_stride, in, x, ldx, y + p * 32, ldy, rows - p * 32);
-      }
+      for (; p < panel_end; ++p) PackedPanels<1, 1>(w, p, x, ldx, y + p * 32, ldy, rows - p * 32);
     } else {
-      for (; p < panel_end; ++p) {
-        PackedPanels<1, 2>(panels + p * panel_stride, in, x, ldx, y + p * 32, ldy, rows - p * 32);
-      }
+      for (; p < panel_end; ++p) PackedPanels<1, 2>(w, p, x, ldx, y + p * 32, ldy, rows - p * 32);
     }
     return;
   }
@@ -299,23 +328,51 @@ MEMSERVE_TARGET_AVX2 void PackedMatMul(const P* panels, int64_t in, int64_t rows
     const int64_t rows_left = rows - p * 32;
     for (int h = 0; h < 2 && 16 * h < rows_left; ++h) {
       for (int64_t t = 0; t < tokens; t += tb) {
-        PackedHalfPanelTokens(static_cast<int>(std::min(tb, tokens - t)), panels + p * panel_stride,
-                              h, in, x + t * ldx, ldx, y + t * ldy + p * 32, ldy, rows_left);
+        PackedHalfPanelTokens(static_cast<int>(std::min(tb, tokens - t)), w, p, h, x + t * ldx, ldx,
+                              y + t * ldy + p * 32, ldy, rows_left);
       }
     }
   }
+}
+
+MEMSERVE_TARGET_AVX2 void PackedMatMulBf16(const uint32_t* panels, int64_t in, int64_t rows,
+                                           int64_t panel_begin, int64_t panel_end, const float* x,
+                                           int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
+  PackedMatMul(Bf16Panels{panels, in}, rows, panel_begin, panel_end, x, ldx, tokens, y, ldy);
+}
+MEMSERVE_TARGET_AVX2 void PackedMatMulF32(const float* panels, int64_t in, int64_t rows,
+                                          int64_t panel_begin, int64_t panel_end, const float* x,
+                                          int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
+  PackedMatMul(F32Panels{panels, in}, rows, panel_begin, panel_end, x, ldx, tokens, y, ldy);
+}
+MEMSERVE_TARGET_AVX2 void PackedMatMulI8(const int8_t* panels, const float* scales, int64_t in,
+                                         int64_t rows, int64_t panel_begin, int64_t panel_end,
+                                         const float* x, int64_t ldx, int64_t tokens, float* y,
+                                         int64_t ldy) {
+  PackedMatMul(I8Panels{panels, scales, in}, rows, panel_begin, panel_end, x, ldx, tokens, y, ldy);
 }
 
 }  // namespace
 }  // namespace avx2
 
 const CpuKernels* Avx2Kernels() {
+  // clang-format off
   static const CpuKernels kernels = {
-      CpuIsa::kAvx2,           avx2::MatMul<float>,          avx2::MatMul<uint16_t>,
-      avx2::DotRows<float>,    avx2::AxpyRows<float>,        avx2::Axpy<float>,
-      avx2::Axpy<uint16_t>,    avx2::PackedMatMul<uint32_t>, avx2::PackedMatMul<float>,
-      avx2::DotRows<uint16_t>, avx2::AxpyRows<uint16_t>,
+      CpuIsa::kAvx2,
+      avx2::MatMul<float>,
+      avx2::MatMul<uint16_t>,
+      avx2::DotRows<float>,
+      avx2::AxpyRows<float>,
+      avx2::Axpy<float>,
+      avx2::Axpy<uint16_t>,
+      avx2::PackedMatMulBf16,
+      avx2::PackedMatMulF32,
+      avx2::DotRows<uint16_t>,
+      avx2::AxpyRows<uint16_t>,
+      avx2::PackedMatMulI8,
   };
+  // clang-format on
+
   return &kernels;
 }
 

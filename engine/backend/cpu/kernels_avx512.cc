@@ -293,6 +293,8 @@ const CpuKernels* Avx512Kernels() {
       // AVX2; attention is a small part of a step).
       Avx2Kernels()->dot_rows_bf16,
       Avx2Kernels()->axpy_rows_bf16,
+      // Int8 weights: AVX2's kernel (the I8 layout is its own).
+      Avx2Kernels()->packed_matmul_i8,
   };
   return &kernels;
 }

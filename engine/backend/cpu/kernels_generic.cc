@@ -60,6 +60,7 @@ const CpuKernels& GenericKernels() {
       nullptr,
       generic::DotRows<uint16_t>,
       generic::AxpyRows<uint16_t>,
+      nullptr,
   };
   return kernels;
 }

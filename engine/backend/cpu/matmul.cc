@@ -77,7 +77,11 @@ void PackedMatMul(ThreadPool* pool, const CpuKernels& kern, const PackedWeight& 
       tasks.Get(task, &p_begin, &p_end, &t_begin, &t_end);
       const float* xt = x + t_begin * w.in;
       float* yt = y + t_begin * w.rows;
-      if (w.dtype == DType::kBF16) {
+      if (w.dtype == DType::kI8) {
+        kern.packed_matmul_i8(static_cast<const int8_t*>(w.data.get()),
+                              static_cast<const float*>(w.scales.get()), w.in, w.rows, p_begin,
+                              p_end, xt, w.in, t_end - t_begin, yt, w.rows);
+      } else if (w.dtype == DType::kBF16) {
         kern.packed_matmul_bf16(static_cast<const uint32_t*>(w.data.get()), w.in, w.rows, p_begin,
                                 p_end, xt, w.in, t_end - t_begin, yt, w.rows);
       } else {

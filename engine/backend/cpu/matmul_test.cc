@@ -114,6 +114,84 @@ TEST_P(CpuBackendTest, PreparedMatMulMatchesNaiveLoopAndIsBatchInvariant) {
   EXPECT_EQ(backend_.packed_weights(), backend_.isa() == CpuIsa::kGeneric ? 0 : prepared);
 }
 
+// Int8 weights (I8 + a scale per 32-column block; converter --dtype int8):
+// bit for bit the matmul of their F32 dequantization (float(int8) x scale)
+// on every ISA and token count, packed or not, and refused where they
+// cannot be used.
+TEST_P(CpuBackendTest, Int8MatMulIsTheMatMulOfTheDequantizedWeight) {
+  struct Case {
+    int64_t out, in, tokens;
+  };
+  const Case cases[] = {{1, 32, 1},   {16, 64, 3},  {33, 96, 2},   {64, 256, 13},
+                        {75, 32, 70}, {130, 64, 1}, {200, 128, 9}, {31, 160, 6}};
+  std::uniform_int_distribution<int> q_dist(-127, 127);
+  std::uniform_real_distribution<float> scale_dist(1e-4f, 0.02f);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(absl::StrCat("out=", c.out, " in=", c.in, " T=", c.tokens));
+    const int64_t blocks = c.in / kInt8BlockSize;
+    std::vector<int8_t> q(c.out * c.in);
+    std::vector<float> scales(c.out * blocks);
+    for (int8_t& v : q) v = static_cast<int8_t>(q_dist(rng_));
+    for (float& v : scales) v = scale_dist(rng_);
+    scales[0] = 0.0f;  // an all-zero block
+    std::vector<float> dequantized(c.out * c.in);
+    for (int64_t r = 0; r < c.out; ++r) {
+      for (int64_t k = 0; k < c.in; ++k) {
+        dequantized[r * c.in + k] =
+            static_cast<float>(q[r * c.in + k]) * scales[r * blocks + k / kInt8BlockSize];
+      }
+    }
+    TensorView i8;
+    i8.name = "w_i8";
+    i8.dtype = DType::kI8;
+    i8.shape = {c.out, c.in};
+    i8.data = q.data();
+    i8.scales = scales.data();
+    TensorView f32 = i8;
+    f32.name = "w_f32";
+    f32.dtype = DType::kF32;
+    f32.data = dequantized.data();
+    f32.scales = nullptr;
+    Tensor w_i8, w_f32;
+    absl::StatusOr<std::unique_ptr<Buffer>> b_i8 =
+        backend_.PlaceWeight(i8, WeightUse::kMatMul, &w_i8);
+    absl::StatusOr<std::unique_ptr<Buffer>> b_f32 =
+        backend_.PlaceWeight(f32, WeightUse::kMatMul, &w_f32);
+    ASSERT_TRUE(b_i8.ok()) << b_i8.status();
+    ASSERT_TRUE(b_f32.ok()) << b_f32.status();
+    const std::vector<float> x = RandomVector(c.tokens * c.in, &rng_);
+    const Tensor x_t = dev_.F32(x, {c.tokens, c.in});
+    const Tensor y_i8 = dev_.Filled(DType::kF32, {c.tokens, c.out}, -1.0f);
+    const Tensor y_f32 = dev_.Filled(DType::kF32, {c.tokens, c.out}, -1.0f);
+    ASSERT_TRUE(backend_.MatMul(x_t, w_i8, Tensor(), y_i8).ok());
+    ASSERT_TRUE(backend_.MatMul(x_t, w_f32, Tensor(), y_f32).ok());
+    const std::vector<float> a = dev_.ReadF32(y_i8), b = dev_.ReadF32(y_f32);
+    ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
+        << "int8 and dequantized-f32 results differ";
+  }
+  // Refusals, naming the weight: not a matmul weight, no scales, columns
+  // not a multiple of the block.
+  std::vector<int8_t> q(16 * 40, 1);
+  std::vector<float> scales(16 * 2, 1.0f);
+  TensorView w;
+  w.name = "bad_i8";
+  w.dtype = DType::kI8;
+  w.shape = {16, 32};
+  w.data = q.data();
+  w.scales = scales.data();
+  Tensor t;
+  absl::Status s = backend_.PlaceWeight(w, WeightUse::kOther, &t).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("bad_i8"), absl::string_view::npos) << s;
+  w.scales = nullptr;
+  EXPECT_EQ(backend_.PlaceWeight(w, WeightUse::kMatMul, &t).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  w.scales = scales.data();
+  w.shape = {16, 40};
+  EXPECT_EQ(backend_.PlaceWeight(w, WeightUse::kMatMul, &t).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 INSTANTIATE_CPU_BACKEND_TEST_SUITE(CpuBackendTest);
 
 }  // namespace

@@ -28,11 +28,33 @@ void PackPanelF32(const float* w, int64_t rows, int64_t in, int64_t p, float* ou
   }
 }
 
+void PackPanelI8(const int8_t* w, const float* scales, int64_t rows, int64_t in, int64_t p,
+                 int8_t* out, float* out_scales) {
+  int8_t* panel = out + p * in * 32;
+  const int64_t blocks = in / kInt8BlockSize;
+  float* panel_scales = out_scales + p * blocks * 32;
+  std::memset(panel, 0, static_cast<size_t>(in * 32));
+  std::memset(panel_scales, 0, static_cast<size_t>(blocks * 32) * sizeof(float));
+  for (int64_t r = p * 32; r < std::min(rows, p * 32 + 32); ++r) {
+    const int64_t j = r - p * 32;
+    for (int64_t k = 0; k < in; ++k) panel[k * 32 + j] = w[r * in + k];
+    for (int64_t b = 0; b < blocks; ++b) panel_scales[b * 32 + j] = scales[r * blocks + b];
+  }
+}
+
 }  // namespace
 
+size_t PackedWeight::bytes() const {
+  const size_t elems = static_cast<size_t>(panels * kPanelRows * in);
+  if (dtype != DType::kI8) return elems * DTypeSize(dtype);
+  return elems + static_cast<size_t>(panels * kPanelRows * (in / kInt8BlockSize)) * sizeof(float);
+}
+
 bool IsPackable(const TensorView& w) {
-  return w.data != nullptr && w.shape.size() == 2 && w.shape[0] >= PackedWeight::kMinRows &&
-         w.shape[1] >= 1 && (w.dtype == DType::kBF16 || w.dtype == DType::kF32);
+  if (w.data == nullptr || w.shape.size() != 2 || w.shape[0] < 1 || w.shape[1] < 1) return false;
+  if (w.dtype == DType::kI8) return w.scales != nullptr && w.shape[1] % kInt8BlockSize == 0;
+  return w.shape[0] >= PackedWeight::kMinRows &&
+         (w.dtype == DType::kBF16 || w.dtype == DType::kF32);
 }
 
 std::unique_ptr<PackedWeight> PackWeight(const TensorView& w, ThreadPool* pool) {
@@ -45,10 +67,18 @@ std::unique_ptr<PackedWeight> PackWeight(const TensorView& w, ThreadPool* pool) 
       static_cast<size_t>(pw->panels * PackedWeight::kPanelRows * pw->in) * DTypeSize(w.dtype);
   pw->data.reset(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
   if (pw->data == nullptr) return nullptr;
+  if (w.dtype == DType::kI8) {
+    const size_t scale_bytes = pw->bytes() - bytes;
+    pw->scales.reset(std::aligned_alloc(64, (scale_bytes + 63) / 64 * 64));
+    if (pw->scales == nullptr) return nullptr;
+  }
   const PackedWeight& pwr = *pw;
   pool->ParallelFor(pw->panels, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
-      if (w.dtype == DType::kBF16) {
+      if (w.dtype == DType::kI8) {
+        PackPanelI8(static_cast<const int8_t*>(w.data), w.scales, pwr.rows, pwr.in, p,
+                    static_cast<int8_t*>(pwr.data.get()), static_cast<float*>(pwr.scales.get()));
+      } else if (w.dtype == DType::kBF16) {
         PackPanelBf16(static_cast<const uint16_t*>(w.data), pwr.rows, pwr.in, p,
                       static_cast<uint32_t*>(pwr.data.get()));
       } else {

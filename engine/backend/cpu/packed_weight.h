@@ -19,6 +19,8 @@ namespace memserve {
 // 32p + 16 + j in lane j of two 16-lane vectors. BF16: one 64-byte group of
 // 16 uint32 per k, lane j = bf16(row 32p + j) | bf16(row 32p + 16 + j) << 16,
 // so one shift and one mask give both vectors in fp32. F32: 32 floats per k.
+// I8: 32 int8 per k (rows in order), and `scales`: per block of
+// kInt8BlockSize columns, the 32 rows' F32 scales (zero past the end).
 // The kernels then multiply a column of 32 weights by one broadcast x[t][k]:
 // each output is the fmadd chain over k = 0, 1, ..., in - 1 from 0, whatever
 // the token blocking, so a token's result never depends on the batch.
@@ -31,10 +33,16 @@ struct PackedWeight {
   int64_t rows = 0;
   int64_t in = 0;
   int64_t panels = 0;
-  std::unique_ptr<void, void (*)(void*)> data{nullptr, std::free};  // 64-byte aligned
+  std::unique_ptr<void, void (*)(void*)> data{nullptr, std::free};    // 64-byte aligned
+  std::unique_ptr<void, void (*)(void*)> scales{nullptr, std::free};  // I8 only
+
+  // Bytes of data and scales.
+  size_t bytes() const;
 };
 
-// Whether PackWeight takes `w`: 2-D, F32 or BF16, at least kMinRows rows.
+// Whether PackWeight takes `w`: 2-D, F32 or BF16 with at least kMinRows
+// rows, or I8 (any rows) with its scales and a multiple of kInt8BlockSize
+// columns.
 bool IsPackable(const TensorView& w);
 
 // A packed copy of `w` (as large as `w`), packed on `pool`'s threads; null
