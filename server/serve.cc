@@ -32,6 +32,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "server/api/api_core.h"
+#include "server/exposure.h"
 #include "server/http/http_server.h"
 #include "server/logging.h"
 #include "server/metrics/metrics_server.h"
@@ -40,9 +41,14 @@
 #include "server/parse_error_interceptor.h"
 #include "server/service.h"
 
-ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "address to serve on, HOST:PORT ([::]:PORT for IPv6); port 0 picks a free port (see "
-          "--port_file). A port another process listens on is refused (exit 1)");
+          "--port_file). A port another process listens on is refused (exit 1). A non-loopback "
+          "address needs TLS (--tls_cert) or --insecure");
+ABSL_FLAG(bool, insecure, false,
+          "allow plaintext on a non-loopback address: --listen without --tls_cert, "
+          "--http_listen and --metrics_listen (always plain HTTP); without it such an address "
+          "is refused (exit 2)");
 ABSL_FLAG(std::string, port_file, "",
           "if set, the bound port is written here (decimal) as soon as the port is bound, "
           "before the model loads (health checks answer there; readiness says when it serves)");
@@ -72,6 +78,12 @@ ABSL_FLAG(absl::Duration, shutdown_timeout, absl::Seconds(30),
           "duration, e.g. 30s; a bare number is seconds)");
 ABSL_FLAG(int64_t, max_request_bytes, int64_t{8} << 20,
           "largest request message accepted, in bytes (1 MiB to 1 GiB)");
+ABSL_FLAG(int64_t, max_response_bytes, int64_t{64} << 20,
+          "largest gRPC response message sent, in bytes (1 MiB to 1 GiB); a larger one fails "
+          "its call with RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_concurrent_streams, 1024,
+          "gRPC calls open at once on one client connection (HTTP/2 MAX_CONCURRENT_STREAMS, 1 to "
+          "65536); the client queues more until one ends");
 ABSL_FLAG(std::string, metrics_listen, "",
           "if set, HOST:PORT of an HTTP endpoint with /metrics (Prometheus), /healthz and "
           "/readyz, apart from the gRPC port (e.g. 127.0.0.1:9090; port 0 picks a free port, "
@@ -167,7 +179,7 @@ absl::Status CheckListenAddress(const std::string& flag, const std::string& list
     return absl::OkStatus();
   }
   const absl::Status bad = absl::InvalidArgumentError(absl::StrCat(
-      flag, ": expected HOST:PORT with a port in 0..65535 (e.g. 0.0.0.0:",
+      flag, ": expected HOST:PORT with a port in 0..65535 (e.g. 127.0.0.1:",
       flag == "--listen" ? "50051" : "8000", ", [::]:", flag == "--listen" ? "50051" : "8000",
       ", localhost:0), got '", listen, "'"));
   const size_t colon = listen.rfind(':');
@@ -370,6 +382,19 @@ int RunServe(const std::string& model_dir) {
     return 2;
   }
 
+  const int64_t max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
+  if (max_response_bytes < (int64_t{1} << 20) || max_response_bytes > (int64_t{1} << 30)) {
+    LogError(
+        absl::StrCat("--max_response_bytes must be in [1 MiB, 1 GiB], got ", max_response_bytes));
+    return 2;
+  }
+  const int max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  if (max_concurrent_streams < 1 || max_concurrent_streams > 65536) {
+    LogError(absl::StrCat("--max_concurrent_streams must be in [1, 65536], got ",
+                          max_concurrent_streams));
+    return 2;
+  }
+
   const std::string listen = absl::GetFlag(FLAGS_listen);
   if (absl::Status s = CheckListenAddress("--listen", listen, /*allow_unix=*/true); !s.ok()) {
     LogError(s.message());
@@ -382,9 +407,19 @@ int RunServe(const std::string& model_dir) {
     return credentials.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
   const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty();
+  const bool insecure = absl::GetFlag(FLAGS_insecure);
+  if (absl::Status s = CheckPlaintextExposure("--listen", listen, tls, insecure); !s.ok()) {
+    LogError(s.message());
+    return 2;
+  }
   const std::string http_listen = absl::GetFlag(FLAGS_http_listen);
   if (!http_listen.empty()) {
     if (absl::Status s = CheckListenAddress("--http_listen", http_listen, /*allow_unix=*/false);
+        !s.ok()) {
+      LogError(s.message());
+      return 2;
+    }
+    if (absl::Status s = CheckPlaintextExposure("--http_listen", http_listen, false, insecure);
         !s.ok()) {
       LogError(s.message());
       return 2;
@@ -412,6 +447,12 @@ int RunServe(const std::string& model_dir) {
         metrics::ParseHostPort(metrics_listen, "--metrics_listen");
     if (!address.ok()) {
       LogError(address.status().message());
+      return 2;
+    }
+    if (absl::Status s =
+            CheckPlaintextExposure("--metrics_listen", metrics_listen, false, insecure);
+        !s.ok()) {
+      LogError(s.message());
       return 2;
     }
   }
@@ -451,6 +492,8 @@ int RunServe(const std::string& model_dir) {
   // would then start, and the kernel would split connections between them.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(static_cast<int>(max_request_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(max_response_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, max_concurrent_streams);
   builder.RegisterService(&service);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(NewParseErrorInterceptorFactory());
