@@ -30,7 +30,6 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "grpcpp/security/server_credentials.h"
 #include "server/api/api_core.h"
 #include "server/exposure.h"
 #include "server/http/http_server.h"
@@ -40,6 +39,7 @@
 #include "server/metrics/serving_metrics.h"
 #include "server/parse_error_interceptor.h"
 #include "server/service.h"
+#include "server/tls_credentials.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "address to serve on, HOST:PORT ([::]:PORT for IPv6); port 0 picks a free port (see "
@@ -227,69 +227,41 @@ std::string ListenFailureReason(const std::string& grpc_log) {
   return "";
 }
 
-// The contents of the PEM file `path` given as `flag`, which must hold a
-// block "-----BEGIN <something ending in `kind`>-----". NotFound (or
-// PermissionDenied) when it cannot be read, InvalidArgument when it is not
-// such a PEM file; the message is one line naming the flag and the file.
-// (A PEM block that is malformed inside is reported by gRPC when the server
-// starts; see RunServe.)
-absl::StatusOr<std::string> ReadPemFile(const std::string& flag, const std::string& path,
-                                        const std::string& kind) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int error = errno;
-    const std::string what = absl::StrCat(flag, ": cannot read ", path, ": ", std::strerror(error));
-    return error == EACCES ? absl::PermissionDeniedError(what) : absl::NotFoundError(what);
-  }
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t begin = text.find("-----BEGIN ");
-  while (begin != std::string::npos) {
-    const size_t end = text.find("-----", begin + 11);
-    if (end == std::string::npos) break;
-    if (absl::EndsWith(text.substr(begin + 11, end - begin - 11), kind)) return text;
-    begin = text.find("-----BEGIN ", end + 5);
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat(flag, ": ", path, " is not a PEM file with a ", kind, " block"));
-}
-
-// The credentials of the gRPC port from --tls_cert, --tls_key and
-// --tls_client_ca: insecure when none is set; TLS with the first two; mTLS
-// (a client certificate signed by --tls_client_ca required) with all three.
-// InvalidArgument naming the flags for a bad combination; ReadPemFile's
-// errors for a file.
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFlags() {
-  const std::string cert_file = absl::GetFlag(FLAGS_tls_cert);
-  const std::string key_file = absl::GetFlag(FLAGS_tls_key);
-  const std::string client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
-  if (cert_file.empty() != key_file.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--tls_cert and --tls_key go together: give both or neither (got only ",
-                     cert_file.empty() ? "--tls_key" : "--tls_cert", ")"));
-  }
-  if (cert_file.empty()) {
-    if (!client_ca_file.empty()) {
-      return absl::InvalidArgumentError("--tls_client_ca requires --tls_cert and --tls_key");
+// SIGHUP: re-reads --api_keys_file (when the server has keys) and the TLS
+// files (when it serves TLS). What fails to load is kept as it was, with one
+// ERROR line; what loads is used by the next call (keys) or the next
+// handshake (certificates, within about a second). Open calls and
+// connections are not touched.
+void ReloadOnSighup(const std::string& api_keys_file, ApiCore* core, ReloadableTls* tls,
+                    const TlsFiles& tls_files) {
+  LogLine line(LogLevel::kInfo, "reloaded");
+  line.Field("signal", "SIGHUP");
+  bool any_failed = false;
+  if (!api_keys_file.empty()) {
+    absl::StatusOr<ApiKeys> loaded = ApiKeys::Load(api_keys_file, "--api_keys_file");
+    if (loaded.ok()) {
+      line.Field("api_keys", static_cast<int64_t>(loaded->size()));
+      core->SetApiKeys(std::make_shared<const ApiKeys>(*std::move(loaded)));
+    } else {
+      any_failed = true;
+      LogError(absl::StrCat("reload (SIGHUP): ", loaded.status().message(),
+                            "; keeping the previous API keys"));
+      line.Field("api_keys", "unchanged");
     }
-    return grpc::InsecureServerCredentials();
   }
-  grpc::SslServerCredentialsOptions options;
-  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  absl::StatusOr<std::string> cert = ReadPemFile("--tls_cert", cert_file, "CERTIFICATE");
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadPemFile("--tls_key", key_file, "PRIVATE KEY");
-  if (!key.ok()) return key.status();
-  pair.cert_chain = *std::move(cert);
-  pair.private_key = *std::move(key);
-  options.pem_key_cert_pairs.push_back(std::move(pair));
-  options.client_certificate_request = GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
-  if (!client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadPemFile("--tls_client_ca", client_ca_file, "CERTIFICATE");
-    if (!ca.ok()) return ca.status();
-    options.pem_root_certs = *std::move(ca);
-    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  if (tls != nullptr) {
+    if (absl::Status s = tls->Reload(); s.ok()) {
+      line.Field("tls_cert", tls_files.cert);
+    } else {
+      any_failed = true;
+      LogError(
+          absl::StrCat("reload (SIGHUP): ", s.message(), "; keeping the previous certificate"));
+      line.Field("tls_cert", "unchanged");
+    }
   }
-  return grpc::SslServerCredentials(options);
+  if (api_keys_file.empty() && tls == nullptr) line.Field("note", "no --api_keys_file or TLS");
+  line.Field("ok", !any_failed);
+  line.Write();
 }
 
 // Writes `port` to `path` atomically (write a temporary, then rename), so a
@@ -317,12 +289,13 @@ int RunServe(const std::string& model_dir) {
     }
     SetLogFormat(*format);
   }
-  // SIGTERM and SIGINT are taken with sigwait below; block them before any
+  // SIGTERM, SIGINT and SIGHUP are taken with sigwait below; block them before any
   // thread starts so that every thread inherits the mask.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);  // reload keys and certificates (ReloadOnSighup)
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   EngineOptions engine_options;
@@ -400,13 +373,21 @@ int RunServe(const std::string& model_dir) {
     LogError(s.message());
     return 2;
   }
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
-      ServerCredentialsFromFlags();
-  if (!credentials.ok()) {
-    LogError(credentials.status().message());
-    return credentials.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  TlsFiles tls_files;
+  tls_files.cert = absl::GetFlag(FLAGS_tls_cert);
+  tls_files.key = absl::GetFlag(FLAGS_tls_key);
+  tls_files.client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  // Null: plaintext. Reloaded on SIGHUP.
+  std::unique_ptr<ReloadableTls> tls_credentials;
+  {
+    absl::StatusOr<std::unique_ptr<ReloadableTls>> created = TlsFromFlags(tls_files);
+    if (!created.ok()) {
+      LogError(created.status().message());
+      return created.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    tls_credentials = *std::move(created);
   }
-  const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty();
+  const bool tls = tls_credentials != nullptr;
   const bool insecure = absl::GetFlag(FLAGS_insecure);
   if (absl::Status s = CheckPlaintextExposure("--listen", listen, tls, insecure); !s.ok()) {
     LogError(s.message());
@@ -432,7 +413,8 @@ int RunServe(const std::string& model_dir) {
   }
 
   std::shared_ptr<const ApiKeys> api_keys;
-  if (const std::string path = absl::GetFlag(FLAGS_api_keys_file); !path.empty()) {
+  const std::string api_keys_file = absl::GetFlag(FLAGS_api_keys_file);
+  if (const std::string& path = api_keys_file; !path.empty()) {
     absl::StatusOr<ApiKeys> loaded = ApiKeys::Load(path, "--api_keys_file");
     if (!loaded.ok()) {
       LogError(loaded.status().message());
@@ -487,7 +469,8 @@ int RunServe(const std::string& model_dir) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, *credentials, &port);
+  builder.AddListeningPort(
+      listen, tls ? tls_credentials->credentials() : grpc::InsecureServerCredentials(), &port);
   // gRPC sets SO_REUSEPORT by default: a second server on the same port
   // would then start, and the kernel would split connections between them.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -628,7 +611,11 @@ int RunServe(const std::string& model_dir) {
       .Write();
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (true) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    ReloadOnSighup(api_keys_file, &core, tls_credentials.get(), tls_files);
+  }
   const absl::Duration timeout = absl::GetFlag(FLAGS_shutdown_timeout);
   LogLine(LogLevel::kInfo, "draining")
       .Field("signal", signal_number)

@@ -14,14 +14,24 @@ absl::Status LoadingError() {
 
 absl::Status ApiCore::Authorize(absl::string_view method,
                                 std::optional<absl::string_view> authorization) const {
-  if (options_.api_keys == nullptr) return absl::OkStatus();
-  const std::optional<ApiKeys::Failure> failure = options_.api_keys->Check(authorization);
+  std::shared_ptr<const ApiKeys> keys;
+  {
+    absl::MutexLock lock(&keys_mu_);
+    keys = api_keys_;
+  }
+  if (keys == nullptr) return absl::OkStatus();
+  const std::optional<ApiKeys::Failure> failure = keys->Check(authorization);
   if (!failure.has_value()) return absl::OkStatus();
   LogLine(LogLevel::kWarning, "unauthenticated")
       .Field("method", method)
       .Field("auth", ApiKeys::FailureName(*failure))
       .Write();
   return ApiKeys::Error(*failure);
+}
+
+void ApiCore::SetApiKeys(std::shared_ptr<const ApiKeys> keys) {
+  absl::MutexLock lock(&keys_mu_);
+  api_keys_ = std::move(keys);
 }
 
 std::string ApiCore::RequestId(absl::string_view client_id) {
