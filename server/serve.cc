@@ -84,6 +84,10 @@ ABSL_FLAG(int64_t, max_response_bytes, int64_t{64} << 20,
 ABSL_FLAG(int, max_concurrent_streams, 1024,
           "gRPC calls open at once on one client connection (HTTP/2 MAX_CONCURRENT_STREAMS, 1 to "
           "65536); the client queues more until one ends");
+ABSL_FLAG(int, max_streams_per_client, 0,
+          "generation calls (Generate, Complete, Chat, ChatComplete and the HTTP API's) one "
+          "client may have open at once; more get RESOURCE_EXHAUSTED (HTTP 429). The client is "
+          "its API key with --api_keys_file, else its IP address. 0 = no limit");
 ABSL_FLAG(std::string, metrics_listen, "",
           "if set, HOST:PORT of an HTTP endpoint with /metrics (Prometheus), /healthz and "
           "/readyz, apart from the gRPC port (e.g. 127.0.0.1:9090; port 0 picks a free port, "
@@ -368,6 +372,13 @@ int RunServe(const std::string& model_dir) {
     return 2;
   }
 
+  const int max_streams_per_client = absl::GetFlag(FLAGS_max_streams_per_client);
+  if (max_streams_per_client < 0 || max_streams_per_client > (1 << 20)) {
+    LogError(absl::StrCat("--max_streams_per_client must be in [0, 1048576] (0 = no limit), got ",
+                          max_streams_per_client));
+    return 2;
+  }
+
   const std::string listen = absl::GetFlag(FLAGS_listen);
   if (absl::Status s = CheckListenAddress("--listen", listen, /*allow_unix=*/true); !s.ok()) {
     LogError(s.message());
@@ -454,6 +465,7 @@ int RunServe(const std::string& model_dir) {
   api_options.convert.default_max_tokens = default_max_tokens;
   api_options.max_request_bytes = max_request_bytes;
   api_options.api_keys = api_keys;
+  api_options.max_streams_per_client = max_streams_per_client;
   api_options.on_request_end = [&request_metrics](absl::string_view method, absl::StatusCode code) {
     metrics::ServingMetrics* m = request_metrics.load();
     if (m != nullptr) m->RecordRequest(method, code);

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "engine/request/validate.h"
 #include "server/logging.h"
@@ -27,6 +28,28 @@ absl::Status ApiCore::Authorize(absl::string_view method,
       .Field("auth", ApiKeys::FailureName(*failure))
       .Write();
   return ApiKeys::Error(*failure);
+}
+
+absl::StatusOr<ClientStreamLimiter::Slot> ApiCore::AdmitClient(
+    std::optional<absl::string_view> authorization, absl::string_view peer_host) {
+  if (options_.max_streams_per_client <= 0) return ClientStreamLimiter::Slot();
+  bool keys_on = false;
+  {
+    absl::MutexLock lock(&keys_mu_);
+    keys_on = api_keys_ != nullptr;
+  }
+  std::string client;
+  if (keys_on && authorization.has_value()) {
+    if (const std::optional<absl::string_view> key = BearerKey(*authorization); key.has_value()) {
+      // The key's digest, so that the key itself is not kept.
+      const Sha256Digest digest = Sha256(*key);
+      client =
+          absl::StrCat("key:", absl::BytesToHexString(absl::string_view(
+                                   reinterpret_cast<const char*>(digest.data()), digest.size())));
+    }
+  }
+  if (client.empty()) client = absl::StrCat("peer:", peer_host);
+  return client_streams_.Acquire(client);
 }
 
 void ApiCore::SetApiKeys(std::shared_ptr<const ApiKeys> keys) {

@@ -25,6 +25,7 @@
 #include "engine/request/request.h"
 #include "memserve/v1/memserve.pb.h"
 #include "server/api/auth.h"
+#include "server/api/client_limits.h"
 #include "server/api/request_convert.h"
 
 namespace memserve {
@@ -43,12 +44,18 @@ struct ApiOptions {
   // must present one of these keys (ApiCore::Authorize). Null: no keys.
   // The initial keys: ApiCore::SetApiKeys replaces them.
   std::shared_ptr<const ApiKeys> api_keys;
+  // --max_streams_per_client: open generation calls per client (AdmitClient);
+  // 0: no limit.
+  int max_streams_per_client = 0;
 };
 
 // Thread-safe.
 class ApiCore {
  public:
-  explicit ApiCore(const ApiOptions& options) : options_(options), api_keys_(options.api_keys) {}
+  explicit ApiCore(const ApiOptions& options)
+      : options_(options),
+        client_streams_(options.max_streams_per_client),
+        api_keys_(options.api_keys) {}
 
   // The loaded engine; until then generation and model calls answer
   // LoadingError(). Call once. The engine must outlive every call.
@@ -84,6 +91,14 @@ class ApiCore {
   absl::Status Authorize(absl::string_view method,
                          std::optional<absl::string_view> authorization) const;
 
+  // Counts a generation call against its client's --max_streams_per_client
+  // until the returned slot is destroyed; ResourceExhausted naming the flag
+  // when the client has that many open. The client is the presented API key
+  // when the server has keys (call after Authorize), else `peer_host` (the
+  // peer's address without its port).
+  absl::StatusOr<ClientStreamLimiter::Slot> AdmitClient(
+      std::optional<absl::string_view> authorization, absl::string_view peer_host);
+
   // Replaces the keys Authorize checks (--api_keys_file reloaded on SIGHUP):
   // calls authorized from now on use `keys`; calls already authorized go on.
   // REQUIRES: keys != nullptr.
@@ -111,6 +126,7 @@ class ApiCore {
                                             absl::Time deadline, const ApiFieldNames& names);
 
   const ApiOptions options_;
+  ClientStreamLimiter client_streams_;
   mutable absl::Mutex keys_mu_;
   std::shared_ptr<const ApiKeys> api_keys_ ABSL_GUARDED_BY(keys_mu_);
   const absl::Time started_ = absl::Now();
