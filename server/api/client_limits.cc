@@ -27,8 +27,7 @@ absl::StatusOr<ClientStreamLimiter::Slot> ClientStreamLimiter::Acquire(const std
   if (max_per_client_ <= 0) return Slot();
   absl::MutexLock lock(&mu_);
   int& open = open_[client];
-  if (open >= max_per_client_) {
-    if (open == 0) open_.erase(client);
+  if (open >= max_per_client_) {  // open > 0: max_per_client_ > 0
     return absl::ResourceExhaustedError(absl::StrCat(
         "this client already has ", open,
         " generation calls open; the limit is --max_streams_per_client=", max_per_client_,
