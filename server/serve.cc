@@ -9,7 +9,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <memory>
 #include <string>
 #include <utility>
@@ -30,8 +29,8 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "grpcpp/security/server_credentials.h"
 #include "server/api/api_core.h"
+#include "server/exposure.h"
 #include "server/http/http_server.h"
 #include "server/logging.h"
 #include "server/metrics/metrics_server.h"
@@ -39,10 +38,16 @@
 #include "server/metrics/serving_metrics.h"
 #include "server/parse_error_interceptor.h"
 #include "server/service.h"
+#include "server/tls_credentials.h"
 
-ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "address to serve on, HOST:PORT ([::]:PORT for IPv6); port 0 picks a free port (see "
-          "--port_file). A port another process listens on is refused (exit 1)");
+          "--port_file). A port another process listens on is refused (exit 1). A non-loopback "
+          "address needs TLS (--tls_cert) or --insecure");
+ABSL_FLAG(bool, insecure, false,
+          "allow plaintext on a non-loopback address: --listen without --tls_cert, "
+          "--http_listen and --metrics_listen (always plain HTTP); without it such an address "
+          "is refused (exit 2)");
 ABSL_FLAG(std::string, port_file, "",
           "if set, the bound port is written here (decimal) as soon as the port is bound, "
           "before the model loads (health checks answer there; readiness says when it serves)");
@@ -72,6 +77,16 @@ ABSL_FLAG(absl::Duration, shutdown_timeout, absl::Seconds(30),
           "duration, e.g. 30s; a bare number is seconds)");
 ABSL_FLAG(int64_t, max_request_bytes, int64_t{8} << 20,
           "largest request message accepted, in bytes (1 MiB to 1 GiB)");
+ABSL_FLAG(int64_t, max_response_bytes, int64_t{64} << 20,
+          "largest gRPC response message sent, in bytes (1 MiB to 1 GiB); a larger one fails "
+          "its call with RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_concurrent_streams, 1024,
+          "gRPC calls open at once on one client connection (HTTP/2 MAX_CONCURRENT_STREAMS, 1 to "
+          "65536); the client queues more until one ends");
+ABSL_FLAG(int, max_streams_per_client, 0,
+          "generation calls (Generate, Complete, Chat, ChatComplete and the HTTP API's) one "
+          "client may have open at once; more get RESOURCE_EXHAUSTED (HTTP 429). The client is "
+          "its API key with --api_keys_file, else its IP address. 0 = no limit");
 ABSL_FLAG(std::string, metrics_listen, "",
           "if set, HOST:PORT of an HTTP endpoint with /metrics (Prometheus), /healthz and "
           "/readyz, apart from the gRPC port (e.g. 127.0.0.1:9090; port 0 picks a free port, "
@@ -167,7 +182,7 @@ absl::Status CheckListenAddress(const std::string& flag, const std::string& list
     return absl::OkStatus();
   }
   const absl::Status bad = absl::InvalidArgumentError(absl::StrCat(
-      flag, ": expected HOST:PORT with a port in 0..65535 (e.g. 0.0.0.0:",
+      flag, ": expected HOST:PORT with a port in 0..65535 (e.g. 127.0.0.1:",
       flag == "--listen" ? "50051" : "8000", ", [::]:", flag == "--listen" ? "50051" : "8000",
       ", localhost:0), got '", listen, "'"));
   const size_t colon = listen.rfind(':');
@@ -215,69 +230,41 @@ std::string ListenFailureReason(const std::string& grpc_log) {
   return "";
 }
 
-// The contents of the PEM file `path` given as `flag`, which must hold a
-// block "-----BEGIN <something ending in `kind`>-----". NotFound (or
-// PermissionDenied) when it cannot be read, InvalidArgument when it is not
-// such a PEM file; the message is one line naming the flag and the file.
-// (A PEM block that is malformed inside is reported by gRPC when the server
-// starts; see RunServe.)
-absl::StatusOr<std::string> ReadPemFile(const std::string& flag, const std::string& path,
-                                        const std::string& kind) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int error = errno;
-    const std::string what = absl::StrCat(flag, ": cannot read ", path, ": ", std::strerror(error));
-    return error == EACCES ? absl::PermissionDeniedError(what) : absl::NotFoundError(what);
-  }
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t begin = text.find("-----BEGIN ");
-  while (begin != std::string::npos) {
-    const size_t end = text.find("-----", begin + 11);
-    if (end == std::string::npos) break;
-    if (absl::EndsWith(text.substr(begin + 11, end - begin - 11), kind)) return text;
-    begin = text.find("-----BEGIN ", end + 5);
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat(flag, ": ", path, " is not a PEM file with a ", kind, " block"));
-}
-
-// The credentials of the gRPC port from --tls_cert, --tls_key and
-// --tls_client_ca: insecure when none is set; TLS with the first two; mTLS
-// (a client certificate signed by --tls_client_ca required) with all three.
-// InvalidArgument naming the flags for a bad combination; ReadPemFile's
-// errors for a file.
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFlags() {
-  const std::string cert_file = absl::GetFlag(FLAGS_tls_cert);
-  const std::string key_file = absl::GetFlag(FLAGS_tls_key);
-  const std::string client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
-  if (cert_file.empty() != key_file.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--tls_cert and --tls_key go together: give both or neither (got only ",
-                     cert_file.empty() ? "--tls_key" : "--tls_cert", ")"));
-  }
-  if (cert_file.empty()) {
-    if (!client_ca_file.empty()) {
-      return absl::InvalidArgumentError("--tls_client_ca requires --tls_cert and --tls_key");
+// SIGHUP: re-reads --api_keys_file (when the server has keys) and the TLS
+// files (when it serves TLS). What fails to load is kept as it was, with one
+// ERROR line; what loads is used by the next call (keys) or the next
+// handshake (certificates, within about a second). Open calls and
+// connections are not touched.
+void ReloadOnSighup(const std::string& api_keys_file, ApiCore* core, ReloadableTls* tls,
+                    const TlsFiles& tls_files) {
+  LogLine line(LogLevel::kInfo, "reloaded");
+  line.Field("signal", "SIGHUP");
+  bool any_failed = false;
+  if (!api_keys_file.empty()) {
+    absl::StatusOr<ApiKeys> loaded = ApiKeys::Load(api_keys_file, "--api_keys_file");
+    if (loaded.ok()) {
+      line.Field("api_keys", static_cast<int64_t>(loaded->size()));
+      core->SetApiKeys(std::make_shared<const ApiKeys>(*std::move(loaded)));
+    } else {
+      any_failed = true;
+      LogError(absl::StrCat("reload (SIGHUP): ", loaded.status().message(),
+                            "; keeping the previous API keys"));
+      line.Field("api_keys", "unchanged");
     }
-    return grpc::InsecureServerCredentials();
   }
-  grpc::SslServerCredentialsOptions options;
-  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  absl::StatusOr<std::string> cert = ReadPemFile("--tls_cert", cert_file, "CERTIFICATE");
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadPemFile("--tls_key", key_file, "PRIVATE KEY");
-  if (!key.ok()) return key.status();
-  pair.cert_chain = *std::move(cert);
-  pair.private_key = *std::move(key);
-  options.pem_key_cert_pairs.push_back(std::move(pair));
-  options.client_certificate_request = GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
-  if (!client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadPemFile("--tls_client_ca", client_ca_file, "CERTIFICATE");
-    if (!ca.ok()) return ca.status();
-    options.pem_root_certs = *std::move(ca);
-    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  if (tls != nullptr) {
+    if (absl::Status s = tls->Reload(); s.ok()) {
+      line.Field("tls_cert", tls_files.cert);
+    } else {
+      any_failed = true;
+      LogError(
+          absl::StrCat("reload (SIGHUP): ", s.message(), "; keeping the previous certificate"));
+      line.Field("tls_cert", "unchanged");
+    }
   }
-  return grpc::SslServerCredentials(options);
+  if (api_keys_file.empty() && tls == nullptr) line.Field("note", "no --api_keys_file or TLS");
+  line.Field("ok", !any_failed);
+  line.Write();
 }
 
 // Writes `port` to `path` atomically (write a temporary, then rename), so a
@@ -305,12 +292,13 @@ int RunServe(const std::string& model_dir) {
     }
     SetLogFormat(*format);
   }
-  // SIGTERM and SIGINT are taken with sigwait below; block them before any
+  // SIGTERM, SIGINT and SIGHUP are taken with sigwait below; block them before any
   // thread starts so that every thread inherits the mask.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);  // reload keys and certificates (ReloadOnSighup)
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   EngineOptions engine_options;
@@ -370,21 +358,59 @@ int RunServe(const std::string& model_dir) {
     return 2;
   }
 
+  const int64_t max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
+  if (max_response_bytes < (int64_t{1} << 20) || max_response_bytes > (int64_t{1} << 30)) {
+    LogError(
+        absl::StrCat("--max_response_bytes must be in [1 MiB, 1 GiB], got ", max_response_bytes));
+    return 2;
+  }
+  const int max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  if (max_concurrent_streams < 1 || max_concurrent_streams > 65536) {
+    LogError(absl::StrCat("--max_concurrent_streams must be in [1, 65536], got ",
+                          max_concurrent_streams));
+    return 2;
+  }
+
+  const int max_streams_per_client = absl::GetFlag(FLAGS_max_streams_per_client);
+  if (max_streams_per_client < 0 || max_streams_per_client > (1 << 20)) {
+    LogError(absl::StrCat("--max_streams_per_client must be in [0, 1048576] (0 = no limit), got ",
+                          max_streams_per_client));
+    return 2;
+  }
+
   const std::string listen = absl::GetFlag(FLAGS_listen);
   if (absl::Status s = CheckListenAddress("--listen", listen, /*allow_unix=*/true); !s.ok()) {
     LogError(s.message());
     return 2;
   }
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
-      ServerCredentialsFromFlags();
-  if (!credentials.ok()) {
-    LogError(credentials.status().message());
-    return credentials.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  TlsFiles tls_files;
+  tls_files.cert = absl::GetFlag(FLAGS_tls_cert);
+  tls_files.key = absl::GetFlag(FLAGS_tls_key);
+  tls_files.client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  // Null: plaintext. Reloaded on SIGHUP.
+  std::unique_ptr<ReloadableTls> tls_credentials;
+  {
+    absl::StatusOr<std::unique_ptr<ReloadableTls>> created = TlsFromFlags(tls_files);
+    if (!created.ok()) {
+      LogError(created.status().message());
+      return created.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    tls_credentials = *std::move(created);
   }
-  const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty();
+  const bool tls = tls_credentials != nullptr;
+  const bool insecure = absl::GetFlag(FLAGS_insecure);
+  if (absl::Status s = CheckPlaintextExposure("--listen", listen, tls, insecure); !s.ok()) {
+    LogError(s.message());
+    return 2;
+  }
   const std::string http_listen = absl::GetFlag(FLAGS_http_listen);
   if (!http_listen.empty()) {
     if (absl::Status s = CheckListenAddress("--http_listen", http_listen, /*allow_unix=*/false);
+        !s.ok()) {
+      LogError(s.message());
+      return 2;
+    }
+    if (absl::Status s = CheckPlaintextExposure("--http_listen", http_listen, false, insecure);
         !s.ok()) {
       LogError(s.message());
       return 2;
@@ -397,7 +423,8 @@ int RunServe(const std::string& model_dir) {
   }
 
   std::shared_ptr<const ApiKeys> api_keys;
-  if (const std::string path = absl::GetFlag(FLAGS_api_keys_file); !path.empty()) {
+  const std::string api_keys_file = absl::GetFlag(FLAGS_api_keys_file);
+  if (const std::string& path = api_keys_file; !path.empty()) {
     absl::StatusOr<ApiKeys> loaded = ApiKeys::Load(path, "--api_keys_file");
     if (!loaded.ok()) {
       LogError(loaded.status().message());
@@ -412,6 +439,12 @@ int RunServe(const std::string& model_dir) {
         metrics::ParseHostPort(metrics_listen, "--metrics_listen");
     if (!address.ok()) {
       LogError(address.status().message());
+      return 2;
+    }
+    if (absl::Status s =
+            CheckPlaintextExposure("--metrics_listen", metrics_listen, false, insecure);
+        !s.ok()) {
+      LogError(s.message());
       return 2;
     }
   }
@@ -431,6 +464,7 @@ int RunServe(const std::string& model_dir) {
   api_options.convert.default_max_tokens = default_max_tokens;
   api_options.max_request_bytes = max_request_bytes;
   api_options.api_keys = api_keys;
+  api_options.max_streams_per_client = max_streams_per_client;
   api_options.on_request_end = [&request_metrics](absl::string_view method, absl::StatusCode code) {
     metrics::ServingMetrics* m = request_metrics.load();
     if (m != nullptr) m->RecordRequest(method, code);
@@ -446,11 +480,14 @@ int RunServe(const std::string& model_dir) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, *credentials, &port);
+  builder.AddListeningPort(
+      listen, tls ? tls_credentials->credentials() : grpc::InsecureServerCredentials(), &port);
   // gRPC sets SO_REUSEPORT by default: a second server on the same port
   // would then start, and the kernel would split connections between them.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(static_cast<int>(max_request_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(max_response_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, max_concurrent_streams);
   builder.RegisterService(&service);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(NewParseErrorInterceptorFactory());
@@ -585,7 +622,11 @@ int RunServe(const std::string& model_dir) {
       .Write();
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (true) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    ReloadOnSighup(api_keys_file, &core, tls_credentials.get(), tls_files);
+  }
   const absl::Duration timeout = absl::GetFlag(FLAGS_shutdown_timeout);
   LogLine(LogLevel::kInfo, "draining")
       .Field("signal", signal_number)

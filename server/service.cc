@@ -7,7 +7,9 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "engine/generate.h"
 #include "engine/request/validate.h"
 #include "server/api/errors.h"
@@ -76,8 +78,13 @@ grpc::WriteOptions WriteOptionsFor(bool more_queued) {
 // ever submitting), so the observer's raw pointer is always valid.
 class StreamCall : public grpc::ServerWriteReactor<GenerateResponse> {
  public:
-  StreamCall(ApiCore* core, const char* method, std::string request_id)
-      : open_(core), engine_(core->engine()), method_(method), request_id_(std::move(request_id)) {}
+  StreamCall(ApiCore* core, const char* method, std::string request_id,
+             ClientStreamLimiter::Slot client_slot)
+      : open_(core),
+        engine_(core->engine()),
+        method_(method),
+        request_id_(std::move(request_id)),
+        client_slot_(std::move(client_slot)) {}
 
   void Start(absl::StatusOr<EngineRequest> request);
 
@@ -98,6 +105,9 @@ class StreamCall : public grpc::ServerWriteReactor<GenerateResponse> {
   Engine* const engine_;
   const char* const method_;
   const std::string request_id_;
+  // Released when the engine is done with the call (or it never reached
+  // the engine), before the client can see the end.
+  ClientStreamLimiter::Slot client_slot_;
   const absl::Time received_ = absl::Now();
 
   std::mutex mu_;
@@ -109,6 +119,7 @@ class StreamCall : public grpc::ServerWriteReactor<GenerateResponse> {
 };
 
 void StreamCall::FinishNow(const absl::Status& status) {
+  client_slot_ = ClientStreamLimiter::Slot();
   open_.core()->RecordRequestEnd(request_id_, method_, status, nullptr, received_, nullptr);
   Finish(ToGrpcStatus(status));
 }
@@ -134,6 +145,7 @@ void StreamCall::OnToken(const TokenEvent& event) {
 
 void StreamCall::OnEngineDone(absl::StatusOr<GenerateResult> result,
                               const RequestTimings& timings) {
+  client_slot_ = ClientStreamLimiter::Slot();
   open_.core()->RecordRequestEnd(request_id_, method_, result.status(),
                                  result.ok() ? &*result : nullptr, received_, &timings);
   if (!result.ok()) return Enqueue(std::nullopt, ToGrpcStatus(result.status()));
@@ -214,12 +226,14 @@ void StreamCall::OnWriteDone(bool ok) {
 // which only the engine thread touches until Finish.
 class UnaryCall : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(ApiCore* core, const char* method, std::string request_id, CompleteResponse* response)
+  UnaryCall(ApiCore* core, const char* method, std::string request_id, CompleteResponse* response,
+            ClientStreamLimiter::Slot client_slot)
       : open_(core),
         engine_(core->engine()),
         method_(method),
         request_id_(std::move(request_id)),
-        response_(response) {}
+        response_(response),
+        client_slot_(std::move(client_slot)) {}
 
   void Start(absl::StatusOr<EngineRequest> request) {
     if (!request.ok()) return FinishNow(request.status());
@@ -235,6 +249,7 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   friend class CallObserver<UnaryCall>;
 
   void FinishNow(const absl::Status& status) {
+    client_slot_ = ClientStreamLimiter::Slot();
     open_.core()->RecordRequestEnd(request_id_, method_, status, nullptr, received_, nullptr);
     Finish(ToGrpcStatus(status));
   }
@@ -248,6 +263,7 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   }
 
   void OnEngineDone(absl::StatusOr<GenerateResult> result, const RequestTimings& timings) {
+    client_slot_ = ClientStreamLimiter::Slot();
     open_.core()->RecordRequestEnd(request_id_, method_, result.status(),
                                    result.ok() ? &*result : nullptr, received_, &timings);
     if (!result.ok()) {
@@ -276,6 +292,7 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   const char* const method_;
   const std::string request_id_;
   CompleteResponse* const response_;
+  ClientStreamLimiter::Slot client_slot_;  // released as in StreamCall
   const absl::Time received_ = absl::Now();
   EngineTicket ticket_;
 };
@@ -290,18 +307,39 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context, const abs
 
 MemServeService::MemServeService(ApiCore* core) : core_(core) {}
 
-absl::Status MemServeService::Authorize(grpc::CallbackServerContext* context, const char* method) {
+namespace {
+
+std::optional<absl::string_view> AuthorizationOf(grpc::CallbackServerContext* context) {
   const auto& metadata = context->client_metadata();
   const auto it = metadata.find("authorization");
-  std::optional<absl::string_view> authorization;
-  if (it != metadata.end()) authorization = absl::string_view(it->second.data(), it->second.size());
-  return core_->Authorize(method, authorization);
+  if (it == metadata.end()) return std::nullopt;
+  return absl::string_view(it->second.data(), it->second.size());
+}
+
+// The peer's IP address as the HTTP API sees it, without the port
+// ("ipv4:10.0.0.7:51234" -> "10.0.0.7", "ipv6:[::1]:5" or
+// "ipv6:%5B::1%5D:5" -> "::1"); another kind of peer (a unix socket) as it
+// is.
+std::string PeerHost(const std::string& peer) {
+  if (!absl::StartsWith(peer, "ipv4:") && !absl::StartsWith(peer, "ipv6:")) return peer;
+  std::string host = peer.substr(5);
+  const size_t colon = host.rfind(':');
+  if (colon != std::string::npos) host.resize(colon);
+  absl::StrReplaceAll({{"%5B", ""}, {"%5D", ""}, {"[", ""}, {"]", ""}}, &host);
+  return host;
+}
+
+}  // namespace
+
+absl::Status MemServeService::Authorize(grpc::CallbackServerContext* context, const char* method) {
+  return core_->Authorize(method, AuthorizationOf(context));
 }
 
 template <typename Request>
 absl::StatusOr<EngineRequest> MemServeService::Prepare(grpc::CallbackServerContext* context,
                                                        const char* method, const Request& request,
-                                                       std::string* request_id) {
+                                                       std::string* request_id,
+                                                       ClientStreamLimiter::Slot* client_slot) {
   // An invalid id is reported by Prepare; the call is logged under a server one.
   *request_id = core_->RequestId(request.request_id());
   if (absl::Status s = Authorize(context, method); !s.ok()) return s;
@@ -309,14 +347,20 @@ absl::StatusOr<EngineRequest> MemServeService::Prepare(grpc::CallbackServerConte
   if (context->deadline() != std::chrono::system_clock::time_point::max()) {
     deadline = absl::FromChrono(context->deadline());
   }
-  return core_->Prepare(request, *request_id, deadline);
+  absl::StatusOr<EngineRequest> prepared = core_->Prepare(request, *request_id, deadline);
+  if (!prepared.ok()) return prepared;
+  absl::StatusOr<ClientStreamLimiter::Slot> slot =
+      core_->AdmitClient(AuthorizationOf(context), PeerHost(context->peer()));
+  if (!slot.ok()) return slot.status();
+  *client_slot = *std::move(slot);
+  return prepared;
 }
 
 grpc::ServerWriteReactor<GenerateResponse>* MemServeService::Stream(
     grpc::CallbackServerContext* context, const char* method, absl::StatusOr<EngineRequest> request,
-    const std::string& request_id) {
+    const std::string& request_id, ClientStreamLimiter::Slot client_slot) {
   (void)context;
-  auto* call = new StreamCall(core_, method, request_id);
+  auto* call = new StreamCall(core_, method, request_id, std::move(client_slot));
   call->Start(std::move(request));
   return call;
 }
@@ -325,9 +369,10 @@ grpc::ServerUnaryReactor* MemServeService::Unary(grpc::CallbackServerContext* co
                                                  const char* method,
                                                  absl::StatusOr<EngineRequest> request,
                                                  const std::string& request_id,
-                                                 CompleteResponse* response) {
+                                                 CompleteResponse* response,
+                                                 ClientStreamLimiter::Slot client_slot) {
   (void)context;
-  auto* call = new UnaryCall(core_, method, request_id, response);
+  auto* call = new UnaryCall(core_, method, request_id, response, std::move(client_slot));
   call->Start(std::move(request));
   return call;
 }
@@ -335,31 +380,35 @@ grpc::ServerUnaryReactor* MemServeService::Unary(grpc::CallbackServerContext* co
 grpc::ServerWriteReactor<GenerateResponse>* MemServeService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   std::string id;
-  absl::StatusOr<EngineRequest> r = Prepare(context, "Generate", *request, &id);
-  return Stream(context, "Generate", std::move(r), id);
+  ClientStreamLimiter::Slot slot;
+  absl::StatusOr<EngineRequest> r = Prepare(context, "Generate", *request, &id, &slot);
+  return Stream(context, "Generate", std::move(r), id, std::move(slot));
 }
 
 grpc::ServerUnaryReactor* MemServeService::Complete(grpc::CallbackServerContext* context,
                                                     const v1::GenerateRequest* request,
                                                     CompleteResponse* response) {
   std::string id;
-  absl::StatusOr<EngineRequest> r = Prepare(context, "Complete", *request, &id);
-  return Unary(context, "Complete", std::move(r), id, response);
+  ClientStreamLimiter::Slot slot;
+  absl::StatusOr<EngineRequest> r = Prepare(context, "Complete", *request, &id, &slot);
+  return Unary(context, "Complete", std::move(r), id, response, std::move(slot));
 }
 
 grpc::ServerWriteReactor<GenerateResponse>* MemServeService::Chat(
     grpc::CallbackServerContext* context, const v1::ChatRequest* request) {
   std::string id;
-  absl::StatusOr<EngineRequest> r = Prepare(context, "Chat", *request, &id);
-  return Stream(context, "Chat", std::move(r), id);
+  ClientStreamLimiter::Slot slot;
+  absl::StatusOr<EngineRequest> r = Prepare(context, "Chat", *request, &id, &slot);
+  return Stream(context, "Chat", std::move(r), id, std::move(slot));
 }
 
 grpc::ServerUnaryReactor* MemServeService::ChatComplete(grpc::CallbackServerContext* context,
                                                         const v1::ChatRequest* request,
                                                         CompleteResponse* response) {
   std::string id;
-  absl::StatusOr<EngineRequest> r = Prepare(context, "ChatComplete", *request, &id);
-  return Unary(context, "ChatComplete", std::move(r), id, response);
+  ClientStreamLimiter::Slot slot;
+  absl::StatusOr<EngineRequest> r = Prepare(context, "ChatComplete", *request, &id, &slot);
+  return Unary(context, "ChatComplete", std::move(r), id, response, std::move(slot));
 }
 
 grpc::ServerUnaryReactor* MemServeService::Tokenize(grpc::CallbackServerContext* context,

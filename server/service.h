@@ -55,17 +55,21 @@ class MemServeService final : public v1::MemServe::CallbackService {
   // metadata: every method calls it first.
   absl::Status Authorize(grpc::CallbackServerContext* context, const char* method);
   // The engine request for a call (after Authorize), with its id and
-  // deadline set; or the error to answer with.
+  // deadline set, and its client's slot (ApiCore::AdmitClient) in
+  // `client_slot`; or the error to answer with.
   template <typename Request>
   absl::StatusOr<EngineRequest> Prepare(grpc::CallbackServerContext* context, const char* method,
-                                        const Request& request, std::string* request_id);
+                                        const Request& request, std::string* request_id,
+                                        ClientStreamLimiter::Slot* client_slot);
   grpc::ServerWriteReactor<v1::GenerateResponse>* Stream(grpc::CallbackServerContext* context,
                                                          const char* method,
                                                          absl::StatusOr<EngineRequest> request,
-                                                         const std::string& request_id);
+                                                         const std::string& request_id,
+                                                         ClientStreamLimiter::Slot client_slot);
   grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, const char* method,
                                   absl::StatusOr<EngineRequest> request,
-                                  const std::string& request_id, v1::CompleteResponse* response);
+                                  const std::string& request_id, v1::CompleteResponse* response,
+                                  ClientStreamLimiter::Slot client_slot);
 
   ApiCore* const core_;
 };

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "engine/request/validate.h"
 #include "server/logging.h"
@@ -14,14 +15,46 @@ absl::Status LoadingError() {
 
 absl::Status ApiCore::Authorize(absl::string_view method,
                                 std::optional<absl::string_view> authorization) const {
-  if (options_.api_keys == nullptr) return absl::OkStatus();
-  const std::optional<ApiKeys::Failure> failure = options_.api_keys->Check(authorization);
+  std::shared_ptr<const ApiKeys> keys;
+  {
+    absl::MutexLock lock(&keys_mu_);
+    keys = api_keys_;
+  }
+  if (keys == nullptr) return absl::OkStatus();
+  const std::optional<ApiKeys::Failure> failure = keys->Check(authorization);
   if (!failure.has_value()) return absl::OkStatus();
   LogLine(LogLevel::kWarning, "unauthenticated")
       .Field("method", method)
       .Field("auth", ApiKeys::FailureName(*failure))
       .Write();
   return ApiKeys::Error(*failure);
+}
+
+absl::StatusOr<ClientStreamLimiter::Slot> ApiCore::AdmitClient(
+    std::optional<absl::string_view> authorization, absl::string_view peer_host) {
+  if (options_.max_streams_per_client <= 0) return ClientStreamLimiter::Slot();
+  bool keys_on = false;
+  {
+    absl::MutexLock lock(&keys_mu_);
+    keys_on = api_keys_ != nullptr;
+  }
+  std::string client;
+  if (keys_on && authorization.has_value()) {
+    if (const std::optional<absl::string_view> key = BearerKey(*authorization); key.has_value()) {
+      // The key's digest, so that the key itself is not kept.
+      const Sha256Digest digest = Sha256(*key);
+      client =
+          absl::StrCat("key:", absl::BytesToHexString(absl::string_view(
+                                   reinterpret_cast<const char*>(digest.data()), digest.size())));
+    }
+  }
+  if (client.empty()) client = absl::StrCat("peer:", peer_host);
+  return client_streams_.Acquire(client);
+}
+
+void ApiCore::SetApiKeys(std::shared_ptr<const ApiKeys> keys) {
+  absl::MutexLock lock(&keys_mu_);
+  api_keys_ = std::move(keys);
 }
 
 std::string ApiCore::RequestId(absl::string_view client_id) {

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "engine/engine.h"
@@ -24,6 +25,7 @@
 #include "engine/request/request.h"
 #include "memserve/v1/memserve.pb.h"
 #include "server/api/auth.h"
+#include "server/api/client_limits.h"
 #include "server/api/request_convert.h"
 
 namespace memserve {
@@ -40,13 +42,20 @@ struct ApiOptions {
   std::function<void(absl::string_view method, absl::StatusCode code)> on_request_end;
   // --api_keys_file: when set, every call of either transport except health
   // must present one of these keys (ApiCore::Authorize). Null: no keys.
+  // The initial keys: ApiCore::SetApiKeys replaces them.
   std::shared_ptr<const ApiKeys> api_keys;
+  // --max_streams_per_client: open generation calls per client (AdmitClient);
+  // 0: no limit.
+  int max_streams_per_client = 0;
 };
 
 // Thread-safe.
 class ApiCore {
  public:
-  explicit ApiCore(const ApiOptions& options) : options_(options) {}
+  explicit ApiCore(const ApiOptions& options)
+      : options_(options),
+        client_streams_(options.max_streams_per_client),
+        api_keys_(options.api_keys) {}
 
   // The loaded engine; until then generation and model calls answer
   // LoadingError(). Call once. The engine must outlive every call.
@@ -82,6 +91,19 @@ class ApiCore {
   absl::Status Authorize(absl::string_view method,
                          std::optional<absl::string_view> authorization) const;
 
+  // Counts a generation call against its client's --max_streams_per_client
+  // until the returned slot is destroyed; ResourceExhausted naming the flag
+  // when the client has that many open. The client is the presented API key
+  // when the server has keys (call after Authorize), else `peer_host` (the
+  // peer's address without its port).
+  absl::StatusOr<ClientStreamLimiter::Slot> AdmitClient(
+      std::optional<absl::string_view> authorization, absl::string_view peer_host);
+
+  // Replaces the keys Authorize checks (--api_keys_file reloaded on SIGHUP):
+  // calls authorized from now on use `keys`; calls already authorized go on.
+  // REQUIRES: keys != nullptr.
+  void SetApiKeys(std::shared_ptr<const ApiKeys> keys);
+
   // Generation calls of both transports not yet done: after a drain, the
   // server waits for this to reach 0 (every client got its last message)
   // before it shuts down. OpenCall counts one call.
@@ -104,6 +126,9 @@ class ApiCore {
                                             absl::Time deadline, const ApiFieldNames& names);
 
   const ApiOptions options_;
+  ClientStreamLimiter client_streams_;
+  mutable absl::Mutex keys_mu_;
+  std::shared_ptr<const ApiKeys> api_keys_ ABSL_GUARDED_BY(keys_mu_);
   const absl::Time started_ = absl::Now();
   std::atomic<Engine*> engine_{nullptr};
   std::atomic<bool> draining_{false};

@@ -90,19 +90,27 @@ const char* ApiKeys::FailureName(Failure failure) {
   return failure == Failure::kMissing ? "missing" : "invalid";
 }
 
+std::optional<absl::string_view> BearerKey(absl::string_view authorization) {
+  const absl::string_view value = absl::StripAsciiWhitespace(authorization);
+  constexpr absl::string_view kScheme = "bearer";
+  if (value.size() < kScheme.size() ||
+      !absl::EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
+    return std::nullopt;
+  }
+  const absl::string_view rest = value.substr(kScheme.size());
+  if (!rest.empty() && rest.front() != ' ') return std::nullopt;
+  return absl::StripLeadingAsciiWhitespace(rest);
+}
+
 std::optional<ApiKeys::Failure> ApiKeys::Check(
     std::optional<absl::string_view> authorization) const {
   if (!authorization.has_value()) return Failure::kMissing;
   absl::string_view value = absl::StripAsciiWhitespace(*authorization);
-  if (value.empty() || absl::EqualsIgnoreCase(value, "bearer")) return Failure::kMissing;
-  constexpr absl::string_view kScheme = "bearer ";
-  if (value.size() < kScheme.size() ||
-      !absl::EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
-    return Failure::kInvalid;
-  }
-  const absl::string_view key = absl::StripLeadingAsciiWhitespace(value.substr(kScheme.size()));
-  if (key.empty()) return Failure::kMissing;
-  const Sha256Digest presented = Sha256(key);
+  if (value.empty()) return Failure::kMissing;
+  const std::optional<absl::string_view> key = BearerKey(value);
+  if (!key.has_value()) return Failure::kInvalid;
+  if (key->empty()) return Failure::kMissing;
+  const Sha256Digest presented = Sha256(*key);
   // Every configured digest is compared in full, whatever matched.
   int matches = 0;
   for (const Sha256Digest& digest : digests_) {

@@ -33,6 +33,11 @@ using Sha256Digest = std::array<uint8_t, 32>;
 // SHA-256 of `data` (OpenSSL's libcrypto).
 Sha256Digest Sha256(absl::string_view data);
 
+// The key of an `authorization` value `Bearer <key>` (the scheme
+// case-insensitive, spaces around trimmed; the key may be empty); nullopt
+// for another scheme.
+std::optional<absl::string_view> BearerKey(absl::string_view authorization);
+
 // The configured keys. Immutable after loading: thread-safe.
 class ApiKeys {
  public:

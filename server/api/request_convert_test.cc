@@ -83,9 +83,7 @@ TEST_F(RequestConvertTest, ChatRendersWithTheTemplate) {
   EXPECT_EQ(out->prompt, (std::vector<int>{256, 'H', 'i'}));
   EXPECT_EQ(out->options.max_tokens, 125);  // min(default 256, context left)
   m->set_role("bot");
-  EXPECT_EQ(ToEngineRequest(r, *tokenizer_, config_, options_, HttpFieldNames())
-                .status()
-                .message(),
+  EXPECT_EQ(ToEngineRequest(r, *tokenizer_, config_, options_, HttpFieldNames()).status().message(),
             "messages[0].role must be one of system, user, assistant; got \"bot\"");
 }
 

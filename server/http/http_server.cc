@@ -68,12 +68,14 @@ absl::StatusOr<absl::Time> Deadline(const httplib::Request& req, absl::Time rece
 // (ApiCore::open_calls) until both are done with it.
 class HttpCall {
  public:
-  HttpCall(ApiCore* core, Engine* engine, std::string id, Endpoint endpoint, absl::Time received)
+  HttpCall(ApiCore* core, Engine* engine, std::string id, Endpoint endpoint, absl::Time received,
+           ClientStreamLimiter::Slot client_slot)
       : open_(core),
         engine_(engine),
         id_(std::move(id)),
         endpoint_(endpoint),
-        received_(received) {}
+        received_(received),
+        client_slot_(std::move(client_slot)) {}
 
   struct Events {
     std::vector<TokenEvent> tokens;
@@ -107,6 +109,7 @@ class HttpCall {
     cv_.notify_one();
   }
   void OnDone(absl::StatusOr<GenerateResult> result, const RequestTimings& timings) {
+    client_slot_ = ClientStreamLimiter::Slot();  // before the client can see the end
     open_.core()->RecordRequestEnd(id_, EndpointPath(endpoint_), result.status(),
                                    result.ok() ? &*result : nullptr, received_, &timings);
     {
@@ -122,6 +125,7 @@ class HttpCall {
   const std::string id_;
   const Endpoint endpoint_;
   const absl::Time received_;
+  ClientStreamLimiter::Slot client_slot_;  // engine thread (OnDone), then the destructor
   EngineTicket ticket_;
 
   std::mutex mu_;
@@ -335,9 +339,16 @@ void HttpServer::Impl::Generation(Endpoint endpoint, const httplib::Request& req
     request = core_->Prepare(parsed->chat, id, *deadline, HttpFieldNames());
   }
   if (!request.ok()) return fail(RenameFields(endpoint, request.status()));
+  const std::string authorization_header = req.get_header_value("Authorization");
+  std::optional<absl::string_view> authorization;
+  if (req.has_header("Authorization")) authorization = authorization_header;
+  absl::StatusOr<ClientStreamLimiter::Slot> client_slot =
+      core_->AdmitClient(authorization, req.remote_addr);
+  if (!client_slot.ok()) return fail(client_slot.status());
 
   const int socket = FindConnectionSocket(req.local_port, req.remote_addr, req.remote_port);
-  auto call = std::make_shared<HttpCall>(core_, engine, id, endpoint, received);
+  auto call =
+      std::make_shared<HttpCall>(core_, engine, id, endpoint, received, *std::move(client_slot));
   if (absl::Status s = call->Submit(*std::move(request), call); !s.ok()) {
     return fail(RenameFields(endpoint, s));
   }

@@ -366,7 +366,8 @@ class HelpTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         out = r.stdout
         self.assertTrue(out.startswith("memserve serve: "), out)
-        for line in ("--listen (default: 0.0.0.0:50051)", "--max_queue (default: 1024)",
+        for line in ("--listen (default: 127.0.0.1:50051)",
+                     "--insecure (default: false)", "--max_queue (default: 1024)",
                      "--shutdown_timeout (default: 30s)", "--kv_cache_mb (default: 4096)",
                      "--max_batch_size (default: 64)", "--port_file", "--model_name",
                      "--model", "--threads (default: 0)"):

@@ -83,6 +83,12 @@ def serve_flags(memserve):
     return flags
 
 
+def is_loopback_address(address):
+    """True for HOST:PORT on 127.0.0.0/8, localhost or [::1] (server/exposure.h)."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def parse_duration(text):
     """Seconds of a memserve duration: 30s, 500ms, 2m, 1h30m, or bare seconds."""
     if re.fullmatch(r"\d+(\.\d+)?", text):
@@ -358,6 +364,18 @@ def check_rendered(docs, flags, health_services, adapter_metric, variables):
             values[name] = value
     device = values.get("device", flags.get("device"))
 
+    # Safe defaults: memserve refuses plaintext on a non-loopback address
+    # unless --insecure (the gRPC port also takes TLS).
+    insecure = "insecure" in given and values.get("insecure") in (None, "true", "1")
+    for flag in ("listen", "metrics_listen", "http_listen"):
+        address = values.get(flag)
+        if not address or is_loopback_address(address):
+            continue
+        if not insecure and not (flag == "listen" and values.get("tls_cert")):
+            p.append("memserve: --%s=%s is not loopback and has no TLS: the server refuses it "
+                     "without %s--insecure" % (flag, address,
+                                              "--tls_cert or " if flag == "listen" else ""))
+
     ports = {}
     for port in main.get("ports", []):
         ports[port.get("name")] = port["containerPort"]
@@ -615,6 +633,8 @@ class DeployTest(unittest.TestCase):
         plant("cpu", lambda d, pod, m: m["livenessProbe"]["grpc"].update(
             service=harness.SERVICE), "livenessProbe service")
         plant("cpu", lambda d, pod, m: m["args"].append("--no_such_flag=1"), "--no_such_flag")
+        plant("cpu", lambda d, pod, m: m["args"].remove("--insecure"),
+              "--listen=0.0.0.0:50051 is not loopback")
         plant("cpu", lambda d, pod, m: m["env"].append({"name": "MEMSERVE_THREAD", "value": "2"}),
               "MEMSERVE_THREAD is not a variable")
         plant("gpu-sharded-pool", lambda d, pod, m: [e for e in m["env"] if e["name"] ==

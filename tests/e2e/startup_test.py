@@ -64,8 +64,61 @@ class ListenTest(unittest.TestCase):
         # gRPC's own multi-line error dump is replaced by one line of ours.
         for addr in ("192.0.2.1:50051", "nosuchhost.invalid:50051"):
             with self.subTest(addr=addr):
-                self.assertOneLine(serve("--listen", addr, timeout=60), 1,
+                self.assertOneLine(serve("--listen", addr, "--insecure", timeout=60), 1,
                                    " ERROR cannot listen on %s (--listen)" % addr)
+
+
+class SafeDefaultsTest(unittest.TestCase):
+    """Plaintext only on loopback unless --insecure (docs/security.md, "Safe defaults")."""
+
+    def assertRefused(self, r, flag, addr):
+        self.assertEqual(r.returncode, 2, "stdout=%r stderr=%r" % (r.stdout, r.stderr))
+        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+        self.assertIn(" ERROR %s %s is not a loopback address" % (flag, addr), r.stderr)
+        self.assertIn("--insecure", r.stderr)
+
+    def test_default_listen_is_loopback(self):
+        r = subprocess.run([harness.memserve_binary(), "serve", "--help"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertIn("\n  --listen (default: 127.0.0.1:50051)\n", r.stdout)
+        # Started without --listen, it serves on 127.0.0.1:50051 (skipped when that port is
+        # taken on this machine).
+        import socket
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", 50051))
+            except OSError:
+                self.skipTest("127.0.0.1:50051 is in use")
+        srv = harness.Server(name="default_listen")
+        srv.command = lambda: [harness.memserve_binary(), "serve", "--model", DEMO_MODEL,
+                               "--port_file", srv.port_file]
+        with srv:
+            self.assertEqual(srv.port, 50051)
+            self.assertIn(" listen=127.0.0.1:50051 ", srv.wait_log(" INFO ready "))
+
+    def test_plaintext_on_a_network_address_is_refused(self):
+        for addr in ("0.0.0.0:0", "[::]:0", "192.0.2.1:50051", "myhost.invalid:0"):
+            with self.subTest(addr=addr):
+                self.assertRefused(serve("--listen", addr), "--listen", addr)
+        # The HTTP API and the metrics endpoint are always plain HTTP.
+        self.assertRefused(serve("--listen", "127.0.0.1:0", "--http_listen", "0.0.0.0:0"),
+                           "--http_listen", "0.0.0.0:0")
+        self.assertRefused(serve("--listen", "127.0.0.1:0", "--metrics_listen", "[::]:0"),
+                           "--metrics_listen", "[::]:0")
+
+    def test_insecure_serves_a_network_address(self):
+        with harness.Server("--listen", "0.0.0.0:0", "--insecure", name="insecure") as srv:
+            c = srv.stub.Complete(pb.GenerateRequest(text="Hi", sampling=greedy(3)), timeout=30)
+            self.assertEqual(len(c.token_ids), 3)
+
+    def test_message_and_stream_limit_flags(self):
+        for flag, value, needle in (("--max_response_bytes", "1000", "[1 MiB, 1 GiB]"),
+                                    ("--max_concurrent_streams", "0", "[1, 65536]")):
+            with self.subTest(flag=flag):
+                r = serve("--listen", "127.0.0.1:0", flag, value)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+                self.assertIn("%s must be in %s, got %s" % (flag, needle, value), r.stderr)
 
 
 class ModelNameTest(unittest.TestCase):
