@@ -103,7 +103,7 @@ struct ProductKeyGatherParams {
   int64_t col_end = 0;
   const int64_t* rows = nullptr;   // [n_tokens, picks]
   const float* weights = nullptr;  // [n_tokens, picks]
-  int picks = 0;                   // heads * knn, 1 .. 4096
+  int picks = 0;                   // heads * knn, 1 .. 2^20
   int64_t n_tokens = 0;
   void* out = nullptr;  // [n_tokens, out_stride] of out_type, at the slice's first column
   ElementType out_type = ElementType::kF32;

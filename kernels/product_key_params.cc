@@ -124,7 +124,9 @@ absl::Status ProductKeyGatherParams::Validate() const {
         absl::StrCat("ProductKeyGatherParams.row_stride must be 0 or >= col_end = ", col_end,
                      ", got ", row_stride));
   }
-  if (picks < 1 || picks > 4096) return Invalid(kName, "picks", "must be in [1, 4096]", picks);
+  if (picks < 1 || picks > (1 << 20)) {
+    return Invalid(kName, "picks", "must be in [1, 2^20]", picks);
+  }
   if (n_tokens < 0 || n_tokens > INT32_MAX) {
     return Invalid(kName, "n_tokens", "must be in [0, 2^31 - 1]", n_tokens);
   }

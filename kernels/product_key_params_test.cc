@@ -104,8 +104,8 @@ TEST(ProductKeyParamsTest, GatherValidateAndTheVectorPath) {
   p.out_stride = 31;
   ExpectError(p.Validate(), "out_stride must be 0 or >= col_end - col_begin = 32, got 31");
   p.out_stride = 0;
-  p.picks = 4097;
-  ExpectError(p.Validate(), "ProductKeyGatherParams.picks must be in [1, 4096], got 4097");
+  p.picks = 0;
+  ExpectError(p.Validate(), "ProductKeyGatherParams.picks must be in [1, 2^20], got 0");
   p.picks = 4;
   // 16-byte loads: bf16 needs the start and the stride in multiples of 8.
   EXPECT_TRUE(p.vectorized());
