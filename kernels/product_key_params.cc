@@ -60,6 +60,10 @@ absl::Status ProductKeyScoresParams::Validate() const {
   }
   absl::Status s = CheckSelectShape(kName, n_tokens, heads, n_keys);
   if (!s.ok()) return s;
+  if (n_tokens * heads * 2 > INT32_MAX) {
+    return Invalid(kName, "n_tokens * heads * 2", "must be <= 2^31 - 1 (the grid)",
+                   n_tokens * heads * 2);
+  }
   s = CheckKDim(kName, k_dim);
   if (!s.ok()) return s;
   if (query_stride != 0 && query_stride < static_cast<int64_t>(heads) * k_dim) {

@@ -47,6 +47,8 @@ TEST(ProductKeyParamsTest, ScoresValidateNamesTheField) {
   EXPECT_TRUE(p.Validate().ok());
   p.n_tokens = -1;
   ExpectError(p.Validate(), "ProductKeyScoresParams.n_tokens must be in [0, 2^31 - 1], got -1");
+  p.n_tokens = int64_t{1} << 28;  // x 4 heads x 2 halves = 2^31 blocks
+  ExpectError(p.Validate(), "ProductKeyScoresParams.n_tokens * heads * 2 must be <= 2^31 - 1");
 }
 
 TEST(ProductKeyParamsTest, SelectValidateNamesTheField) {
