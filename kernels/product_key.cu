@@ -215,8 +215,7 @@ __global__ void __launch_bounds__(kSelectThreads)
 
 // --- 3. gather ---
 
-constexpr int kGatherCols = 256;  // per block: 32 lanes x 8 columns
-constexpr int kGatherUnroll = 4;  // rows in flight per warp
+constexpr int kGatherUnroll = 4;  // rows in flight per (warp, row slot)
 
 // 8 consecutive elements of a row from p (16-byte loads when `vec`, else
 // element by element, those at or past `valid` read as 0).
@@ -241,32 +240,40 @@ __device__ __forceinline__ void Load8(const float* p, bool vec, int valid, float
 __device__ __forceinline__ void Store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void Store(uint16_t* p, float v) { *p = F32ToBf16Bits(v); }
 
-// Grid (n_tokens, column chunks of kGatherCols). Warp w of the block sums
-// the token's picks w, w + kWarps, ... (kGatherUnroll rows in flight) for
-// its lane's 8 columns; the block then sums the warps' partial sums in warp
-// order. `values` points at the slice's first column of row 0.
-template <typename V, typename O, int kWarps>
+// Grid (n_tokens, column chunks of 8 * kLanes). A warp's lanes are
+// 32 / kLanes row slots of kLanes lanes; lane (slot, l) owns the chunk's
+// columns 8 l .. 8 l + 7. Slot s of warp w sums the token's picks
+// q, q + kWarps * kSlots, ... with q = w * kSlots + s (kGatherUnroll rows in
+// flight); the slots' sums meet in a butterfly, the warps' in warp order in
+// shared memory. A column's sum order depends on (kWarps, kLanes) only, not
+// on the chunk or the slice. `values` points at the slice's first column of
+// row 0.
+template <typename V, typename O, int kWarps, int kLanes>
 __global__ void __launch_bounds__(kWarps * 32)
     ProductKeyGatherKernel(const V* __restrict__ values, int64_t table_rows, int64_t row_stride,
                            int width, const int64_t* __restrict__ rows,
                            const float* __restrict__ weights, int picks, O* __restrict__ out,
                            int64_t out_stride, bool vec) {
-  __shared__ float partial[kWarps][kGatherCols];
+  constexpr int kSlots = 32 / kLanes;
+  constexpr int kCols = 8 * kLanes;
+  __shared__ float partial[kWarps][kCols];
   const int64_t t = blockIdx.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int c0 = blockIdx.y * kGatherCols + lane * 8;
+  const int slot = lane / kLanes, l = lane % kLanes;
+  const int c0 = blockIdx.y * kCols + l * 8;
   const int valid = width - c0;  // columns of this lane's 8 inside the slice
   const int64_t* r = rows + t * picks;
   const float* w = weights + t * picks;
   float acc[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) acc[i] = 0.0f;
-  for (int p0 = warp; p0 < picks; p0 += kWarps * kGatherUnroll) {
+  constexpr int kStride = kWarps * kSlots;
+  for (int p0 = warp * kSlots + slot; p0 < picks; p0 += kStride * kGatherUnroll) {
     int64_t row[kGatherUnroll];
     float wt[kGatherUnroll];
 #pragma unroll
     for (int u = 0; u < kGatherUnroll; ++u) {
-      const int p = p0 + u * kWarps;
+      const int p = p0 + u * kStride;
       row[u] = p < picks ? __ldg(r + p) : -1;
       wt[u] = p < picks ? __ldg(w + p) : 0.0f;
     }
@@ -287,10 +294,17 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   }
 #pragma unroll
-  for (int i = 0; i < 8; ++i) partial[warp][lane * 8 + i] = acc[i];
+  for (int offset = kLanes; offset < 32; offset *= 2) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[i] += __shfl_xor_sync(kFullMask, acc[i], offset);
+  }
+  if (slot == 0) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) partial[warp][l * 8 + i] = acc[i];
+  }
   __syncthreads();
-  for (int c = threadIdx.x; c < kGatherCols; c += kWarps * 32) {
-    const int col = blockIdx.y * kGatherCols + c;
+  for (int c = threadIdx.x; c < kCols; c += kWarps * 32) {
+    const int col = blockIdx.y * kCols + c;
     if (col >= width) continue;
     float sum = 0.0f;
 #pragma unroll
@@ -299,22 +313,25 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
+template <typename V, typename O, int kWarps, int kLanes>
+void LaunchGatherShape(const ProductKeyGatherParams& p, cudaStream_t stream) {
+  const int width = static_cast<int>(p.col_end - p.col_begin);
+  constexpr int kCols = 8 * kLanes;
+  const dim3 grid(static_cast<unsigned>(p.n_tokens),
+                  static_cast<unsigned>((width + kCols - 1) / kCols));
+  ProductKeyGatherKernel<V, O, kWarps, kLanes><<<grid, kWarps * 32, 0, stream>>>(
+      static_cast<const V*>(p.values) + p.col_begin, p.table_rows, p.effective_row_stride(), width,
+      p.rows, p.weights, p.picks, static_cast<O*>(p.out), p.effective_out_stride(), p.vectorized());
+}
+
+// The two shapes of ProductKeyGatherShapeOf.
 template <typename V, typename O>
 void LaunchGatherTyped(const ProductKeyGatherParams& p, cudaStream_t stream) {
-  const int width = static_cast<int>(p.col_end - p.col_begin);
-  const dim3 grid(static_cast<unsigned>(p.n_tokens),
-                  static_cast<unsigned>((width + kGatherCols - 1) / kGatherCols));
-  const V* values = static_cast<const V*>(p.values) + p.col_begin;
-  O* out = static_cast<O*>(p.out);
-  const bool vec = p.vectorized();
-  if (ProductKeyGatherWarps(p.n_tokens) == 16) {
-    ProductKeyGatherKernel<V, O, 16><<<grid, 16 * 32, 0, stream>>>(
-        values, p.table_rows, p.effective_row_stride(), width, p.rows, p.weights, p.picks, out,
-        p.effective_out_stride(), vec);
+  const ProductKeyGatherShape shape = ProductKeyGatherShapeOf(p.n_tokens);
+  if (shape.warps == 16) {
+    LaunchGatherShape<V, O, 16, 8>(p, stream);
   } else {
-    ProductKeyGatherKernel<V, O, 4>
-        <<<grid, 4 * 32, 0, stream>>>(values, p.table_rows, p.effective_row_stride(), width, p.rows,
-                                      p.weights, p.picks, out, p.effective_out_stride(), vec);
+    LaunchGatherShape<V, O, 4, 32>(p, stream);
   }
 }
 

@@ -18,9 +18,11 @@
 //   3. gather: out[t, c] = sum_{h,k} w[t,h,k] * values[rows[t,h,k], col_begin + c]
 //      over a column slice of a table whose rows are row_stride apart,
 //      16-byte loads, fp32 accumulators, output fp32 or bf16 with a row
-//      stride. Grid (token, 256-column chunk); the heads * knn rows of a
-//      token are split over the block's warps (16 warps below 64 tokens, 4
-//      from 64), each with 4 rows in flight, and summed in warp order.
+//      stride. Grid (token, column chunk); a token's heads * knn rows are
+//      split over the block's warps and row slots (ProductKeyGatherShapeOf:
+//      below 64 tokens 64-column chunks of 16 warps x 4 slots, so one
+//      token's rows spread over many blocks), 4 rows in flight per slot,
+//      summed in a fixed order.
 //
 // Rows and scores equal the CPU's for the same sub-key scores. The scores
 // kernel sums in another order than the CPU's GEMM (last bits), so only
@@ -119,9 +121,19 @@ struct ProductKeyGatherParams {
   absl::Status Validate() const;
 };
 
-// Warps per gather block for a batch (the sum order depends on it, and on
-// nothing else).
-inline int ProductKeyGatherWarps(int64_t n_tokens) { return n_tokens < 64 ? 16 : 4; }
+// The gather's block shape for a batch: `warps` warps, each split into
+// 32 / lanes row slots of `lanes` lanes (8 columns a lane), so a block covers
+// 8 * lanes columns. Below 64 tokens, 16 warps x 4 slots over 64 columns:
+// one token's rows spread over many blocks (32 for 2048 columns) with 64
+// rows in flight each; from 64 tokens, 4 warps x 1 slot over 256 columns.
+// The sum order depends on the shape, hence on n_tokens only.
+struct ProductKeyGatherShape {
+  int warps;
+  int lanes;
+};
+inline ProductKeyGatherShape ProductKeyGatherShapeOf(int64_t n_tokens) {
+  return n_tokens < 64 ? ProductKeyGatherShape{16, 8} : ProductKeyGatherShape{4, 32};
+}
 
 absl::Status LaunchProductKeyGather(const ProductKeyGatherParams& params, void* stream);
 

@@ -135,6 +135,17 @@ TEST(ProductKeyParamsTest, ScoreSplitsFillTheGpuAtSmallBatches) {
   EXPECT_EQ(ProductKeyScoreSplits(0, 4, 1024), 1);
 }
 
+TEST(ProductKeyParamsTest, GatherShapeDependsOnTheBatchOnly) {
+  for (int64_t t : {1, 8, 63}) {
+    EXPECT_EQ(ProductKeyGatherShapeOf(t).warps, 16);
+    EXPECT_EQ(ProductKeyGatherShapeOf(t).lanes, 8);
+  }
+  for (int64_t t : {64, 512, 4096}) {
+    EXPECT_EQ(ProductKeyGatherShapeOf(t).warps, 4);
+    EXPECT_EQ(ProductKeyGatherShapeOf(t).lanes, 32);
+  }
+}
+
 TEST(ProductKeyParamsTest, LookupWorkspaceAndValidate) {
   alignas(16) uint16_t values[64] = {};
   float f[4] = {};

@@ -241,6 +241,45 @@ TEST(ProductKeyTest, GatherMatchesACpuLoop) {
   }
 }
 
+// A column's value does not depend on the slice it is gathered in (both
+// block shapes): two slices written into one output equal the whole, bit for
+// bit, as the sharded pool needs.
+TEST(ProductKeyTest, GatherIsSliceInvariant) {
+  MEMSERVE_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(25);
+  const int64_t table_rows = 300, v_dim = 520, split = 264;
+  const int picks = 128;
+  const std::vector<uint16_t> values = ToBf16(Normal(table_rows * v_dim, &rng));
+  for (const int64_t n_tokens : {2, 80}) {
+    std::vector<int64_t> rows(n_tokens * picks);
+    for (int64_t& r : rows) r = static_cast<int64_t>(rng() % table_rows);
+    const std::vector<float> weights = Normal(rows.size(), &rng);
+    DeviceArray<uint16_t> dvalues(values);
+    DeviceArray<int64_t> drows(rows);
+    DeviceArray<float> dweights(weights), whole(n_tokens * v_dim), parts(n_tokens * v_dim);
+    ProductKeyGatherParams p;
+    p.values = dvalues.get();
+    p.table_rows = table_rows;
+    p.row_stride = v_dim;
+    p.rows = drows.get();
+    p.weights = dweights.get();
+    p.picks = picks;
+    p.n_tokens = n_tokens;
+    p.out_stride = v_dim;
+    p.col_end = v_dim;
+    p.out = whole.get();
+    ASSERT_TRUE(LaunchProductKeyGather(p, nullptr).ok());
+    p.col_end = split;
+    p.out = parts.get();
+    ASSERT_TRUE(LaunchProductKeyGather(p, nullptr).ok());
+    p.col_begin = split;
+    p.col_end = v_dim;
+    p.out = parts.get() + split;
+    ASSERT_TRUE(LaunchProductKeyGather(p, nullptr).ok());
+    EXPECT_EQ(parts.Read(), whole.Read()) << n_tokens << " tokens";
+  }
+}
+
 // The whole lookup vs the CPU backend (fp32 keys, bf16 values): rows equal
 // wherever the CPU's score gap to the next rank is clear, out within fp32
 // rounding when every row agrees.
