@@ -12,8 +12,9 @@
 //   v2  kernels/product_key: the split scores kernel (keys read as bf16,
 //       16-byte loads; a (token, head, half)'s keys over several blocks),
 //       the radix-select selection (both halves at once), the 16-byte gather
-//       with fp32 accumulators (a token's rows split over 16 warps below 64
-//       tokens, 4 above).
+//       with fp32 accumulators (below 64 tokens a token's rows spread over
+//       64-column blocks of 16 warps x 4 row slots; 256-column blocks of 4
+//       warps from 64).
 //   v3  v1's GEMM scores + v2's selection and gather (what the backend runs
 //       above 16 tokens).
 //
