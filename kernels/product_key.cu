@@ -345,23 +345,16 @@ absl::Status LaunchProductKeyScores(const ProductKeyScoresParams& p, void* strea
   const int splits = ProductKeyScoreSplits(p.n_tokens, p.heads, p.n_keys);
   const int per_split = (p.n_keys + splits - 1) / splits;
   const dim3 grid(static_cast<unsigned>(p.n_tokens * p.heads * 2), static_cast<unsigned>(splits));
+  // At most kProductKeyMaxHalfDim floats (32 KB): no opt-in beyond 48 KB needed.
   const size_t smem = static_cast<size_t>(half_dim) * sizeof(float);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (p.keys_type == ElementType::kBF16) {
     const bool vec = half_dim % 8 == 0 && AlignedTo(p.keys, 16);
-    if (smem > 48 * 1024) {
-      cudaFuncSetAttribute(ProductKeyScoresKernel<uint16_t>,
-                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    }
     ProductKeyScoresKernel<uint16_t><<<grid, kScoreWarps * 32, smem, s>>>(
         p.queries, p.effective_query_stride(), static_cast<const uint16_t*>(p.keys),
         p.subkey_scores, p.heads, p.n_keys, half_dim, per_split, vec);
   } else {
     const bool vec = half_dim % 4 == 0 && AlignedTo(p.keys, 16);
-    if (smem > 48 * 1024) {
-      cudaFuncSetAttribute(ProductKeyScoresKernel<float>,
-                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    }
     ProductKeyScoresKernel<float><<<grid, kScoreWarps * 32, smem, s>>>(
         p.queries, p.effective_query_stride(), static_cast<const float*>(p.keys), p.subkey_scores,
         p.heads, p.n_keys, half_dim, per_split, vec);
