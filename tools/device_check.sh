@@ -24,7 +24,9 @@
 #
 # Environment: MEMSERVE_BUNDLE_DIR (default device/bundle), PYTHON (a python3
 # with torch; default: the first of python3, /usr/bin/python3 that has it),
-# DEVICE_CHECK_BUDGET_S (330: the steps' total; the report and packing follow),
+# DEVICE_CHECK_BUDGET_S (540: the steps' total; the report and packing follow;
+# a call of timeout_s 600 holds it), PK_LAB_ARGS (e.g. --quick: pk_lab and
+# torch_pk_lookup on n_keys 1024 only),
 # MAKE_PKPLUS=1 (make the 373M model even without a GPU), SANITIZE=1 (also run
 # the kernel tests under compute-sanitizer), DEVICE_CHECK_KEEP_STEPS=1 (keep
 # OUT_LOG_DIR/steps/ unpacked as well), DEVICE_CHECK_ONLY=REGEX (run only the
@@ -41,7 +43,7 @@ mkdir -p "$1" || exit 1
 LOG=$(cd "$1" && pwd)
 BUNDLE=${MEMSERVE_BUNDLE_DIR:-$ROOT/device/bundle}
 BUNDLE=$(cd "$BUNDLE" 2> /dev/null && pwd || echo "$BUNDLE")
-BUDGET_S=${DEVICE_CHECK_BUDGET_S:-330}
+BUDGET_S=${DEVICE_CHECK_BUDGET_S:-540}
 STEPS=$LOG/steps
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/device_check.XXXXXX")
 SUMMARY=$LOG/summary.txt
@@ -380,6 +382,24 @@ torch_decode() {
     --prompt_tokens 16 --decode_tokens 64 --runs 3 ${bw:+--copy_gb_per_s "$bw"}
 }
 
+# The product-key lookup lab (kernels/dev/product_key_lookup.cu): validation
+# of every version against the CPU reference, the timing sweep, the gathers
+# against a device-to-device copy.
+pk_lab() {
+  local exe=$MEMSERVE_BUNDLE/bin/product_key_lookup
+  [ -x "$exe" ] || { say "no product_key_lookup in the bundle"; return 77; }
+  "$exe" ${PK_LAB_ARGS:-}
+  local rc=$?
+  [ "$rc" -ne 77 ] || { say "$(sed -n 's/.*"reason": "\(.*\)"}$/\1/p' "$STEPS/pk_lab.log")"; return 77; }
+  say "validation $(sed -n 's/.*"validation": "\([A-Za-z]*\)".*/\1/p' "$STEPS/pk_lab.log"); $(grep '"what": "graph", "version": 2, "n_keys": 1024, "v_dim": 2048' "$STEPS/pk_lab.log" | sed 's/.*"us_per_lookup": \([0-9.]*\).*/v2 batch-1 graph \1 us (1M x 2048)/')"
+  return "$rc"
+}
+
+# The same lookup in PyTorch (einsum, topk, F.embedding_bag), beside pk_lab.
+torch_pk_lookup() {
+  "$PY" tests/bench/torch_pk_lookup_bench.py ${PK_LAB_ARGS:-}
+}
+
 decode_bench() {  # device batches
   local model=$PKPLUS
   if [ ! -f "$model/config.json" ]; then
@@ -388,10 +408,17 @@ decode_bench() {  # device batches
   fi
   "$MEMSERVE_BUNDLE/bin/decode_bench" --device "$1" --model "$model" --batch "$2" \
     --prompt_tokens 16 --decode_tokens 64 --runs "${3:-3}" || return
-  say "$(grep median_decode_tok_s "$STEPS/decode_bench_$1.log" | sed 's/.*"batch": \([0-9]*\), "median_decode_tok_s": \([0-9.]*\).*/B=\1 \2/' | tr '\n' ' ')tok/s (${model##*/})"
+  say "$(grep median_decode_tok_s "$STEPS/${DECODE_LOG:-decode_bench_$1}.log" | sed 's/.*"batch": \([0-9]*\), "median_decode_tok_s": \([0-9.]*\).*/B=\1 \2/' | tr '\n' ' ')tok/s (${model##*/})"
 }
 
-export -f facts libs run_test sanitize_test e2e make_pkplus ceilings torch_decode decode_bench
+# The old memory kernels (MEMSERVE_CUDA_MEMORY_KERNELS=legacy): the "before"
+# of the product-key kernels' decode tokens/s.
+decode_bench_legacy() {
+  MEMSERVE_CUDA_MEMORY_KERNELS=legacy DECODE_LOG=decode_bench_cuda_legacy decode_bench cuda 1,64
+}
+
+export -f facts libs run_test sanitize_test e2e make_pkplus ceilings torch_decode decode_bench \
+  pk_lab torch_pk_lookup decode_bench_legacy
 export RF="" PKPLUS E2E_PROMPT E2E_ANSWER GPU_WHY
 
 run_step facts cpu 60 facts
@@ -418,6 +445,9 @@ fi
 run_step make_pkplus gpu 90 make_pkplus
 run_step decode_bench_cuda gpu 120 decode_bench cuda 1,8,64,256
 run_step torch_decode gpu 150 torch_decode
+run_step decode_bench_cuda_legacy gpu 90 decode_bench_legacy
+run_step pk_lab gpu 200 pk_lab
+run_step torch_pk_lookup gpu 120 torch_pk_lookup
 if [ -f "$PKPLUS/config.json" ]; then
   run_step decode_bench_cpu cpu 90 decode_bench cpu 1 1
 else

@@ -9,6 +9,14 @@ Numbers that are missing (a step skipped or failed) are shown as "-" and their g
 
     python3 tests/bench/gpu_report.py LOG_DIR     (prints Markdown)
 
+Then issue 12's product-key lookup (pk_section): the lab's validation and timings
+(pk_lab.log: kernels/dev/product_key_lookup), the PyTorch twin (torch_pk_lookup.log), decode
+tokens/s with the legacy and the product_key memory kernels (decode_bench_cuda_legacy.log and
+decode_bench_cuda.log), and the issue's goals:
+  - the gather >= 90% of the lab's d2d copy bandwidth at 512 and 4096 tokens, 1M x 2048;
+  - the whole lookup <= 8 us at batch 1 (graph replay), 1M x 2048;
+  - >= 6x the PyTorch lookup at batch 1 (graphs) and at batch 512 (eager), 1M x 2048.
+
 Reads LOG_DIR/{ceilings,torch_decode,decode_bench_cuda,decode_bench_cpu}.log (JSON lines among
 other output) and LOG_DIR/pkplus_config.json. Python 3, standard library only.
 """
@@ -142,6 +150,102 @@ def report(log_dir):
         m, g = mem_tok["cuda"].get(b), torch_tok.get((b, "graph"))
         L.append(goal(f"batch {b} >= 1.5x the torch CUDA-graph baseline",
                       None if not (m and g) else m >= 1.5 * g))
+    return "\n".join(L) + "\n" + pk_section(log_dir)
+
+
+PK_SHAPE = (1024, 2048)  # the goals' shape: n_keys 1024 (1M rows) x v_dim 2048
+
+
+def pk_section(log_dir):
+    lab = json_lines(os.path.join(log_dir, "pk_lab.log"))
+    tl = json_lines(os.path.join(log_dir, "torch_pk_lookup.log"))
+    L = ["", "## Product-key lookup (issue 12: pk_lab, torch_pk_lookup)", ""]
+    if not any(j.get("what") == "lookup" for j in lab):
+        L.append("Not measured (pk_lab did not run on a GPU).")
+    val = [j for j in lab if j.get("what") == "validate"]
+    if val:
+        bad = [j for j in val if not j.get("ok")]
+        L.append(f"Validation against the CPU reference: {len(val) - len(bad)}/{len(val)} ok"
+                 + "".join(f"; v{j['version']} n_keys {j['n_keys']} v_dim {j['v_dim']} "
+                           f"tokens {j['tokens']}: {j['clear_mismatches']} clear mismatches, "
+                           f"nmse {j['nmse']}" for j in bad) + ".")
+    copy = next((j["gb_per_s"] for j in lab if j.get("what") == "copy"), None)
+    look = {(j["version"], j["n_keys"], j["v_dim"], j["tokens"]): j["us"] for j in lab
+            if j.get("what") == "lookup"}
+    graph = {(j["version"], j["n_keys"], j["v_dim"]): j["us_per_lookup"] for j in lab
+             if j.get("what") == "graph"}
+    gather = {(j["version"], j["n_keys"], j["v_dim"], j["tokens"]): j for j in lab
+              if j.get("what") == "gather"}
+    t_look = {(j["n_keys"], j["v_dim"], j["tokens"]): j["us"] for j in tl
+              if j.get("what") == "torch_lookup"}
+    t_graph = {(j["n_keys"], j["v_dim"]): j["us_per_lookup"] for j in tl
+               if j.get("what") == "torch_graph"}
+    shapes = sorted({k[1:] for k in look} | set(t_look))
+    if shapes:
+        L += ["", "Whole lookup, microseconds (eager, CUDA events; batch 1 also per lookup in a "
+              "CUDA graph of 16). v1 = legacy kernels, v2 = product_key, v3 = GEMM scores + "
+              "product_key select/gather.", ""]
+        L.append("| n_keys | v_dim | tokens | v1 | v2 | v3 | torch | torch / best memserve |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for nk, vd, t in shapes:
+            us = [look.get((v, nk, vd, t)) for v in (1, 2, 3)]
+            best = min((u for u in us if u), default=None)
+            tu = t_look.get((nk, vd, t))
+            L.append(f"| {nk} | {vd} | {t} | {fmt(us[0], 2)} | {fmt(us[1], 2)} | "
+                     f"{fmt(us[2], 2)} | {fmt(tu, 2)} | "
+                     + (f"{tu / best:.1f}x |" if best and tu else "- |"))
+            if t == 1:
+                gs = [graph.get((v, nk, vd)) for v in (1, 2, 3)]
+                gbest = min((g for g in gs if g), default=None)
+                tg = t_graph.get((nk, vd))
+                L.append(f"| {nk} | {vd} | 1 (graph) | {fmt(gs[0], 2)} | {fmt(gs[1], 2)} | "
+                         f"{fmt(gs[2], 2)} | {fmt(tg, 2)} | "
+                         + (f"{tg / gbest:.1f}x |" if gbest and tg else "- |"))
+    if gather:
+        L += ["", f"Gather alone, GB/s (rows read + output written) and fraction of the lab's "
+              f"d2d copy ({fmt(copy)} GB/s, read + written).", ""]
+        L.append("| n_keys | v_dim | tokens | v1 GB/s | v2 GB/s | v2 / copy |")
+        L.append("|---|---|---|---|---|---|")
+        for nk, vd, t in sorted({k[1:] for k in gather}):
+            g1, g2 = gather.get((1, nk, vd, t), {}), gather.get((2, nk, vd, t), {})
+            L.append(f"| {nk} | {vd} | {t} | {fmt(g1.get('gb_per_s'))} | "
+                     f"{fmt(g2.get('gb_per_s'))} | {fmt(g2.get('of_copy'), 3)} |")
+    dec = {}
+    for name in ("decode_bench_cuda_legacy", "decode_bench_cuda"):
+        path = os.path.join(log_dir, name + ".log")
+        demo = False
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                demo = "no 373M model" in f.read()
+        dec[name] = {} if demo else {j["batch"]: j["median_decode_tok_s"]
+                                     for j in json_lines(path) if "median_decode_tok_s" in j}
+    L += ["", "Decode tokens/s, 373M pkplus shape: legacy memory kernels "
+          "(MEMSERVE_CUDA_MEMORY_KERNELS=legacy) vs product_key.", ""]
+    L.append("| batch | legacy | product_key | after / before |")
+    L.append("|---|---|---|---|")
+    for b in (1, 64):
+        old, new = dec["decode_bench_cuda_legacy"].get(b), dec["decode_bench_cuda"].get(b)
+        L.append(f"| {b} | {fmt(old)} | {fmt(new)} | "
+                 + (f"{new / old:.2f}x |" if old and new else "- |"))
+
+    def goal(text, ok):
+        return f"- {text}: " + ("not measured" if ok is None else "met" if ok else "NOT met")
+
+    nk, vd = PK_SHAPE
+    L += ["", "## Goals (issue 12)", ""]
+    fr = [gather.get((2, nk, vd, t), {}).get("of_copy") for t in (512, 4096)]
+    L.append(goal("gather >= 90% of the d2d copy at 512 and 4096 tokens (1M x 2048)",
+                  None if None in fr else min(fr) >= 0.9))
+    g2 = graph.get((2, nk, vd))
+    L.append(goal("whole lookup <= 8 us at batch 1, graph replay (1M x 2048)",
+                  None if g2 is None else g2 <= 8.0))
+    tg = t_graph.get((nk, vd))
+    L.append(goal(">= 6x the PyTorch lookup at batch 1 (graphs, 1M x 2048)",
+                  None if not (g2 and tg) else tg >= 6 * g2))
+    best512 = min((u for u in (look.get((v, nk, vd, 512)) for v in (2, 3)) if u), default=None)
+    t512 = t_look.get((nk, vd, 512))
+    L.append(goal(">= 6x the PyTorch lookup at batch 512 (eager, 1M x 2048)",
+                  None if not (best512 and t512) else t512 >= 6 * best512))
     return "\n".join(L) + "\n"
 
 

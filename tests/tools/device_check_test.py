@@ -101,6 +101,9 @@ class DeviceCheckTest(unittest.TestCase):
         self.assertRegex(detail, r"(?i)error:? .*cuda")
         self.assertEqual(self.steps["make_pkplus"][0], "SKIP")
         self.assertEqual(self.steps["torch_decode"][0], "SKIP")
+        # The product-key lab, its PyTorch twin and decode_bench on the legacy kernels.
+        for name in ("pk_lab", "torch_pk_lookup", "decode_bench_cuda_legacy"):
+            self.assertEqual(self.steps[name][0], "SKIP", (name, self.steps.get(name)))
         if self.have_cuda:
             status, detail = self.steps["ceilings"]
             self.assertEqual(status, "SKIP")

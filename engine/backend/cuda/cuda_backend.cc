@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cuda/cublas_loader.h"
 #include "engine/backend/cuda/cuda_check.h"
+#include "engine/backend/cuda/memory_kernels.h"
 #include "engine/backend/cuda/staging.h"
 #include "engine/backend/op_checks.h"
 #include "engine/dtype.h"
@@ -26,6 +27,7 @@
 #include "kernels/embedding.h"
 #include "kernels/memory_select.h"
 #include "kernels/paged_attention.h"
+#include "kernels/product_key.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
 #include "kernels/value_gather.h"
@@ -108,6 +110,7 @@ struct CudaBackend::Impl {
   cublasHandle_t cublas = nullptr;
   void* cublas_workspace = nullptr;
   bool capturing = false;
+  cuda::MemoryKernels memory_kernels = cuda::MemoryKernels::kProductKey;
 
   Scratch bf16_x;         // MatMul: the activation rounded to bf16
   Scratch keys_f32;       // MemorySelect: bf16 keys as fp32
@@ -207,6 +210,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
   }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  ASSIGN_OR_RETURN(impl->memory_kernels, cuda::MemoryKernelsFromEnv());
   ASSIGN_OR_RETURN(impl->blas, cuda::LoadCublas());
   RETURN_IF_ERROR(impl->Activate());
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
@@ -228,6 +232,8 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
                "multiprocessors=%d\n",
                options.device, prop.name, prop.major, prop.minor,
                static_cast<double>(prop.totalGlobalMem) / (1 << 30), prop.multiProcessorCount);
+  std::fprintf(stderr, "memserve: cuda_memory_kernels=%s\n",
+               cuda::MemoryKernelsName(impl->memory_kernels));
   return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));
 }
 
@@ -608,6 +614,33 @@ absl::Status CudaBackend::MemorySelect(const MemorySelectArgs& a) {
   }
   RETURN_IF_ERROR(impl_->Activate());
   Impl& m = *impl_;
+  const bool product_key = m.memory_kernels == cuda::MemoryKernels::kProductKey;
+  kernels::ProductKeySelectParams select;
+  select.rows = Ptr<int64_t>(a.rows);
+  select.weights = Ptr<float>(a.weights);
+  select.scores = a.scores.present() ? Ptr<float>(a.scores) : nullptr;
+  select.n_tokens = n_tokens;
+  select.heads = a.heads;
+  select.n_keys = a.n_keys;
+  select.knn = a.knn;
+  if (product_key && kernels::ProductKeyUseScoreKernel(n_tokens)) {
+    // Small batches: the split scores kernel reads the keys as stored.
+    const int64_t n_scores = n_tokens * batches * a.n_keys;
+    RETURN_IF_ERROR(
+        m.Reserve(&m.subkey_scores, static_cast<size_t>(n_scores) * 4, "MemorySelect scores"));
+    kernels::ProductKeyScoresParams scores;
+    scores.queries = Ptr<const float>(a.queries);
+    scores.keys = Ptr<const void>(a.keys);
+    scores.keys_type = ElementTypeOf(a.keys.dtype);
+    scores.subkey_scores = static_cast<float*>(m.subkey_scores.ptr);
+    scores.n_tokens = n_tokens;
+    scores.heads = a.heads;
+    scores.n_keys = a.n_keys;
+    scores.k_dim = a.k_dim;
+    RETURN_IF_ERROR(kernels::LaunchProductKeyScores(scores, m.stream));
+    select.subkey_scores = scores.subkey_scores;
+    return kernels::LaunchProductKeySelect(select, m.stream);
+  }
   const float* keys = nullptr;
   if (a.keys.dtype == DType::kF32) {
     keys = Ptr<const float>(a.keys);
@@ -637,6 +670,10 @@ absl::Status CudaBackend::MemorySelect(const MemorySelectArgs& a) {
       static_cast<int>(a.heads * a.k_dim), static_cast<long long>(half), &zero,
       static_cast<float*>(m.subkey_scores.ptr), static_cast<int>(batches * a.n_keys),
       static_cast<long long>(a.n_keys), static_cast<int>(batches)));
+  if (product_key) {
+    select.subkey_scores = static_cast<const float*>(m.subkey_scores.ptr);
+    return kernels::LaunchProductKeySelect(select, m.stream);
+  }
   kernels::MemorySelectParams p;
   p.subkey_scores = static_cast<const float*>(m.subkey_scores.ptr);
   p.rows = Ptr<int64_t>(a.rows);
@@ -663,6 +700,25 @@ absl::Status CudaBackend::ValueGather(const Tensor& values, const Tensor& rows,
   if (width == 0) return absl::OkStatus();
   RETURN_IF_ERROR(impl_->Activate());
   Impl& m = *impl_;
+  if (m.memory_kernels == cuda::MemoryKernels::kProductKey) {
+    if (n_tokens == 0) return absl::OkStatus();
+    // The slice goes straight into its columns of out (row stride v_dim).
+    kernels::ProductKeyGatherParams g;
+    g.values = Ptr<const void>(values);
+    g.values_type = ElementTypeOf(values.dtype);
+    g.table_rows = values.shape[0];
+    g.row_stride = v_dim;
+    g.col_begin = col_begin;
+    g.col_end = col_end;
+    g.rows = Ptr<const int64_t>(rows);
+    g.weights = Ptr<const float>(weights);
+    g.picks = static_cast<int>(rows.numel() / n_tokens);
+    g.n_tokens = n_tokens;
+    g.out = Ptr<float>(out) + col_begin;
+    g.out_type = kernels::ElementType::kF32;
+    g.out_stride = v_dim;
+    return kernels::LaunchProductKeyGather(g, m.stream);
+  }
   const bool whole = width == v_dim;
   // A column slice is gathered densely into scratch, then copied into its
   // columns of out (the kernel writes dense rows).

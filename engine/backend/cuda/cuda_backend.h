@@ -18,8 +18,11 @@
 // is the rank-1 product bias x ones written first, then the GEMM adds to it.
 // cuBLAS is loaded with dlopen at Create (cublas_loader.h), so binaries
 // that never use a GPU do not pay its load time.
-// MemorySelect computes the sub-key scores with a strided-batched fp32 GEMM
-// (BF16 keys converted to fp32 first) and selects with kernels/memory_select.
+// MemorySelect and ValueGather run kernels/product_key (memory_kernels.h):
+// sub-key scores by its split kernel up to 16 tokens, else by a
+// strided-batched fp32 GEMM (BF16 keys converted to fp32 first), its radix
+// selection, its 16-byte gather; MEMSERVE_CUDA_MEMORY_KERNELS=legacy runs
+// the GEMM + kernels/memory_select + kernels/value_gather instead.
 // The other ops are the kernels of kernels/ (params + Validate + Launch).
 // Unlike the CPU backend, a MatMul row's bits may depend on the number of
 // rows (cuBLAS picks its algorithm by shape): results agree with the CPU
