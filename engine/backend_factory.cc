@@ -4,6 +4,7 @@
 #include "engine/backend/cpu/cpu_backend.h"
 #ifdef MEMSERVE_HAS_CUDA
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/cuda/memory_placement_cuda.h"
 #endif
 
 namespace memserve {
@@ -28,6 +29,35 @@ absl::Status CheckDeviceAvailable(Device device) {
 #endif
   }
   return absl::InvalidArgumentError("--device: unknown device");
+}
+
+absl::Status CheckMemoryPlacement(Device device, MemoryPlacement placement, int memory_gpus) {
+  if (device != Device::kCpu) return absl::OkStatus();
+  if (placement == MemoryPlacement::kDevice || placement == MemoryPlacement::kSharded) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--memory_placement ", placement == MemoryPlacement::kDevice ? "device" : "sharded",
+        " needs --device cuda; on the CPU it must be auto or host (the table is used in place "
+        "from the checkpoint mapping; --memory_shards gives virtual shards)"));
+  }
+  if (memory_gpus != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--memory_gpus ", memory_gpus,
+                     " needs --device cuda; on the CPU it must be all (the default)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int64_t>> GpuFreeBytes() {
+#ifdef MEMSERVE_HAS_CUDA
+  return cuda::GpuFreeBytes();
+#else
+  return std::vector<int64_t>{};
+#endif
+}
+
+const char* ValueTablePlacement(Device device, MemoryPlacement placement) {
+  if (device == Device::kCpu) return "cpu-mmap";
+  return placement == MemoryPlacement::kHost ? "host-pinned" : "gpu-sharded";
 }
 
 const char* ValueTablePlacement(Device device) {

@@ -47,6 +47,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -83,6 +84,18 @@ class CudaBackend : public Backend {
   absl::StatusOr<std::unique_ptr<Buffer>> WrapHostMemory(const void* data, size_t bytes) override;
   absl::StatusOr<std::unique_ptr<Buffer>> PlaceWeight(const TensorView& w, WeightUse use,
                                                       Tensor* tensor) override;
+  // Host placement (memory_placement_cuda.h): the mapping registered
+  // read-only with the driver, or a pinned copy; ValueGather reads its rows
+  // over PCIe. Sharded placement: each shard's columns on its GPU.
+  absl::StatusOr<std::unique_ptr<Buffer>> PlaceHostTable(const TensorView& w,
+                                                         Tensor* tensor) override;
+  absl::StatusOr<std::unique_ptr<ShardedMemory>> PlaceShardedTables(
+      const std::vector<TensorView>& tables, const std::vector<MemoryShard>& shards) override;
+  // The CUDA device index and the cudaStream_t the ops run on (for the
+  // sharded placement's copies between devices).
+  int device_index() const;
+  void* stream() const;
+
   absl::Status Upload(const void* src, const Tensor& dst) override;
   absl::Status Download(const Tensor& src, void* dst) override;
   absl::Status Synchronize() override;
