@@ -101,6 +101,10 @@ class DeviceCheckTest(unittest.TestCase):
         self.assertRegex(detail, r"(?i)error:? .*cuda")
         self.assertEqual(self.steps["make_pkplus"][0], "SKIP")
         self.assertEqual(self.steps["torch_decode"][0], "SKIP")
+        # Issue 13's measurements (the memory pool's host and sharded placements).
+        for name in ("pool_host", "pool_sharded"):
+            self.assertEqual(self.steps[name], ("SKIP", "no 373M model (make_pkplus did not run)"))
+        self.assertEqual(self.steps["pool_big_table"], ("SKIP", "no CUDA device"))
         if self.have_cuda:
             status, detail = self.steps["ceilings"]
             self.assertEqual(status, "SKIP")

@@ -2,7 +2,9 @@
 //
 // Memory. Every buffer is device memory (cudaMalloc, zeroed at allocation):
 // "cuda" (AllocateBuffer; Upload writes it) and "cuda-weight" (a read-only
-// device copy made by PlaceWeight or WrapHostMemory). Weights, memory keys
+// device copy made by PlaceWeight or WrapHostMemory); "cuda-host" (a value
+// table in host memory read through a mapped device pointer: PlaceHostTable,
+// memory_placement_cuda.h). Weights, memory keys
 // and the memory value tables are copied from the checkpoint mapping once,
 // at load, in chunks through two pinned staging buffers (the host copy of
 // one chunk overlaps the DMA of the one before); a copy of at least
