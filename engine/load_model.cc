@@ -33,7 +33,6 @@ absl::StatusOr<LoadedModel> LoadModel(const LoadOptions& options) {
   model_options.memory_shards = options.memory_shards;
   const Device device = options.device;
   const DType kv_dtype = model_options.kv_cache_dtype;
-  const std::string dir = options.model_dir;
   model_options.plan_memory = [device, kv_dtype,
                                options](PlacementRequest request) -> absl::StatusOr<PlacementPlan> {
     if (device == Device::kCpu) {  // the mapping, used in place
@@ -56,7 +55,7 @@ absl::StatusOr<LoadedModel> LoadModel(const LoadOptions& options) {
     }
     return PlanPlacement(request);
   };
-  ASSIGN_OR_RETURN(out.model, Model::Load(dir, std::move(backend), model_options));
+  ASSIGN_OR_RETURN(out.model, Model::Load(options.model_dir, std::move(backend), model_options));
   ASSIGN_OR_RETURN(out.tokenizer,
                    Tokenizer::Create(out.model->config().tokenizer, options.model_dir));
   return out;
