@@ -404,7 +404,7 @@ pool_bench() {  # placement shards
     --prompt_tokens 16 --decode_tokens 32 --runs 2 --memory_placement "$1" \
     --memory_shards "$2" 2>&1 || return
   line=$(grep -h -m1 -E 'memserve: (cuda_host_table|memory_shard_upload)' "$STEPS/pool_$1.log" |
-    sed 's/.*\(gb_per_s=[0-9.]*\).*\(mode=[a-z-]*\)\{0,1\}.*/\1 \2/')
+    grep -o -E '(mode|gb_per_s)=[a-z0-9.-]*' | tr '\n' ' ')
   say "$(grep median_decode_tok_s "$STEPS/pool_$1.log" | sed 's/.*"batch": \([0-9]*\), "median_decode_tok_s": \([0-9.]*\), "memory_placement": "\([a-z]*\)".*/\3 B=\1 \2/' | tr '\n' ' ')tok/s; load $line"
 }
 
