@@ -60,10 +60,6 @@ const char* ValueTablePlacement(Device device, MemoryPlacement placement) {
   return placement == MemoryPlacement::kHost ? "host-pinned" : "gpu-sharded";
 }
 
-const char* ValueTablePlacement(Device device) {
-  return device == Device::kCpu ? "cpu-mmap" : "gpu-sharded";
-}
-
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(Device device, int threads) {
   if (absl::Status s = CheckDeviceAvailable(device); !s.ok()) return s;
 #ifdef MEMSERVE_HAS_CUDA

@@ -49,13 +49,6 @@ absl::StatusOr<std::vector<int64_t>> GpuFreeBytes();
 // device).
 const char* ValueTablePlacement(Device device, MemoryPlacement placement);
 
-// Where the backend on `device` keeps the memory value table(s), as
-// ModelInfo.memory.placement says it: "cpu-mmap" on the CPU (used in place
-// from the checkpoint mapping), "gpu-sharded" on CUDA (copied into GPU
-// memory through pinned staging buffers, split along v_dim across the GPUs:
-// today one GPU, one shard; memserve.proto's placement values).
-const char* ValueTablePlacement(Device device);
-
 // The backend for `device` with `threads` CPU threads (0 = one per hardware
 // thread; the CUDA backend runs its ops on the GPU and ignores it), for
 // Model::Load: the one place a backend is built. Errors: those of
