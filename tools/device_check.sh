@@ -348,7 +348,7 @@ e2e() {  # device
     say "the server exited $src after SIGTERM"
     return 1
   fi
-  say "backend $backend: answered '$(tr -d '\n' <<< "$answer" | cut -c1-40)'$same; loadgen 32/32 ok, $tps tok/s; clean shutdown"
+  say "backend $backend, $(grep -o -m1 'memory_plan=[a-z]*' "$dir/server.log" || echo 'memory_plan=?'): answered '$(tr -d '\n' <<< "$answer" | cut -c1-40)'$same; loadgen 32/32 ok, $tps tok/s; clean shutdown"
 }
 
 PKPLUS=$WORK/pkplus

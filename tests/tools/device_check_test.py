@@ -88,6 +88,7 @@ class DeviceCheckTest(unittest.TestCase):
             self.assertEqual(self.steps[name][0], "PASS", (name, self.steps.get(name)))
         self.assertIn("every library found in the bundle", self.steps["libs"][1])
         self.assertIn("Draenddron", self.steps["e2e_cpu"][1])
+        self.assertIn("memory_plan=host", self.steps["e2e_cpu"][1])
         self.assertIn("loadgen 32/32 ok", self.steps["e2e_cpu"][1])
 
     def test_gpu_steps_skip_with_the_reason(self):
