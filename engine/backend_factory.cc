@@ -4,6 +4,7 @@
 #include "engine/backend/cpu/cpu_backend.h"
 #ifdef MEMSERVE_HAS_CUDA
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/cuda/memory_placement_cuda.h"
 #endif
 
 namespace memserve {
@@ -30,8 +31,33 @@ absl::Status CheckDeviceAvailable(Device device) {
   return absl::InvalidArgumentError("--device: unknown device");
 }
 
-const char* ValueTablePlacement(Device device) {
-  return device == Device::kCpu ? "cpu-mmap" : "gpu-sharded";
+absl::Status CheckMemoryPlacement(Device device, MemoryPlacement placement, int memory_gpus) {
+  if (device != Device::kCpu) return absl::OkStatus();
+  if (placement == MemoryPlacement::kDevice || placement == MemoryPlacement::kSharded) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--memory_placement ", placement == MemoryPlacement::kDevice ? "device" : "sharded",
+        " needs --device cuda; on the CPU it must be auto or host (the table is used in place "
+        "from the checkpoint mapping; --memory_shards gives virtual shards)"));
+  }
+  if (memory_gpus != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--memory_gpus ", memory_gpus,
+                     " needs --device cuda; on the CPU it must be all (the default)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int64_t>> GpuFreeBytes() {
+#ifdef MEMSERVE_HAS_CUDA
+  return cuda::GpuFreeBytes();
+#else
+  return std::vector<int64_t>{};
+#endif
+}
+
+const char* ValueTablePlacement(Device device, MemoryPlacement placement) {
+  if (device == Device::kCpu) return "cpu-mmap";
+  return placement == MemoryPlacement::kHost ? "host-pinned" : "gpu-sharded";
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(Device device, int threads) {

@@ -4,13 +4,16 @@
 #ifndef MEMSERVE_ENGINE_BACKEND_FACTORY_H_
 #define MEMSERVE_ENGINE_BACKEND_FACTORY_H_
 
+#include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/backend/backend.h"
 #include "engine/dtype.h"
+#include "engine/runtime/memory_pool.h"
 #include "engine/runtime/tensor.h"
 
 namespace memserve {
@@ -29,12 +32,22 @@ absl::StatusOr<Device> ParseDevice(absl::string_view name);
 // callers check it before loading.
 absl::Status CheckDeviceAvailable(Device device);
 
-// Where the backend on `device` keeps the memory value table(s), as
-// ModelInfo.memory.placement says it: "cpu-mmap" on the CPU (used in place
-// from the checkpoint mapping), "gpu-sharded" on CUDA (copied into GPU
-// memory through pinned staging buffers, split along v_dim across the GPUs:
-// today one GPU, one shard; memserve.proto's placement values).
-const char* ValueTablePlacement(Device device);
+// The memory placement flags on `device`: on the CPU only auto and host
+// (the mapping, used in place) with --memory_gpus all; on cuda anything
+// (PlanPlacement checks the GPU count). InvalidArgument, one line naming the
+// flag and what the CPU takes, otherwise. Needs no model.
+absl::Status CheckMemoryPlacement(Device device, MemoryPlacement placement, int memory_gpus);
+
+// Free memory of every visible GPU in device order (cudaMemGetInfo), for
+// PlanPlacement; empty in a build without CUDA. Internal for a CUDA failure.
+absl::StatusOr<std::vector<int64_t>> GpuFreeBytes();
+
+// ModelInfo.memory.placement of a pool placed as `placement` on `device`:
+// "cpu-mmap" on the CPU; on cuda "host-pinned" (host placement: the mapping
+// registered, or a pinned copy, read over PCIe) or "gpu-sharded" (device
+// and sharded: in GPU memory, split along v_dim; one shard on one GPU for
+// device).
+const char* ValueTablePlacement(Device device, MemoryPlacement placement);
 
 // The backend for `device` with `threads` CPU threads (0 = one per hardware
 // thread; the CUDA backend runs its ops on the GPU and ignores it), for

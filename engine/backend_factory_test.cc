@@ -31,9 +31,30 @@ TEST(KvCacheDtypeTest, AutoIsBf16OnCudaAndF32OnTheCpu) {
   EXPECT_EQ(*ResolveKvCacheDtype(Device::kCpu, KvCacheDtype::kBF16), DType::kBF16);
 }
 
-TEST(BackendFactoryTest, PlacementNamesTheDevice) {
-  EXPECT_STREQ(ValueTablePlacement(Device::kCpu), "cpu-mmap");
-  EXPECT_STREQ(ValueTablePlacement(Device::kCuda), "gpu-sharded");
+TEST(BackendFactoryTest, PlacementNamesTheDeviceAndPlacement) {
+  EXPECT_STREQ(ValueTablePlacement(Device::kCpu, MemoryPlacement::kHost), "cpu-mmap");
+  EXPECT_STREQ(ValueTablePlacement(Device::kCuda, MemoryPlacement::kDevice), "gpu-sharded");
+  EXPECT_STREQ(ValueTablePlacement(Device::kCuda, MemoryPlacement::kSharded), "gpu-sharded");
+  EXPECT_STREQ(ValueTablePlacement(Device::kCuda, MemoryPlacement::kHost), "host-pinned");
+}
+
+// The memory placement flags on the CPU: auto and host only, --memory_gpus
+// all only; one line naming the flag otherwise. Anything goes on cuda (the
+// planner checks it against the GPUs).
+TEST(BackendFactoryTest, CpuTakesOnlyHostPlacement) {
+  EXPECT_TRUE(CheckMemoryPlacement(Device::kCpu, MemoryPlacement::kAuto, 0).ok());
+  EXPECT_TRUE(CheckMemoryPlacement(Device::kCpu, MemoryPlacement::kHost, 0).ok());
+  for (MemoryPlacement p : {MemoryPlacement::kDevice, MemoryPlacement::kSharded}) {
+    const absl::Status s = CheckMemoryPlacement(Device::kCpu, p, 0);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(s.message()), HasSubstr("needs --device cuda"));
+  }
+  const absl::Status gpus = CheckMemoryPlacement(Device::kCpu, MemoryPlacement::kAuto, 2);
+  EXPECT_THAT(std::string(gpus.message()), HasSubstr("--memory_gpus 2 needs --device cuda"));
+  for (MemoryPlacement p : {MemoryPlacement::kAuto, MemoryPlacement::kDevice,
+                            MemoryPlacement::kSharded, MemoryPlacement::kHost}) {
+    EXPECT_TRUE(CheckMemoryPlacement(Device::kCuda, p, 8).ok());
+  }
 }
 
 // Without a visible GPU (or without CUDA in the build), --device cuda is one

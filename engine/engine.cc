@@ -77,8 +77,13 @@ Engine::Engine(LoadedModel loaded, std::unique_ptr<KvCacheManager> kv_cache,
   info_.bos_id = tokenizer_->bos_id();
   info_.eos_id = tokenizer_->eos_id();
   if (!config.memory.layers.empty()) {
-    info_.value_table_placement = ValueTablePlacement(loaded.device);
+    const MemoryPool& pool = model_->memory_pool();
+    info_.value_table_placement = ValueTablePlacement(loaded.device, pool.placement());
     info_.value_table_bytes = model_->value_table_bytes();
+    info_.memory_placement = MemoryPlacementName(pool.placement());
+    info_.memory_shards = static_cast<int>(pool.shards().size());
+    info_.memory_device_bytes = pool.device_bytes();
+    info_.memory_plan = pool.summary();
   }
   info_.context_length = config.max_seqlen;
   info_.kv_blocks = kv_cache_->num_blocks();
@@ -98,6 +103,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   load.device = options.device;
   load.threads = options.threads;
   load.memory_shards = options.memory_shards;
+  load.memory_placement = options.memory_placement;
+  load.memory_gpus = options.memory_gpus;
+  load.kv_cache_bytes = options.kv_cache_bytes;
   load.kv_cache_dtype = options.kv_cache_dtype;
   ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(load));
   const Model* model = loaded.model.get();

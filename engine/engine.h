@@ -45,6 +45,10 @@ struct EngineOptions {
   Device device = Device::kCpu;
   int threads = 0;        // CPU threads for the ops; 0 = one per hardware thread
   int memory_shards = 1;  // column shards of the memory value tables (--memory_shards)
+  // Where the value tables go (--memory_placement, --memory_gpus; 0 = all
+  // GPUs): LoadOptions; the plan keeps kv_cache_bytes free on GPU 0.
+  MemoryPlacement memory_placement = MemoryPlacement::kAuto;
+  int memory_gpus = 0;
   KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;  // --kv_cache_dtype
   // The model's name in Info() (GetModelInfo); empty = the base name of
   // model_dir.
@@ -93,6 +97,13 @@ struct EngineInfo {
   // e.g. "cpu-mmap") and their bytes as stored; "" and 0 for a dense model.
   std::string value_table_placement;
   int64_t value_table_bytes = 0;
+  // The resolved --memory_placement ("host", "device" or "sharded"), the
+  // column shards gathered per lookup, the tables' bytes per device, and the
+  // plan's one-line summary ("" for a dense model).
+  std::string memory_placement;
+  int memory_shards = 0;
+  std::vector<DeviceBytes> memory_device_bytes;
+  std::string memory_plan;
   int context_length = 0;  // tokens: prompt + generated <= this (max_seqlen)
   // The paged K/V cache: blocks of kv_block_tokens tokens, kv_cache_bytes
   // allocated in all.

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "engine/backend_factory.h"
 #include "engine/model.h"
+#include "engine/runtime/placement_plan.h"
 #include "engine/tokenizer.h"
 
 namespace memserve {
@@ -23,6 +24,16 @@ struct LoadOptions {
   // The K/V cache's element type (--kv_cache_dtype), resolved for `device`
   // by ResolveKvCacheDtype.
   KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;
+  // Where the memory value tables go (--memory_placement, --memory_gpus: 0
+  // = all visible GPUs), planned by PlanPlacement
+  // (engine/runtime/placement_plan.h) once the checkpoint is checked: on the
+  // CPU always host (the mapping, in place; device and sharded are refused);
+  // on CUDA device, sharded or host by the GPUs' free memory, the host's
+  // RAM and kv_cache_bytes (the K/V cache budget kept on GPU 0; < 0 = one
+  // sequence of max_seqlen).
+  MemoryPlacement memory_placement = MemoryPlacement::kAuto;
+  int memory_gpus = 0;
+  int64_t kv_cache_bytes = -1;
 };
 
 // What LoadModel returns: the model and its tokenizer, ready to run. The
@@ -33,10 +44,13 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
-// Checks the device and the K/V cache dtype (before touching the files),
+// Checks the device, the K/V cache dtype and the memory placement flags
+// (CheckMemoryPlacement, before touching the files),
 // loads config, weights and tokenizer. Errors: Unimplemented for a device
 // this build lacks, Unavailable for a device that is not visible;
-// InvalidArgument for --kv_cache_dtype bf16 on the CPU, a bad config or
+// InvalidArgument for --kv_cache_dtype bf16 on the CPU, a placement the
+// device cannot have; ResourceExhausted when the plan finds no placement
+// that fits (PlanPlacement's message); InvalidArgument for a bad config or
 // tokenizer setting; NotFound, DataLoss
 // and the like for a missing or corrupt checkpoint, naming the file.
 absl::StatusOr<LoadedModel> LoadModel(const LoadOptions& options);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -62,8 +63,8 @@ struct Model::Scratch {
   }
 
   // Host staging, reused across passes.
-  std::vector<StepChunk> pass;  // the chunks of the pass being cut
-  HostBatch host;               // the pass's descriptor, uploaded at once
+  std::vector<StepChunk> pass;      // the chunks of the pass being cut
+  HostBatch host;                   // the pass's descriptor, uploaded at once
   std::vector<int64_t> trace_rows;  // the selected rows (traces, distinct-row counts)
   std::vector<float> trace_scores;
   std::vector<int64_t> sorted_rows;  // distinct-row counts
@@ -98,7 +99,11 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, Backe
   model->step_graphs_ = options.step_graphs && backend.SupportsStepGraphs();
   ASSIGN_OR_RETURN(model->config_, ModelConfig::LoadFromDir(dir));
   ASSIGN_OR_RETURN(model->store_, WeightStore::Open(dir));
-  RETURN_IF_ERROR(model->LoadWeights(dir, options.memory_shards));
+  RETURN_IF_ERROR(model->LoadWeights(dir, options));
+  // A gather on other devices' streams cannot be recorded in a step graph.
+  if (model->memory_.sharded() != nullptr && !model->memory_.sharded()->capturable()) {
+    model->step_graphs_ = false;
+  }
   const ModelConfig& c = model->config_;
   RETURN_IF_ERROR(model->EnsureRope(std::min(c.max_seqlen, kInitialRopePositions)));
   model->scratch_ = std::make_unique<Scratch>();
@@ -131,7 +136,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   return model;
 }
 
-absl::Status Model::LoadWeights(const std::string& dir, int memory_shards) {
+absl::Status Model::LoadWeights(const std::string& dir, const ModelOptions& options) {
   const ModelConfig& c = config_;
   const MemoryConfig& m = c.memory;
   // Invariants the forward pass relies on (config.cc validates them too).
@@ -272,8 +277,37 @@ absl::Status Model::LoadWeights(const std::string& dir, int memory_shards) {
         unexpected.size() > listed ? ", ..." : "",
         " (check memory.layers, memory.share_values, swilu_projection, value_proj, gated)"));
   }
+  // Where the value tables go: the plan (options.plan_memory) once their
+  // sizes are known, before anything is placed.
+  auto is_table = [&](const Pending& p) {
+    for (const Tensor& t : value_tables_) {
+      if (p.tensor == &t) return true;
+    }
+    return false;
+  };
+  std::optional<PlacementPlan> plan;
+  int64_t table_bytes = 0;
+  if (options.plan_memory && !value_tables_.empty()) {
+    PlacementRequest sizes;
+    for (const Pending& p : pending) {
+      (is_table(p) ? table_bytes : sizes.dense_bytes) += static_cast<int64_t>(p.view.nbytes());
+    }
+    sizes.table_bytes = table_bytes;
+    sizes.table_columns = m.v_dim;
+    ASSIGN_OR_RETURN(plan, options.plan_memory(sizes));
+  }
+  const MemoryPlacement placement = plan ? plan->placement : MemoryPlacement::kAuto;
+  std::vector<TensorView> sharded_views;
   for (Pending& p : pending) {
-    absl::StatusOr<std::unique_ptr<Buffer>> buffer = backend_->PlaceWeight(p.view, p.use, p.tensor);
+    const bool table = is_table(p);
+    if (table && placement == MemoryPlacement::kSharded) {
+      sharded_views.push_back(p.view);
+      continue;
+    }
+    absl::StatusOr<std::unique_ptr<Buffer>> buffer =
+        table && placement == MemoryPlacement::kHost
+            ? backend_->PlaceHostTable(p.view, p.tensor)
+            : backend_->PlaceWeight(p.view, p.use, p.tensor);
     if (!buffer.ok()) {
       return absl::Status(buffer.status().code(),
                           absl::StrCat("placing ", p.view.name, " on the ", backend_->name(),
@@ -289,12 +323,36 @@ absl::Status Model::LoadWeights(const std::string& dir, int memory_shards) {
       if (p.tensor == &t) {
         table.host = p.view.data;
         table.host_bytes = p.view.nbytes();
+        table.rows = p.view.shape[0];
+        table.columns = p.view.shape[1];
+        table.elem_bytes = DTypeSize(p.view.dtype);
       }
     }
     tables.push_back(table);
   }
-  ASSIGN_OR_RETURN(memory_,
-                   MemoryPool::Create(std::move(tables), memory_shards, backend_->device()));
+  if (placement == MemoryPlacement::kSharded) {
+    std::vector<MemoryShard> shards;
+    for (const PlacedShard& s :
+         AssignMemoryShards(*plan, options.memory_shards, table_bytes, m.v_dim)) {
+      shards.push_back(MemoryShard{backend_->device(), s.gpu, s.col_begin, s.col_end});
+    }
+    absl::StatusOr<std::unique_ptr<ShardedMemory>> sharded =
+        backend_->PlaceShardedTables(sharded_views, shards);
+    if (!sharded.ok()) {
+      return absl::Status(sharded.status().code(),
+                          absl::StrCat("placing the memory value tables on the ", backend_->name(),
+                                       " backend: ", sharded.status().message()));
+    }
+    ASSIGN_OR_RETURN(memory_, MemoryPool::CreateSharded(std::move(tables), std::move(shards),
+                                                        *std::move(sharded)));
+  } else {
+    ASSIGN_OR_RETURN(
+        memory_, MemoryPool::Create(std::move(tables), options.memory_shards, backend_->device()));
+    if (placement == MemoryPlacement::kHost && backend_->device() != Device::kCpu) {
+      memory_.set_placement(MemoryPlacement::kHost, {DeviceBytes{"host", memory_.bytes()}});
+    }
+  }
+  if (plan) memory_.set_summary(plan->Summary());
   return absl::OkStatus();
 }
 
@@ -720,10 +778,14 @@ absl::Status Model::RunLayers(KvCache* cache, const BatchDescriptor& batch,
     }
     const absl::Time lookup_start = absl::Now();
     RETURN_IF_ERROR(be.MemorySelect(select));
-    const Tensor& table = memory_.table(l.value_table);
-    for (const MemoryShard& shard : memory_.shards()) {
-      RETURN_IF_ERROR(
-          be.ValueGather(table, select.rows, select.weights, shard.col_begin, shard.col_end, y));
+    if (memory_.sharded() != nullptr) {
+      RETURN_IF_ERROR(memory_.sharded()->Gather(l.value_table, select.rows, select.weights, y));
+    } else {
+      const Tensor& table = memory_.table(l.value_table);
+      for (const MemoryShard& shard : memory_.shards()) {
+        RETURN_IF_ERROR(
+            be.ValueGather(table, select.rows, select.weights, shard.col_begin, shard.col_end, y));
+      }
     }
     // While a step graph is captured nothing runs, and a download would
     // break the capture: no stats then (RunDecodeGraph counts its replays).

@@ -9,6 +9,7 @@
 #define MEMSERVE_ENGINE_MODEL_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -23,6 +24,7 @@
 #include "engine/dtype.h"
 #include "engine/kv_cache.h"
 #include "engine/runtime/memory_pool.h"
+#include "engine/runtime/placement_plan.h"
 #include "engine/runtime/tensor.h"
 #include "engine/step_chunk.h"
 #include "engine/weights.h"
@@ -40,6 +42,15 @@ struct ModelOptions {
   // Decode steps as step graphs (Backend::CaptureStep) on a backend that
   // has them; no effect on the CPU.
   bool step_graphs = true;
+  // Where the memory value tables go (--memory_placement). Unset: where
+  // the backend puts any weight (PlaceWeight: the mapping on the CPU, a
+  // device copy on a GPU) in memory_shards column shards. Set: called once
+  // every tensor is checked, with the sizes filled in (table_bytes,
+  // table_columns, dense_bytes; LoadModel completes the rest and plans); the
+  // plan's host placement uses Backend::PlaceHostTable, device PlaceWeight,
+  // sharded Backend::PlaceShardedTables over AssignMemoryShards(plan,
+  // memory_shards). Its error fails the load. Not called without memory layers.
+  std::function<absl::StatusOr<PlacementPlan>(const PlacementRequest& sizes)> plan_memory;
 };
 
 // What one memory layer read, for parity tests: for every token and head the
@@ -161,7 +172,7 @@ class Model {
   struct DecodeGraph;
   Model();
 
-  absl::Status LoadWeights(const std::string& dir, int memory_shards);
+  absl::Status LoadWeights(const std::string& dir, const ModelOptions& options);
   // Validated chunks, cut into passes of at most kMaxChunk tokens; with
   // `advance_length` (Forward), the cache's length counts each finished pass.
   absl::Status Run(KvCache* cache, absl::Span<const StepChunk> chunks, std::vector<float>* logits,

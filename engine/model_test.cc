@@ -316,6 +316,51 @@ TEST(ModelMemoryShardsTest, ShardsAreBitIdentical) {
   EXPECT_FALSE(LoadCpuModel(dir, ModelOptions{2, 65}).ok());
 }
 
+// A checkpoint split over several safetensors files with an index
+// (model.safetensors.index.json) loads the same way: the same logits, bit for
+// bit, and the value tables still used in place from the (shard's) mapping,
+// never copied into a heap buffer. Unshared tables, so they land in
+// different files.
+TEST(ModelShardedCheckpointTest, SameLogitsAsOneFileAndTablesStayMapped) {
+  TinySpec s;
+  s.mem_layers = {0, 1};
+  s.share_values = false;
+  const Checkpoint ck = MakeCheckpoint(s);
+  const std::string one = WriteCheckpoint(ConfigJson(s), ck.tensors);
+  const std::vector<int> tokens = RandomTokens(11, s.vocab, 3);
+  std::vector<float> want;
+  for (int files : {1, 3}) {
+    std::string dir = one;
+    if (files > 1) {
+      absl::StatusOr<std::string> sharded =
+          WriteShardedModelDir("model_test_sharded", ConfigJson(s), ck.tensors, files);
+      ASSERT_TRUE(sharded.ok()) << sharded.status();
+      dir = *sharded;
+      std::ifstream index(dir + "/model.safetensors.index.json");
+      ASSERT_TRUE(index.good());
+      std::ifstream single(dir + "/model.safetensors");
+      ASSERT_FALSE(single.good());
+    }
+    auto model = LoadCpuModel(dir, ModelOptions{2, 2});
+    ASSERT_TRUE(model.ok()) << model.status();
+    const MemoryPool& pool = (*model)->memory_pool();
+    ASSERT_EQ(pool.num_tables(), 2);
+    for (int t = 0; t < pool.num_tables(); ++t) {
+      EXPECT_STREQ(pool.table(t).buffer->type_name(), "cpu-mapped") << files << " files";
+      EXPECT_EQ(pool.host_ranges()[t].second, pool.table(t).nbytes());
+    }
+    auto cache = (*model)->NewCache(s.max_seqlen);
+    std::vector<float> logits;
+    ASSERT_TRUE((*model)->Forward(cache.get(), tokens, /*all_logits=*/true, &logits).ok());
+    if (files == 1) {
+      want = logits;
+      continue;
+    }
+    ASSERT_EQ(logits.size(), want.size());
+    EXPECT_EQ(0, std::memcmp(logits.data(), want.data(), want.size() * sizeof(float)));
+  }
+}
+
 TEST_P(ModelVariantTest, MatchesDoublePrecisionSpecImplementation) {
   const TinySpec& s = GetParam().spec;
   Checkpoint ck = MakeCheckpoint(s);

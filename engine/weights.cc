@@ -378,6 +378,7 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string
     return index_error("\"weight_map\" must be an object {tensor name: shard file}");
   }
   std::map<std::string, std::string> weight_map;
+  std::map<std::string, std::string> first_tensor;  // shard file -> a tensor listed in it
   std::set<std::string> shards;
   for (auto it = wm->begin(); it != wm->end(); ++it) {
     if (!it.value().is_string()) {
@@ -392,13 +393,21 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string
                                       " must be a plain file name in the checkpoint directory"));
     }
     weight_map.emplace(it.key(), shard);
+    first_tensor.emplace(shard, it.key());
     shards.insert(shard);
   }
 
   std::map<std::string, const SafetensorsFile*> by_shard;
   for (const std::string& shard : shards) {
-    ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
-                     SafetensorsFile::Open(dir + "/" + shard));
+    absl::StatusOr<std::unique_ptr<SafetensorsFile>> opened =
+        SafetensorsFile::Open(dir + "/" + shard);
+    if (!opened.ok() && opened.status().code() == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError(absl::StrCat(index_path, ": tensor ",
+                                              Quote(first_tensor.at(shard)), " is mapped to ",
+                                              opened.status().message()));
+    }
+    if (!opened.ok()) return opened.status();
+    std::unique_ptr<SafetensorsFile> file = *std::move(opened);
     for (const auto& kv : file->tensors()) {
       auto ins = store->index_.emplace(kv.first, std::make_pair(file.get(), kv.second));
       if (!ins.second) {

@@ -245,6 +245,10 @@ TEST_F(WeightStoreTest, MissingShardIsNotFoundAndNamed) {
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(store.status().message(), HasSubstr(dir_ + "/gone.safetensors"));
+  // ... and the index and the tensor that points at it.
+  EXPECT_THAT(store.status().message(),
+              HasSubstr("model.safetensors.index.json: tensor 'c' is mapped to " + dir_ +
+                        "/gone.safetensors: no such file"));
 }
 
 TEST_F(WeightStoreTest, BadIndex) {

@@ -9,9 +9,10 @@
 //   memserve [COMMAND] --help
 //
 // The serve flags are defined in serve.cc, the generate flags here; --model,
-// --threads, --device, --memory_shards and --kv_cache_dtype belong to both (MemserveProgram below,
-// server/command_line.h). Exit codes: 0 success, 2 bad arguments or request (the message names the
-// field), 1 anything else (e.g. a corrupt checkpoint, named in the message).
+// --threads, --device, --memory_shards, --memory_placement, --memory_gpus and --kv_cache_dtype
+// belong to both (MemserveProgram below, server/command_line.h). Exit codes: 0 success, 2 bad
+// arguments or request (the message names the field), 1 anything else (e.g. a corrupt checkpoint,
+// named in the message).
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -51,6 +52,13 @@ ABSL_FLAG(int, threads, 0, "CPU threads; 0 = all cores");
 ABSL_FLAG(int, memory_shards, 1,
           "column shards of the memory value table (1..64); on the CPU, virtual shards that "
           "run the sharded code path with identical results");
+ABSL_FLAG(std::string, memory_placement, "auto",
+          "where the memory value tables go: auto (device if it fits beside the model and the "
+          "K/V cache, else sharded over the GPUs, else host), device (GPU 0), sharded (split by "
+          "columns over --memory_gpus GPUs), host (host memory, read over PCIe); on --device cpu "
+          "only auto and host (the checkpoint mapping, in place)");
+ABSL_FLAG(std::string, memory_gpus, "all",
+          "GPUs the memory pool may use (the first N): all, or N in [1, 64]; cuda only");
 ABSL_FLAG(std::string, device, "cpu",
           "where the model runs: cpu, or cuda (one NVIDIA GPU; exits 1 saying why when the build "
           "has no CUDA or no GPU is visible)");
@@ -117,6 +125,10 @@ int RunGenerate() {
   absl::StatusOr<Device> device = ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) return Fail(device.status());
   load.device = *device;
+  absl::StatusOr<MemoryPoolFlags> pool_flags = ParseMemoryPoolFlags(*device);
+  if (!pool_flags.ok()) return Fail(pool_flags.status());
+  load.memory_placement = pool_flags->placement;
+  load.memory_gpus = pool_flags->gpus;
   absl::StatusOr<KvCacheDtype> kv_dtype = ParseKvCacheDtype(absl::GetFlag(FLAGS_kv_cache_dtype));
   if (!kv_dtype.ok()) return Fail(kv_dtype.status());
   if (absl::Status s = ResolveKvCacheDtype(*device, *kv_dtype).status(); !s.ok()) return Fail(s);
@@ -181,7 +193,8 @@ const memserve::Program& MemserveProgram() {
         "the gRPC server (memserve.v1, docs/api.md): loads the model, serves it until SIGTERM, "
         "then drains",
         {"server/serve.cc"},
-        {"model", "threads", "device", "memory_shards", "kv_cache_dtype"}},
+        {"model", "threads", "device", "memory_shards", "memory_placement", "memory_gpus",
+         "kv_cache_dtype"}},
        {"generate",
         "[--model DIR] --prompt TEXT [flags]",
         "one request in this process, no server; the text (or JSONL) goes to stdout",

@@ -20,11 +20,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "engine/backend_factory.h"
 #include "engine/engine.h"
 #include "engine/generate.h"
+#include "engine/runtime/placement_plan.h"
+#include "engine/status_macros.h"
 #include "grpc/support/log.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -113,6 +116,8 @@ ABSL_FLAG(absl::Duration, debug_step_delay, absl::ZeroDuration(),
 // Defined in memserve_main.cc, shared with `memserve generate`.
 ABSL_DECLARE_FLAG(int, threads);
 ABSL_DECLARE_FLAG(int, memory_shards);
+ABSL_DECLARE_FLAG(std::string, memory_placement);
+ABSL_DECLARE_FLAG(std::string, memory_gpus);
 ABSL_DECLARE_FLAG(std::string, device);
 ABSL_DECLARE_FLAG(std::string, kv_cache_dtype);
 
@@ -281,7 +286,22 @@ bool WritePortFile(const std::string& path, int port) {
   return !ec;
 }
 
+// "cuda:0=1024,cuda:1=1024" (device=bytes, in device order); "none" when empty.
+std::string MemoryDeviceBytesField(const std::vector<DeviceBytes>& devices) {
+  std::vector<std::string> parts;
+  for (const DeviceBytes& d : devices) parts.push_back(absl::StrCat(d.device, "=", d.bytes));
+  return parts.empty() ? "none" : absl::StrJoin(parts, ",");
+}
+
 }  // namespace
+
+absl::StatusOr<MemoryPoolFlags> ParseMemoryPoolFlags(Device device) {
+  MemoryPoolFlags flags;
+  ASSIGN_OR_RETURN(flags.placement, ParseMemoryPlacement(absl::GetFlag(FLAGS_memory_placement)));
+  ASSIGN_OR_RETURN(flags.gpus, ParseMemoryGpus(absl::GetFlag(FLAGS_memory_gpus)));
+  RETURN_IF_ERROR(CheckMemoryPlacement(device, flags.placement, flags.gpus));
+  return flags;
+}
 
 int RunServe(const std::string& model_dir) {
   {
@@ -331,6 +351,13 @@ int RunServe(const std::string& model_dir) {
       LogError(s.message());
       return 2;
     }
+    absl::StatusOr<MemoryPoolFlags> pool_flags = ParseMemoryPoolFlags(*device);
+    if (!pool_flags.ok()) {
+      LogError(pool_flags.status().message());
+      return 2;
+    }
+    engine_options.memory_placement = pool_flags->placement;
+    engine_options.memory_gpus = pool_flags->gpus;
     if (absl::Status s = CheckDeviceAvailable(*device); !s.ok()) {
       LogError(s.message());
       return 1;
@@ -614,7 +641,12 @@ int RunServe(const std::string& model_dir) {
       .Field("memory_placement",
              info.value_table_placement.empty() ? std::string("none") : info.value_table_placement)
       .Field("memory_bytes", info.value_table_bytes)
-      .Field("memory_shards", static_cast<int>(engine->model().memory_pool().shards().size()))
+      .Field("memory_shards", info.memory_shards)
+      .Field("memory_plan",
+             info.memory_placement.empty() ? std::string("none") : info.memory_placement)
+      .Field("memory_device_bytes", MemoryDeviceBytesField(info.memory_device_bytes))
+      .Field("memory_plan_summary",
+             info.memory_plan.empty() ? std::string("none") : info.memory_plan)
       .Field("kv_blocks", info.kv_blocks)
       .Field("kv_block_tokens", info.kv_block_tokens)
       .Field("kv_cache_bytes", info.kv_cache_bytes)

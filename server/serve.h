@@ -8,7 +8,21 @@
 
 #include <string>
 
+#include "absl/status/statusor.h"
+#include "engine/runtime/memory_pool.h"
+#include "engine/runtime/tensor.h"
+
 namespace memserve {
+
+// --memory_placement and --memory_gpus (defined in memserve_main.cc, shared
+// by serve and generate), parsed and checked for `device` (ParseMemoryPlacement,
+// ParseMemoryGpus, CheckMemoryPlacement): InvalidArgument, one line naming the
+// flag and the accepted values.
+struct MemoryPoolFlags {
+  MemoryPlacement placement = MemoryPlacement::kAuto;
+  int gpus = 0;  // 0 = all
+};
+absl::StatusOr<MemoryPoolFlags> ParseMemoryPoolFlags(Device device);
 
 // Runs the server on the checkpoint in `model_dir` until a signal; returns
 // the process exit code: 0 after a drain, 2 for bad flags (a malformed

@@ -485,6 +485,14 @@ grpc::ServerUnaryReactor* MemServeService::GetModelInfo(grpc::CallbackServerCont
     m->set_value_proj(c.memory.value_proj);
     m->set_placement(e.value_table_placement);
     m->set_value_table_bytes(e.value_table_bytes);
+    m->set_memory_placement(e.memory_placement);
+    m->set_shards(e.memory_shards);
+    for (const DeviceBytes& d : e.memory_device_bytes) {
+      v1::MemoryDeviceBytes* out = m->add_device_bytes();
+      out->set_device(d.device);
+      out->set_bytes(d.bytes);
+    }
+    m->set_plan(e.memory_plan);
   }
   v1::TokenizerInfo* t = info->mutable_tokenizer();
   t->set_kind(e.tokenizer);

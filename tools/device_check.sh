@@ -10,7 +10,9 @@
 # CUDA (memserve serve on the demo model + memserve-cli generate + a short
 # memserve-loadgen), and the benchmarks: the GPU's ceilings, the 373M-shape
 # model made here, PyTorch's decode on it (eager and CUDA graph), memserve's
-# decode_bench on CUDA and on the CPU, and the report (tests/bench/gpu_report.py).
+# decode_bench on CUDA and on the CPU, the memory pool's placements (issue 13:
+# host and sharded on the 373M shape, a 32 GiB table in host placement and
+# the PCIe bound), and the report (tests/bench/gpu_report.py).
 #
 # OUT_LOG_DIR receives (few files: a device call returns at most 8):
 #   summary.txt    one line per step: PASS / SKIP / FAIL, seconds, what it saw
@@ -348,7 +350,7 @@ e2e() {  # device
     say "the server exited $src after SIGTERM"
     return 1
   fi
-  say "backend $backend: answered '$(tr -d '\n' <<< "$answer" | cut -c1-40)'$same; loadgen 32/32 ok, $tps tok/s; clean shutdown"
+  say "backend $backend, $(grep -o -m1 'memory_plan=[a-z]*' "$dir/server.log" || echo 'memory_plan=?'): answered '$(tr -d '\n' <<< "$answer" | cut -c1-40)'$same; loadgen 32/32 ok, $tps tok/s; clean shutdown"
 }
 
 PKPLUS=$WORK/pkplus
@@ -417,8 +419,50 @@ decode_bench_legacy() {
   MEMSERVE_CUDA_MEMORY_KERNELS=legacy DECODE_LOG=decode_bench_cuda_legacy decode_bench cuda 1,64
 }
 
+# Issue 13, the memory pool's placements on the 373M shape: decode tokens/s
+# at batch 1 and 64 with the table in host memory (read over PCIe) or split
+# into 4 column shards on this GPU (the sharded path), beside
+# decode_bench_cuda's device placement; the load line (GB/s) of each.
+pool_bench() {  # placement shards
+  local model=$PKPLUS line
+  [ -f "$model/config.json" ] || { say "no 373M model (make_pkplus did not run)"; return 77; }
+  "$MEMSERVE_BUNDLE/bin/decode_bench" --device cuda --model "$model" --batch 1,64 \
+    --prompt_tokens 16 --decode_tokens 32 --runs 2 --memory_placement "$1" \
+    --memory_shards "$2" 2>&1 || return
+  line=$(grep -h -m1 -E 'memserve: (cuda_host_table|memory_shard_upload)' "$STEPS/pool_$1.log" |
+    grep -o -E '(mode|gb_per_s)=[a-z0-9.-]*' | tr '\n' ' ')
+  say "$(grep median_decode_tok_s "$STEPS/pool_$1.log" | sed 's/.*"batch": \([0-9]*\), "median_decode_tok_s": \([0-9.]*\), "memory_placement": "\([a-z]*\)".*/\3 B=\1 \2/' | tr '\n' ' ')tok/s; load $line"
+}
+
+# A 16M-row table (32 GiB at v_dim 1024, bf16) in host placement: more than
+# the dense model's GPU wants beside it, served from host memory; decode
+# tokens/s at batch 1 and 64 and the PCIe bound: pinned host-to-device GB/s
+# (ceilings' copy_h2d) / the bytes the gather reads per token (memory layers x
+# heads x knn x v_dim x 2). Needs ~70 GB of RAM and 34 GB of disk.
+BIGTABLE=$WORK/bigtable
+pool_big_table() {
+  local h2d per_token bound
+  if [ "$HAVE_GPU" = 0 ]; then say "no CUDA device"; return 77; fi
+  if [ "$(df -Pk "$WORK" | awk 'NR==2 {print $4}')" -lt 36000000 ]; then
+    say "less than 36 GB free under $WORK for the 32 GiB table"; return 77
+  fi
+  "$PY" tools/make_test_model.py "$BIGTABLE" --preset pkplus --serving --dtype bfloat16 \
+    --mem_n_keys 4096 --n_layers 8 --mem_layers 2,5 || return 1
+  ls -l "$BIGTABLE"
+  "$MEMSERVE_BUNDLE/bin/decode_bench" --device cuda --model "$BIGTABLE" --batch 1,64 \
+    --prompt_tokens 16 --decode_tokens 32 --runs 2 --memory_placement host || return
+  h2d=$(sed -n 's/.*"copy_h2d".*"gb_per_s": \([0-9.]*\).*/\1/p' "$STEPS/ceilings.log" 2> /dev/null | head -1)
+  per_token=$((2 * 4 * 32 * 1024 * 2))  # 2 memory layers x 4 heads x knn 32 x v_dim 1024 x bf16
+  bound=$(awk -v g="${h2d:-0}" -v b="$per_token" 'BEGIN {printf "%.0f", g * 1e9 / b}')
+  echo "{\"what\": \"pcie_bound\", \"h2d_gb_per_s\": ${h2d:-null}, \"bytes_per_token\": $per_token, \"tok_s\": $bound}"
+  rm -rf "$BIGTABLE"
+  say "$(grep median_decode_tok_s "$STEPS/pool_big_table.log" | sed 's/.*"batch": \([0-9]*\), "median_decode_tok_s": \([0-9.]*\).*/B=\1 \2/' | tr '\n' ' ')tok/s; PCIe bound ${bound} tok/s (h2d ${h2d:-?} GB/s, $per_token B/token)"
+}
+
 export -f facts libs run_test sanitize_test e2e make_pkplus ceilings torch_decode decode_bench \
   pk_lab torch_pk_lookup decode_bench_legacy
+export -f pool_bench pool_big_table
+export BIGTABLE
 export RF="" PKPLUS E2E_PROMPT E2E_ANSWER GPU_WHY
 
 run_step facts cpu 60 facts
@@ -448,6 +492,9 @@ run_step torch_decode gpu 150 torch_decode
 run_step decode_bench_cuda_legacy gpu 90 decode_bench_legacy
 run_step pk_lab gpu 200 pk_lab
 run_step torch_pk_lookup gpu 120 torch_pk_lookup
+run_step pool_host gpu 120 pool_bench host 1
+run_step pool_sharded gpu 120 pool_bench sharded 4
+run_step pool_big_table gpu 300 pool_big_table
 if [ -f "$PKPLUS/config.json" ]; then
   run_step decode_bench_cpu cpu 90 decode_bench cpu 1 1
 else

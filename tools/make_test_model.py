@@ -357,7 +357,7 @@ def _pick_device(device):
     return device
 
 
-def make_serving_model(out_dir, dtype="bfloat16", device="auto", **kwargs):
+def make_serving_model(out_dir, dtype="bfloat16", device="auto", files=1, **kwargs):
     """Writes memserve's SERVING checkpoint (config.json + model.safetensors, as
     tools/convert_lingua.py would write from make_model's output) directly, without the
     training-format detour, so that GB-sized models take seconds: random values are drawn on
@@ -365,7 +365,12 @@ def make_serving_model(out_dir, dtype="bfloat16", device="auto", **kwargs):
     once. Same shapes and value scales as make_model, but other random values (another
     generator; still seeded). `dtype` is the dense weights' ("float32" or "bfloat16"; the value
     table is always bf16). Bytes tokenizer only; PEER layers are refused (memserve refuses them).
+    `files` > 1 splits the tensors over that many files (model-0000i-of-0000N.safetensors, tensor
+    k of the write order in file k % files) listed in model.safetensors.index.json (HF's
+    weight_map layout, docs/checkpoint-format.md), as large checkpoints ship.
     Returns the config dict written to config.json."""
+    if int(files) < 1:
+        raise ValueError(f"--files must be >= 1, not {files}")
     unknown = set(kwargs) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown make_serving_model arguments: {sorted(unknown)}")
@@ -415,9 +420,18 @@ def make_serving_model(out_dir, dtype="bfloat16", device="auto", **kwargs):
     os.makedirs(out_dir, exist_ok=True)
     g = torch.Generator(device=device).manual_seed(int(a["seed"]))
     st = {torch.float32: "F32", torch.bfloat16: "BF16"}
-    path = os.path.join(out_dir, "model.safetensors")
-    with SafetensorsWriter(path, [(e[0], st[e[4]], e[1]) for e in plan], {"format": "pt"}) as w:
-        for name, shape, kind, std, dt in plan:
+    files = int(files)
+    names = (["model.safetensors"] if files == 1 else
+             [f"model-{i + 1:05d}-of-{files:05d}.safetensors" for i in range(files)])
+    # Each file keeps the write order (F32 first), so its offsets stay aligned too.
+    parts = [plan[i::files] for i in range(files)]
+    writers = [SafetensorsWriter(os.path.join(out_dir, n), [(e[0], st[e[4]], e[1]) for e in part],
+                                 {"format": "pt"}) for n, part in zip(names, parts)]
+    weight_map = {}
+    total = 0
+    ok = False
+    try:
+        for k, (name, shape, kind, std, dt) in enumerate(plan):
             if shape[0] <= _TABLE_CHUNK_ROWS:
                 t = _draw(g, shape, kind, std, dt, device).cpu()
             else:  # drawn in row chunks: no full-size fp32 scratch
@@ -426,8 +440,19 @@ def make_serving_model(out_dir, dtype="bfloat16", device="auto", **kwargs):
                     rows = min(_TABLE_CHUNK_ROWS, shape[0] - r)
                     t[r:r + rows] = _draw(g, (rows,) + tuple(shape[1:]), kind, std, dt,
                                           device).cpu()
-            w.write(name, t)
+            writers[k % files].write(name, t)
+            weight_map[name] = names[k % files]
+            total += t.numel() * t.element_size()
             del t
+        ok = True
+    finally:
+        for w in writers:
+            w.close() if ok else w.abort()
+    if files > 1:
+        with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=1,
+                      sort_keys=True)
+            f.write("\n")
     config = convert_lingua.serving_config(
         cfg, tok_cfg, "plain",
         {"converter": "tools/make_test_model.py --serving", "converter_version": 1,
@@ -484,16 +509,20 @@ def main(argv=None):
                     help="multiplies the std of attention, FFN, value_proj and output weights")
     ap.add_argument("--key_scale", type=float, default=d["key_scale"],
                     help="std of memory sub-key scores (larger = clearer top-k gaps)")
+    ap.add_argument("--files", type=int, default=1,
+                    help="with --serving: split the tensors over N safetensors files listed in "
+                         "model.safetensors.index.json (default 1: model.safetensors)")
     x = ap.parse_args(argv)
     kw = {k: getattr(x, k) for k in DEFAULTS if hasattr(x, k)}
     kw.update(share_values=not x.no_share_values, swilu=not x.no_swilu, gated=x.gated)
-    if not x.serving and (x.dtype != "float32" or x.device != "auto"):
-        print("make_test_model: error: --dtype and --device go with --serving", file=sys.stderr)
+    if not x.serving and (x.dtype != "float32" or x.device != "auto" or x.files != 1):
+        print("make_test_model: error: --dtype, --device and --files go with --serving",
+              file=sys.stderr)
         return 2
     t0 = time.monotonic()
     try:
         if x.serving:
-            make_serving_model(x.out_dir, dtype=x.dtype, device=x.device, **kw)
+            make_serving_model(x.out_dir, dtype=x.dtype, device=x.device, files=x.files, **kw)
         else:
             make_model(x.out_dir, **kw)
     except (ValueError, RuntimeError) as e:

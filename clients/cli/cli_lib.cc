@@ -519,7 +519,13 @@ std::string FormatMessageAsText(const google::protobuf::Message& message) {
   for (const auto& row : rows) width = std::max(width, row.first.size());
   std::string out;
   for (const auto& [name, value] : rows) {
-    absl::StrAppend(&out, name, std::string(width - name.size() + 2, ' '), value, "\n");
+    // An empty value (an empty string, no repeated messages) is the name
+    // alone: no trailing blanks.
+    if (value.empty()) {
+      absl::StrAppend(&out, name, "\n");
+    } else {
+      absl::StrAppend(&out, name, std::string(width - name.size() + 2, ' '), value, "\n");
+    }
   }
   return out;
 }

@@ -243,6 +243,10 @@ TEST(FormatTest, MessageAsTextFlattensEveryField) {
   // Unset zero values are printed too.
   EXPECT_THAT(text, ::testing::ContainsRegex("\nn_layers +0\n"));
   EXPECT_THAT(text, ::testing::ContainsRegex("\ntokenizer\\.eos_id +0\n"));
+  // Empty values (a string, no repeated messages) are the name alone, with
+  // no trailing blanks.
+  EXPECT_THAT(text, HasSubstr("\nmemory.memory_placement\n"));
+  EXPECT_THAT(text, HasSubstr("\nmemory.device_bytes\n"));
 }
 
 TEST(FormatTest, MessageAsTextEnumsOptionalsAndOneofs) {

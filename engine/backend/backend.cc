@@ -16,6 +16,22 @@ absl::StatusOr<std::unique_ptr<Buffer>> Backend::PlaceWeight(const TensorView& w
   return buffer;
 }
 
+absl::StatusOr<std::unique_ptr<Buffer>> Backend::PlaceHostTable(const TensorView& w,
+                                                                Tensor* tensor) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Buffer> buffer, WrapHostMemory(w.data, w.nbytes()));
+  *tensor = TensorFromView(buffer.get(), w);
+  return buffer;
+}
+
+absl::StatusOr<std::unique_ptr<ShardedMemory>> Backend::PlaceShardedTables(
+    const std::vector<TensorView>& tables, const std::vector<MemoryShard>& shards) {
+  (void)tables;
+  (void)shards;
+  return absl::UnimplementedError(absl::StrCat(
+      "--memory_placement sharded: the ", name(),
+      " backend keeps the value tables in one place (use --memory_shards for virtual shards)"));
+}
+
 absl::Status Backend::MemoryLookup(const MemoryLookupArgs& a) {
   if (a.queries.rank != 2 || a.knn < 1 || a.heads < 1) {
     return absl::InvalidArgumentError("MemoryLookup: queries must be [n_tokens, heads * k_dim]");

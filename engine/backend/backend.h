@@ -51,6 +51,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/runtime/memory_pool.h"
 #include "engine/runtime/tensor.h"
 #include "engine/weights.h"
 
@@ -202,6 +203,21 @@ class Backend {
   // and shape. Default: the mapping itself (WrapHostMemory).
   virtual absl::StatusOr<std::unique_ptr<Buffer>> PlaceWeight(const TensorView& w, WeightUse use,
                                                               Tensor* tensor);
+  // The memory value table `w` (a view of the checkpoint mapping, which
+  // outlives the result) kept in host memory for host placement
+  // (--memory_placement host): the ops read its rows where they are (a GPU
+  // over PCIe, zero-copy). `*tensor` becomes its view. Default: the mapping
+  // itself (WrapHostMemory), as the CPU uses it.
+  virtual absl::StatusOr<std::unique_ptr<Buffer>> PlaceHostTable(const TensorView& w,
+                                                                 Tensor* tensor);
+  // The value tables `tables` (views of the checkpoint mapping, [rows,
+  // v_dim] each, one v_dim) split by `shards` (column ranges tiling
+  // [0, v_dim), each on GPU shard.gpu) for sharded placement: the result
+  // gathers each shard's columns on its GPU and combines them into the
+  // model's output (MemoryPool). Default: Unimplemented (the CPU's shards
+  // are virtual: MemoryPool::Create over one table).
+  virtual absl::StatusOr<std::unique_ptr<ShardedMemory>> PlaceShardedTables(
+      const std::vector<TensorView>& tables, const std::vector<MemoryShard>& shards);
   // dst's bytes = src's dst.nbytes() bytes (host memory).
   virtual absl::Status Upload(const void* src, const Tensor& dst) = 0;
   // dst (host memory) = src's src.nbytes() bytes, after every op enqueued

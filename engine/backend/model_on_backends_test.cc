@@ -6,10 +6,14 @@
 // only through one upload (the batch descriptor) and one download (logits).
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "engine/backend/cpu/cpu_backend.h"
 #include "engine/backend/testing/backend_factories.h"
 #include "engine/backend/testing/model_parity.h"
 #include "engine/backend/testing/random_model.h"
@@ -172,6 +176,211 @@ TEST(MemoryShardsTest, ShardedGatherIsBitIdentical) {
   options.memory_shards = 0;
   EXPECT_EQ(Model::Load(kDemoDir, *backend, options).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// A plan that puts the value tables where `placement` says, whatever the
+// sizes (ModelOptions::plan_memory): device and sharded on GPU 0 (so R
+// shards of a sharded plan share one GPU), host in host memory.
+std::function<absl::StatusOr<PlacementPlan>(const PlacementRequest&)> FixedPlan(
+    MemoryPlacement placement) {
+  return [placement](const PlacementRequest& r) -> absl::StatusOr<PlacementPlan> {
+    PlacementPlan plan;
+    plan.placement = placement;
+    if (placement == MemoryPlacement::kHost) {
+      plan.host_table_bytes = r.table_bytes;
+    } else {
+      plan.shards = {PlacedShard{0, 0, r.table_columns, r.table_bytes}};
+    }
+    return plan;
+  };
+}
+
+// The CUDA backend on device 0, or null (with the reason in *why) where
+// this build or machine has none.
+std::unique_ptr<Backend> MakeCudaBackend(std::string* why) {
+  for (const BackendFactory& f : AllBackendFactories()) {
+    if (f.name != "cuda") continue;
+    absl::StatusOr<std::unique_ptr<Backend>> b = f.make();
+    if (b.ok()) return *std::move(b);
+    *why = std::string(b.status().message());
+    return nullptr;
+  }
+  *why = "this build has no CUDA backend";
+  return nullptr;
+}
+
+// Host placement on the CPU is what the CPU always does (the mapping, in
+// place): the same logits bit for bit, the pool reporting host on "cpu".
+// Sharded placement needs device backends: the CPU refuses it, naming it.
+TEST(MemoryPlacementTest, CpuHostPlanIsTheMappingAndShardedIsRefused) {
+  std::unique_ptr<Backend> reference = MakeReferenceBackend();
+  std::unique_ptr<Backend> candidate = MakeReferenceBackend();
+  ModelParityOptions options = DemoParityOptions();
+  options.candidate_memory_shards = 3;
+  options.candidate_plan_memory = FixedPlan(MemoryPlacement::kHost);
+  absl::StatusOr<ModelParityReport> report =
+      CompareModelOnBackends(kDemoDir, *reference, *candidate, options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(report->bit_identical);
+
+  ModelOptions model_options;
+  model_options.plan_memory = FixedPlan(MemoryPlacement::kHost);
+  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(kDemoDir, *candidate, model_options);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const MemoryPool& pool = (*model)->memory_pool();
+  EXPECT_EQ(pool.placement(), MemoryPlacement::kHost);
+  ASSERT_EQ(pool.device_bytes().size(), 1u);
+  EXPECT_EQ(pool.device_bytes()[0].device, "cpu");
+  EXPECT_EQ(pool.summary(), "host: the 16.0 MiB table stays in host memory");
+
+  model_options.plan_memory = FixedPlan(MemoryPlacement::kSharded);
+  model = Model::Load(kDemoDir, *candidate, model_options);
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(model.status().message().find("--memory_placement sharded"), std::string::npos)
+      << model.status();
+}
+
+// A CPU backend with a sharded placement, for the model's side of it on any
+// machine: each shard "on GPU i" gathers its columns of the mapped table
+// straight into the output (no copies: the CPU has one memory), so the
+// model's sharded path (MemoryPool::CreateSharded, ShardedMemory::Gather per
+// memory layer, step graphs off for a gather that cannot be captured, the
+// bytes per device) is exercised against the plain CPU bit for bit.
+class ShardedCpuMemory : public ShardedMemory {
+ public:
+  ShardedCpuMemory(Backend* backend, std::vector<MemoryShard> shards)
+      : backend_(backend), shards_(std::move(shards)) {}
+  absl::Status Gather(int table, const Tensor& rows, const Tensor& weights,
+                      const Tensor& out) override {
+    ++gathers;
+    for (const MemoryShard& s : shards_) {
+      absl::Status st =
+          backend_->ValueGather(tables[table], rows, weights, s.col_begin, s.col_end, out);
+      if (!st.ok()) return st;
+    }
+    return absl::OkStatus();
+  }
+  bool capturable() const override { return false; }
+  std::vector<DeviceBytes> device_bytes() const override {
+    std::map<int, int64_t> per_gpu;
+    for (const MemoryShard& s : shards_) {
+      for (const Tensor& t : tables) {
+        per_gpu[s.gpu] += t.shape[0] * (s.col_end - s.col_begin) * 2;
+      }
+    }
+    std::vector<DeviceBytes> out;
+    for (const auto& [gpu, bytes] : per_gpu) out.push_back({absl::StrCat("cuda:", gpu), bytes});
+    return out;
+  }
+
+  std::vector<Tensor> tables;
+  std::vector<std::unique_ptr<Buffer>> buffers;
+  int gathers = 0;
+
+ private:
+  Backend* backend_;
+  std::vector<MemoryShard> shards_;
+};
+
+class ShardingCpuBackend : public CpuBackend {
+ public:
+  ShardingCpuBackend() : CpuBackend(CpuBackend::Options{}) {}
+  absl::StatusOr<std::unique_ptr<ShardedMemory>> PlaceShardedTables(
+      const std::vector<TensorView>& tables, const std::vector<MemoryShard>& shards) override {
+    auto placed = std::make_unique<ShardedCpuMemory>(this, shards);
+    for (const TensorView& t : tables) {
+      Tensor tensor;
+      absl::StatusOr<std::unique_ptr<Buffer>> b = PlaceHostTable(t, &tensor);
+      if (!b.ok()) return b.status();
+      placed->tables.push_back(tensor);
+      placed->buffers.push_back(*std::move(b));
+    }
+    last = placed.get();
+    return std::unique_ptr<ShardedMemory>(std::move(placed));
+  }
+  ShardedCpuMemory* last = nullptr;
+};
+
+TEST(MemoryPlacementTest, ModelShardedPathGathersThroughThePlacedShards) {
+  std::unique_ptr<Backend> reference = MakeReferenceBackend();
+  for (int shards : {1, 2, 4}) {
+    ShardingCpuBackend candidate;
+    ModelParityOptions options = DemoParityOptions();
+    options.candidate_memory_shards = shards;
+    // A plan over two GPUs: shards 0..n/2-1 on GPU 0, the rest on GPU 1.
+    options.candidate_plan_memory = [](const PlacementRequest& r) -> absl::StatusOr<PlacementPlan> {
+      PlacementPlan plan;
+      plan.placement = MemoryPlacement::kSharded;
+      plan.shards = {PlacedShard{0, 0, r.table_columns / 2, r.table_bytes / 2},
+                     PlacedShard{1, r.table_columns / 2, r.table_columns, r.table_bytes / 2}};
+      return plan;
+    };
+    absl::StatusOr<ModelParityReport> report =
+        CompareModelOnBackends(kDemoDir, *reference, candidate, options);
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_TRUE(report->bit_identical) << shards << " shards";
+    ASSERT_NE(candidate.last, nullptr);
+    EXPECT_GT(candidate.last->gathers, 0);
+
+    ModelOptions model_options;
+    model_options.memory_shards = shards;
+    model_options.plan_memory = options.candidate_plan_memory;
+    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(kDemoDir, candidate, model_options);
+    ASSERT_TRUE(model.ok()) << model.status();
+    const MemoryPool& pool = (*model)->memory_pool();
+    EXPECT_EQ(pool.placement(), MemoryPlacement::kSharded);
+    ASSERT_NE(pool.sharded(), nullptr);
+    // max(R, 2 GPUs) shards, the first half of them on GPU 0.
+    const int n = std::max(shards, 2);
+    ASSERT_EQ(static_cast<int>(pool.shards().size()), n);
+    EXPECT_EQ(pool.shards().front().gpu, 0);
+    EXPECT_EQ(pool.shards().back().gpu, 1);
+    ASSERT_EQ(pool.device_bytes().size(), 2u);
+    EXPECT_EQ(pool.device_bytes()[0].device, "cuda:0");
+    EXPECT_EQ(pool.device_bytes()[0].bytes + pool.device_bytes()[1].bytes, pool.bytes());
+  }
+}
+
+// Issue 13 on a GPU: R = 2 and 4 shards simulated on one GPU (each shard's
+// columns in its own device table, gathered into a slice and copied into
+// its columns: the sharded code path) give the logits of the device
+// placement (one table, one gather) bit for bit; so does host placement (the
+// table in registered or pinned host memory, gathered over PCIe). Eager
+// candidates (no step graphs: a padded graph's GEMMs may round differently).
+TEST(MemoryPlacementTest, CudaShardedAndHostPlacementsMatchDevicePlacement) {
+  std::string why;
+  std::unique_ptr<Backend> reference = MakeCudaBackend(&why);
+  if (reference == nullptr) GTEST_SKIP() << "no CUDA device: " << why;
+  struct Case {
+    MemoryPlacement placement;
+    int shards;
+  };
+  for (const Case& c : {Case{MemoryPlacement::kSharded, 2}, Case{MemoryPlacement::kSharded, 4},
+                        Case{MemoryPlacement::kHost, 1}}) {
+    std::unique_ptr<Backend> candidate = MakeCudaBackend(&why);
+    ASSERT_NE(candidate, nullptr) << why;
+    ModelParityOptions options = DemoParityOptions();
+    options.candidate_memory_shards = c.shards;
+    options.candidate_plan_memory = FixedPlan(c.placement);
+    options.candidate_step_graphs = false;
+    const std::string what =
+        absl::StrCat(MemoryPlacementName(c.placement), " R=", c.shards, " on one GPU");
+    absl::StatusOr<ModelParityReport> report =
+        CompareModelOnBackends(kDemoDir, *reference, *candidate, options);
+    ASSERT_TRUE(report.ok()) << what << ": " << report.status();
+    EXPECT_TRUE(report->bit_identical) << what << ": max nmse " << report->max_nmse;
+  }
+  // With step graphs on (decode steps captured with the sharded gather in
+  // them): within the CUDA tolerance of the eager device placement.
+  std::unique_ptr<Backend> candidate = MakeCudaBackend(&why);
+  ModelParityOptions options = DemoParityOptions();
+  options.candidate_memory_shards = 4;
+  options.candidate_plan_memory = FixedPlan(MemoryPlacement::kSharded);
+  absl::StatusOr<ModelParityReport> report =
+      CompareModelOnBackends(kDemoDir, *reference, *candidate, options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ExpectParity(*report, ToleranceFor(*candidate, false), "sharded R=4 with step graphs");
 }
 
 // The decode-graph path (engine/batch_descriptor.h: padding to a bucket,

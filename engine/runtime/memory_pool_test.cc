@@ -1,5 +1,7 @@
 #include "engine/runtime/memory_pool.h"
 
+#include <memory>
+
 #include "gtest/gtest.h"
 
 namespace memserve {
@@ -30,6 +32,63 @@ TEST(MemoryPoolTest, RejectsBadShardCounts) {
   EXPECT_EQ(MemoryPool::Create({}, 65, Device::kCpu).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(MemoryPool::Create({}, 4, Device::kCpu).ok());
+}
+
+// A ShardedMemory that records nothing: the pool's bookkeeping only.
+class FakeSharded : public ShardedMemory {
+ public:
+  absl::Status Gather(int, const Tensor&, const Tensor&, const Tensor&) override {
+    return absl::OkStatus();
+  }
+  bool capturable() const override { return false; }
+  std::vector<DeviceBytes> device_bytes() const override {
+    return {{"cuda:0", 100 * 16 * 2}, {"cuda:1", 100 * 16 * 2}};
+  }
+};
+
+MemoryPool::Table ShapeOnly(int64_t rows, int64_t columns) {
+  MemoryPool::Table t;
+  t.rows = rows;
+  t.columns = columns;
+  t.elem_bytes = 2;
+  return t;
+}
+
+TEST(MemoryPoolTest, ShardedPoolKeepsShapesPlacementAndDeviceBytes) {
+  absl::StatusOr<MemoryPool> pool = MemoryPool::CreateSharded(
+      {ShapeOnly(100, 32)},
+      {MemoryShard{Device::kCuda, 0, 0, 16}, MemoryShard{Device::kCuda, 1, 16, 32}},
+      std::make_unique<FakeSharded>());
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ(pool->placement(), MemoryPlacement::kSharded);
+  EXPECT_EQ(pool->bytes(), 100 * 32 * 2);
+  EXPECT_EQ(pool->shard_bytes(1), 100 * 16 * 2);
+  ASSERT_NE(pool->sharded(), nullptr);
+  ASSERT_EQ(pool->device_bytes().size(), 2u);
+  EXPECT_EQ(pool->device_bytes()[1].device, "cuda:1");
+
+  // Shards must tile the columns; a gatherer is required.
+  EXPECT_EQ(MemoryPool::CreateSharded({ShapeOnly(100, 32)}, {MemoryShard{Device::kCuda, 0, 0, 16}},
+                                      std::make_unique<FakeSharded>())
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MemoryPool::CreateSharded({ShapeOnly(100, 32)}, {MemoryShard{Device::kCuda, 0, 0, 32}},
+                                      nullptr)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(MemoryPoolTest, CpuPoolIsHostPlacementOnTheCpu) {
+  absl::StatusOr<MemoryPool> pool = MemoryPool::Create({ShapeOnly(10, 64)}, 4, Device::kCpu);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ(pool->placement(), MemoryPlacement::kHost);
+  ASSERT_EQ(pool->device_bytes().size(), 1u);
+  EXPECT_EQ(pool->device_bytes()[0].device, "cpu");
+  EXPECT_EQ(pool->device_bytes()[0].bytes, 10 * 64 * 2);
+  EXPECT_EQ(pool->shards().size(), 4u);
+  EXPECT_EQ(pool->sharded(), nullptr);
 }
 
 }  // namespace

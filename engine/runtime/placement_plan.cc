@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -139,6 +140,38 @@ absl::StatusOr<MemoryPlacement> ParseMemoryPlacement(absl::string_view text) {
       "--memory_placement is '", text, "'; it must be one of auto, device, sharded, host"));
 }
 
+absl::StatusOr<int> ParseMemoryGpus(absl::string_view text) {
+  if (text == "all") return 0;
+  int n = 0;
+  if (!absl::SimpleAtoi(text, &n) || n < 1 || n > kMaxMemoryGpus) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--memory_gpus is '", text, "'; it must be all or a number in [1, ", kMaxMemoryGpus, "]"));
+  }
+  return n;
+}
+
+std::vector<PlacedShard> AssignMemoryShards(const PlacementPlan& plan, int memory_shards,
+                                            int64_t table_bytes, int64_t table_columns) {
+  const int gpus = plan.placement == MemoryPlacement::kSharded
+                       ? std::max<int>(1, static_cast<int>(plan.shards.size()))
+                       : 1;
+  const int wanted = std::max(std::max(1, memory_shards), gpus);
+  const std::vector<std::pair<int64_t, int64_t>> columns = ShardColumns(table_columns, wanted);
+  const int n = static_cast<int>(columns.size());
+  std::vector<PlacedShard> out;
+  for (int i = 0; i < n; ++i) {
+    PlacedShard s;
+    if (plan.placement == MemoryPlacement::kSharded && !plan.shards.empty()) {
+      s.gpu = plan.shards[static_cast<size_t>(static_cast<int64_t>(i) * gpus / n)].gpu;
+    }
+    s.col_begin = columns[i].first;
+    s.col_end = columns[i].second;
+    s.bytes = table_bytes / table_columns * (s.col_end - s.col_begin);
+    out.push_back(s);
+  }
+  return out;
+}
+
 const char* MemoryPlacementName(MemoryPlacement placement) {
   switch (placement) {
     case MemoryPlacement::kAuto:
@@ -154,6 +187,9 @@ const char* MemoryPlacementName(MemoryPlacement placement) {
 }
 
 std::string FormatGiB(int64_t bytes) {
+  if (bytes != 0 && bytes < (1LL << 30)) {
+    return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1LL << 20));
+  }
   return absl::StrFormat("%.1f GiB", static_cast<double>(bytes) / (1LL << 30));
 }
 
@@ -179,6 +215,7 @@ std::string PlacementPlan::Summary() const {
                           " table on GPU 0");
       break;
   }
+  if (per_gpu.empty()) return what;
   return absl::StrCat(what, "; planned ", absl::StrJoin(per_gpu, ", "));
 }
 

@@ -27,15 +27,20 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/runtime/memory_pool.h"  // MemoryPlacement, ShardColumns
 
 namespace memserve {
-
-enum class MemoryPlacement { kAuto, kDevice, kSharded, kHost };
 
 // "auto", "device", "sharded", "host"; InvalidArgument naming
 // --memory_placement and the accepted values otherwise.
 absl::StatusOr<MemoryPlacement> ParseMemoryPlacement(absl::string_view text);
 const char* MemoryPlacementName(MemoryPlacement placement);
+
+// The most GPUs --memory_gpus takes.
+inline constexpr int kMaxMemoryGpus = 64;
+// --memory_gpus: "all" (0: every visible GPU) or N in [1, kMaxMemoryGpus];
+// InvalidArgument naming --memory_gpus and the accepted values otherwise.
+absl::StatusOr<int> ParseMemoryGpus(absl::string_view text);
 
 struct PlacementRequest {
   MemoryPlacement placement = MemoryPlacement::kAuto;
@@ -71,7 +76,8 @@ struct PlacementPlan {
   std::vector<int64_t> gpu_bytes;
   int64_t host_table_bytes = 0;  // the table's bytes left in host memory
 
-  // One line for the startup log and GetModelInfo, e.g.
+  // One line for the startup log and GetModelInfo (without GPUs, e.g. on
+  // the CPU, just "host: the 1.0 GiB table stays in host memory"), e.g.
   // "sharded over 4 GPUs: 64.0 GiB of table each; GPU 0 70.1 GiB, GPU 1 65.0 GiB, ...".
   std::string Summary() const;
 };
@@ -82,7 +88,18 @@ struct PlacementPlan {
 // saying per placement what is needed where and what is free.
 absl::StatusOr<PlacementPlan> PlanPlacement(const PlacementRequest& request);
 
-// "1.5 GiB": bytes in GiB with one decimal.
+// The column shards a plan's tables are gathered in when `memory_shards`
+// shards are asked for (--memory_shards): device and host plans split the
+// table into max(1, memory_shards) column shards on GPU 0 (ShardColumns);
+// a sharded plan over G GPUs into n = max(memory_shards, G) shards, shard i
+// on the GPU of plan.shards[i * G / n] (so several shards may share a GPU:
+// R shards on one GPU exercise the sharded path without R GPUs). Each
+// result's bytes are those of its columns. REQUIRES: memory_shards >= 1,
+// table_columns > 0, table_bytes a multiple of table_columns.
+std::vector<PlacedShard> AssignMemoryShards(const PlacementPlan& plan, int memory_shards,
+                                            int64_t table_bytes, int64_t table_columns);
+
+// "1.5 GiB": bytes in GiB with one decimal; below 1 GiB in MiB ("16.0 MiB").
 std::string FormatGiB(int64_t bytes);
 
 }  // namespace memserve

@@ -246,5 +246,69 @@ TEST(PlacementPlanTest, BadRequestsNameTheFlag) {
             "--memory_placement is 'gpu'; it must be one of auto, device, sharded, host");
 }
 
+TEST(ParseMemoryGpusTest, AllOrACountElseOneLineNamingTheFlag) {
+  EXPECT_EQ(*ParseMemoryGpus("all"), 0);
+  EXPECT_EQ(*ParseMemoryGpus("1"), 1);
+  EXPECT_EQ(*ParseMemoryGpus("8"), 8);
+  EXPECT_EQ(*ParseMemoryGpus("64"), 64);
+  for (const char* bad : {"0", "-1", "65", "two", "", "1.5", "all,"}) {
+    absl::StatusOr<int> n = ParseMemoryGpus(bad);
+    ASSERT_FALSE(n.ok()) << bad;
+    EXPECT_EQ(n.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(n.status().message(),
+              absl::StrCat("--memory_gpus is '", bad, "'; it must be all or a number in [1, 64]"));
+  }
+  EXPECT_EQ(ParseMemoryPlacement("gpu").status().message(),
+            "--memory_placement is 'gpu'; it must be one of auto, device, sharded, host");
+}
+
+TEST(AssignMemoryShardsTest, DeviceAndHostSplitOnOneGpuShardedSpreadsOverThePlansGpus) {
+  PlacementPlan host;
+  host.placement = MemoryPlacement::kHost;
+  std::vector<PlacedShard> s = AssignMemoryShards(host, 1, 128 * 64, 64);
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].col_end, 64);
+  EXPECT_EQ(s[0].bytes, 128 * 64);
+  s = AssignMemoryShards(host, 4, 128 * 64, 64);  // virtual shards, GPU 0
+  ASSERT_EQ(s.size(), 4u);
+  for (const PlacedShard& p : s) EXPECT_EQ(p.gpu, 0);
+  EXPECT_EQ(s[3].col_begin, 48);
+  EXPECT_EQ(s[3].bytes, 128 * 16);
+
+  PlacementPlan sharded;
+  sharded.placement = MemoryPlacement::kSharded;
+  sharded.shards = {{0, 0, 512, 0}, {1, 512, 1024, 0}};
+  s = AssignMemoryShards(sharded, 1, 2048 * 1024, 1024);  // one shard per GPU
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[0].gpu, 0);
+  EXPECT_EQ(s[1].gpu, 1);
+  EXPECT_EQ(s[1].col_begin, 512);
+  s = AssignMemoryShards(sharded, 4, 2048 * 1024, 1024);  // two shards per GPU
+  ASSERT_EQ(s.size(), 4u);
+  EXPECT_EQ(s[0].gpu, 0);
+  EXPECT_EQ(s[1].gpu, 0);
+  EXPECT_EQ(s[2].gpu, 1);
+  EXPECT_EQ(s[3].gpu, 1);
+  int64_t bytes = 0;
+  for (const PlacedShard& p : s) bytes += p.bytes;
+  EXPECT_EQ(bytes, 2048 * 1024);
+
+  PlacementPlan one_gpu;  // R shards on one GPU: the sharded path without R GPUs
+  one_gpu.placement = MemoryPlacement::kSharded;
+  one_gpu.shards = {{0, 0, 128, 0}};
+  s = AssignMemoryShards(one_gpu, 4, 100 * 128, 128);
+  ASSERT_EQ(s.size(), 4u);
+  for (const PlacedShard& p : s) EXPECT_EQ(p.gpu, 0);
+}
+
+TEST(PlacementPlanSummaryTest, WithoutGpusSaysOnlyWhereTheTableIs) {
+  PlacementPlan host;
+  host.placement = MemoryPlacement::kHost;
+  host.host_table_bytes = 1LL << 30;
+  EXPECT_EQ(host.Summary(), "host: the 1.0 GiB table stays in host memory");
+  host.host_table_bytes = 16LL << 20;
+  EXPECT_EQ(host.Summary(), "host: the 16.0 MiB table stays in host memory");
+}
+
 }  // namespace
 }  // namespace memserve

@@ -157,10 +157,9 @@ absl::Status ServingMetrics::Register() {
   // The value tables' bytes per device and placement, fixed at load.
   const EngineInfo& info = engine_.Info();
   if (info.value_table_bytes > 0) {
-    const MemoryPool& pool = engine_.model().memory_pool();
     std::map<std::string, double> per_device;
-    for (int i = 0; i < static_cast<int>(pool.shards().size()); ++i) {
-      per_device[DeviceName(pool.shards()[i].device)] += static_cast<double>(pool.shard_bytes(i));
+    for (const DeviceBytes& d : info.memory_device_bytes) {
+      per_device[d.device] += static_cast<double>(d.bytes);
     }
     for (const auto& [device, bytes] : per_device) {
       Labels pool_labels = l;

@@ -8,9 +8,11 @@
 // per step over a paged cache, the way the engine runs B streams; tokens/s
 // is then the aggregate over the B sequences. --batch 1,8,64 measures each
 // size in turn on one loaded model (one summary line per size, in order).
-// The model is built the way the engine builds it (MakeBackend for --device,
-// then Model::Load); a device this build or machine lacks is the factory's
-// one-line error, exit 1.
+// The model is built the way the engine builds it (LoadModel: MakeBackend for
+// --device, the memory placement plan of --memory_placement / --memory_gpus,
+// Model::Load; the K/V cache stays f32 as before); a device this build or
+// machine lacks is the factory's one-line error, exit 1. Every summary line
+// ends with the memory placement the plan chose.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -27,7 +29,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/types/span.h"
 #include "engine/backend_factory.h"
+#include "engine/load_model.h"
 #include "engine/model.h"
+#include "engine/runtime/placement_plan.h"
 
 ABSL_FLAG(std::string, model, "", "serving checkpoint directory");
 ABSL_FLAG(int, prompt_tokens, 16, "prompt length");
@@ -40,6 +44,9 @@ ABSL_FLAG(std::vector<std::string>, batch, {"1"},
           "sequences decoded together (ForwardBatch when > 1); a comma-separated list "
           "measures each size in turn");
 ABSL_FLAG(std::string, device, "cpu", "where the model runs: cpu or cuda");
+ABSL_FLAG(std::string, memory_placement, "auto",
+          "where the memory value tables go: auto, device, sharded or host (as memserve serve)");
+ABSL_FLAG(std::string, memory_gpus, "all", "GPUs the memory pool may use: all or N");
 
 namespace {
 
@@ -136,18 +143,27 @@ absl::StatusOr<std::vector<int>> ParseBatches(const std::vector<std::string>& va
   return out;
 }
 
-// MakeBackend(--device) + Model::Load: the engine's construction path.
+// LoadModel: the engine's construction path.
 absl::StatusOr<std::unique_ptr<memserve::Model>> LoadOnDevice(const std::string& dir,
                                                               const std::string& device_name) {
+  memserve::LoadOptions load;
+  load.model_dir = dir;
   absl::StatusOr<memserve::Device> device = memserve::ParseDevice(device_name);
   if (!device.ok()) return device.status();
-  memserve::ModelOptions opts;
-  opts.num_threads = absl::GetFlag(FLAGS_threads);
-  opts.memory_shards = absl::GetFlag(FLAGS_memory_shards);
-  absl::StatusOr<std::unique_ptr<memserve::Backend>> backend =
-      memserve::MakeBackend(*device, opts.num_threads);
-  if (!backend.ok()) return backend.status();
-  return memserve::Model::Load(dir, std::move(*backend), opts);
+  load.device = *device;
+  load.threads = absl::GetFlag(FLAGS_threads);
+  load.memory_shards = absl::GetFlag(FLAGS_memory_shards);
+  load.kv_cache_dtype = memserve::KvCacheDtype::kF32;
+  absl::StatusOr<memserve::MemoryPlacement> placement =
+      memserve::ParseMemoryPlacement(absl::GetFlag(FLAGS_memory_placement));
+  if (!placement.ok()) return placement.status();
+  load.memory_placement = *placement;
+  absl::StatusOr<int> gpus = memserve::ParseMemoryGpus(absl::GetFlag(FLAGS_memory_gpus));
+  if (!gpus.ok()) return gpus.status();
+  load.memory_gpus = *gpus;
+  absl::StatusOr<memserve::LoadedModel> loaded = memserve::LoadModel(load);
+  if (!loaded.ok()) return loaded.status();
+  return std::move(loaded->model);
 }
 
 }  // namespace
@@ -199,8 +215,9 @@ int main(int argc, char** argv) {
     std::sort(rates.begin(), rates.end());
     std::printf(
         "{\"engine\": \"cpp\", \"device\": \"%s\", \"batch\": %d, "
-        "\"median_decode_tok_s\": %.2f}\n",
-        device.c_str(), B, rates[rates.size() / 2]);
+        "\"median_decode_tok_s\": %.2f, \"memory_placement\": \"%s\"}\n",
+        device.c_str(), B, rates[rates.size() / 2],
+        memserve::MemoryPlacementName(model.memory_pool().placement()));
     std::fflush(stdout);
   }
   return 0;

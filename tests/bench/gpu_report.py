@@ -17,12 +17,14 @@ decode_bench_cuda.log), and the issue's goals:
   - the whole lookup <= 8 us at batch 1 (graph replay), 1M x 2048;
   - >= 6x the PyTorch lookup at batch 1 (graphs) and at batch 512 (eager), 1M x 2048.
 
-Reads LOG_DIR/{ceilings,torch_decode,decode_bench_cuda,decode_bench_cpu}.log (JSON lines among
-other output) and LOG_DIR/pkplus_config.json. Python 3, standard library only.
+Reads LOG_DIR/{ceilings,torch_decode,decode_bench_cuda,decode_bench_cpu,pool_host,pool_sharded,
+pool_big_table}.log (JSON lines and memserve's load lines among other output) and
+LOG_DIR/pkplus_config.json. Python 3, standard library only.
 """
 
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -150,6 +152,7 @@ def report(log_dir):
         m, g = mem_tok["cuda"].get(b), torch_tok.get((b, "graph"))
         L.append(goal(f"batch {b} >= 1.5x the torch CUDA-graph baseline",
                       None if not (m and g) else m >= 1.5 * g))
+    L += pool_section(log_dir, mem_tok["cuda"])
     return "\n".join(L) + "\n" + pk_section(log_dir)
 
 
@@ -247,6 +250,51 @@ def pk_section(log_dir):
     L.append(goal(">= 6x the PyTorch lookup at batch 512 (eager, 1M x 2048)",
                   None if not (best512 and t512) else t512 >= 6 * best512))
     return "\n".join(L) + "\n"
+
+
+def load_rate(log_dir, step, pattern):
+    """'gb_per_s=R (mode=M)' of the first memserve load line of `step` that matches `pattern`."""
+    path = os.path.join(log_dir, f"{step}.log")
+    if not os.path.exists(path):
+        return "-"
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("memserve: ") and re.search(pattern, line):
+                rate = re.search(r"gb_per_s=([0-9.]+)", line)
+                mode = re.search(r"mode=([a-z-]+)", line)
+                return (f"{rate.group(1)} GB/s" if rate else "-") + (
+                    f" ({mode.group(1)})" if mode else "")
+    return "-"
+
+
+def pool_section(log_dir, device_tok):
+    """Issue 13: decode tokens/s and load rate per memory placement (device_check.sh's
+    decode_bench_cuda, pool_host, pool_sharded, pool_big_table), and the PCIe bound."""
+    L = ["", "## The memory pool's placements (issue 13; batch 1 and 64, tokens/s)", ""]
+    L.append("| placement | model | batch 1 | batch 64 | load |")
+    L.append("|---|---|---|---|---|")
+    rows = [("device", "373M", device_tok, "decode_bench_cuda",
+             r"cuda_place tensor=memory\.values"),
+            ("host", "373M", None, "pool_host", r"cuda_host_table"),
+            ("sharded R=4, one GPU", "373M", None, "pool_sharded", r"memory_shard_upload"),
+            ("host", "16M rows x 1024 (32 GiB)", None, "pool_big_table", r"cuda_host_table")]
+    bound = None
+    for name, model, tok, step, pattern in rows:
+        lines = json_lines(os.path.join(log_dir, f"{step}.log"))
+        if tok is None:
+            tok = {j["batch"]: j["median_decode_tok_s"] for j in lines
+                   if "median_decode_tok_s" in j}
+        bound = bound or next((j for j in lines if j.get("what") == "pcie_bound"), None)
+        L.append(f"| {name} | {model} | {fmt(tok.get(1))} | {fmt(tok.get(64))} | "
+                 f"{load_rate(log_dir, step, pattern)} |")
+    L.append("")
+    if bound and bound.get("h2d_gb_per_s"):
+        L.append(f"PCIe bound of the 32 GiB host table: {bound['h2d_gb_per_s']} GB/s pinned "
+                 f"host-to-device / {bound['bytes_per_token']} bytes gathered per token = "
+                 f"{bound['tok_s']:,} tokens/s.")
+    else:
+        L.append("PCIe bound: not measured.")
+    return L
 
 
 def main(argv):

@@ -193,6 +193,96 @@ class SentencePieceModelTest(unittest.TestCase):
         self.assertIn("not a valid SentencePiece model", r.stderr)
 
 
+class ShardedCheckpointTest(unittest.TestCase):
+    """A checkpoint split over several safetensors files with model.safetensors.index.json
+    (make_test_model --serving --files N) serves what the one-file checkpoint serves: the same
+    tokens and logprobs; a corrupt index fails at load naming the file and the tensor."""
+
+    @classmethod
+    def setUpClass(cls):
+        base = os.path.dirname(MODEL)
+        kw = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, mem_layers="0,1",
+                  share_values=False, mem_n_keys=16, mem_heads=2, mem_knn=8, mem_k_dim=32,
+                  max_seqlen=64, seed=5, dtype="float32", device="cpu")
+        cls.one = os.path.join(base, "files1")
+        cls.three = os.path.join(base, "files3")
+        make_test_model.make_serving_model(cls.one, **kw)
+        make_test_model.make_serving_model(cls.three, files=3, **kw)
+
+    def generate(self, model):
+        r = run("--prompt", "hello world", "--max_tokens", "12", "--output", "jsonl",
+                "--logprobs", "3", model=model)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return jsonl(r.stdout)
+
+    def test_same_output_as_one_file(self):
+        names = sorted(os.listdir(self.three))
+        self.assertIn("model.safetensors.index.json", names)
+        self.assertNotIn("model.safetensors", names)
+        self.assertEqual([n for n in names if n.endswith(".safetensors")],
+                         ["model-%05d-of-00003.safetensors" % i for i in (1, 2, 3)])
+        with open(os.path.join(self.three, "model.safetensors.index.json")) as f:
+            index = json.load(f)
+        # The two value tables land in different files.
+        self.assertNotEqual(index["weight_map"]["layers.0.feed_forward.values.weight"],
+                            index["weight_map"]["layers.1.feed_forward.values.weight"])
+        self.assertEqual(self.generate(self.three), self.generate(self.one))
+
+    def corrupt(self, name, edit):
+        dst = os.path.join(os.path.dirname(MODEL), name)
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(self.three, dst)
+        path = os.path.join(dst, "model.safetensors.index.json")
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(edit(dst, text))
+        return dst, path
+
+    def test_corrupt_index_names_file_and_tensor(self):
+        def missing_file(dst, text):
+            os.remove(os.path.join(dst, "model-00002-of-00003.safetensors"))
+            return text
+
+        def listed_twice(dst, text):
+            index = json.loads(text)
+            name = sorted(index["weight_map"])[0]
+            body = json.dumps(index["weight_map"])[1:-1]
+            return '{"weight_map": {%s, "%s": "model-00001-of-00003.safetensors"}}' % (body, name)
+
+        def tensor_missing(dst, text):
+            index = json.loads(text)
+            index["weight_map"]["layers.9.attention.wq.weight"] = "model-00001-of-00003.safetensors"
+            return json.dumps(index)
+
+        def tensor_unlisted(dst, text):
+            index = json.loads(text)
+            del index["weight_map"]["norm.weight"]
+            return json.dumps(index)
+
+        with open(os.path.join(self.three, "model.safetensors.index.json")) as f:
+            first = sorted(json.load(f)["weight_map"])[0]
+        cases = [
+            ("missing_file", missing_file,
+             ["model.safetensors.index.json: tensor '", "model-00002-of-00003.safetensors: no such file"]),
+            ("listed_twice", listed_twice,
+             ["model.safetensors.index.json", 'duplicate key "%s"' % first]),
+            ("tensor_missing", tensor_missing,
+             ["model.safetensors.index.json: tensor 'layers.9.attention.wq.weight' is mapped to",
+              "model-00001-of-00003.safetensors but that file does not contain it"]),
+            ("tensor_unlisted", tensor_unlisted,
+             ["tensor 'norm.weight' is not listed in", "model.safetensors.index.json"]),
+        ]
+        for name, edit, needles in cases:
+            with self.subTest(name):
+                dst, _ = self.corrupt("corrupt_" + name, edit)
+                r = run("--prompt", "hi", "--max_tokens", "1", model=dst)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+                for n in needles:
+                    self.assertIn(n, r.stderr)
+
+
 class BadInputTest(unittest.TestCase):
     def assertRejected(self, r, *needles, code=2):
         self.assertEqual(r.returncode, code, "stdout=%r stderr=%r" % (r.stdout, r.stderr))

@@ -5,7 +5,7 @@
   port with the health service names the server registers, every container
   argument a flag of `memserve serve --help`, grace period >= preStop sleep +
   --shutdown_timeout + the server's 5 s flush, GPUs requested where
-  --device=cuda (as many as --memory_shards), resources and securityContext
+  --device=cuda (as many as --memory_gpus, else --memory_shards), resources and securityContext
   set, no :latest image, Services / NetworkPolicy / ServiceMonitor ports that
   name container ports, one autoscaler whose metric the prometheus-adapter
   rule serves.
@@ -456,7 +456,10 @@ def check_rendered(docs, flags, health_services, adapter_metric, variables):
     # GPUs: as many as the pool's shards where --device=cuda, none otherwise.
     gpus = int(main.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
     if device == "cuda":
-        want = int(values.get("memory_gpus") or values.get("memory_shards") or 1)
+        # --memory_gpus=all: every GPU the pod gets (at least one).
+        memory_gpus = values.get("memory_gpus")
+        want = (max(gpus, 1) if memory_gpus == "all" else
+                int(memory_gpus or values.get("memory_shards") or 1))
         if gpus != want:
             p.append("memserve: --device=cuda with %d shard GPU(s), nvidia.com/gpu limit %d" %
                      (want, gpus))
@@ -638,7 +641,7 @@ class DeployTest(unittest.TestCase):
         plant("cpu", lambda d, pod, m: m["env"].append({"name": "MEMSERVE_THREAD", "value": "2"}),
               "MEMSERVE_THREAD is not a variable")
         plant("gpu-sharded-pool", lambda d, pod, m: [e for e in m["env"] if e["name"] ==
-                                                     "MEMSERVE_MEMORY_SHARDS"][0].update(
+                                                     "MEMSERVE_MEMORY_GPUS"][0].update(
             value="2"), "nvidia.com/gpu")
         plant("cpu", lambda d, pod, m: m["args"].append("--shutdown_timeout=2m"),
               "terminationGracePeriodSeconds")

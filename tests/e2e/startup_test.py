@@ -186,5 +186,67 @@ class MemoryShardsTest(unittest.TestCase):
                 self.assertNotIn(" INFO ready ", res.stderr)
 
 
+class MemoryPlacementTest(unittest.TestCase):
+    """--memory_placement / --memory_gpus (issue 13): on --device cpu the plan is host
+    placement (the checkpoint mapping, in place) with --memory_shards virtual shards; the
+    choice and the bytes per device are in the ready line and GetModelInfo; bad values and
+    placements the CPU cannot have are one line naming the flag and what it accepts."""
+
+    def test_cpu_plan_is_host_in_model_info_and_log(self):
+        for flags in ([], ["--memory_placement", "auto"], ["--memory_placement", "host"],
+                      ["--memory_gpus", "all", "--memory_shards", "4"]):
+            with self.subTest(flags=flags), harness.Server(*flags, name="placement") as srv:
+                m = srv.model_info().memory
+                self.assertEqual(m.memory_placement, "host")
+                self.assertEqual(m.placement, "cpu-mmap")
+                self.assertEqual(m.shards, 4 if "--memory_shards" in flags else 1)
+                self.assertEqual([(d.device, d.bytes) for d in m.device_bytes],
+                                 [("cpu", m.value_table_bytes)])
+                self.assertEqual(m.plan, "host: the 16.0 MiB table stays in host memory")
+                line = srv.wait_log(" INFO ready ")
+                self.assertIn(" memory_plan=host ", line)
+                self.assertIn(' memory_device_bytes="cpu=%d" ' % m.value_table_bytes, line)
+                self.assertIn(' memory_plan_summary="%s"' % m.plan, line)
+                self.assertEqual(srv.stop(timeout=30), 0, srv.stderr_tail())
+
+    def assertOneLineError(self, res, *needles):
+        self.assertEqual(res.returncode, 2, res.stderr)
+        self.assertEqual(len(res.stderr.splitlines()), 1, res.stderr)
+        for n in needles:
+            self.assertIn(n, res.stderr)
+        self.assertNotIn(" INFO ready ", res.stderr)
+
+    def test_bad_values_are_one_line_naming_the_flag(self):
+        cases = [
+            (["--memory_placement", "gpu"],
+             "--memory_placement is 'gpu'; it must be one of auto, device, sharded, host"),
+            (["--memory_placement", ""], "--memory_placement is ''; it must be one of"),
+            (["--memory_gpus", "0"], "--memory_gpus is '0'; it must be all or a number in [1, 64]"),
+            (["--memory_gpus", "65"], "--memory_gpus is '65'"),
+            (["--memory_gpus", "two"], "--memory_gpus is 'two'"),
+            (["--memory_placement", "device"],
+             "--memory_placement device needs --device cuda; on the CPU it must be auto or host"),
+            (["--memory_placement", "sharded"], "--memory_placement sharded needs --device cuda"),
+            (["--memory_gpus", "2"], "--memory_gpus 2 needs --device cuda"),
+        ]
+        for flags, needle in cases:
+            with self.subTest(flags=flags):
+                self.assertOneLineError(serve("--listen", "127.0.0.1:0", *flags), needle)
+            with self.subTest(command="generate", flags=flags):
+                res = subprocess.run(
+                    [harness.memserve_binary(), "generate", "--model", DEMO_MODEL, "--prompt", "hi",
+                     "--max_tokens", "1"] + flags,
+                    capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+                self.assertOneLineError(res, needle)
+
+    def test_host_placement_serves_what_the_default_serves(self):
+        shards = MemoryShardsTest()
+        with harness.Server(name="placement_default") as srv:
+            expected = shards.outputs(srv)
+        with harness.Server("--memory_placement", "host", "--memory_shards", "3",
+                            name="placement_host") as srv:
+            self.assertEqual(shards.outputs(srv), expected)
+
+
 if __name__ == "__main__":
     harness.main()

@@ -88,6 +88,7 @@ class DeviceCheckTest(unittest.TestCase):
             self.assertEqual(self.steps[name][0], "PASS", (name, self.steps.get(name)))
         self.assertIn("every library found in the bundle", self.steps["libs"][1])
         self.assertIn("Draenddron", self.steps["e2e_cpu"][1])
+        self.assertIn("memory_plan=host", self.steps["e2e_cpu"][1])
         self.assertIn("loadgen 32/32 ok", self.steps["e2e_cpu"][1])
 
     def test_gpu_steps_skip_with_the_reason(self):
@@ -104,6 +105,10 @@ class DeviceCheckTest(unittest.TestCase):
         # The product-key lab, its PyTorch twin and decode_bench on the legacy kernels.
         for name in ("pk_lab", "torch_pk_lookup", "decode_bench_cuda_legacy"):
             self.assertEqual(self.steps[name][0], "SKIP", (name, self.steps.get(name)))
+        # Issue 13's measurements (the memory pool's host and sharded placements).
+        for name in ("pool_host", "pool_sharded"):
+            self.assertEqual(self.steps[name], ("SKIP", "no 373M model (make_pkplus did not run)"))
+        self.assertEqual(self.steps["pool_big_table"], ("SKIP", "no CUDA device"))
         if self.have_cuda:
             status, detail = self.steps["ceilings"]
             self.assertEqual(status, "SKIP")

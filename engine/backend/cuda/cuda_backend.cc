@@ -15,7 +15,9 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cuda/cublas_loader.h"
 #include "engine/backend/cuda/cuda_check.h"
+#include "engine/backend/cuda/device_buffer.h"
 #include "engine/backend/cuda/memory_kernels.h"
+#include "engine/backend/cuda/memory_placement_cuda.h"
 #include "engine/backend/cuda/staging.h"
 #include "engine/backend/op_checks.h"
 #include "engine/dtype.h"
@@ -45,41 +47,20 @@ constexpr int64_t kInitialOnes = 4096;
 // cuBLAS takes int sizes.
 constexpr int64_t kMaxGemmDim = (int64_t{1} << 31) - 1;
 
-// Device memory, freed with the buffer.
-class DeviceBuffer : public Buffer {
- public:
-  DeviceBuffer(const Backend* backend, const char* type, void* ptr, size_t size)
-      : Buffer(backend, Device::kCuda, type, size), ptr_(ptr) {}
-  ~DeviceBuffer() override {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-  }
-  void* ptr() const { return ptr_; }
-
- private:
-  void* ptr_;
-};
+using cuda::DeviceBuffer;
 
 // The device address of t's first byte. REQUIRES: CheckOperand / CheckWeight
 // passed (t is on a DeviceBuffer of this backend).
 template <typename T>
 T* Ptr(const Tensor& t) {
-  return reinterpret_cast<T*>(
-      static_cast<char*>(static_cast<const DeviceBuffer*>(t.buffer)->ptr()) + t.offset);
+  return cuda::DevicePtr<T>(t);
 }
 
 kernels::ElementType ElementTypeOf(DType t) {
   return t == DType::kBF16 ? kernels::ElementType::kBF16 : kernels::ElementType::kF32;
 }
 
-// Makes `device` current on the calling thread (remembered per thread, so
-// the common case costs no driver call).
-absl::Status UseDevice(int device) {
-  thread_local int current = -1;
-  if (current == device) return absl::OkStatus();
-  CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
-  current = device;
-  return absl::OkStatus();
-}
+using cuda::UseDevice;
 
 class CudaStepGraph : public Backend::StepGraph {
  public:
@@ -346,6 +327,21 @@ absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::PlaceWeight(const TensorVie
   *tensor = TensorFromView(buffer.get(), w);
   return buffer;
 }
+
+absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::PlaceHostTable(const TensorView& w,
+                                                                    Tensor* tensor) {
+  RETURN_IF_ERROR(impl_->Activate());
+  return cuda::PlaceHostTable(this, w, tensor);
+}
+
+absl::StatusOr<std::unique_ptr<ShardedMemory>> CudaBackend::PlaceShardedTables(
+    const std::vector<TensorView>& tables, const std::vector<MemoryShard>& shards) {
+  RETURN_IF_ERROR(impl_->Activate());
+  return cuda::PlaceShardedTables(*this, tables, shards);
+}
+
+int CudaBackend::device_index() const { return impl_->options.device; }
+void* CudaBackend::stream() const { return impl_->stream; }
 
 absl::Status CudaBackend::Upload(const void* src, const Tensor& dst) {
   RETURN_IF_ERROR(CheckOperand(this, dst, dst.dtype, "Upload destination"));

@@ -2,7 +2,9 @@
 //
 // Memory. Every buffer is device memory (cudaMalloc, zeroed at allocation):
 // "cuda" (AllocateBuffer; Upload writes it) and "cuda-weight" (a read-only
-// device copy made by PlaceWeight or WrapHostMemory). Weights, memory keys
+// device copy made by PlaceWeight or WrapHostMemory); "cuda-host" (a value
+// table in host memory read through a mapped device pointer: PlaceHostTable,
+// memory_placement_cuda.h). Weights, memory keys
 // and the memory value tables are copied from the checkpoint mapping once,
 // at load, in chunks through two pinned staging buffers (the host copy of
 // one chunk overlaps the DMA of the one before); a copy of at least
@@ -50,6 +52,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -86,6 +89,18 @@ class CudaBackend : public Backend {
   absl::StatusOr<std::unique_ptr<Buffer>> WrapHostMemory(const void* data, size_t bytes) override;
   absl::StatusOr<std::unique_ptr<Buffer>> PlaceWeight(const TensorView& w, WeightUse use,
                                                       Tensor* tensor) override;
+  // Host placement (memory_placement_cuda.h): the mapping registered
+  // read-only with the driver, or a pinned copy; ValueGather reads its rows
+  // over PCIe. Sharded placement: each shard's columns on its GPU.
+  absl::StatusOr<std::unique_ptr<Buffer>> PlaceHostTable(const TensorView& w,
+                                                         Tensor* tensor) override;
+  absl::StatusOr<std::unique_ptr<ShardedMemory>> PlaceShardedTables(
+      const std::vector<TensorView>& tables, const std::vector<MemoryShard>& shards) override;
+  // The CUDA device index and the cudaStream_t the ops run on (for the
+  // sharded placement's copies between devices).
+  int device_index() const;
+  void* stream() const;
+
   absl::Status Upload(const void* src, const Tensor& dst) override;
   absl::Status Download(const Tensor& src, void* dst) override;
   absl::Status Synchronize() override;

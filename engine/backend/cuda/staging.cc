@@ -18,6 +18,12 @@ std::vector<StagingChunk> PlanStagingChunks(size_t bytes, size_t chunk_bytes, in
   return out;
 }
 
+int64_t RowsPerChunk(int64_t rows, size_t row_bytes, size_t chunk_bytes) {
+  if (rows <= 0 || row_bytes == 0) return 0;
+  const int64_t fit = static_cast<int64_t>(chunk_bytes / row_bytes);
+  return std::min(rows, std::max<int64_t>(1, fit));
+}
+
 double GigabytesPerSecond(size_t bytes, double seconds) {
   return seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0;
 }

@@ -29,4 +29,12 @@ TEST(StagingTest, Rate) {
 }
 
 }  // namespace
+TEST(RowsPerChunkTest, WholeRowsAtLeastOneAtMostAll) {
+  EXPECT_EQ(RowsPerChunk(1000, 256, 1024), 4);
+  EXPECT_EQ(RowsPerChunk(1000, 256, 1000), 3);
+  EXPECT_EQ(RowsPerChunk(1000, 4096, 1024), 1);  // a row larger than a buffer
+  EXPECT_EQ(RowsPerChunk(3, 256, 1 << 20), 3);
+  EXPECT_EQ(RowsPerChunk(0, 256, 1024), 0);
+}
+
 }  // namespace memserve::cuda

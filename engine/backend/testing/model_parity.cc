@@ -63,6 +63,7 @@ absl::StatusOr<ModelParityReport> CompareModelOnBackends(const std::string& dir,
   cand_options.memory_shards = options.candidate_memory_shards;
   cand_options.kv_cache_dtype = options.candidate_kv_cache_dtype;
   cand_options.step_graphs = options.candidate_step_graphs;
+  cand_options.plan_memory = options.candidate_plan_memory;
   absl::StatusOr<std::unique_ptr<Model>> ref_model = Model::Load(dir, reference, ref_options);
   RETURN_IF_ERROR(Named(ref_model.status(), "reference"));
   absl::StatusOr<std::unique_ptr<Model>> cand_model = Model::Load(dir, candidate, cand_options);

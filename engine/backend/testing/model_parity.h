@@ -7,12 +7,14 @@
 #define MEMSERVE_ENGINE_BACKEND_TESTING_MODEL_PARITY_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/backend/backend.h"
 #include "engine/dtype.h"
+#include "engine/runtime/placement_plan.h"
 
 namespace memserve {
 
@@ -26,6 +28,9 @@ struct ModelParityOptions {
   // reference always runs F32 and eagerly.
   DType candidate_kv_cache_dtype = DType::kF32;
   bool candidate_step_graphs = true;
+  // The candidate's ModelOptions::plan_memory (where its value tables go);
+  // unset = the backend's default placement.
+  std::function<absl::StatusOr<PlacementPlan>(const PlacementRequest&)> candidate_plan_memory;
   // A row's argmax is "clear" when the reference's best logit beats its
   // second best by more than this (logit units).
   float clear_margin = 0.0f;

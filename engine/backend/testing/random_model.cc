@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "engine/status_macros.h"
 #include "engine/testing/safetensors_writer.h"
@@ -194,6 +195,36 @@ absl::StatusOr<std::string> WriteModelDir(const std::string& name, const std::st
   RETURN_IF_ERROR(testutil::WriteFile(dir + "/config.json", config_json));
   RETURN_IF_ERROR(
       testutil::WriteFile(dir + "/model.safetensors", testutil::SerializeSafetensors(tensors)));
+  return dir;
+}
+
+absl::StatusOr<std::string> WriteShardedModelDir(const std::string& name,
+                                                 const std::string& config_json,
+                                                 std::vector<testutil::TestTensor> tensors,
+                                                 int files) {
+  std::stable_sort(tensors.begin(), tensors.end(),
+                   [](const testutil::TestTensor& a, const testutil::TestTensor& b) {
+                     return a.dtype == DType::kF32 && b.dtype != DType::kF32;
+                   });
+  const std::string dir = testutil::MakeTempDir(name);
+  if (dir.empty()) return absl::InternalError("cannot make a temporary directory");
+  RETURN_IF_ERROR(testutil::WriteFile(dir + "/config.json", config_json));
+  std::vector<std::vector<testutil::TestTensor>> per_file(static_cast<size_t>(files));
+  std::vector<std::string> map_entries;
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    const int f = static_cast<int>(k % static_cast<size_t>(files));
+    const std::string file = absl::StrFormat("model-%05d-of-%05d.safetensors", f + 1, files);
+    map_entries.push_back(absl::StrCat("\"", tensors[k].name, "\": \"", file, "\""));
+    per_file[static_cast<size_t>(f)].push_back(tensors[k]);
+  }
+  for (int f = 0; f < files; ++f) {
+    RETURN_IF_ERROR(testutil::WriteFile(
+        dir + "/" + absl::StrFormat("model-%05d-of-%05d.safetensors", f + 1, files),
+        testutil::SerializeSafetensors(per_file[static_cast<size_t>(f)])));
+  }
+  RETURN_IF_ERROR(testutil::WriteFile(dir + "/model.safetensors.index.json",
+                                      absl::StrCat("{\"metadata\": {}, \"weight_map\": {",
+                                                   absl::StrJoin(map_entries, ", "), "}}")));
   return dir;
 }
 

@@ -68,6 +68,15 @@ std::string RandomModelConfigJson(const RandomModelSpec& spec);
 absl::StatusOr<std::string> WriteModelDir(const std::string& name, const std::string& config_json,
                                           std::vector<testutil::TestTensor> tensors);
 
+// The same, the tensors split over `files` safetensors files
+// (model-0000i-of-0000N.safetensors, tensor k in file k % files) listed in a
+// model.safetensors.index.json weight_map (HF's sharded layout).
+// REQUIRES: files >= 1.
+absl::StatusOr<std::string> WriteShardedModelDir(const std::string& name,
+                                                 const std::string& config_json,
+                                                 std::vector<testutil::TestTensor> tensors,
+                                                 int files);
+
 // WriteModelDir of spec's config and random weights.
 absl::StatusOr<std::string> WriteRandomModel(const RandomModelSpec& spec);
 
