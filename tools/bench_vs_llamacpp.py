@@ -12,7 +12,8 @@ logprob helper first); see that script for the usage. Steps, for each dtype:
      entries, so both sides take the same token ids (memserve's bytes tokenizer: BOS 256).
   2. Agreement: `memserve generate --output jsonl --kv_cache_dtype f32` greedy tokens + their
      logprobs; llama.cpp (f32 K/V) is teacher-forced along memserve's tokens and reports its own
-     argmax and the logprob of memserve's token at each step. Pass: every |logprob difference|
+     argmax and the logprob of memserve's token at each step (flash attention off there: its CPU
+     path rounds to f16, ~1e-3 in logprob). Pass: every |logprob difference|
      <= the tolerance, and wherever the argmaxes differ, llama.cpp's logprob of memserve's token
      is within the tolerance of its best (a near-tie). A failure stops the run (exit 1).
   3. Rounds, alternating memserve then llama.cpp, each a fresh process per side and workload:
@@ -21,7 +22,8 @@ logprob helper first); see that script for the usage. Steps, for each dtype:
      tests/bench decode_bench (one warm-up run, then one timed run, per workload). llama.cpp: its
      llama-batched-bench with the weights read into memory (--load-mode none, or --no-mmap on
      builds without it), each workload run twice in one process and the second one kept (the
-     first is its warm-up). Same thread count on both sides (-t/-tb, --threads).
+     first is its warm-up). Same thread count on both sides (-t/-tb, --threads). llama.cpp's
+     flash attention is its default (auto) unless --llama_fa says otherwise.
   4. A markdown report (tables: min / median / max tokens/s per side, median ratio) followed by
      every command and its raw output.
 """
@@ -224,6 +226,7 @@ def llama_round(log, a, gguf_path):
     """{workload: tokens/s} from llama-batched-bench (each workload twice, the second kept)."""
     common = [a.batched_bench, "-m", gguf_path, "-t", str(a.threads), "-tb", str(a.threads),
               *a.load_flags, "-ngl", "0", "-ctk", a.llama_kv_type, "-ctv", a.llama_kv_type,
+              "-fa", a.llama_fa,
               "--output-format", "jsonl"]
     res = {}
     n_ctx = BATCH * 128  # >= BATCH * (DECODE_PROMPT + DECODE_STEPS), 128 cells per sequence
@@ -262,10 +265,12 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--llama_kv_type", choices=["f32", "f16"], default="f32")
-    ap.add_argument("--tol_f32", type=float, default=1e-4)
+    ap.add_argument("--llama_fa", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--tol_f32", type=float, default=1e-5)
     ap.add_argument("--tol_bf16", type=float, default=0.05)
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--command", default="", help="the command line to print in the report")
     a = ap.parse_args(argv)
     dtypes = [d for d in a.dtypes.split(",") if d]
     if not dtypes or any(d not in DTYPES for d in dtypes):
@@ -286,6 +291,7 @@ def main(argv=None):
         help_text = subprocess.run([a.batched_bench, "--help"], stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, errors="replace").stdout
         a.load_flags = ["--load-mode", "none"] if "--load-mode" in help_text else ["--no-mmap"]
+        log.run([a.batched_bench, "--version"])
         os.makedirs(a.work, exist_ok=True)
         results = {}  # dtype -> (agreement, {workload: ([memserve], [llama])})
         for dtype in dtypes:
@@ -310,8 +316,8 @@ def main(argv=None):
 
 
 def llama_build_info(log_text):
-    m = re.search(r"build: (\d+) \(([0-9a-f]+)\)", log_text)
-    return f"b{m.group(1)} ({m.group(2)})" if m else "unknown (no 'build:' line in its log)"
+    m = re.search(r"(?:version|build): (\d+) \(([0-9a-f]+)\)", log_text)
+    return f"b{m.group(1)} ({m.group(2)})" if m else "unknown (not in its --version output)"
 
 
 def write_report(a, log, results, failed=None):
@@ -329,13 +335,16 @@ def write_report(a, log, results, failed=None):
     except OSError:
         pass
     lines = [f"# memserve vs llama.cpp, CPU, shape {a.shape}", ""]
+    if a.command:
+        lines.append(f"- command: `{a.command}`")
     lines.append(f"- date: {datetime.datetime.utcnow().isoformat(timespec='seconds')}Z; machine: "
                  f"{os.cpu_count()} cores, {cpu}, {platform.machine()}")
     lines.append(f"- memserve commit {commit}; llama.cpp build {llama_build_info(raw)} at "
                  f"{a.llama_build} (source {a.llama_src})")
     lines.append(f"- threads {a.threads} on both sides; {a.rounds} rounds, alternating memserve "
                  f"then llama.cpp; llama.cpp weights in memory ({' '.join(a.load_flags)}), "
-                 f"K/V cache {a.llama_kv_type}; memserve K/V cache f32 (its CPU default)")
+                 f"K/V cache {a.llama_kv_type}, flash attention {a.llama_fa}; memserve K/V cache "
+                 f"f32 (its CPU default)")
     lines.append(f"- workloads: decode b=1 ({DECODE_PROMPT}-token prompt, {DECODE_STEPS} steps), "
                  f"decode {BATCH} sequences ({BATCH} x {DECODE_PROMPT}-token prompts, "
                  f"{DECODE_STEPS} steps, aggregate), prefill {PREFILL_TOKENS} tokens")
@@ -345,7 +354,7 @@ def write_report(a, log, results, failed=None):
     for dtype, (agreement, runs) in results.items():
         lines.append(f"## {a.shape}, {dtype} weights")
         lines.append("")
-        lines.append(f"Agreement (f32 K/V both sides): {agreement}")
+        lines.append(f"Agreement (f32 K/V both sides, llama.cpp flash attention off): {agreement}")
         lines.append("")
         lines.append("| workload | memserve tok/s min / median / max | llama.cpp tok/s min / "
                      "median / max | memserve / llama.cpp (medians) |")

@@ -5,7 +5,7 @@
 #
 #   tools/bench_vs_llamacpp.sh LLAMA_BUILD_DIR LLAMA_SRC_DIR [--shape 373m|small]
 #       [--dtypes bf16,f32] [--rounds N] [--threads N] [--llama_kv_type f32|f16]
-#       [--work DIR] [--out FILE]
+#       [--llama_fa auto|on|off] [--work DIR] [--out FILE]
 #
 # LLAMA_BUILD_DIR: a CPU-only CMake build of llama.cpp made beforehand by the reader, with
 #   llama-batched-bench and the llama library (libllama.so, or libllama.a plus the ggml
@@ -16,20 +16,22 @@
 #   GGUF writer).
 # Defaults: --shape 373m (dim 1024 x 24 layers, vocab 32000; "small" is dim 256 x 4 layers,
 #   vocab 258), --dtypes bf16,f32, --rounds 3, --threads 2, --llama_kv_type f32 (memserve's CPU
-#   K/V cache is f32), --work /tmp/memserve-vs-llamacpp (models are kept there for reruns),
+#   K/V cache is f32), --llama_fa auto (llama.cpp's default; the agreement check always runs it
+#   off), --work /tmp/memserve-vs-llamacpp (models are kept there for reruns),
 #   --out docs/perf/cpu-vs-llamacpp-SHAPE.md.
 # What runs on each side and how the numbers are taken: tools/bench_vs_llamacpp.py.
 set -euo pipefail
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "bench_vs_llamacpp: error: $*" >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
+invocation="tools/bench_vs_llamacpp.sh $*"
 case "$1" in -h|--help) usage ;; esac
 llama_build=$(cd "$1" 2>/dev/null && pwd) || die "LLAMA_BUILD_DIR '$1' is not a directory"
 llama_src=$(cd "$2" 2>/dev/null && pwd) || die "LLAMA_SRC_DIR '$2' is not a directory"
 shift 2
-shape=373m dtypes=bf16,f32 rounds=3 threads=2 kv=f32 work=/tmp/memserve-vs-llamacpp out=
+shape=373m dtypes=bf16,f32 rounds=3 threads=2 kv=f32 fa=auto work=/tmp/memserve-vs-llamacpp out=
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || die "$1 needs a value"
   case "$1" in
@@ -38,6 +40,7 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2 ;;
     --threads) threads=$2 ;;
     --llama_kv_type) kv=$2 ;;
+    --llama_fa) fa=$2 ;;
     --work) work=$2 ;;
     --out) out=$2 ;;
     *) die "unknown flag $1 (see --help)" ;;
@@ -82,4 +85,5 @@ exec /usr/bin/python3 tools/bench_vs_llamacpp.py \
   --logprobs_bin "$helper" --memserve "$repo/bazel-bin/server/memserve" \
   --decode_bench "$repo/bazel-bin/tests/bench/decode_bench" --shape "$shape" \
   --dtypes "$dtypes" --rounds "$rounds" --threads "$threads" --llama_kv_type "$kv" \
-  --work "$work" --out "$out"
+  --llama_fa "$fa" \
+  --work "$work" --out "$out" --command "$invocation"

@@ -8,7 +8,9 @@
 // next token (teacher forcing), so every step sees the same context as memserve did:
 //   {"step": i, "argmax": A, "argmax_logprob": LA, "forced": F, "forced_logprob": LF}
 // logprobs are log-softmax over the full vocabulary, in double, of the fp32 logits. The K/V cache
-// is f32. Exit 1 with a one-line error on any failure.
+// is f32 and flash attention is off: llama.cpp's CPU flash-attention path rounds to f16 (with it,
+// logprobs move by ~1e-3 against an fp64 reference; without it, by ~1e-6). Exit 1 with a one-line
+// error on any failure.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -70,6 +72,7 @@ int main(int argc, char** argv) {
   cp.n_threads_batch = threads;
   cp.type_k = GGML_TYPE_F32;
   cp.type_v = GGML_TYPE_F32;
+  cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
   llama_context* ctx = llama_init_from_model(model, cp);
   if (ctx == nullptr) {
     std::fprintf(stderr, "error: llama.cpp could not create a context\n");
