@@ -5,7 +5,7 @@
 #
 #   tools/bench_vs_llamacpp.sh LLAMA_BUILD_DIR LLAMA_SRC_DIR [--shape 373m|small]
 #       [--dtypes bf16,f32] [--rounds N] [--threads N] [--llama_kv_type f32|f16]
-#       [--llama_fa auto|on|off] [--work DIR] [--out FILE]
+#       [--llama_fa auto|on|off] [--tol_f32 X] [--tol_bf16 X] [--work DIR] [--out FILE]
 #
 # LLAMA_BUILD_DIR: a CPU-only CMake build of llama.cpp made beforehand by the reader, with
 #   llama-batched-bench and the llama library (libllama.so, or libllama.a plus the ggml
@@ -15,14 +15,17 @@
 # LLAMA_SRC_DIR: that llama.cpp source tree (include/llama.h, ggml/include, and gguf-py/ for the
 #   GGUF writer).
 # Defaults: --shape 373m (dim 1024 x 24 layers, vocab 32000; "small" is dim 256 x 4 layers,
-#   vocab 258), --dtypes bf16,f32, --rounds 3, --threads 2, --llama_kv_type f32 (memserve's CPU
-#   K/V cache is f32), --llama_fa auto (llama.cpp's default; the agreement check always runs it
-#   off), --work /tmp/memserve-vs-llamacpp (models are kept there for reruns),
-#   --out docs/perf/cpu-vs-llamacpp-SHAPE.md.
+#   vocab 258), --dtypes bf16,f32, --rounds 3, --threads 2, --llama_kv_type f16 and --llama_fa
+#   auto (llama.cpp's own defaults, its fastest CPU setting; f32 K/V with flash attention on is a
+#   slow path there, so pair f32 with --llama_fa off; the agreement check always runs f32 K/V
+#   with flash attention off), --tol_f32 2e-5 and --tol_bf16 0.1 (max |logprob difference| of
+#   the agreement check; a wrong layout or RoPE convention gives differences of order 1;
+#   llama.cpp rounds activations to bf16 for bf16 weights), --work /tmp/memserve-vs-llamacpp
+#   (models are kept there for reruns), --out docs/perf/cpu-vs-llamacpp-SHAPE.md.
 # What runs on each side and how the numbers are taken: tools/bench_vs_llamacpp.py.
 set -euo pipefail
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "bench_vs_llamacpp: error: $*" >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
@@ -31,7 +34,8 @@ case "$1" in -h|--help) usage ;; esac
 llama_build=$(cd "$1" 2>/dev/null && pwd) || die "LLAMA_BUILD_DIR '$1' is not a directory"
 llama_src=$(cd "$2" 2>/dev/null && pwd) || die "LLAMA_SRC_DIR '$2' is not a directory"
 shift 2
-shape=373m dtypes=bf16,f32 rounds=3 threads=2 kv=f32 fa=auto work=/tmp/memserve-vs-llamacpp out=
+shape=373m dtypes=bf16,f32 rounds=3 threads=2 kv=f16 fa=auto tol_f32=2e-5 tol_bf16=0.1
+work=/tmp/memserve-vs-llamacpp out=
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || die "$1 needs a value"
   case "$1" in
@@ -41,6 +45,8 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2 ;;
     --llama_kv_type) kv=$2 ;;
     --llama_fa) fa=$2 ;;
+    --tol_f32) tol_f32=$2 ;;
+    --tol_bf16) tol_bf16=$2 ;;
     --work) work=$2 ;;
     --out) out=$2 ;;
     *) die "unknown flag $1 (see --help)" ;;
@@ -85,5 +91,5 @@ exec /usr/bin/python3 tools/bench_vs_llamacpp.py \
   --logprobs_bin "$helper" --memserve "$repo/bazel-bin/server/memserve" \
   --decode_bench "$repo/bazel-bin/tests/bench/decode_bench" --shape "$shape" \
   --dtypes "$dtypes" --rounds "$rounds" --threads "$threads" --llama_kv_type "$kv" \
-  --llama_fa "$fa" \
+  --llama_fa "$fa" --tol_f32 "$tol_f32" --tol_bf16 "$tol_bf16" \
   --work "$work" --out "$out" --command "$invocation"
