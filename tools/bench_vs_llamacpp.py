@@ -343,7 +343,8 @@ def write_report(a, log, results, failed=None):
                  f"{os.cpu_count()} cores, {cpu}, {platform.machine()}")
     lines.append(f"- memserve commit {commit}; llama.cpp build {llama_build_info(raw)} at "
                  f"{a.llama_build} (source {a.llama_src})")
-    lines.append(f"- threads {a.threads} on both sides; {a.rounds} rounds, alternating memserve "
+    rounds = f"{a.rounds} round{'s' if a.rounds != 1 else ''}"
+    lines.append(f"- threads {a.threads} on both sides; {rounds}, alternating memserve "
                  f"then llama.cpp; llama.cpp weights in memory ({' '.join(a.load_flags)}), "
                  f"K/V cache {a.llama_kv_type}, flash attention {a.llama_fa}; memserve K/V cache "
                  f"f32 (its CPU default)" + (
