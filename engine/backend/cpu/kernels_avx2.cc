@@ -4,6 +4,7 @@
 // weights (layout: PackedWeight) broadcast x[t][k] against a column of panel
 // rows instead: more multiply-adds per load, the prefill path.
 #include <algorithm>
+#include <vector>
 
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/simd.h"
@@ -260,8 +261,8 @@ MEMSERVE_TARGET_AVX2 void PackedPanels(const Panels& w, int64_t p, const float* 
 // accumulators; up to 6 tokens: 12 accumulators, 2 weight vectors and the
 // broadcast fit the 16 registers). The blocks of many tokens (prefill).
 template <int TB, typename Panels>
-MEMSERVE_TARGET_AVX2 void PackedHalfPanel(const Panels& w, int64_t p, int h, const float* x,
-                                          int64_t ldx, float* y, int64_t ldy, int64_t rows_left) {
+MEMSERVE_TARGET_AVX2 void PackedHalfPanel(const Panels& w, int64_t p, int h, const float* xp,
+                                          float* y, int64_t ldy, int64_t rows_left) {
   __m256 acc[2][TB];
 #pragma GCC unroll 6
   for (int t = 0; t < TB; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_ps();
@@ -271,7 +272,7 @@ MEMSERVE_TARGET_AVX2 void PackedHalfPanel(const Panels& w, int64_t p, int h, con
     const __m256 w1 = w.Quarter(p, k, 2 * h + 1);
 #pragma GCC unroll 6
     for (int t = 0; t < TB; ++t) {
-      const __m256 xb = _mm256_broadcast_ss(x + t * ldx + k);
+      const __m256 xb = _mm256_broadcast_ss(xp + k * TB + t);
       acc[0][t] = _mm256_fmadd_ps(w0, xb, acc[0][t]);
       acc[1][t] = _mm256_fmadd_ps(w1, xb, acc[1][t]);
     }
@@ -285,12 +286,12 @@ MEMSERVE_TARGET_AVX2 void PackedHalfPanel(const Panels& w, int64_t p, int h, con
 
 template <typename Panels>
 MEMSERVE_TARGET_AVX2 void PackedHalfPanelTokens(int tb, const Panels& w, int64_t p, int h,
-                                                const float* x, int64_t ldx, float* y, int64_t ldy,
+                                                const float* xp, float* y, int64_t ldy,
                                                 int64_t rows_left) {
   switch (tb) {
 #define MEMSERVE_CASE(n) \
   case n:                \
-    return PackedHalfPanel<n>(w, p, h, x, ldx, y, ldy, rows_left);
+    return PackedHalfPanel<n>(w, p, h, xp, y, ldy, rows_left);
     MEMSERVE_CASE(1)
     MEMSERVE_CASE(2)
     MEMSERVE_CASE(3)
@@ -324,12 +325,25 @@ MEMSERVE_TARGET_AVX2 void PackedMatMul(const Panels& w, int64_t rows, int64_t pa
   constexpr int64_t kMaxTb = 6;
   const int64_t blocks = (tokens + kMaxTb - 1) / kMaxTb;
   const int64_t tb = (tokens + blocks - 1) / blocks;
+  // x in blocks of tb tokens, each [in][n] (n = its tokens): the block's
+  // values of one k are adjacent, one stream instead of tb rows that may be
+  // 4 KiB apart (the same L1 set).
+  thread_local std::vector<float> packed_x;
+  packed_x.resize(static_cast<size_t>(tokens * w.in));
+  for (int64_t t = 0; t < tokens; t += tb) {
+    const int64_t n = std::min(tb, tokens - t);
+    float* xp = packed_x.data() + t * w.in;
+    for (int64_t j = 0; j < n; ++j) {
+      const float* row = x + (t + j) * ldx;
+      for (int64_t k = 0; k < w.in; ++k) xp[k * n + j] = row[k];
+    }
+  }
   for (; p < panel_end; ++p) {
     const int64_t rows_left = rows - p * 32;
     for (int h = 0; h < 2 && 16 * h < rows_left; ++h) {
       for (int64_t t = 0; t < tokens; t += tb) {
-        PackedHalfPanelTokens(static_cast<int>(std::min(tb, tokens - t)), w, p, h, x + t * ldx, ldx,
-                              y + t * ldy + p * 32, ldy, rows_left);
+        PackedHalfPanelTokens(static_cast<int>(std::min(tb, tokens - t)), w, p, h,
+                              packed_x.data() + t * w.in, y + t * ldy + p * 32, ldy, rows_left);
       }
     }
   }
