@@ -226,7 +226,7 @@ template <int NP, int TB, typename Panels>
 MEMSERVE_TARGET_AVX2 void PackedPanels(const Panels& w, int64_t p, const float* x, int64_t ldx,
                                        float* y, int64_t ldy, int64_t rows_left) {
   __m256 acc[4 * NP][TB];
-#pragma GCC unroll 12
+#pragma GCC unroll 16
   for (int i = 0; i < 4 * NP; ++i) {
 #pragma GCC unroll 2
     for (int t = 0; t < TB; ++t) acc[i][t] = _mm256_setzero_ps();
@@ -235,7 +235,7 @@ MEMSERVE_TARGET_AVX2 void PackedPanels(const Panels& w, int64_t p, const float* 
     __m256 xb[TB];
 #pragma GCC unroll 2
     for (int t = 0; t < TB; ++t) xb[t] = _mm256_broadcast_ss(x + t * ldx + k);
-#pragma GCC unroll 3
+#pragma GCC unroll 4
     for (int j = 0; j < NP; ++j) {
       w.Prefetch(p + j, k);
 #pragma GCC unroll 4
@@ -250,7 +250,7 @@ MEMSERVE_TARGET_AVX2 void PackedPanels(const Panels& w, int64_t p, const float* 
   }
   // (Unrolled: an array indexed by a loop variable would live in memory, and
   // GCC 12 then stores every accumulator on every k.)
-#pragma GCC unroll 12
+#pragma GCC unroll 16
   for (int i = 0; i < 4 * NP; ++i) {
 #pragma GCC unroll 2
     for (int t = 0; t < TB; ++t) StoreRows(acc[i][t], 8 * i, rows_left, y + t * ldy);
@@ -302,9 +302,10 @@ MEMSERVE_TARGET_AVX2 void PackedHalfPanelTokens(int tb, const Panels& w, int64_t
   }
 }
 
-// Panels [panel_begin, panel_end) of w x `tokens` tokens. One token: three
-// panels at once (12 independent fmadd chains hide the latency while the
-// weights stream from memory); two tokens: one panel x 2. More: half panels
+// Panels [panel_begin, panel_end) of w x `tokens` tokens. One token: four
+// panels at once (16 independent fmadd chains and four weight streams keep
+// the memory busy; measured 7-14% more GB/s than three panels, though one
+// accumulator then lives in memory); two tokens: one panel x 2. More: half panels
 // x up to 6 tokens, T tokens split into equal blocks.
 template <typename Panels>
 MEMSERVE_TARGET_AVX2 void PackedMatMul(const Panels& w, int64_t rows, int64_t panel_begin,
@@ -313,8 +314,8 @@ MEMSERVE_TARGET_AVX2 void PackedMatMul(const Panels& w, int64_t rows, int64_t pa
   int64_t p = panel_begin;
   if (tokens <= 2) {
     if (tokens == 1) {
-      for (; p + 3 <= panel_end; p += 3) {
-        PackedPanels<3, 1>(w, p, x, ldx, y + p * 32, ldy, rows - p * 32);
+      for (; p + 4 <= panel_end; p += 4) {
+        PackedPanels<4, 1>(w, p, x, ldx, y + p * 32, ldy, rows - p * 32);
       }
       for (; p < panel_end; ++p) PackedPanels<1, 1>(w, p, x, ldx, y + p * 32, ldy, rows - p * 32);
     } else {

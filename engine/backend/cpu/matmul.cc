@@ -69,7 +69,9 @@ void PackedMatMul(ThreadPool* pool, const CpuKernels& kern, const PackedWeight& 
   if (n_tokens <= 0) return;
   // Within a task every panel is read from memory once and used for all
   // tokens of the tile (up to 12 tokens per pass, further passes hit the cache).
-  const MatMulTasks tasks(w.panels, w.in * PackedWeight::kPanelRows, /*unit_align=*/1, n_tokens,
+  // Panel ranges are multiples of 4: the one-token kernels take four panels
+  // at once (AVX2; AVX-512 too).
+  const MatMulTasks tasks(w.panels, w.in * PackedWeight::kPanelRows, /*unit_align=*/4, n_tokens,
                           pool->num_threads());
   pool->ParallelFor(tasks.count(), [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
