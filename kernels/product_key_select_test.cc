@@ -18,6 +18,7 @@
 #include "engine/backend/cpu/thread_pool.h"
 #include "engine/dtype.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu_select_testing.h"
 #include "kernels/topk.h"
 
 namespace memserve::kernels {
@@ -120,11 +121,6 @@ TEST(ProductKeySelectTest, RadixTopKMatchesASort) {
   EXPECT_GE(max_passes, 5);  // ties went into the index bytes somewhere
 }
 
-struct Selection {
-  std::vector<int64_t> rows;
-  std::vector<float> scores, weights;
-};
-
 Selection Radix(const float* head_scores, int n_keys, int knn) {
   std::vector<uint64_t> top1(knn), top2(knn), sel(knn), cand(CandidateCount(knn));
   Selection out{std::vector<int64_t>(knn), std::vector<float>(knn), std::vector<float>(knn)};
@@ -175,44 +171,17 @@ TEST(ProductKeySelectTest, SelectionMatchesTheCpuBackendsMemorySelect) {
     for (int knn : {1, 5, 32, 64}) {
       if (knn > n_keys) continue;
       for (int distinct : {0, 5, 1000}) {
-        const int heads = 2, n_tokens = 3, k_dim = 2;
+        const int heads = 2, n_tokens = 3;
         const std::vector<float> keys = Scores(heads * 2 * n_keys, distinct, false, &rng);
-        const std::vector<float> queries = Scores(n_tokens * heads * k_dim, 7, false, &rng);
-        CpuMemorySelectArgs args;
-        args.n_tokens = n_tokens;
-        args.heads = heads;
-        args.n_keys = n_keys;
-        args.knn = knn;
-        args.k_dim = k_dim;
-        args.queries = queries.data();
-        args.keys = keys.data();
-        args.keys_dtype = DType::kF32;
-        std::vector<int64_t> rows(n_tokens * heads * knn);
-        std::vector<float> weights(rows.size()), scores(rows.size());
-        args.rows = rows.data();
-        args.weights = weights.data();
-        args.scores = scores.data();
-        CpuMemorySelect cpu;
-        cpu.Run(&pool, GenericKernels(), args);
-        for (int t = 0; t < n_tokens; ++t) {
-          for (int h = 0; h < heads; ++h) {
-            std::vector<float> head_scores(2 * n_keys);
-            for (int half = 0; half < 2; ++half) {
-              const float q = queries[(t * heads + h) * k_dim + half];
-              for (int j = 0; j < n_keys; ++j) {
-                head_scores[half * n_keys + j] = keys[(h * 2 + half) * n_keys + j] * q;
-              }
-            }
-            SCOPED_TRACE(testing::Message() << "n_keys=" << n_keys << " knn=" << knn << " distinct="
-                                            << distinct << " t=" << t << " h=" << h);
-            const size_t off = (static_cast<size_t>(t) * heads + h) * knn;
-            const Selection want{
-                std::vector<int64_t>(rows.begin() + off, rows.begin() + off + knn),
-                std::vector<float>(scores.begin() + off, scores.begin() + off + knn),
-                std::vector<float>(weights.begin() + off, weights.begin() + off + knn)};
-            ExpectSame(Radix(head_scores.data(), n_keys, knn), want);
-          }
-        }
+        const std::vector<float> queries = Scores(n_tokens * heads * 2, 7, false, &rng);
+        ForEachCpuSelection(
+            &pool, keys, queries, n_tokens, heads, n_keys, knn,
+            [&](int t, int h, const std::vector<float>& head_scores, const Selection& cpu) {
+              SCOPED_TRACE(testing::Message()
+                           << "n_keys=" << n_keys << " knn=" << knn << " distinct=" << distinct
+                           << " t=" << t << " h=" << h);
+              ExpectSame(Radix(head_scores.data(), n_keys, knn), cpu);
+            });
       }
     }
   }

@@ -17,6 +17,7 @@
 #include "engine/backend/cpu/thread_pool.h"
 #include "engine/dtype.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu_select_testing.h"
 
 namespace memserve::kernels {
 namespace {
@@ -133,11 +134,6 @@ void BruteSelect(const float* head_scores, int n_keys, int knn, std::vector<int6
   }
 }
 
-struct Selection {
-  std::vector<int64_t> rows;
-  std::vector<float> scores, weights;
-};
-
 Selection Sequential(const float* head_scores, int n_keys, int knn) {
   std::vector<float> s1(knn), s2(knn);
   std::vector<int32_t> i1(knn), i2(knn);
@@ -186,49 +182,21 @@ TEST(TopKTest, SelectionMatchesTheCpuBackendsMemorySelect) {
     for (int knn : {1, 4, 32, 64}) {
       if (knn > n_keys) continue;
       for (int distinct : {5, 1000}) {
-        const int heads = 3, n_tokens = 4, k_dim = 2;
+        const int heads = 3, n_tokens = 4;
         // Keys [heads, 2, n_keys, 1]; queries [n_tokens, heads, 2]: small
         // integers (ties), so every product is exact.
         const std::vector<float> keys = TieHeavyScores(heads * 2 * n_keys, distinct, false, &rng);
-        std::vector<float> queries = TieHeavyScores(n_tokens * heads * k_dim, 7, false, &rng);
-        CpuMemorySelectArgs args;
-        args.n_tokens = n_tokens;
-        args.heads = heads;
-        args.n_keys = n_keys;
-        args.knn = knn;
-        args.k_dim = k_dim;
-        args.queries = queries.data();
-        args.keys = keys.data();
-        args.keys_dtype = DType::kF32;
-        std::vector<int64_t> rows(n_tokens * heads * knn);
-        std::vector<float> weights(rows.size()), scores(rows.size());
-        args.rows = rows.data();
-        args.weights = weights.data();
-        args.scores = scores.data();
-        CpuMemorySelect cpu;
-        cpu.Run(&pool, GenericKernels(), args);
-        for (int t = 0; t < n_tokens; ++t) {
-          for (int h = 0; h < heads; ++h) {
-            // The sub-key scores [2, n_keys] of (t, h), as the backend's GEMM
-            // would compute them.
-            std::vector<float> head_scores(2 * n_keys);
-            for (int half = 0; half < 2; ++half) {
-              const float q = queries[(t * heads + h) * k_dim + half];
-              for (int j = 0; j < n_keys; ++j) {
-                head_scores[half * n_keys + j] = keys[(h * 2 + half) * n_keys + j] * q;
-              }
-            }
-            SCOPED_TRACE(testing::Message()
-                         << "n_keys=" << n_keys << " knn=" << knn << " t=" << t << " h=" << h);
-            const Selection got = Sequential(head_scores.data(), n_keys, knn);
-            const size_t off = (static_cast<size_t>(t) * heads + h) * knn;
-            EXPECT_EQ(got.rows, std::vector<int64_t>(rows.begin() + off, rows.begin() + off + knn));
-            EXPECT_EQ(got.scores,
-                      std::vector<float>(scores.begin() + off, scores.begin() + off + knn));
-            EXPECT_EQ(got.weights,
-                      std::vector<float>(weights.begin() + off, weights.begin() + off + knn));
-          }
-        }
+        const std::vector<float> queries = TieHeavyScores(n_tokens * heads * 2, 7, false, &rng);
+        ForEachCpuSelection(
+            &pool, keys, queries, n_tokens, heads, n_keys, knn,
+            [&](int t, int h, const std::vector<float>& head_scores, const Selection& cpu) {
+              SCOPED_TRACE(testing::Message()
+                           << "n_keys=" << n_keys << " knn=" << knn << " t=" << t << " h=" << h);
+              const Selection got = Sequential(head_scores.data(), n_keys, knn);
+              EXPECT_EQ(got.rows, cpu.rows);
+              EXPECT_EQ(got.scores, cpu.scores);
+              EXPECT_EQ(got.weights, cpu.weights);
+            });
       }
     }
   }
