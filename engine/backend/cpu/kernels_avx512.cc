@@ -105,19 +105,18 @@ MEMSERVE_TARGET_AVX512 void MatMul(const W* w, int64_t ldw, int64_t in, int64_t 
   for (; r < rows; ++r) RowBlock<1>(w + r * ldw, ldw, in, x, ldx, tokens, y + r, ldy);
 }
 
-MEMSERVE_TARGET_AVX512 float Dot(const float* a, const float* b, int64_t n) {
+template <typename W>
+MEMSERVE_TARGET_AVX512 float Dot(const float* a, const W* b, int64_t n) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 32 <= n; k += 32) {
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), _mm512_loadu_ps(b + k + 16), acc1);
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), Load16(b + k), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), Load16(b + k + 16), acc1);
   }
-  for (; k + 16 <= n; k += 16) {
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), acc0);
-  }
+  for (; k + 16 <= n; k += 16) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), Load16(b + k), acc0);
   if (k < n) {
     const __mmask16 m = TailMask(n - k);
-    acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), _mm512_maskz_loadu_ps(m, b + k), acc1);
+    acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), Load16(b + k, m), acc1);
   }
   return Sum16(_mm512_add_ps(acc0, acc1));
 }
@@ -136,21 +135,38 @@ MEMSERVE_TARGET_AVX512 void Axpy(float a, const W* x, float* y, int64_t n) {
   }
 }
 
-MEMSERVE_TARGET_AVX512 void DotRows(const float* q, const float* rows, int64_t stride,
-                                    int64_t count, int64_t n, float scale, float* out) {
+template <typename W>
+MEMSERVE_TARGET_AVX512 void DotRows(const float* q, const W* rows, int64_t stride, int64_t count,
+                                    int64_t n, float scale, float* out) {
   for (int64_t i = 0; i < count; ++i) out[i] = Dot(q, rows + i * stride, n) * scale;
 }
 
-// Column chunks of y stay in a register across all rows: per element the same
-// fmadd sequence as Axpy row after row.
-MEMSERVE_TARGET_AVX512 void AxpyRows(const float* coef, const float* rows, int64_t stride,
+// Column chunks of y stay in registers across all rows: per element the same
+// fmadd sequence as Axpy row after row. Four chunks (a 64-wide head) at a
+// time: four independent chains hide the fmadd latency.
+template <typename W>
+MEMSERVE_TARGET_AVX512 void AxpyRows(const float* coef, const W* rows, int64_t stride,
                                      int64_t count, float* y, int64_t n) {
-  for (int64_t c = 0; c < n; c += 16) {
+  constexpr int kWide = 4;
+  int64_t c = 0;
+  for (; c + 16 * kWide <= n; c += 16 * kWide) {
+    __m512 yv[kWide];
+#pragma GCC unroll 4
+    for (int j = 0; j < kWide; ++j) yv[j] = _mm512_loadu_ps(y + c + 16 * j);
+    for (int64_t i = 0; i < count; ++i) {
+      const __m512 a = _mm512_set1_ps(coef[i]);
+      const W* row = rows + i * stride + c;
+#pragma GCC unroll 4
+      for (int j = 0; j < kWide; ++j) yv[j] = _mm512_fmadd_ps(a, Load16(row + 16 * j), yv[j]);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < kWide; ++j) _mm512_storeu_ps(y + c + 16 * j, yv[j]);
+  }
+  for (; c < n; c += 16) {
     const __mmask16 m = n - c >= 16 ? static_cast<__mmask16>(0xFFFF) : TailMask(n - c);
     __m512 yv = _mm512_maskz_loadu_ps(m, y + c);
     for (int64_t i = 0; i < count; ++i) {
-      yv = _mm512_fmadd_ps(_mm512_set1_ps(coef[i]), _mm512_maskz_loadu_ps(m, rows + i * stride + c),
-                           yv);
+      yv = _mm512_fmadd_ps(_mm512_set1_ps(coef[i]), Load16(rows + i * stride + c, m), yv);
     }
     _mm512_mask_storeu_ps(y + c, m, yv);
   }
@@ -283,16 +299,14 @@ const CpuKernels* Avx512Kernels() {
       CpuIsa::kAvx512,
       avx512::MatMul<float>,
       avx512::MatMul<uint16_t>,
-      avx512::DotRows,
-      avx512::AxpyRows,
+      avx512::DotRows<float>,
+      avx512::AxpyRows<float>,
       avx512::Axpy<float>,
       avx512::Axpy<uint16_t>,
       avx512::PackedMatMul<uint32_t>,
       avx512::PackedMatMul<float>,
-      // The bf16-cache attention kernels: AVX2's (every AVX-512 CPU has
-      // AVX2; attention is a small part of a step).
-      Avx2Kernels()->dot_rows_bf16,
-      Avx2Kernels()->axpy_rows_bf16,
+      avx512::DotRows<uint16_t>,
+      avx512::AxpyRows<uint16_t>,
       // Int8 weights: AVX2's kernel (the I8 layout is its own).
       Avx2Kernels()->packed_matmul_i8,
   };
