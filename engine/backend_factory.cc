@@ -1,6 +1,7 @@
 #include "engine/backend_factory.h"
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend/cpu/bf16_matmul.h"
 #include "engine/backend/cpu/cpu_backend.h"
 #ifdef MEMSERVE_HAS_CUDA
 #include "engine/backend/cuda/cuda_backend.h"
@@ -60,8 +61,40 @@ const char* ValueTablePlacement(Device device, MemoryPlacement placement) {
   return placement == MemoryPlacement::kHost ? "host-pinned" : "gpu-sharded";
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(Device device, int threads) {
+absl::StatusOr<CpuMatMulPrecision> ParseCpuMatMulPrecision(absl::string_view name) {
+  if (name == "exact") return CpuMatMulPrecision::kExact;
+  if (name == "bf16") return CpuMatMulPrecision::kBf16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--cpu_matmul_precision must be exact or bf16, got '", name, "'"));
+}
+
+absl::Status CheckCpuMatMulPrecision(Device device, CpuMatMulPrecision precision) {
+  if (precision == CpuMatMulPrecision::kExact) return absl::OkStatus();
+  if (device != Device::kCpu) {
+    return absl::InvalidArgumentError(
+        "--cpu_matmul_precision bf16 applies to --device cpu only (cuda multiplies bf16 "
+        "weights with cuBLAS)");
+  }
+  if (Bf16Kernels() == nullptr) {
+    return absl::InvalidArgumentError(
+        "--cpu_matmul_precision bf16 needs a CPU with AVX-512 and AVX512-BF16 (this one lacks "
+        "them); use exact");
+  }
+  return absl::OkStatus();
+}
+
+const char* CpuMatMulKernels(Device device, CpuMatMulPrecision precision) {
+  if (device != Device::kCpu) return "n/a";
+  if (precision == CpuMatMulPrecision::kExact) return "exact";
+  const CpuBf16Kernels* kernels = Bf16Kernels();
+  if (kernels == nullptr) return "exact";
+  return kernels->amx ? "bf16-amx" : "bf16-avx512";
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(Device device, int threads,
+                                                     CpuMatMulPrecision precision) {
   if (absl::Status s = CheckDeviceAvailable(device); !s.ok()) return s;
+  if (absl::Status s = CheckCpuMatMulPrecision(device, precision); !s.ok()) return s;
 #ifdef MEMSERVE_HAS_CUDA
   if (device == Device::kCuda) {
     absl::StatusOr<std::unique_ptr<CudaBackend>> cuda = CudaBackend::Create({});
@@ -71,6 +104,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(Device device, int threads)
 #endif
   CpuBackend::Options options;
   options.num_threads = threads;
+  options.bf16_matmul = precision == CpuMatMulPrecision::kBf16;
   return std::make_unique<CpuBackend>(options);
 }
 

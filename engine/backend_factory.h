@@ -49,11 +49,31 @@ absl::StatusOr<std::vector<int64_t>> GpuFreeBytes();
 // device).
 const char* ValueTablePlacement(Device device, MemoryPlacement placement);
 
+// The --cpu_matmul_precision flag: exact (fp32 products and sums, the
+// default: parity with the reference, a token's result independent of the
+// batch) or bf16 (BF16 matmul weights times activations rounded to bf16,
+// products and sums in fp32, on AVX512-BF16 and, for 16+ tokens, AMX:
+// engine/backend/cpu/bf16_matmul.h; F32 weights stay exact).
+enum class CpuMatMulPrecision { kExact, kBf16 };
+
+// "exact" or "bf16"; InvalidArgument naming --cpu_matmul_precision and the
+// choices otherwise.
+absl::StatusOr<CpuMatMulPrecision> ParseCpuMatMulPrecision(absl::string_view name);
+// OK for exact; bf16 only on the CPU device of a CPU with AVX512-BF16, else
+// InvalidArgument (one line naming the flag and why). Needs no model.
+absl::Status CheckCpuMatMulPrecision(Device device, CpuMatMulPrecision precision);
+// The kernels behind `precision` on this machine, for the ready line:
+// "exact", "bf16-amx" (AMX tiles for 16+ tokens, AVX512-BF16 below) or
+// "bf16-avx512"; "n/a" off the CPU.
+const char* CpuMatMulKernels(Device device, CpuMatMulPrecision precision);
+
 // The backend for `device` with `threads` CPU threads (0 = one per hardware
-// thread; the CUDA backend runs its ops on the GPU and ignores it), for
-// Model::Load: the one place a backend is built. Errors: those of
-// CheckDeviceAvailable, and a CUDA failure while creating the backend.
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(Device device, int threads);
+// thread; the CUDA backend runs its ops on the GPU and ignores it and
+// `precision`), for Model::Load: the one place a backend is built. Errors:
+// those of CheckDeviceAvailable and CheckCpuMatMulPrecision, and a CUDA
+// failure while creating the backend.
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(
+    Device device, int threads, CpuMatMulPrecision precision = CpuMatMulPrecision::kExact);
 
 // The --kv_cache_dtype flag (as vLLM's --kv-cache-dtype): the element type
 // of the paged K/V cache.

@@ -107,6 +107,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   load.memory_gpus = options.memory_gpus;
   load.kv_cache_bytes = options.kv_cache_bytes;
   load.kv_cache_dtype = options.kv_cache_dtype;
+  load.cpu_matmul_precision = options.cpu_matmul_precision;
   ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(load));
   const Model* model = loaded.model.get();
   const ModelConfig& config = model->config();

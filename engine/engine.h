@@ -50,6 +50,7 @@ struct EngineOptions {
   MemoryPlacement memory_placement = MemoryPlacement::kAuto;
   int memory_gpus = 0;
   KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;  // --kv_cache_dtype
+  CpuMatMulPrecision cpu_matmul_precision = CpuMatMulPrecision::kExact;  // --cpu_matmul_precision
   // The model's name in Info() (GetModelInfo); empty = the base name of
   // model_dir.
   std::string model_name;

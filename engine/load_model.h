@@ -24,6 +24,9 @@ struct LoadOptions {
   // The K/V cache's element type (--kv_cache_dtype), resolved for `device`
   // by ResolveKvCacheDtype.
   KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;
+  // --cpu_matmul_precision (MakeBackend; bf16 is refused off the CPU and on
+  // CPUs without AVX512-BF16).
+  CpuMatMulPrecision cpu_matmul_precision = CpuMatMulPrecision::kExact;
   // Where the memory value tables go (--memory_placement, --memory_gpus: 0
   // = all visible GPUs), planned by PlanPlacement
   // (engine/runtime/placement_plan.h) once the checkpoint is checked: on the

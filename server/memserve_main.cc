@@ -2,15 +2,15 @@
 //
 //   memserve serve [--model DIR] [--listen HOST:PORT] [serving flags]   (server/serve.h)
 //   memserve generate [--model DIR] [--device cpu|cuda] [--kv_cache_dtype auto|f32|bf16]
-//       --prompt TEXT [--max_tokens N]
+//       [--cpu_matmul_precision exact|bf16] --prompt TEXT [--max_tokens N]
 //   [--temperature T]
 //       [--top_k K] [--top_p P] [--min_p M] [--seed S] [--stop S1,S2]
 //       [--logprobs K] [--output text|jsonl]
 //   memserve [COMMAND] --help
 //
 // The serve flags are defined in serve.cc, the generate flags here; --model,
-// --threads, --device, --memory_shards, --memory_placement, --memory_gpus and --kv_cache_dtype
-// belong to both (MemserveProgram below, server/command_line.h). Exit codes: 0 success, 2 bad
+// --threads, --device, --memory_shards, --memory_placement, --memory_gpus, --kv_cache_dtype and
+// --cpu_matmul_precision belong to both (MemserveProgram below, server/command_line.h). Exit codes: 0 success, 2 bad
 // arguments or request (the message names the field), 1 anything else (e.g. a corrupt checkpoint,
 // named in the message).
 #include <algorithm>
@@ -62,6 +62,10 @@ ABSL_FLAG(std::string, memory_gpus, "all",
 ABSL_FLAG(std::string, device, "cpu",
           "where the model runs: cpu, or cuda (one NVIDIA GPU; exits 1 saying why when the build "
           "has no CUDA or no GPU is visible)");
+ABSL_FLAG(std::string, cpu_matmul_precision, "exact",
+          "how the CPU multiplies bf16 weights: exact (fp32 products and sums; a token's result "
+          "does not depend on the batch) or bf16 (activations rounded to bf16, fp32 sums, on "
+          "AVX512-BF16 and AMX: several times the prefill speed; needs a CPU with AVX512-BF16)");
 ABSL_FLAG(std::string, kv_cache_dtype, "auto",
           "element type of the K/V cache: auto (bf16 on cuda, f32 on cpu), f32, or bf16 (cuda "
           "only)");
@@ -133,6 +137,11 @@ int RunGenerate() {
   if (!kv_dtype.ok()) return Fail(kv_dtype.status());
   if (absl::Status s = ResolveKvCacheDtype(*device, *kv_dtype).status(); !s.ok()) return Fail(s);
   load.kv_cache_dtype = *kv_dtype;
+  absl::StatusOr<CpuMatMulPrecision> precision =
+      ParseCpuMatMulPrecision(absl::GetFlag(FLAGS_cpu_matmul_precision));
+  if (!precision.ok()) return Fail(precision.status());
+  if (absl::Status s = CheckCpuMatMulPrecision(*device, *precision); !s.ok()) return Fail(s);
+  load.cpu_matmul_precision = *precision;
 
   absl::StatusOr<LoadedModel> loaded = LoadModel(load);
   if (!loaded.ok()) return Fail(loaded.status());
@@ -194,7 +203,7 @@ const memserve::Program& MemserveProgram() {
         "then drains",
         {"server/serve.cc"},
         {"model", "threads", "device", "memory_shards", "memory_placement", "memory_gpus",
-         "kv_cache_dtype"}},
+         "kv_cache_dtype", "cpu_matmul_precision"}},
        {"generate",
         "[--model DIR] --prompt TEXT [flags]",
         "one request in this process, no server; the text (or JSONL) goes to stdout",

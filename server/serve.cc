@@ -120,6 +120,7 @@ ABSL_DECLARE_FLAG(std::string, memory_placement);
 ABSL_DECLARE_FLAG(std::string, memory_gpus);
 ABSL_DECLARE_FLAG(std::string, device);
 ABSL_DECLARE_FLAG(std::string, kv_cache_dtype);
+ABSL_DECLARE_FLAG(std::string, cpu_matmul_precision);
 
 namespace memserve {
 namespace {
@@ -351,6 +352,17 @@ int RunServe(const std::string& model_dir) {
       LogError(s.message());
       return 2;
     }
+    absl::StatusOr<CpuMatMulPrecision> precision =
+        ParseCpuMatMulPrecision(absl::GetFlag(FLAGS_cpu_matmul_precision));
+    if (!precision.ok()) {
+      LogError(precision.status().message());
+      return 2;
+    }
+    if (absl::Status s = CheckCpuMatMulPrecision(*device, *precision); !s.ok()) {
+      LogError(s.message());
+      return 2;
+    }
+    engine_options.cpu_matmul_precision = *precision;
     absl::StatusOr<MemoryPoolFlags> pool_flags = ParseMemoryPoolFlags(*device);
     if (!pool_flags.ok()) {
       LogError(pool_flags.status().message());
@@ -635,6 +647,8 @@ int RunServe(const std::string& model_dir) {
       .Field("model", info.model_name)
       .Field("model_dir", info.model_dir)
       .Field("device", info.device)
+      .Field("cpu_matmul", CpuMatMulKernels(engine_options.device,
+                                            engine_options.cpu_matmul_precision))
       .Field("layers", info.config.n_layers)
       .Field("context", info.context_length)
       .Field("load_ms", load_ms)

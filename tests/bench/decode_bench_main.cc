@@ -44,6 +44,8 @@ ABSL_FLAG(std::vector<std::string>, batch, {"1"},
           "sequences decoded together (ForwardBatch when > 1); a comma-separated list "
           "measures each size in turn");
 ABSL_FLAG(std::string, device, "cpu", "where the model runs: cpu or cuda");
+ABSL_FLAG(std::string, cpu_matmul_precision, "exact",
+          "exact or bf16 (bf16-rounded activations on AVX512-BF16 / AMX; as memserve serve)");
 ABSL_FLAG(std::string, memory_placement, "auto",
           "where the memory value tables go: auto, device, sharded or host (as memserve serve)");
 ABSL_FLAG(std::string, memory_gpus, "all", "GPUs the memory pool may use: all or N");
@@ -154,6 +156,10 @@ absl::StatusOr<std::unique_ptr<memserve::Model>> LoadOnDevice(const std::string&
   load.threads = absl::GetFlag(FLAGS_threads);
   load.memory_shards = absl::GetFlag(FLAGS_memory_shards);
   load.kv_cache_dtype = memserve::KvCacheDtype::kF32;
+  absl::StatusOr<memserve::CpuMatMulPrecision> precision =
+      memserve::ParseCpuMatMulPrecision(absl::GetFlag(FLAGS_cpu_matmul_precision));
+  if (!precision.ok()) return precision.status();
+  load.cpu_matmul_precision = *precision;
   absl::StatusOr<memserve::MemoryPlacement> placement =
       memserve::ParseMemoryPlacement(absl::GetFlag(FLAGS_memory_placement));
   if (!placement.ok()) return placement.status();

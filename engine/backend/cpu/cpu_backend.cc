@@ -82,6 +82,11 @@ CpuBackend::CpuBackend(const Options& options) {
   isa_ = isa;
   kernels_ = &KernelsFor(isa);
   pack_weights_ = options.pack_weights;
+  // The bf16 kernels need AVX-512 (and AVX512-BF16); a lower --cpu_isa keeps
+  // the exact path.
+  if (options.bf16_matmul && pack_weights_ && isa_ == CpuIsa::kAvx512) {
+    bf16_kernels_ = Bf16Kernels();
+  }
   pool_ = std::make_unique<ThreadPool>(options.num_threads);
 }
 
@@ -139,7 +144,10 @@ absl::StatusOr<std::unique_ptr<Buffer>> CpuBackend::PlaceWeight(const TensorView
       (int8 ? kernels_->packed_matmul_i8 != nullptr
             : kernels_->packed_matmul_bf16 != nullptr && kernels_->packed_matmul_f32 != nullptr);
   if (packable) {
-    std::unique_ptr<PackedWeight> packed = PackWeight(w, pool_.get());
+    const PackedWeight::Layout layout = bf16_kernels_ != nullptr && w.dtype == DType::kBF16
+                                            ? PackedWeight::Layout::kBf16Pairs
+                                            : PackedWeight::Layout::kColumns;
+    std::unique_ptr<PackedWeight> packed = PackWeight(w, pool_.get(), layout);
     if (packed != nullptr) {  // else out of memory: the weight stays in the mapping
       const size_t bytes = packed->bytes();
       std::unique_ptr<Buffer> buffer(new PackedBuffer(this, std::move(packed), bytes));
@@ -244,7 +252,8 @@ absl::Status CpuBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor& 
   const float* xf = static_cast<const float*>(xp);
   float* yf = static_cast<float*>(yp);
   if (const PackedWeight* packed = PackedOf(w); packed != nullptr && w.buffer->backend() == this) {
-    PackedMatMul(pool_.get(), *kernels_, *packed, bias_data, bias_dtype, xf, n_tokens, yf);
+    PackedMatMul(pool_.get(), *kernels_, bf16_kernels_, *packed, bias_data, bias_dtype, xf,
+                 n_tokens, yf);
     return absl::OkStatus();
   }
   const void* wp;

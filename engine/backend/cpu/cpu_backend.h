@@ -8,7 +8,8 @@
 // Buffers: "cpu" (64-byte aligned host memory it allocates), "cpu-mapped"
 // (a wrapped host range, used in place), "cpu-packed" (a MatMul weight of at
 // least PackedWeight::kMinRows rows in the panel layout of the packed
-// AVX2 / AVX-512 kernels, when the ISA has them: PlaceWeight(kMatMul)).
+// AVX2 / AVX-512 kernels, when the ISA has them: PlaceWeight(kMatMul); BF16
+// weights in the kBf16Pairs layout with Options::bf16_matmul).
 #ifndef MEMSERVE_ENGINE_BACKEND_CPU_CPU_BACKEND_H_
 #define MEMSERVE_ENGINE_BACKEND_CPU_CPU_BACKEND_H_
 
@@ -19,6 +20,7 @@
 
 #include "engine/backend/backend.h"
 #include "engine/backend/cpu/attention.h"
+#include "engine/backend/cpu/bf16_matmul.h"
 #include "engine/backend/cpu/cpu_isa.h"
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/memory_lookup.h"
@@ -35,6 +37,11 @@ class CpuBackend : public Backend {
     // Pack kMatMul weights where the ISA has packed kernels (false: leave
     // them in the mapping; for side-by-side benchmarks).
     bool pack_weights = true;
+    // --cpu_matmul_precision bf16: BF16 matmul weights multiply activations
+    // rounded to bf16 (bf16_matmul.h: AVX512-BF16, AMX for many tokens),
+    // products and sums in fp32. Where the CPU lacks AVX512-BF16 (or weights
+    // are not packed) the exact kernels run as without it.
+    bool bf16_matmul = false;
   };
 
   explicit CpuBackend(const Options& options);
@@ -47,6 +54,9 @@ class CpuBackend : public Backend {
   ThreadPool* pool() { return pool_.get(); }
   // How many weights PlaceWeight packed (for tests).
   int64_t packed_weights() const { return packed_weights_; }
+  // The kernels of Options::bf16_matmul in use: null when it is off or the
+  // CPU lacks AVX512-BF16.
+  const CpuBf16Kernels* bf16_kernels() const { return bf16_kernels_; }
   // The first byte of a buffer this backend allocated or wrapped (all host
   // memory), for tests.
   static const void* HostAddress(const Buffer& buffer);
@@ -95,6 +105,7 @@ class CpuBackend : public Backend {
 
   CpuIsa isa_;
   const CpuKernels* kernels_;
+  const CpuBf16Kernels* bf16_kernels_ = nullptr;
   std::unique_ptr<ThreadPool> pool_;
   CpuMemorySelect memory_select_;
   bool pack_weights_;

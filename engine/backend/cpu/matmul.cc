@@ -1,6 +1,7 @@
 #include "engine/backend/cpu/matmul.h"
 
 #include <algorithm>
+#include <vector>
 
 namespace memserve {
 namespace {
@@ -63,10 +64,34 @@ class MatMulTasks {
 
 }  // namespace
 
-void PackedMatMul(ThreadPool* pool, const CpuKernels& kern, const PackedWeight& w,
-                  const void* bias_data, DType bias_dtype, const float* x, int64_t n_tokens,
-                  float* y) {
+void PackedMatMul(ThreadPool* pool, const CpuKernels& kern, const CpuBf16Kernels* bf16,
+                  const PackedWeight& w, const void* bias_data, DType bias_dtype, const float* x,
+                  int64_t n_tokens, float* y) {
   if (n_tokens <= 0) return;
+  const bool pairs = w.layout == PackedWeight::Layout::kBf16Pairs;
+  // kBf16Pairs: x rounded to bf16 once, in_padded columns (zero past w.in)
+  // and rows up to a multiple of 16 (zero): the AMX tiles read 16 x 32.
+  thread_local std::vector<uint16_t> xb_storage;
+  uint16_t* xb = nullptr;
+  if (pairs) {
+    const int64_t rows16 = (n_tokens + 15) / 16 * 16;
+    xb_storage.resize(static_cast<size_t>(rows16 * w.in_padded));
+    xb = xb_storage.data();
+    auto round_rows = [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        uint16_t* row = xb + t * w.in_padded;
+        bf16->round_to_bf16(x + t * w.in, w.in, row);
+        std::fill(row + w.in, row + w.in_padded, uint16_t{0});
+      }
+    };
+    // (A few tokens: not worth a hand-off to the pool.)
+    if (n_tokens * w.in >= (1 << 16)) {
+      pool->ParallelFor(n_tokens, round_rows);
+    } else {
+      round_rows(0, n_tokens);
+    }
+    std::fill(xb + n_tokens * w.in_padded, xb + rows16 * w.in_padded, uint16_t{0});
+  }
   // Within a task every panel is read from memory once and used for all
   // tokens of the tile (up to 12 tokens per pass, further passes hit the cache).
   // Panel ranges are multiples of 4: the one-token kernels take four panels
@@ -79,7 +104,10 @@ void PackedMatMul(ThreadPool* pool, const CpuKernels& kern, const PackedWeight& 
       tasks.Get(task, &p_begin, &p_end, &t_begin, &t_end);
       const float* xt = x + t_begin * w.in;
       float* yt = y + t_begin * w.rows;
-      if (w.dtype == DType::kI8) {
+      if (pairs) {
+        bf16->matmul(static_cast<const uint32_t*>(w.data.get()), w.in_padded, w.rows, p_begin,
+                     p_end, xb + t_begin * w.in_padded, w.in_padded, t_end - t_begin, yt, w.rows);
+      } else if (w.dtype == DType::kI8) {
         kern.packed_matmul_i8(static_cast<const int8_t*>(w.data.get()),
                               static_cast<const float*>(w.scales.get()), w.in, w.rows, p_begin,
                               p_end, xt, w.in, t_end - t_begin, yt, w.rows);

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "engine/backend/cpu/bf16_matmul.h"
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/packed_weight.h"
 #include "engine/backend/cpu/thread_pool.h"
@@ -22,9 +23,12 @@ void GroupedMatMul(ThreadPool* pool, const CpuKernels& kernels, const void* w, D
                    int64_t n_tokens, float* y, int64_t ldy);
 
 // y [n_tokens, w.rows] = x [n_tokens, w.in] times the packed weight (+ bias).
-// REQUIRES: kernels has packed kernels.
-void PackedMatMul(ThreadPool* pool, const CpuKernels& kernels, const PackedWeight& w,
-                  const void* bias, DType bias_dtype, const float* x, int64_t n_tokens, float* y);
+// A kBf16Pairs weight runs on `bf16` (x rounded to bf16 first); the others on
+// `kernels`' packed kernels. REQUIRES: the kernels of w's layout (bf16 not
+// null for kBf16Pairs).
+void PackedMatMul(ThreadPool* pool, const CpuKernels& kernels, const CpuBf16Kernels* bf16,
+                  const PackedWeight& w, const void* bias, DType bias_dtype, const float* x,
+                  int64_t n_tokens, float* y);
 
 }  // namespace memserve
 

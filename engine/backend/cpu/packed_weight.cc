@@ -19,6 +19,19 @@ void PackPanelBf16(const uint16_t* w, int64_t rows, int64_t in, int64_t p, uint3
   }
 }
 
+// Panel p in the kBf16Pairs layout (`in_padded` columns).
+void PackPanelBf16Pairs(const uint16_t* w, int64_t rows, int64_t in, int64_t in_padded, int64_t p,
+                        uint32_t* out) {
+  uint32_t* panel = out + p * in_padded * 16;
+  std::memset(panel, 0, static_cast<size_t>(in_padded * 16) * sizeof(uint32_t));
+  for (int64_t r = p * 32; r < std::min(rows, p * 32 + 32); ++r) {
+    uint32_t* lane = panel + (r - p * 32);
+    for (int64_t k = 0; k < in; ++k) {
+      lane[(k / 2) * 32] |= static_cast<uint32_t>(w[r * in + k]) << (k % 2 == 0 ? 0 : 16);
+    }
+  }
+}
+
 void PackPanelF32(const float* w, int64_t rows, int64_t in, int64_t p, float* out) {
   float* panel = out + p * in * 32;
   std::memset(panel, 0, static_cast<size_t>(in * 32) * sizeof(float));
@@ -45,7 +58,7 @@ void PackPanelI8(const int8_t* w, const float* scales, int64_t rows, int64_t in,
 }  // namespace
 
 size_t PackedWeight::bytes() const {
-  const size_t elems = static_cast<size_t>(panels * kPanelRows * in);
+  const size_t elems = static_cast<size_t>(panels * kPanelRows * in_padded);
   if (dtype != DType::kI8) return elems * DTypeSize(dtype);
   return elems + static_cast<size_t>(panels * kPanelRows * (in / kInt8BlockSize)) * sizeof(float);
 }
@@ -57,14 +70,20 @@ bool IsPackable(const TensorView& w) {
          (w.dtype == DType::kBF16 || w.dtype == DType::kF32);
 }
 
-std::unique_ptr<PackedWeight> PackWeight(const TensorView& w, ThreadPool* pool) {
+std::unique_ptr<PackedWeight> PackWeight(const TensorView& w, ThreadPool* pool,
+                                         PackedWeight::Layout layout) {
+  const bool pairs = layout == PackedWeight::Layout::kBf16Pairs;
   auto pw = std::make_unique<PackedWeight>();
   pw->dtype = w.dtype;
+  pw->layout = layout;
   pw->rows = w.shape[0];
   pw->in = w.shape[1];
+  pw->in_padded = pairs ? (pw->in + PackedWeight::kPairBlockK - 1) / PackedWeight::kPairBlockK *
+                              PackedWeight::kPairBlockK
+                        : pw->in;
   pw->panels = (pw->rows + PackedWeight::kPanelRows - 1) / PackedWeight::kPanelRows;
-  const size_t bytes =
-      static_cast<size_t>(pw->panels * PackedWeight::kPanelRows * pw->in) * DTypeSize(w.dtype);
+  const size_t bytes = static_cast<size_t>(pw->panels * PackedWeight::kPanelRows * pw->in_padded) *
+                       DTypeSize(w.dtype);
   pw->data.reset(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
   if (pw->data == nullptr) return nullptr;
   if (w.dtype == DType::kI8) {
@@ -78,6 +97,9 @@ std::unique_ptr<PackedWeight> PackWeight(const TensorView& w, ThreadPool* pool) 
       if (w.dtype == DType::kI8) {
         PackPanelI8(static_cast<const int8_t*>(w.data), w.scales, pwr.rows, pwr.in, p,
                     static_cast<int8_t*>(pwr.data.get()), static_cast<float*>(pwr.scales.get()));
+      } else if (pairs) {
+        PackPanelBf16Pairs(static_cast<const uint16_t*>(w.data), pwr.rows, pwr.in, pwr.in_padded,
+                           p, static_cast<uint32_t*>(pwr.data.get()));
       } else if (w.dtype == DType::kBF16) {
         PackPanelBf16(static_cast<const uint16_t*>(w.data), pwr.rows, pwr.in, p,
                       static_cast<uint32_t*>(pwr.data.get()));

@@ -24,14 +24,25 @@ namespace memserve {
 // The kernels then multiply a column of 32 weights by one broadcast x[t][k]:
 // each output is the fmadd chain over k = 0, 1, ..., in - 1 from 0, whatever
 // the token blocking, so a token's result never depends on the batch.
+//
+// kBf16Pairs (BF16 only; the bf16-activation kernels, bf16_matmul.h): the
+// columns padded with zeros to in_padded (a multiple of kPairBlockK), and
+// per pair of columns kp (2kp, 2kp + 1) 32 uint32, lane j =
+// bf16(row 32p + j, column 2kp) | bf16(row 32p + j, column 2kp + 1) << 16.
 struct PackedWeight {
   static constexpr int64_t kPanelRows = 32;
   // Weights with fewer rows stay unpacked (the memory layers' gate: 1 row).
   static constexpr int64_t kMinRows = 16;
+  // kBf16Pairs pads the columns to a multiple of this (an AMX tile's depth).
+  static constexpr int64_t kPairBlockK = 32;
+
+  enum class Layout { kColumns, kBf16Pairs };
 
   DType dtype = DType::kF32;
+  Layout layout = Layout::kColumns;
   int64_t rows = 0;
   int64_t in = 0;
+  int64_t in_padded = 0;  // kBf16Pairs: in rounded up to kPairBlockK; else in
   int64_t panels = 0;
   std::unique_ptr<void, void (*)(void*)> data{nullptr, std::free};    // 64-byte aligned
   std::unique_ptr<void, void (*)(void*)> scales{nullptr, std::free};  // I8 only
@@ -45,10 +56,11 @@ struct PackedWeight {
 // columns.
 bool IsPackable(const TensorView& w);
 
-// A packed copy of `w` (as large as `w`), packed on `pool`'s threads; null
-// when the copy cannot be allocated (the weight then stays unpacked).
-// REQUIRES: IsPackable(w).
-std::unique_ptr<PackedWeight> PackWeight(const TensorView& w, ThreadPool* pool);
+// A packed copy of `w` (as large as `w`, plus kBf16Pairs' padding), packed on
+// `pool`'s threads; null when the copy cannot be allocated (the weight then
+// stays unpacked). REQUIRES: IsPackable(w); kBf16Pairs only for BF16.
+std::unique_ptr<PackedWeight> PackWeight(const TensorView& w, ThreadPool* pool,
+                                         PackedWeight::Layout layout = PackedWeight::Layout::kColumns);
 
 }  // namespace memserve
 
