@@ -31,6 +31,27 @@ TEST(KvCacheDtypeTest, AutoIsBf16OnCudaAndF32OnTheCpu) {
   EXPECT_EQ(*ResolveKvCacheDtype(Device::kCpu, KvCacheDtype::kBF16), DType::kBF16);
 }
 
+TEST(CpuMatMulPrecisionTest, ParsesAndChecksTheFlag) {
+  EXPECT_EQ(*ParseCpuMatMulPrecision("exact"), CpuMatMulPrecision::kExact);
+  EXPECT_EQ(*ParseCpuMatMulPrecision("bf16"), CpuMatMulPrecision::kBf16);
+  const absl::Status bad = ParseCpuMatMulPrecision("fp16").status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.message(), "--cpu_matmul_precision must be exact or bf16, got 'fp16'");
+  EXPECT_TRUE(CheckCpuMatMulPrecision(Device::kCpu, CpuMatMulPrecision::kExact).ok());
+  EXPECT_TRUE(CheckCpuMatMulPrecision(Device::kCuda, CpuMatMulPrecision::kExact).ok());
+  const absl::Status cuda = CheckCpuMatMulPrecision(Device::kCuda, CpuMatMulPrecision::kBf16);
+  EXPECT_THAT(std::string(cuda.message()), HasSubstr("applies to --device cpu only"));
+  EXPECT_STREQ(CpuMatMulKernels(Device::kCpu, CpuMatMulPrecision::kExact), "exact");
+  // bf16 on this CPU: taken, naming its kernels, or refused in one line.
+  const absl::Status cpu = CheckCpuMatMulPrecision(Device::kCpu, CpuMatMulPrecision::kBf16);
+  const std::string kernels = CpuMatMulKernels(Device::kCpu, CpuMatMulPrecision::kBf16);
+  if (cpu.ok()) {
+    EXPECT_TRUE(kernels == "bf16-amx" || kernels == "bf16-avx512") << kernels;
+  } else {
+    EXPECT_THAT(std::string(cpu.message()), HasSubstr("needs a CPU with AVX-512 and AVX512-BF16"));
+  }
+}
+
 TEST(BackendFactoryTest, PlacementNamesTheDeviceAndPlacement) {
   EXPECT_STREQ(ValueTablePlacement(Device::kCpu, MemoryPlacement::kHost), "cpu-mmap");
   EXPECT_STREQ(ValueTablePlacement(Device::kCuda, MemoryPlacement::kDevice), "gpu-sharded");

@@ -357,7 +357,9 @@ class BadInputTest(unittest.TestCase):
 class Int8ModelTest(unittest.TestCase):
     """A checkpoint converted with --dtype int8 (I8 matmul weights + block scales) served by the
     real binary: the same greedy tokens as its bfloat16 conversion here, logprobs within 0.05;
-    corrupt int8 checkpoints refused at load naming the tensor."""
+    corrupt int8 checkpoints refused at load naming the tensor. Also the bfloat16 conversion with
+    --cpu_matmul_precision bf16 (activations rounded to bf16): the same tokens as exact, logprobs
+    within 0.05, where the CPU has AVX512-BF16; a one-line refusal (exit 2) where it has not."""
 
     @classmethod
     def setUpClass(cls):
@@ -372,11 +374,33 @@ class Int8ModelTest(unittest.TestCase):
             subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_lingua.py"),
                             ckpt, cls.models[dtype], "--dtype", dtype], check=True)
 
-    def generate(self, model):
-        r = run("--prompt", "hello there", "--max_tokens", "12", "--output", "jsonl",
+    def generate(self, model, *flags):
+        r = run("--prompt", "hello there", "--max_tokens", "12", "--output", "jsonl", *flags,
                 model=model)
         self.assertEqual(r.returncode, 0, r.stderr)
         return [o for o in jsonl(r.stdout) if "id" in o]
+
+    def test_bf16_matmul_precision(self):
+        model = self.models["bfloat16"]
+        r = run("--prompt", "hi", "--cpu_matmul_precision", "fp8", model=model)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(r.stderr.strip().splitlines(),
+                         ["error: --cpu_matmul_precision must be exact or bf16, got 'fp8'"])
+        exact = self.generate(model)
+        self.assertEqual(self.generate(model, "--cpu_matmul_precision", "exact"), exact)
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(l for l in f if l.startswith("flags")).split())
+        if not {"avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma"} <= flags:
+            r = run("--prompt", "hi", "--cpu_matmul_precision", "bf16", model=model)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("--cpu_matmul_precision bf16 needs a CPU with AVX-512 and AVX512-BF16",
+                          r.stderr)
+            return
+        fast = self.generate(model, "--cpu_matmul_precision", "bf16")
+        self.assertEqual([o["id"] for o in fast], [o["id"] for o in exact])
+        self.assertNotEqual([o["logprob"] for o in fast], [o["logprob"] for o in exact])
+        for x, y in zip(fast, exact):
+            self.assertAlmostEqual(x["logprob"], y["logprob"], delta=0.05)
 
     def test_agrees_with_bf16(self):
         a, b = self.generate(self.models["bfloat16"]), self.generate(self.models["int8"])
