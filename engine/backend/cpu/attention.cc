@@ -71,11 +71,7 @@ void CpuAttention(ThreadPool* pool, const CpuKernels& kern,
       });
       float max_score = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < n; ++j) max_score = std::max(max_score, scores[j]);
-      float sum = 0.0f;
-      for (int64_t j = 0; j < n; ++j) {
-        scores[j] = std::exp(scores[j] - max_score);
-        sum += scores[j];
-      }
+      const float sum = kern.exp_shift_sum(scores.data(), n, max_score);
       for (int64_t j = 0; j < n; ++j) scores[j] /= sum;
       float* out = a.out + (t * a.n_heads + h) * hd;
       std::fill(out, out + hd, 0.0f);

@@ -28,7 +28,6 @@
 namespace memserve {
 namespace {
 
-inline float Silu(float x) { return x / (1.0f + std::exp(-x)); }
 inline float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 constexpr const char* kOwnedType = "cpu";
@@ -473,7 +472,7 @@ absl::Status CpuBackend::SwiGlu(const Tensor& a_t, const Tensor& b_t, const Tens
   pool_->ParallelFor(
       n,
       [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) y[i] = Silu(a[i]) * b[i];
+        kernels_->silu_mul(a + begin, b + begin, y + begin, end - begin);
       },
       /*min_chunk=*/16384);
   return absl::OkStatus();

@@ -350,6 +350,49 @@ MEMSERVE_TARGET_AVX2 void PackedMatMul(const Panels& w, int64_t rows, int64_t pa
   }
 }
 
+MEMSERVE_TARGET_AVX2 float ExpShiftSum(float* x, int64_t n, float shift) {
+  const __m256 s = _mm256_set1_ps(shift);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), s));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  if (i < n) {
+    alignas(32) float lanes[8];
+    for (int64_t j = 0; j < 8; ++j) lanes[j] = i + j < n ? x[i + j] - shift : -__builtin_inff();
+    const __m256 e = Exp8(_mm256_load_ps(lanes));  // exp(-inf) = 0 past n
+    _mm256_store_ps(lanes, e);
+    for (int64_t j = i; j < n; ++j) x[j] = lanes[j - i];
+    acc = _mm256_add_ps(acc, e);
+  }
+  return Sum8(acc);
+}
+
+MEMSERVE_TARGET_AVX2 void SiluMul(const float* a, const float* b, float* y, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 zero = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 av = _mm256_loadu_ps(a + i);
+    const __m256 e = Exp8(_mm256_sub_ps(zero, av));
+    _mm256_storeu_ps(y + i,
+                     _mm256_mul_ps(_mm256_div_ps(av, _mm256_add_ps(one, e)), _mm256_loadu_ps(b + i)));
+  }
+  if (i < n) {
+    alignas(32) float la[8] = {0, 0, 0, 0, 0, 0, 0, 0}, lb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t j = i; j < n; ++j) {
+      la[j - i] = a[j];
+      lb[j - i] = b[j];
+    }
+    const __m256 av = _mm256_load_ps(la);
+    const __m256 e = Exp8(_mm256_sub_ps(zero, av));
+    _mm256_store_ps(la, _mm256_mul_ps(_mm256_div_ps(av, _mm256_add_ps(one, e)), _mm256_load_ps(lb)));
+    for (int64_t j = i; j < n; ++j) y[j] = la[j - i];
+  }
+}
+
 MEMSERVE_TARGET_AVX2 void PackedMatMulBf16(const uint32_t* panels, int64_t in, int64_t rows,
                                            int64_t panel_begin, int64_t panel_end, const float* x,
                                            int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
@@ -385,6 +428,8 @@ const CpuKernels* Avx2Kernels() {
       avx2::DotRows<uint16_t>,
       avx2::AxpyRows<uint16_t>,
       avx2::PackedMatMulI8,
+      avx2::ExpShiftSum,
+      avx2::SiluMul,
   };
   // clang-format on
 

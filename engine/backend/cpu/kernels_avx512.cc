@@ -172,6 +172,55 @@ MEMSERVE_TARGET_AVX512 void AxpyRows(const float* coef, const W* rows, int64_t s
   }
 }
 
+// exp of 16 lanes (vexp, simd.h): the polynomial of Exp8, times 2^n by
+// scalef; below kExpMin 0 and above kExpMax inf as Exp8, NaN stays NaN.
+MEMSERVE_TARGET_AVX512 inline __m512 Exp16(__m512 x) {
+  using namespace vexp;
+  const __mmask16 all = static_cast<__mmask16>(0xFFFF);
+  const __m512 c = _mm512_maskz_min_ps(all, _mm512_set1_ps(100.0f),
+                                       _mm512_maskz_max_ps(all, _mm512_set1_ps(-100.0f), x));
+  const __m512 n = _mm512_maskz_roundscale_ps(all, _mm512_mul_ps(c, _mm512_set1_ps(kLog2e)),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), c);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kP0);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP2));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP3));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP4));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP5));
+  p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+  __m512 y = _mm512_maskz_scalef_ps(all, p, n);
+  y = _mm512_maskz_mov_ps(~_mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpMin), _CMP_LT_OQ), y);
+  return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpMax), _CMP_GT_OQ),
+                            _mm512_set1_ps(__builtin_inff()));
+}
+
+MEMSERVE_TARGET_AVX512 float ExpShiftSum(float* x, int64_t n, float shift) {
+  const __m512 s = _mm512_set1_ps(shift);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : TailMask(n - i);
+    // Lanes past n: exp(-inf) = 0.
+    const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-__builtin_inff()), m, x + i);
+    const __m512 e = Exp16(_mm512_sub_ps(v, s));
+    _mm512_mask_storeu_ps(x + i, m, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  return Sum16(acc);
+}
+
+MEMSERVE_TARGET_AVX512 void SiluMul(const float* a, const float* b, float* y, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : TailMask(n - i);
+    const __m512 av = _mm512_maskz_loadu_ps(m, a + i);
+    const __m512 e = Exp16(_mm512_sub_ps(_mm512_setzero_ps(), av));
+    const __m512 s = _mm512_div_ps(av, _mm512_add_ps(one, e));
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, b + i)));
+  }
+}
+
 // --- packed kernels (layout: PackedWeight, packed_weight.h) ---
 
 // The two 16-row weight vectors of column k of a packed panel. (The masked
@@ -309,6 +358,8 @@ const CpuKernels* Avx512Kernels() {
       avx512::AxpyRows<uint16_t>,
       // Int8 weights: AVX2's kernel (the I8 layout is its own).
       Avx2Kernels()->packed_matmul_i8,
+      avx512::ExpShiftSum,
+      avx512::SiluMul,
   };
   return &kernels;
 }

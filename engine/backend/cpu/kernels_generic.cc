@@ -1,5 +1,7 @@
 // Portable kernels. Eight partial sums let the compiler vectorize without
 // -ffast-math and keep the rounding independent of the target.
+#include <cmath>
+
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/simd.h"
 
@@ -47,6 +49,25 @@ void AxpyRows(const float* coef, const W* rows, int64_t stride, int64_t count, f
 }  // namespace
 }  // namespace generic
 
+namespace generic {
+namespace {
+
+float ExpShiftSum(float* x, int64_t n, float shift) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - shift);
+    sum += x[i];
+  }
+  return sum;
+}
+
+void SiluMul(const float* a, const float* b, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] / (1.0f + std::exp(-a[i])) * b[i];
+}
+
+}  // namespace
+}  // namespace generic
+
 const CpuKernels& GenericKernels() {
   static const CpuKernels kernels = {
       CpuIsa::kGeneric,
@@ -61,6 +82,8 @@ const CpuKernels& GenericKernels() {
       generic::DotRows<uint16_t>,
       generic::AxpyRows<uint16_t>,
       nullptr,
+      generic::ExpShiftSum,
+      generic::SiluMul,
   };
   return kernels;
 }

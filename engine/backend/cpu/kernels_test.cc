@@ -96,6 +96,68 @@ TEST_P(RowKernelsTest, DotRowsAreScaledDotProducts) {
   }
 }
 
+// exp_shift_sum: within 2 ulp of exp (double) over softmax's range and
+// beyond (down to where exp leaves the normal floats: 0 there), inf above
+// the float range, NaN kept; the sum is the sum of the outputs; nothing
+// written past n. Every length around the vector widths.
+TEST_P(RowKernelsTest, ExpShiftSumIsExpWithinTwoUlp) {
+  std::vector<float> values;
+  for (float v = -90.0f; v <= 90.0f; v += 0.0137f) values.push_back(v);
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 88.72f, 88.73f, 89.0f, -87.33f, -87.34f, -200.0f,
+                  -__builtin_inff(), __builtin_inff()}) {
+    values.push_back(v);
+  }
+  const float shift = 0.5f;
+  for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{8}, int64_t{15}, int64_t{16},
+                    int64_t{17}, int64_t{33}, static_cast<int64_t>(values.size())}) {
+    SCOPED_TRACE(absl::StrCat("n=", n));
+    std::vector<float> x(values.begin(), values.begin() + n);
+    for (float& v : x) v += shift;
+    x.push_back(-7.0f);
+    const float sum = kern_.exp_shift_sum(x.data(), n, shift);
+    double want_sum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = std::exp(double{values[i] + shift} - shift);
+      want_sum += x[i];
+      if (want < 1.1754944e-38) {  // below the normal floats
+        EXPECT_LE(x[i], 1.1754944e-38f) << values[i];
+      } else if (want > 3.4028234e38) {
+        EXPECT_EQ(x[i], __builtin_inff()) << values[i];
+      } else {
+        EXPECT_NEAR(x[i], want, 2.0 * want * 5.96e-8) << values[i];
+      }
+    }
+    EXPECT_EQ(x[n], -7.0f) << "wrote past n";
+    if (std::isfinite(want_sum)) {
+      EXPECT_NEAR(sum, want_sum, 1e-6 * want_sum);
+    }
+  }
+  float nan = std::nanf("");
+  kern_.exp_shift_sum(&nan, 1, 0.0f);
+  EXPECT_TRUE(std::isnan(nan));
+}
+
+// silu_mul: within 4 ulp of a / (1 + exp(-a)) * b in double.
+TEST_P(RowKernelsTest, SiluMulIsSiluTimesB) {
+  std::vector<float> a, b;
+  for (float v = -100.0f; v <= 100.0f; v += 0.0371f) a.push_back(v);
+  for (float v : {0.0f, -0.0f, 1e-30f, 88.8f, -88.8f, 1e30f, -1e30f}) a.push_back(v);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  for (size_t i = 0; i < a.size(); ++i) b.push_back(dist(rng));
+  for (int64_t n : {int64_t{1}, int64_t{9}, int64_t{16}, int64_t{21}, static_cast<int64_t>(a.size())}) {
+    std::vector<float> y(n + 1, -7.0f);
+    kern_.silu_mul(a.data(), b.data(), y.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = double{a[i]} / (1.0 + std::exp(-double{a[i]})) * b[i];
+      // (Below a = -88.7 exp(-a) overflows: silu's tiny true value, under
+      // 1e-36, comes out as -0.)
+      EXPECT_NEAR(y[i], want, 4 * 5.96e-8 * std::fabs(want) + 1e-36) << "a=" << a[i];
+    }
+    EXPECT_EQ(y[n], -7.0f) << "wrote past n";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllIsas, RowKernelsTest, ::testing::ValuesIn(SupportedCpuIsas()),
                          [](const ::testing::TestParamInfo<CpuIsa>& info) {
                            return std::string(CpuIsaName(info.param));

@@ -38,7 +38,50 @@ constexpr int64_t kPrefetchBytes = 512;
     }                                                                                         \
   } while (0)
 
+// exp(x) for the vector kernels (Cephes' expf): x = n ln2 + r with |r| <=
+// ln2 / 2 (ln2 in two parts, so r is exact), exp(r) by a degree-7
+// polynomial, times 2^n. Within 2 ulp; 0 below kExpMin, inf above kExpMax.
+namespace vexp {
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;
+constexpr float kLn2Lo = -2.12194440e-4f;
+constexpr float kExpMin = -87.3365447505f;  // exp(kExpMin) = the least normal float
+constexpr float kExpMax = 88.7228391117f;   // exp(kExpMax) = the largest float
+constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f,
+                kP3 = 4.1665795894e-2f, kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f;
+}  // namespace vexp
+
 namespace avx2 {
+
+// exp of 8 lanes (vexp). 2^n in two factors built in the exponent field
+// (n up to +-128 does not fit one); x clamped to +-100 first so that n fits
+// an int (NaN passes through the clamp and stays NaN), then below kExpMin 0
+// and above kExpMax inf.
+MEMSERVE_TARGET_AVX2 inline __m256 Exp8(__m256 x) {
+  using namespace vexp;
+  const __m256 c = _mm256_min_ps(_mm256_set1_ps(100.0f), _mm256_max_ps(_mm256_set1_ps(-100.0f), x));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(c, _mm256_set1_ps(kLog2e)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), c);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kP0);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP2));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP3));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP4));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP5));
+  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+  const __m256i ni = _mm256_cvtps_epi32(n);
+  const __m256i n1 = _mm256_srai_epi32(ni, 1);
+  const __m256i n2 = _mm256_sub_epi32(ni, n1);
+  const __m256i bias = _mm256_set1_epi32(127);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+  __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+  y = _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(kExpMin), _CMP_LT_OQ), y);
+  return _mm256_blendv_ps(y, _mm256_set1_ps(__builtin_inff()),
+                          _mm256_cmp_ps(x, _mm256_set1_ps(kExpMax), _CMP_GT_OQ));
+}
 
 MEMSERVE_TARGET_AVX2 inline float Sum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
