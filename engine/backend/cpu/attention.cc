@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <vector>
 
 namespace memserve {
@@ -69,10 +68,7 @@ void CpuAttention(ThreadPool* pool, const CpuKernels& kern,
                         scale, scores.data() + first);
         }
       });
-      float max_score = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < n; ++j) max_score = std::max(max_score, scores[j]);
-      const float sum = kern.exp_shift_sum(scores.data(), n, max_score);
-      for (int64_t j = 0; j < n; ++j) scores[j] /= sum;
+      kern.softmax(scores.data(), n);
       float* out = a.out + (t * a.n_heads + h) * hd;
       std::fill(out, out + hd, 0.0f);
       for_each_run([&](int64_t first, int64_t count, int64_t offset) {

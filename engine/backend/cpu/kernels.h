@@ -56,11 +56,12 @@ struct CpuKernels {
   void (*packed_matmul_i8)(const int8_t* panels, const float* scales, int64_t in, int64_t rows,
                            int64_t panel_begin, int64_t panel_end, const float* x, int64_t ldx,
                            int64_t tokens, float* y, int64_t ldy);
-  // x[i] = exp(x[i] - shift) for i < n; returns the sum of the new x (in an
-  // order fixed per level: attention's softmax numerators). The vector
-  // levels' exp is within 2 ulp of the true value (0 below exp's normal
-  // range), the generic level's is std::exp.
-  float (*exp_shift_sum)(float* x, int64_t n, float shift);
+  // Softmax in place (attention's weights): x[i] = exp(x[i] - max) / sum
+  // for i < n, where max is the largest x and sum the sum of the
+  // numerators (in an order fixed per level). The vector levels' exp is
+  // within 2 ulp of the true value (0 below exp's normal range), the generic
+  // level's is std::exp. REQUIRES: n >= 1.
+  void (*softmax)(float* x, int64_t n);
   // y[i] = a[i] / (1 + exp(-a[i])) * b[i] for i < n (SwiGLU's silu(a) * b),
   // with exp as in exp_shift_sum.
   void (*silu_mul)(const float* a, const float* b, float* y, int64_t n);

@@ -350,24 +350,42 @@ MEMSERVE_TARGET_AVX2 void PackedMatMul(const Panels& w, int64_t rows, int64_t pa
   }
 }
 
-MEMSERVE_TARGET_AVX2 float ExpShiftSum(float* x, int64_t n, float shift) {
-  const __m256 s = _mm256_set1_ps(shift);
+// Softmax over 8 lanes: the max (exact), the numerators and their sum
+// (lane sums, then Sum8), then each divided by the sum. Lanes past n hold
+// -inf (exp 0) and are not stored.
+// (x[i .. i + 8), -inf past n.)
+MEMSERVE_TARGET_AVX2 inline __m256 LoadOrNegInf(const float* x, int64_t i, int64_t n) {
+  if (n - i >= 8) return _mm256_loadu_ps(x + i);
+  alignas(32) float lanes[8];
+  for (int64_t j = 0; j < 8; ++j) lanes[j] = i + j < n ? x[i + j] : -__builtin_inff();
+  return _mm256_load_ps(lanes);
+}
+MEMSERVE_TARGET_AVX2 inline void StoreBelow(float* x, int64_t i, int64_t n, __m256 v) {
+  if (n - i >= 8) {
+    _mm256_storeu_ps(x + i, v);
+    return;
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, v);
+  for (int64_t j = i; j < n; ++j) x[j] = lanes[j - i];
+}
+
+MEMSERVE_TARGET_AVX2 void Softmax(float* x, int64_t n) {
+  __m256 m = _mm256_set1_ps(-__builtin_inff());
+  for (int64_t i = 0; i < n; i += 8) m = _mm256_max_ps(m, LoadOrNegInf(x, i, n));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, m);
+  float max = lanes[0];
+  for (int j = 1; j < 8; ++j) max = std::max(max, lanes[j]);
+  const __m256 shift = _mm256_set1_ps(max);
   __m256 acc = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), s));
-    _mm256_storeu_ps(x + i, e);
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256 e = Exp8(_mm256_sub_ps(LoadOrNegInf(x, i, n), shift));
+    StoreBelow(x, i, n, e);
     acc = _mm256_add_ps(acc, e);
   }
-  if (i < n) {
-    alignas(32) float lanes[8];
-    for (int64_t j = 0; j < 8; ++j) lanes[j] = i + j < n ? x[i + j] - shift : -__builtin_inff();
-    const __m256 e = Exp8(_mm256_load_ps(lanes));  // exp(-inf) = 0 past n
-    _mm256_store_ps(lanes, e);
-    for (int64_t j = i; j < n; ++j) x[j] = lanes[j - i];
-    acc = _mm256_add_ps(acc, e);
-  }
-  return Sum8(acc);
+  const __m256 sum = _mm256_set1_ps(Sum8(acc));
+  for (int64_t i = 0; i < n; i += 8) StoreBelow(x, i, n, _mm256_div_ps(LoadOrNegInf(x, i, n), sum));
 }
 
 MEMSERVE_TARGET_AVX2 void SiluMul(const float* a, const float* b, float* y, int64_t n) {
@@ -428,7 +446,7 @@ const CpuKernels* Avx2Kernels() {
       avx2::DotRows<uint16_t>,
       avx2::AxpyRows<uint16_t>,
       avx2::PackedMatMulI8,
-      avx2::ExpShiftSum,
+      avx2::Softmax,
       avx2::SiluMul,
   };
   // clang-format on

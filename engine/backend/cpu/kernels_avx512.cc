@@ -196,18 +196,33 @@ MEMSERVE_TARGET_AVX512 inline __m512 Exp16(__m512 x) {
                             _mm512_set1_ps(__builtin_inff()));
 }
 
-MEMSERVE_TARGET_AVX512 float ExpShiftSum(float* x, int64_t n, float shift) {
-  const __m512 s = _mm512_set1_ps(shift);
+// Softmax over 16 lanes as AVX2's (masked tails: -inf past n, not stored).
+MEMSERVE_TARGET_AVX512 inline __mmask16 MaskBelow(int64_t i, int64_t n) {
+  return n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : TailMask(n - i);
+}
+
+MEMSERVE_TARGET_AVX512 void Softmax(float* x, int64_t n) {
+  const __mmask16 all = static_cast<__mmask16>(0xFFFF);
+  const __m512 neg_inf = _mm512_set1_ps(-__builtin_inff());
+  __m512 m = neg_inf;
+  for (int64_t i = 0; i < n; i += 16) {
+    m = _mm512_maskz_max_ps(all, m, _mm512_mask_loadu_ps(neg_inf, MaskBelow(i, n), x + i));
+  }
+  alignas(64) float lanes[16];  // (through memory: see Sum16)
+  _mm512_store_ps(lanes, m);
+  float max = lanes[0];
+  for (int j = 1; j < 16; ++j) max = std::max(max, lanes[j]);
+  const __m512 shift = _mm512_set1_ps(max);
   __m512 acc = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : TailMask(n - i);
-    // Lanes past n: exp(-inf) = 0.
-    const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-__builtin_inff()), m, x + i);
-    const __m512 e = Exp16(_mm512_sub_ps(v, s));
-    _mm512_mask_storeu_ps(x + i, m, e);
+    const __m512 e = Exp16(_mm512_sub_ps(_mm512_mask_loadu_ps(neg_inf, MaskBelow(i, n), x + i), shift));
+    _mm512_mask_storeu_ps(x + i, MaskBelow(i, n), e);
     acc = _mm512_add_ps(acc, e);
   }
-  return Sum16(acc);
+  const __m512 sum = _mm512_set1_ps(Sum16(acc));
+  for (int64_t i = 0; i < n; i += 16) {
+    _mm512_mask_storeu_ps(x + i, MaskBelow(i, n), _mm512_div_ps(_mm512_maskz_loadu_ps(MaskBelow(i, n), x + i), sum));
+  }
 }
 
 MEMSERVE_TARGET_AVX512 void SiluMul(const float* a, const float* b, float* y, int64_t n) {
@@ -358,7 +373,7 @@ const CpuKernels* Avx512Kernels() {
       avx512::AxpyRows<uint16_t>,
       // Int8 weights: AVX2's kernel (the I8 layout is its own).
       Avx2Kernels()->packed_matmul_i8,
-      avx512::ExpShiftSum,
+      avx512::Softmax,
       avx512::SiluMul,
   };
   return &kernels;

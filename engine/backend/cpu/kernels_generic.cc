@@ -1,5 +1,6 @@
 // Portable kernels. Eight partial sums let the compiler vectorize without
 // -ffast-math and keep the rounding independent of the target.
+#include <algorithm>
 #include <cmath>
 
 #include "engine/backend/cpu/kernels.h"
@@ -52,13 +53,15 @@ void AxpyRows(const float* coef, const W* rows, int64_t stride, int64_t count, f
 namespace generic {
 namespace {
 
-float ExpShiftSum(float* x, int64_t n, float shift) {
+void Softmax(float* x, int64_t n) {
+  float max = x[0];
+  for (int64_t i = 1; i < n; ++i) max = std::max(max, x[i]);
   float sum = 0.0f;
   for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - shift);
+    x[i] = std::exp(x[i] - max);
     sum += x[i];
   }
-  return sum;
+  for (int64_t i = 0; i < n; ++i) x[i] /= sum;
 }
 
 void SiluMul(const float* a, const float* b, float* y, int64_t n) {
@@ -82,7 +85,7 @@ const CpuKernels& GenericKernels() {
       generic::DotRows<uint16_t>,
       generic::AxpyRows<uint16_t>,
       nullptr,
-      generic::ExpShiftSum,
+      generic::Softmax,
       generic::SiluMul,
   };
   return kernels;

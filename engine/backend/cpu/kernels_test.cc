@@ -96,45 +96,47 @@ TEST_P(RowKernelsTest, DotRowsAreScaledDotProducts) {
   }
 }
 
-// exp_shift_sum: within 2 ulp of exp (double) over softmax's range and
-// beyond (down to where exp leaves the normal floats: 0 there), inf above
-// the float range, NaN kept; the sum is the sum of the outputs; nothing
-// written past n. Every length around the vector widths.
-TEST_P(RowKernelsTest, ExpShiftSumIsExpWithinTwoUlp) {
-  std::vector<float> values;
-  for (float v = -90.0f; v <= 90.0f; v += 0.0137f) values.push_back(v);
-  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 88.72f, 88.73f, 89.0f, -87.33f, -87.34f, -200.0f,
-                  -__builtin_inff(), __builtin_inff()}) {
-    values.push_back(v);
-  }
-  const float shift = 0.5f;
-  for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{8}, int64_t{15}, int64_t{16},
-                    int64_t{17}, int64_t{33}, static_cast<int64_t>(values.size())}) {
-    SCOPED_TRACE(absl::StrCat("n=", n));
-    std::vector<float> x(values.begin(), values.begin() + n);
-    for (float& v : x) v += shift;
-    x.push_back(-7.0f);
-    const float sum = kern_.exp_shift_sum(x.data(), n, shift);
-    double want_sum = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const double want = std::exp(double{values[i] + shift} - shift);
-      want_sum += x[i];
-      if (want < 1.1754944e-38) {  // below the normal floats
-        EXPECT_LE(x[i], 1.1754944e-38f) << values[i];
-      } else if (want > 3.4028234e38) {
-        EXPECT_EQ(x[i], __builtin_inff()) << values[i];
-      } else {
-        EXPECT_NEAR(x[i], want, 2.0 * want * 5.96e-8) << values[i];
+// softmax: each weight within 4 + n ulp of exp(x - max) / sum (x - max in
+// float, the rest in double), where
+// the exponent is in the normal range (a weight whose numerator is below it
+// comes out at most that small); nothing written past n. Every length around
+// the vector widths, a few orders of magnitude of spread, -inf entries (a
+// weight of 0).
+TEST_P(RowKernelsTest, SoftmaxIsExpOverSum) {
+  std::mt19937 rng(9);
+  for (float spread : {1.0f, 30.0f, 200.0f}) {
+    std::uniform_real_distribution<float> dist(-spread, spread);
+    for (int64_t n : {1, 2, 7, 8, 9, 15, 16, 17, 33, 64, 257}) {
+      SCOPED_TRACE(absl::StrCat("n=", n, " spread=", spread));
+      std::vector<float> x(n + 1);
+      for (float& v : x) v = dist(rng);
+      if (n > 3) x[2] = -__builtin_inff();
+      const std::vector<float> in = x;
+      x[n] = -7.0f;
+      kern_.softmax(x.data(), n);
+      float max = in[0];
+      for (int64_t i = 1; i < n; ++i) max = std::max(max, in[i]);
+      // (x - max rounded to float as the kernels do: exp then multiplies
+      // that rounding error by up to |x - max| ulp.)
+      double sum = 0;
+      for (int64_t i = 0; i < n; ++i) sum += std::exp(double{in[i] - max});
+      for (int64_t i = 0; i < n; ++i) {
+        const double e = std::exp(double{in[i] - max});
+        const double want = e / sum;
+        if (e < 1.1754944e-38) {
+          EXPECT_LE(x[i], 1.1754944e-38f) << "i=" << i;
+        } else {
+          // 4 ulp for exp and the division, plus the float sum's rounding
+          // (at most n ulp).
+          EXPECT_NEAR(x[i], want, (4 + n) * 5.96e-8 * want) << "i=" << i << " x=" << in[i];
+        }
       }
-    }
-    EXPECT_EQ(x[n], -7.0f) << "wrote past n";
-    if (std::isfinite(want_sum)) {
-      EXPECT_NEAR(sum, want_sum, 1e-6 * want_sum);
+      EXPECT_EQ(x[n], -7.0f) << "wrote past n";
     }
   }
-  float nan = std::nanf("");
-  kern_.exp_shift_sum(&nan, 1, 0.0f);
-  EXPECT_TRUE(std::isnan(nan));
+  float nan[3] = {0.0f, std::nanf(""), 1.0f};
+  kern_.softmax(nan, 3);
+  EXPECT_TRUE(std::isnan(nan[0]) && std::isnan(nan[1]) && std::isnan(nan[2]));
 }
 
 // silu_mul: within 4 ulp of a / (1 + exp(-a)) * b in double.
