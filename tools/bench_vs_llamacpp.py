@@ -170,11 +170,12 @@ def write_gguf(serve_dir, path, gguf):
 # Agreement
 
 
-def check_agreement(log, a, serve, gguf_path, dtype):
+def check_agreement(log, a, serve, gguf_path, dtype, precision):
     prompt_ids = [BOS_ID] + list(AGREE_PROMPT.encode())
     out = log.run([a.memserve, "generate", "--model", serve, "--prompt", AGREE_PROMPT,
                    "--max_tokens", str(AGREE_STEPS), "--ignore_eos", "--output", "jsonl",
-                   "--kv_cache_dtype", "f32", "--threads", str(a.threads)])
+                   "--kv_cache_dtype", "f32", "--threads", str(a.threads),
+                   "--cpu_matmul_precision", precision])
     ms = [json.loads(line) for line in out.splitlines() if line.startswith('{"id"')]
     if len(ms) != AGREE_STEPS:
         raise BenchError(f"memserve generate gave {len(ms)} tokens, expected {AGREE_STEPS}")
@@ -193,9 +194,9 @@ def check_agreement(log, a, serve, gguf_path, dtype):
                f"{'=' if not mismatches else '!='} llama.cpp's argmax"
                f"{'' if not mismatches else f' at steps {mismatches} (near-ties: {not bad_ties})'}"
                f"; max |logprob diff| {max_diff:.2e} (tolerance {tol:g})")
-    log.note(f"agreement {dtype}: {summary}\n")
+    log.note(f"agreement {dtype} ({precision}): {summary}\n")
     if not ok:
-        raise BenchError(f"agreement {dtype}: {summary}")
+        raise BenchError(f"agreement {dtype} ({precision}): {summary}")
     return summary
 
 
@@ -203,9 +204,10 @@ def check_agreement(log, a, serve, gguf_path, dtype):
 # Rounds
 
 
-def memserve_round(log, a, serve):
+def memserve_round(log, a, serve, precision):
     """{workload: tokens/s} from decode_bench (one warm-up + one timed run per workload)."""
-    common = [a.decode_bench, "--model", serve, "--threads", str(a.threads), "--runs", "1"]
+    common = [a.decode_bench, "--model", serve, "--threads", str(a.threads), "--runs", "1",
+              "--cpu_matmul_precision", precision]
     out = log.run(common + ["--batch", f"1,{BATCH}", "--prompt_tokens", str(DECODE_PROMPT),
                             "--decode_tokens", str(DECODE_STEPS)])
     res = {}
@@ -268,6 +270,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--llama_kv_type", choices=["f32", "f16"], default="f16")
     ap.add_argument("--llama_fa", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--precisions", default="exact",
+                    help="memserve --cpu_matmul_precision values to run, comma-separated (bf16 "
+                         "applies to bf16 weights only)")
     ap.add_argument("--tol_f32", type=float, default=2e-5)
     ap.add_argument("--tol_bf16", type=float, default=0.1)
     ap.add_argument("--work", required=True)
@@ -279,6 +284,9 @@ def main(argv=None):
         ap.error(f"--dtypes: a comma-separated subset of {sorted(DTYPES)}, got {a.dtypes!r}")
     if a.rounds < 1 or a.threads < 1:
         ap.error("--rounds and --threads must be >= 1")
+    precisions = [p for p in a.precisions.split(",") if p]
+    if not precisions or any(p not in ("exact", "bf16") for p in precisions):
+        ap.error(f"--precisions: a comma-separated subset of exact,bf16, got {a.precisions!r}")
 
     sys.path.insert(0, os.path.join(a.llama_src, "gguf-py"))
     try:
@@ -295,17 +303,22 @@ def main(argv=None):
         a.load_flags = ["--load-mode", "none"] if "--load-mode" in help_text else ["--no-mmap"]
         log.run([a.batched_bench, "--version"])
         os.makedirs(a.work, exist_ok=True)
-        results = {}  # dtype -> (agreement, {workload: ([memserve], [llama])})
+        # dtype -> ({precision: agreement}, {workload: ({precision: [memserve]}, [llama])})
+        results = {}
         for dtype in dtypes:
             serve, gguf_path = make_models(a.work, a.shape, dtype, gguf)
-            agreement = check_agreement(log, a, serve, gguf_path, dtype)
-            runs = {k: ([], []) for k, _ in WORKLOADS}
+            # bf16 matmuls change nothing for f32 weights.
+            precs = [p for p in precisions if p == "exact" or dtype == "bf16"]
+            agreement = {p: check_agreement(log, a, serve, gguf_path, dtype, p) for p in precs}
+            runs = {k: ({p: [] for p in precs}, []) for k, _ in WORKLOADS}
             for r in range(a.rounds):
                 log.note(f"--- {a.shape} {dtype} round {r + 1}/{a.rounds}\n")
-                m = memserve_round(log, a, serve)
+                for p in precs:
+                    m = memserve_round(log, a, serve, p)
+                    for k, _ in WORKLOADS:
+                        runs[k][0][p].append(m[k])
                 l = llama_round(log, a, gguf_path)
                 for k, _ in WORKLOADS:
-                    runs[k][0].append(m[k])
                     runs[k][1].append(l[k])
             results[dtype] = (agreement, runs)
     except BenchError as e:
@@ -319,7 +332,14 @@ def main(argv=None):
 
 def llama_build_info(log_text):
     m = re.search(r"(?:version|build): (\d+) \(([0-9a-f]+)\)", log_text)
-    return f"b{m.group(1)} ({m.group(2)})" if m else "unknown (not in its --version output)"
+    if m:
+        return f"b{m.group(1)} ({m.group(2)})"
+    # A tree without git history (e.g. from a source release): "version: 0.5.0 (build 0,
+    # commit 0ad4a86)".
+    m = re.search(r"version: (\S+) \(build (\d+), commit ([0-9a-f]+)\)", log_text)
+    if m:
+        return f"{m.group(1)}, commit {m.group(3)}"
+    return "unknown (not in its --version output)"
 
 
 def write_report(a, log, results, failed=None):
@@ -360,16 +380,20 @@ def write_report(a, log, results, failed=None):
     for dtype, (agreement, runs) in results.items():
         lines.append(f"## {a.shape}, {dtype} weights")
         lines.append("")
-        lines.append(f"Agreement (f32 K/V both sides, llama.cpp flash attention off): {agreement}")
-        lines.append("")
-        lines.append("| workload | memserve tok/s min / median / max | llama.cpp tok/s min / "
-                     "median / max | memserve / llama.cpp (medians) |")
-        lines.append("|---|---|---|---|")
+        for p, text in agreement.items():
+            lines.append(f"Agreement, memserve --cpu_matmul_precision {p} (f32 K/V both sides, "
+                         f"llama.cpp flash attention off): {text}")
+            lines.append("")
+        lines.append("| workload | memserve matmuls | memserve tok/s min / median / max | "
+                     "llama.cpp tok/s min / median / max | memserve / llama.cpp (medians) |")
+        lines.append("|---|---|---|---|---|")
         for k, label in WORKLOADS:
-            m, l = runs[k]
-            mm, lm = statistics.median(m), statistics.median(l)
-            lines.append(f"| {label} | {fmt(min(m))} / {fmt(mm)} / {fmt(max(m))} | "
-                         f"{fmt(min(l))} / {fmt(lm)} / {fmt(max(l))} | {mm / lm:.2f}x |")
+            ms, l = runs[k]
+            lm = statistics.median(l)
+            for p, m in ms.items():
+                mm = statistics.median(m)
+                lines.append(f"| {label} | {p} | {fmt(min(m))} / {fmt(mm)} / {fmt(max(m))} | "
+                             f"{fmt(min(l))} / {fmt(lm)} / {fmt(max(l))} | {mm / lm:.2f}x |")
         lines.append("")
     lines += ["## Raw output", "", "```", raw.rstrip("\n"), "```", ""]
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

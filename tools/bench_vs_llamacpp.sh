@@ -4,7 +4,8 @@
 # sequences and prefill 256 tokens at the same thread count. Fetches nothing.
 #
 #   tools/bench_vs_llamacpp.sh LLAMA_BUILD_DIR LLAMA_SRC_DIR [--shape 373m|small]
-#       [--dtypes bf16,f32] [--rounds N] [--threads N] [--llama_kv_type f32|f16]
+#       [--dtypes bf16,f32] [--precisions exact,bf16] [--rounds N] [--threads N]
+#       [--llama_kv_type f32|f16]
 #       [--llama_fa auto|on|off] [--tol_f32 X] [--tol_bf16 X] [--work DIR] [--out FILE]
 #
 # LLAMA_BUILD_DIR: a CPU-only CMake build of llama.cpp made beforehand by the reader, with
@@ -15,7 +16,9 @@
 # LLAMA_SRC_DIR: that llama.cpp source tree (include/llama.h, ggml/include, and gguf-py/ for the
 #   GGUF writer).
 # Defaults: --shape 373m (dim 1024 x 24 layers, vocab 32000; "small" is dim 256 x 4 layers,
-#   vocab 258), --dtypes bf16,f32, --rounds 3, --threads 2, --llama_kv_type f16 and --llama_fa
+#   vocab 258), --dtypes bf16,f32, --precisions exact (memserve's --cpu_matmul_precision values
+#   to run side by side; bf16 applies to bf16 weights, on CPUs with AVX512-BF16), --rounds 3,
+#   --threads 2, --llama_kv_type f16 and --llama_fa
 #   auto (llama.cpp's own defaults, its fastest CPU setting; f32 K/V with flash attention on is a
 #   slow path there, so pair f32 with --llama_fa off; the agreement check always runs f32 K/V
 #   with flash attention off), --tol_f32 2e-5 and --tol_bf16 0.1 (max |logprob difference| of
@@ -25,7 +28,7 @@
 # What runs on each side and how the numbers are taken: tools/bench_vs_llamacpp.py.
 set -euo pipefail
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "bench_vs_llamacpp: error: $*" >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
@@ -34,13 +37,14 @@ case "$1" in -h|--help) usage ;; esac
 llama_build=$(cd "$1" 2>/dev/null && pwd) || die "LLAMA_BUILD_DIR '$1' is not a directory"
 llama_src=$(cd "$2" 2>/dev/null && pwd) || die "LLAMA_SRC_DIR '$2' is not a directory"
 shift 2
-shape=373m dtypes=bf16,f32 rounds=3 threads=2 kv=f16 fa=auto tol_f32=2e-5 tol_bf16=0.1
+shape=373m dtypes=bf16,f32 precisions=exact rounds=3 threads=2 kv=f16 fa=auto tol_f32=2e-5 tol_bf16=0.1
 work=/tmp/memserve-vs-llamacpp out=
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || die "$1 needs a value"
   case "$1" in
     --shape) shape=$2 ;;
     --dtypes) dtypes=$2 ;;
+    --precisions) precisions=$2 ;;
     --rounds) rounds=$2 ;;
     --threads) threads=$2 ;;
     --llama_kv_type) kv=$2 ;;
@@ -90,6 +94,6 @@ exec /usr/bin/python3 tools/bench_vs_llamacpp.py \
   --llama_build "$llama_build" --llama_src "$llama_src" --batched_bench "$bb" \
   --logprobs_bin "$helper" --memserve "$repo/bazel-bin/server/memserve" \
   --decode_bench "$repo/bazel-bin/tests/bench/decode_bench" --shape "$shape" \
-  --dtypes "$dtypes" --rounds "$rounds" --threads "$threads" --llama_kv_type "$kv" \
+  --dtypes "$dtypes" --precisions "$precisions" --rounds "$rounds" --threads "$threads" --llama_kv_type "$kv" \
   --llama_fa "$fa" --tol_f32 "$tol_f32" --tol_bf16 "$tol_bf16" \
   --work "$work" --out "$out" --command "$invocation"

@@ -28,6 +28,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "engine/backend/cpu/bf16_matmul.h"
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/dtype.h"
 #include "engine/weights.h"
@@ -44,6 +45,9 @@ ABSL_FLAG(std::string, dtype, "bf16", "matmul weight dtype: bf16 or f32");
 ABSL_FLAG(bool, compare_unpacked, false,
           "also measure the matmul with weights left unpacked (alternating with the packed "
           "backend, each token count side by side)");
+ABSL_FLAG(bool, compare_bf16_matmul, false,
+          "bf16 weights: also measure the matmul with --cpu_matmul_precision bf16 (activations "
+          "rounded to bf16, AVX512-BF16 / AMX; where the CPU has them), alternating with exact");
 ABSL_FLAG(std::vector<std::string>, measure, std::vector<std::string>({"fma", "read", "matmul"}),
           "which measurements to run");
 
@@ -191,12 +195,13 @@ struct MatMulSetup {
   std::vector<memserve::Tensor> weights;
 };
 
-MatMulSetup PlaceMatrices(int threads, bool pack, memserve::DType dtype, int rows, int in,
-                          int n_matrices, const std::vector<char>& host) {
+MatMulSetup PlaceMatrices(int threads, bool pack, bool bf16_matmul, memserve::DType dtype,
+                          int rows, int in, int n_matrices, const std::vector<char>& host) {
   MatMulSetup setup;
   memserve::CpuBackend::Options options;
   options.num_threads = threads;
   options.pack_weights = pack;
+  options.bf16_matmul = bf16_matmul;
   setup.backend = std::make_unique<memserve::CpuBackend>(options);
   const int64_t matrix_bytes = static_cast<int64_t>(rows) * in * memserve::DTypeSize(dtype);
   setup.weights.resize(n_matrices);
@@ -265,9 +270,14 @@ void MeasureMatMul(int threads, int rows, int in, int pool_mib, int repeats) {
     }
   }
   std::vector<MatMulSetup> setups;
-  setups.push_back(PlaceMatrices(threads, /*pack=*/true, dtype, rows, in, n_matrices, host));
+  setups.push_back(PlaceMatrices(threads, /*pack=*/true, false, dtype, rows, in, n_matrices, host));
   if (absl::GetFlag(FLAGS_compare_unpacked)) {
-    setups.push_back(PlaceMatrices(threads, /*pack=*/false, dtype, rows, in, n_matrices, host));
+    setups.push_back(
+        PlaceMatrices(threads, /*pack=*/false, false, dtype, rows, in, n_matrices, host));
+  }
+  if (absl::GetFlag(FLAGS_compare_bf16_matmul) && dtype == memserve::DType::kBF16 &&
+      memserve::Bf16Kernels() != nullptr) {
+    setups.push_back(PlaceMatrices(threads, /*pack=*/true, true, dtype, rows, in, n_matrices, host));
   }
   for (const std::string& tokens_text : absl::GetFlag(FLAGS_tokens)) {
     const int tokens = std::max(1, std::atoi(tokens_text.c_str()));
@@ -276,10 +286,14 @@ void MeasureMatMul(int threads, int rows, int in, int pool_mib, int repeats) {
     for (MatMulSetup& setup : setups) {
       const double s = TimeMatMul(setup, in, rows, tokens, calls, repeats);
       std::printf(
-          "{\"what\": \"matmul_%s\", \"isa\": \"%s\", \"packed\": %s, \"threads\": %d, "
+          "{\"what\": \"matmul_%s\", \"isa\": \"%s\", \"kernels\": \"%s\", \"packed\": %s, "
+          "\"threads\": %d, "
           "\"rows\": %d, \"in\": %d, \"tokens\": %d, \"gflops\": %.1f, "
           "\"weight_gb_per_s\": %.1f}\n",
           dtype_name.c_str(), memserve::CpuIsaName(setup.backend->isa()),
+          setup.backend->bf16_kernels() == nullptr
+              ? "exact"
+              : (setup.backend->bf16_kernels()->amx ? "bf16-amx" : "bf16-avx512"),
           setup.backend->packed_weights() > 0 ? "true" : "false",
           setup.backend->pool()->num_threads(), rows, in, tokens,
           2.0 * per_matrix * tokens * calls / s / 1e9,
