@@ -2,7 +2,6 @@
 // 4 rows x 4 tokens (16 accumulators of 32 registers), and the kernels over
 // packed weights (layout: PackedWeight, packed_weight.h).
 #include <algorithm>
-#include <type_traits>
 #include <vector>
 
 #include "engine/backend/cpu/kernels.h"
@@ -238,64 +237,100 @@ MEMSERVE_TARGET_AVX512 void SiluMul(const float* a, const float* b, float* y, in
 }
 
 // --- packed kernels (layout: PackedWeight, packed_weight.h) ---
+//
+// The panel types give the two 16-row weight vectors of column k of panel p
+// (rows 0-15, rows 16-31) in fp32, and prefetch ahead along the panel. Every
+// output is one fmadd chain over k = 0, 1, ..., in - 1 from 0 (the same bits
+// as the AVX2 kernels), whatever the blocking.
 
-// The two 16-row weight vectors of column k of a packed panel. (The masked
-// shift: see Bf16x16ToF32.)
-MEMSERVE_TARGET_AVX512 inline void PanelColumn(const uint32_t* panel, int64_t k, __m512* lo,
-                                               __m512* hi) {
-  const __m512i v = _mm512_loadu_si512(panel + k * 16);
-  *lo = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(static_cast<__mmask16>(0xFFFF), v, 16));
-  *hi = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
-}
-MEMSERVE_TARGET_AVX512 inline void PanelColumn(const float* panel, int64_t k, __m512* lo,
-                                               __m512* hi) {
-  *lo = _mm512_loadu_ps(panel + k * 32);
-  *hi = _mm512_loadu_ps(panel + k * 32 + 16);
-}
-// Elements of P per panel column: 16 uint32 (bf16 pairs) or 32 floats.
-template <typename P>
-constexpr int64_t PanelColumnElems() {
-  return std::is_same<P, float>::value ? 32 : 16;
-}
 // Packed panels stream from memory once per block of tokens; prefetch this
 // far ahead (the hardware prefetcher alone leaves bandwidth unused).
 constexpr int64_t kPanelPrefetchBytes = 2048;
 
-// NP consecutive panels (32 * NP rows) x TB tokens: 2 * NP * TB accumulators.
-// `panel` = the first panel; `rows_left` = rows from its first row to the end.
+// BF16: 16 uint32 per column, lane j = rows j (low half) and 16 + j (high
+// half): a shift and a mask. (The masked shift: see Bf16x16ToF32.)
+struct Bf16Panels {
+  const uint32_t* data;
+  int64_t in;
+  MEMSERVE_TARGET_AVX512 void Column(int64_t p, int64_t k, __m512* lo, __m512* hi) const {
+    const __m512i v = _mm512_loadu_si512(data + (p * in + k) * 16);
+    *lo = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(static_cast<__mmask16>(0xFFFF), v, 16));
+    *hi = _mm512_castsi512_ps(
+        _mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+  }
+  MEMSERVE_TARGET_AVX512 void Prefetch(int64_t p, int64_t k) const {
+    _mm_prefetch(reinterpret_cast<const char*>(data + (p * in + k) * 16) + kPanelPrefetchBytes,
+                 _MM_HINT_T0);
+  }
+};
+
+// F32: 32 floats per column, rows in order.
+struct F32Panels {
+  const float* data;
+  int64_t in;
+  MEMSERVE_TARGET_AVX512 void Column(int64_t p, int64_t k, __m512* lo, __m512* hi) const {
+    const float* column = data + (p * in + k) * 32;
+    *lo = _mm512_loadu_ps(column);
+    *hi = _mm512_loadu_ps(column + 16);
+  }
+  MEMSERVE_TARGET_AVX512 void Prefetch(int64_t p, int64_t k) const {
+    const char* column = reinterpret_cast<const char*>(data + (p * in + k) * 32);
+    _mm_prefetch(column + kPanelPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(column + 64 + kPanelPrefetchBytes, _MM_HINT_T0);
+  }
+};
+
+// I8: 32 int8 per column, rows in order, and per block of kInt8BlockSize
+// columns 32 F32 scales: each weight is float(int8) x its scale rounded to
+// fp32 (the converter's dequantized weight, as AVX2's I8Panels).
+struct I8Panels {
+  const int8_t* data;
+  const float* scales;
+  int64_t in;
+  MEMSERVE_TARGET_AVX512 void Column(int64_t p, int64_t k, __m512* lo, __m512* hi) const {
+    const __mmask16 all = static_cast<__mmask16>(0xFFFF);
+    const int8_t* column = data + (p * in + k) * 32;
+    const float* s = scales + (p * (in / kInt8BlockSize) + k / kInt8BlockSize) * 32;
+    const __m512i q_lo =
+        _mm512_maskz_cvtepi8_epi32(all, _mm_loadu_si128(reinterpret_cast<const __m128i*>(column)));
+    const __m512i q_hi = _mm512_maskz_cvtepi8_epi32(
+        all, _mm_loadu_si128(reinterpret_cast<const __m128i*>(column + 16)));
+    *lo = _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(all, q_lo), _mm512_loadu_ps(s));
+    *hi = _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(all, q_hi), _mm512_loadu_ps(s + 16));
+  }
+  MEMSERVE_TARGET_AVX512 void Prefetch(int64_t p, int64_t k) const {
+    if ((k & 1) == 0) {
+      _mm_prefetch(reinterpret_cast<const char*>(data + (p * in + k) * 32) + kPanelPrefetchBytes,
+                   _MM_HINT_T0);
+    }
+  }
+};
+
+// Panels p .. p + NP - 1 (32 * NP rows) x TB tokens: 2 * NP * TB
+// accumulators. `rows_left` = rows from panel p's first row to the end.
 // x[t][k] is at x[t * ldx + k * kx] (kx = 1: rows of x; kx = TB, ldx = 1:
 // x packed per block, the TB values of one k adjacent).
-template <int NP, int TB, typename P>
-MEMSERVE_TARGET_AVX512 void PackedBlock(const P* panel, int64_t in, const float* x, int64_t ldx,
+template <int NP, int TB, typename Panels>
+MEMSERVE_TARGET_AVX512 void PackedBlock(const Panels& w, int64_t p, const float* x, int64_t ldx,
                                         int64_t kx, float* y, int64_t ldy, int64_t rows_left) {
-  const int64_t panel_stride = in * PanelColumnElems<P>();
   __m512 acc[2 * NP][TB];
 #pragma GCC unroll 8
   for (int i = 0; i < 2 * NP; ++i) {
 #pragma GCC unroll 12
     for (int t = 0; t < TB; ++t) acc[i][t] = _mm512_setzero_ps();
   }
-  for (int64_t k = 0; k < in; ++k) {
-    __m512 w[2 * NP];
+  for (int64_t k = 0; k < w.in; ++k) {
+    __m512 wv[2 * NP];
 #pragma GCC unroll 4
     for (int q = 0; q < NP; ++q) {
-      const P* pq = panel + q * panel_stride;
-      const char* column = reinterpret_cast<const char*>(pq + k * PanelColumnElems<P>());
-      // The bound is a constexpr local: with the template call in the loop
-      // condition itself, GCC 12 ignores the unroll pragma and warns
-      // "ignoring loop annotation" for every instantiation.
-      constexpr int64_t kColumnBytes = PanelColumnElems<P>() * sizeof(P);
-#pragma GCC unroll 2
-      for (int64_t line = 0; line < kColumnBytes; line += 64) {
-        _mm_prefetch(column + line + kPanelPrefetchBytes, _MM_HINT_T0);
-      }
-      PanelColumn(pq, k, &w[2 * q], &w[2 * q + 1]);
+      w.Prefetch(p + q, k);
+      w.Column(p + q, k, &wv[2 * q], &wv[2 * q + 1]);
     }
 #pragma GCC unroll 12
     for (int t = 0; t < TB; ++t) {
       const __m512 xb = _mm512_set1_ps(x[t * ldx + k * kx]);
 #pragma GCC unroll 8
-      for (int i = 0; i < 2 * NP; ++i) acc[i][t] = _mm512_fmadd_ps(w[i], xb, acc[i][t]);
+      for (int i = 0; i < 2 * NP; ++i) acc[i][t] = _mm512_fmadd_ps(wv[i], xb, acc[i][t]);
     }
   }
   for (int i = 0; i < 2 * NP; ++i) {
@@ -308,13 +343,13 @@ MEMSERVE_TARGET_AVX512 void PackedBlock(const P* panel, int64_t in, const float*
 }
 
 // One panel x `tb` (1..12) tokens, x packed for the block ([in][tb]).
-template <typename P>
-MEMSERVE_TARGET_AVX512 void PackedBlockTokens(int tb, const P* panel, int64_t in, const float* x,
+template <typename Panels>
+MEMSERVE_TARGET_AVX512 void PackedBlockTokens(int tb, const Panels& w, int64_t p, const float* x,
                                               float* y, int64_t ldy, int64_t rows_left) {
   switch (tb) {
 #define MEMSERVE_CASE(n) \
   case n:                \
-    return PackedBlock<1, n>(panel, in, x, 1, n, y, ldy, rows_left);
+    return PackedBlock<1, n>(w, p, x, 1, n, y, ldy, rows_left);
     MEMSERVE_CASE(1)
     MEMSERVE_CASE(2)
     MEMSERVE_CASE(3)
@@ -337,20 +372,18 @@ MEMSERVE_TARGET_AVX512 void PackedBlockTokens(int tb, const P* panel, int64_t in
 // stream instead of n rows that may be 4 KiB apart, the same L1 set).
 // One token: four panels at once, so that 8 independent fmadd chains hide
 // the latency while the weights stream from memory.
-template <typename P>
-MEMSERVE_TARGET_AVX512 void PackedMatMul(const P* panels, int64_t in, int64_t rows,
-                                         int64_t panel_begin, int64_t panel_end, const float* x,
-                                         int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
+template <typename Panels>
+MEMSERVE_TARGET_AVX512 void PackedMatMul(const Panels& w, int64_t rows, int64_t panel_begin,
+                                         int64_t panel_end, const float* x, int64_t ldx,
+                                         int64_t tokens, float* y, int64_t ldy) {
   constexpr int64_t kMaxTb = 12;
-  const int64_t panel_stride = in * PanelColumnElems<P>();
+  const int64_t in = w.in;
   int64_t p = panel_begin;
   if (tokens == 1) {
     for (; p + 4 <= panel_end; p += 4) {
-      PackedBlock<4, 1>(panels + p * panel_stride, in, x, ldx, 1, y + p * 32, ldy, rows - p * 32);
+      PackedBlock<4, 1>(w, p, x, ldx, 1, y + p * 32, ldy, rows - p * 32);
     }
-    for (; p < panel_end; ++p) {
-      PackedBlock<1, 1>(panels + p * panel_stride, in, x, ldx, 1, y + p * 32, ldy, rows - p * 32);
-    }
+    for (; p < panel_end; ++p) PackedBlock<1, 1>(w, p, x, ldx, 1, y + p * 32, ldy, rows - p * 32);
     return;
   }
   const int64_t blocks = (tokens + kMaxTb - 1) / kMaxTb;
@@ -367,10 +400,29 @@ MEMSERVE_TARGET_AVX512 void PackedMatMul(const P* panels, int64_t in, int64_t ro
   }
   for (; p < panel_end; ++p) {
     for (int64_t t = 0; t < tokens; t += tb) {
-      PackedBlockTokens(static_cast<int>(std::min(tb, tokens - t)), panels + p * panel_stride, in,
+      PackedBlockTokens(static_cast<int>(std::min(tb, tokens - t)), w, p,
                         packed_x.data() + t * in, y + t * ldy + p * 32, ldy, rows - p * 32);
     }
   }
+}
+
+MEMSERVE_TARGET_AVX512 void PackedMatMulBf16(const uint32_t* panels, int64_t in, int64_t rows,
+                                             int64_t panel_begin, int64_t panel_end,
+                                             const float* x, int64_t ldx, int64_t tokens, float* y,
+                                             int64_t ldy) {
+  PackedMatMul(Bf16Panels{panels, in}, rows, panel_begin, panel_end, x, ldx, tokens, y, ldy);
+}
+MEMSERVE_TARGET_AVX512 void PackedMatMulF32(const float* panels, int64_t in, int64_t rows,
+                                            int64_t panel_begin, int64_t panel_end, const float* x,
+                                            int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
+  PackedMatMul(F32Panels{panels, in}, rows, panel_begin, panel_end, x, ldx, tokens, y, ldy);
+}
+MEMSERVE_TARGET_AVX512 void PackedMatMulI8(const int8_t* panels, const float* scales, int64_t in,
+                                           int64_t rows, int64_t panel_begin, int64_t panel_end,
+                                           const float* x, int64_t ldx, int64_t tokens, float* y,
+                                           int64_t ldy) {
+  PackedMatMul(I8Panels{panels, scales, in}, rows, panel_begin, panel_end, x, ldx, tokens, y,
+               ldy);
 }
 
 }  // namespace
@@ -385,12 +437,11 @@ const CpuKernels* Avx512Kernels() {
       avx512::AxpyRows<float>,
       avx512::Axpy<float>,
       avx512::Axpy<uint16_t>,
-      avx512::PackedMatMul<uint32_t>,
-      avx512::PackedMatMul<float>,
+      avx512::PackedMatMulBf16,
+      avx512::PackedMatMulF32,
       avx512::DotRows<uint16_t>,
       avx512::AxpyRows<uint16_t>,
-      // Int8 weights: AVX2's kernel (the I8 layout is its own).
-      Avx2Kernels()->packed_matmul_i8,
+      avx512::PackedMatMulI8,
       avx512::Softmax,
       avx512::SiluMul,
   };
