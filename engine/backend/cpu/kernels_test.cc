@@ -93,6 +93,13 @@ TEST_P(RowKernelsTest, DotRowsAreScaledDotProducts) {
       EXPECT_EQ(got_bf16[i], got_widened[i]) << "row " << i << " (bf16 rows)";
     }
     EXPECT_EQ(got[s.count], -7.0f) << "wrote past count";
+    // A row's result does not depend on the rows beside it (the kernels sum
+    // several rows together).
+    for (int64_t i = 0; i < s.count; ++i) {
+      float alone = 0.0f;
+      kern_.dot_rows(q.data(), rows.data() + i * s.stride, s.stride, 1, s.n, scale, &alone);
+      EXPECT_EQ(got[i], alone) << "row " << i;
+    }
   }
 }
 
