@@ -31,6 +31,24 @@ constexpr char kDemoDir[] = "models/demo";
 
 class ModelOnBackendsTest : public ::testing::TestWithParam<BackendFactory> {};
 
+// The random checkpoint of `spec` on the CPU reference and on `candidate`: a
+// prefill of 5 sequences x 14 tokens (70 tokens in one step), then 6 decode
+// steps of 5 tokens.
+absl::StatusOr<ModelParityReport> CompareArchitecture(const RandomModelSpec& spec,
+                                                      Backend& candidate, float clear_margin) {
+  absl::StatusOr<std::string> dir = WriteRandomModel(spec);
+  if (!dir.ok()) return dir.status();
+  std::unique_ptr<Backend> reference = MakeReferenceBackend();
+  ModelParityOptions options;
+  options.prompt = {1, 17, 250, 3, 99, 42, 7, 7, 128, 64, 33, 255, 0, 5};
+  options.batch = 5;
+  options.decode_steps = 6;
+  options.clear_margin = clear_margin;
+  return CompareModelOnBackends(*dir, *reference, candidate, options);
+}
+
+
+
 // How close a backend must come to the CPU. The CPU backends: 1e-7 and no
 // argmax difference at all. A device (CUDA): its GEMMs sum in another order
 // and bf16 weights round the activation to bf16, so the logits drift; greedy
@@ -123,17 +141,9 @@ TEST_P(ModelOnBackendsTest, EveryArchitectureMatchesTheCpuBackend) {
   if (!candidate.ok()) GTEST_SKIP() << GetParam().name << ": " << candidate.status();
   for (const RandomModelSpec& spec : ArchitectureVariants()) {
     SCOPED_TRACE(spec.name);
-    absl::StatusOr<std::string> dir = WriteRandomModel(spec);
-    ASSERT_TRUE(dir.ok()) << dir.status();
-    std::unique_ptr<Backend> reference = MakeReferenceBackend();
-    ModelParityOptions options;
-    options.prompt = {1, 17, 250, 3, 99, 42, 7, 7, 128, 64, 33, 255, 0, 5};
-    options.batch = 5;
-    options.decode_steps = 6;
     const Tolerance tolerance = ToleranceFor(**candidate, spec.dense == DType::kBF16);
-    options.clear_margin = tolerance.clear_margin;
     absl::StatusOr<ModelParityReport> report =
-        CompareModelOnBackends(*dir, *reference, **candidate, options);
+        CompareArchitecture(spec, **candidate, tolerance.clear_margin);
     ASSERT_TRUE(report.ok()) << report.status();
     EXPECT_EQ(report->rows, 5 * 14 + 6 * 5);
     ExpectParity(*report, tolerance, spec.name);
@@ -162,17 +172,9 @@ TEST(CpuBf16MatMulTest, StaysCloseToTheExactKernels) {
   for (RandomModelSpec spec : ArchitectureVariants()) {
     spec.dense = DType::kBF16;
     SCOPED_TRACE(spec.name);
-    absl::StatusOr<std::string> dir = WriteRandomModel(spec);
-    ASSERT_TRUE(dir.ok()) << dir.status();
-    std::unique_ptr<Backend> reference = MakeReferenceBackend();
-    ModelParityOptions options;
-    options.prompt = {1, 17, 250, 3, 99, 42, 7, 7, 128, 64, 33, 255, 0, 5};
-    options.batch = 5;
-    options.decode_steps = 6;
     const Tolerance tolerance = ToleranceFor(*candidate, /*bf16_math=*/true);
-    options.clear_margin = tolerance.clear_margin;
     absl::StatusOr<ModelParityReport> report =
-        CompareModelOnBackends(*dir, *reference, *candidate, options);
+        CompareArchitecture(spec, *candidate, tolerance.clear_margin);
     ASSERT_TRUE(report.ok()) << report.status();
     std::cout << spec.name << ": max nmse " << report->max_nmse << ", max |error| "
               << report->max_abs_error << ", argmax differences " << report->argmax_mismatches

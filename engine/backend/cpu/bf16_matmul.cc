@@ -212,6 +212,35 @@ inline void FinishTile(const TileOut& out, int64_t ldy) {
     }                                                                                       \
   } while (0)
 
+// One panel x 16 tokens (tiles 0-1) or x 32 tokens (kTwo: tiles 0-3) over
+// all columns, left in the accumulator tiles. x0: the first token's row of
+// the block; rows x_stride bytes apart.
+template <bool kTwo>
+MEMSERVE_TARGET_AMX inline void AmxBlock(const uint32_t* panel, int64_t in_padded,
+                                         const uint16_t* x0, int64_t x_stride) {
+  constexpr int64_t kPanelStride = kPairElems * sizeof(uint32_t);  // 128 bytes
+  const uint16_t* x1 = x0 + 16 * (x_stride / static_cast<int64_t>(sizeof(uint16_t)));
+  _tile_zero(0);
+  _tile_zero(1);
+  if (kTwo) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t k0 = 0; k0 < in_padded; k0 += 32) {
+    const uint32_t* b = panel + (k0 / 2) * kPairElems;
+    _tile_loadd(6, b, kPanelStride);
+    _tile_loadd(7, b + 16, kPanelStride);
+    _tile_loadd(4, x0 + k0, x_stride);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    if (kTwo) {
+      _tile_loadd(5, x1 + k0, x_stride);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+}
+
 MEMSERVE_TARGET_AMX void AmxMatMul(const uint32_t* panels, int64_t in_padded, int64_t rows,
                                    int64_t panel_begin, int64_t panel_end, const uint16_t* xb,
                                    int64_t ldxb, int64_t tokens, float* y, int64_t ldy) {
@@ -223,7 +252,6 @@ MEMSERVE_TARGET_AMX void AmxMatMul(const uint32_t* panels, int64_t in_padded, in
   _tile_loadconfig(&config);
   const int64_t pairs = in_padded / 2;
   const int64_t x_stride = ldxb * static_cast<int64_t>(sizeof(uint16_t));
-  constexpr int64_t kPanelStride = kPairElems * sizeof(uint32_t);  // 128 bytes
   alignas(64) float scratch[16 * 16];
   for (int64_t p = panel_begin; p < panel_end; ++p) {
     const uint32_t* panel = panels + p * pairs * kPairElems;
@@ -232,39 +260,15 @@ MEMSERVE_TARGET_AMX void AmxMatMul(const uint32_t* panels, int64_t in_padded, in
     for (int64_t t0 = 0; t0 < tokens; t0 += 32) {
       const uint16_t* x0 = xb + t0 * ldxb;
       if (t0 + 16 < tokens) {
-        const uint16_t* x1 = x0 + 16 * ldxb;
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-        for (int64_t k0 = 0; k0 < in_padded; k0 += 32) {
-          const uint32_t* b = panel + (k0 / 2) * kPairElems;
-          _tile_loadd(6, b, kPanelStride);
-          _tile_loadd(7, b + 16, kPanelStride);
-          _tile_loadd(4, x0 + k0, x_stride);
-          _tile_loadd(5, x1 + k0, x_stride);
-          _tile_dpbf16ps(0, 4, 6);
-          _tile_dpbf16ps(1, 4, 7);
-          _tile_dpbf16ps(2, 5, 6);
-          _tile_dpbf16ps(3, 5, 7);
-        }
-        MEMSERVE_STORE_TILE(0, yp, ldy, t0, tokens, 0, rows_left, scratch);
-        MEMSERVE_STORE_TILE(1, yp, ldy, t0, tokens, 16, rows_left, scratch);
+        AmxBlock<true>(panel, in_padded, x0, x_stride);
+      } else {
+        AmxBlock<false>(panel, in_padded, x0, x_stride);
+      }
+      MEMSERVE_STORE_TILE(0, yp, ldy, t0, tokens, 0, rows_left, scratch);
+      MEMSERVE_STORE_TILE(1, yp, ldy, t0, tokens, 16, rows_left, scratch);
+      if (t0 + 16 < tokens) {
         MEMSERVE_STORE_TILE(2, yp, ldy, t0 + 16, tokens, 0, rows_left, scratch);
         MEMSERVE_STORE_TILE(3, yp, ldy, t0 + 16, tokens, 16, rows_left, scratch);
-      } else {
-        _tile_zero(0);
-        _tile_zero(1);
-        for (int64_t k0 = 0; k0 < in_padded; k0 += 32) {
-          const uint32_t* b = panel + (k0 / 2) * kPairElems;
-          _tile_loadd(6, b, kPanelStride);
-          _tile_loadd(7, b + 16, kPanelStride);
-          _tile_loadd(4, x0 + k0, x_stride);
-          _tile_dpbf16ps(0, 4, 6);
-          _tile_dpbf16ps(1, 4, 7);
-        }
-        MEMSERVE_STORE_TILE(0, yp, ldy, t0, tokens, 0, rows_left, scratch);
-        MEMSERVE_STORE_TILE(1, yp, ldy, t0, tokens, 16, rows_left, scratch);
       }
     }
   }

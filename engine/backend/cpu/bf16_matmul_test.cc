@@ -31,6 +31,18 @@ class Bf16MatMulTest : public ::testing::Test {
     for (float& x : v) x = dist(rng_);
     return v;
   }
+  // A random [rows, in] BF16 weight (`w`) packed in the kBf16Pairs layout.
+  std::unique_ptr<PackedWeight> RandomPacked(int64_t rows, int64_t in, std::vector<uint16_t>* w) {
+    const std::vector<float> wf = Random(rows * in);
+    w->resize(wf.size());
+    for (size_t i = 0; i < wf.size(); ++i) (*w)[i] = F32ToBf16(wf[i]);
+    TensorView view;
+    view.name = "w";
+    view.dtype = DType::kBF16;
+    view.shape = {rows, in};
+    view.data = w->data();
+    return PackWeight(view, &pool_, PackedWeight::Layout::kBf16Pairs);
+  }
   std::mt19937 rng_{11};
   ThreadPool pool_{1};
 };
@@ -65,16 +77,8 @@ TEST_F(Bf16MatMulTest, MatMulIsTheProductWithBf16RoundedActivations) {
         for (int64_t tokens : {1, 2, 5, 12, 13, 16, 17, 31, 32, 33, 70}) {
           SCOPED_TRACE(absl::StrCat("amx=", allow_amx && kern->amx, " rows=", rows, " in=", in,
                                     " tokens=", tokens));
-          const std::vector<float> wf = Random(rows * in);
-          std::vector<uint16_t> w(wf.size());
-          for (size_t i = 0; i < w.size(); ++i) w[i] = F32ToBf16(wf[i]);
-          TensorView view;
-          view.name = "w";
-          view.dtype = DType::kBF16;
-          view.shape = {rows, in};
-          view.data = w.data();
-          std::unique_ptr<PackedWeight> packed =
-              PackWeight(view, &pool_, PackedWeight::Layout::kBf16Pairs);
+          std::vector<uint16_t> w;
+          std::unique_ptr<PackedWeight> packed = RandomPacked(rows, in, &w);
           ASSERT_NE(packed, nullptr);
           ASSERT_EQ(packed->in_padded % PackedWeight::kPairBlockK, 0);
           const std::vector<float> x = Random(tokens * in);
@@ -117,15 +121,8 @@ TEST_F(Bf16MatMulTest, MatMulIsTheProductWithBf16RoundedActivations) {
 TEST_F(Bf16MatMulTest, ATokensResultDoesNotDependOnItsNeighbours) {
   const CpuBf16Kernels* kern = Bf16Kernels();
   const int64_t rows = 100, in = 300, tokens = 70;
-  const std::vector<float> wf = Random(rows * in);
-  std::vector<uint16_t> w(wf.size());
-  for (size_t i = 0; i < w.size(); ++i) w[i] = F32ToBf16(wf[i]);
-  TensorView view;
-  view.name = "w";
-  view.dtype = DType::kBF16;
-  view.shape = {rows, in};
-  view.data = w.data();
-  std::unique_ptr<PackedWeight> packed = PackWeight(view, &pool_, PackedWeight::Layout::kBf16Pairs);
+  std::vector<uint16_t> w;
+  std::unique_ptr<PackedWeight> packed = RandomPacked(rows, in, &w);
   ASSERT_NE(packed, nullptr);
   const int64_t ldxb = packed->in_padded;
   const std::vector<float> x = Random(tokens * in);
