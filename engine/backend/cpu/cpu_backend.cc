@@ -81,8 +81,8 @@ CpuBackend::CpuBackend(const Options& options) {
   isa_ = isa;
   kernels_ = &KernelsFor(isa);
   pack_weights_ = options.pack_weights;
-  // The bf16 kernels need AVX-512 (and AVX512-BF16); a lower --cpu_isa keeps
-  // the exact path.
+  // The bf16 kernels need AVX-512 (and AVX512-BF16); Options::isa below
+  // AVX-512, or unpacked weights, keep the exact path.
   if (options.bf16_matmul && pack_weights_ && isa_ == CpuIsa::kAvx512) {
     bf16_kernels_ = Bf16Kernels();
   }

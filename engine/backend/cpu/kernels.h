@@ -63,7 +63,7 @@ struct CpuKernels {
   // level's is std::exp. REQUIRES: n >= 1.
   void (*softmax)(float* x, int64_t n);
   // y[i] = a[i] / (1 + exp(-a[i])) * b[i] for i < n (SwiGLU's silu(a) * b),
-  // with exp as in exp_shift_sum.
+  // with exp as in softmax.
   void (*silu_mul)(const float* a, const float* b, float* y, int64_t n);
 };
 

@@ -1,5 +1,6 @@
 // Weight packing: a [rows, in] matmul weight copied into the layout of the
-// packed AVX2 and AVX-512 kernels (kernels.h, packed_matmul_*).
+// packed AVX2 and AVX-512 kernels (kernels.h, packed_matmul_*) or, for
+// --cpu_matmul_precision bf16, of the bf16 kernels (bf16_matmul.h).
 #ifndef MEMSERVE_ENGINE_BACKEND_CPU_PACKED_WEIGHT_H_
 #define MEMSERVE_ENGINE_BACKEND_CPU_PACKED_WEIGHT_H_
 
