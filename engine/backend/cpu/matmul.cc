@@ -34,12 +34,16 @@ class MatMulTasks {
   static constexpr int64_t kTokenTile = 64;
 
   // `units` row units of `macs_per_unit_token` multiply-adds per token each;
-  // unit ranges are multiples of `unit_align` (except the last).
+  // unit ranges are multiples of `unit_align` (except the last); tiles of
+  // `token_tile` tokens (a multiple of 16).
   MatMulTasks(int64_t units, int64_t macs_per_unit_token, int64_t unit_align, int64_t n_tokens,
-              int threads)
-      : units_(units), n_tokens_(n_tokens), token_tiles_((n_tokens + kTokenTile - 1) / kTokenTile) {
+              int threads, int64_t token_tile = kTokenTile)
+      : units_(units),
+        n_tokens_(n_tokens),
+        token_tile_(token_tile),
+        token_tiles_((n_tokens + token_tile - 1) / token_tile) {
     constexpr int64_t kMinTaskMacs = 1 << 15;
-    const int64_t tile_tokens = std::min(n_tokens, kTokenTile);
+    const int64_t tile_tokens = std::min(n_tokens, token_tile_);
     const int64_t chunks_wanted =
         std::max<int64_t>(1, (static_cast<int64_t>(threads) * 4 + token_tiles_ - 1) / token_tiles_);
     int64_t chunk = (units + chunks_wanted - 1) / chunks_wanted;
@@ -53,12 +57,12 @@ class MatMulTasks {
   void Get(int64_t task, int64_t* u_begin, int64_t* u_end, int64_t* t_begin, int64_t* t_end) const {
     *u_begin = (task % unit_chunks_) * unit_chunk_;
     *u_end = std::min(units_, *u_begin + unit_chunk_);
-    *t_begin = (task / unit_chunks_) * kTokenTile;
-    *t_end = std::min(n_tokens_, *t_begin + kTokenTile);
+    *t_begin = (task / unit_chunks_) * token_tile_;
+    *t_end = std::min(n_tokens_, *t_begin + token_tile_);
   }
 
  private:
-  int64_t units_, n_tokens_, token_tiles_;
+  int64_t units_, n_tokens_, token_tile_, token_tiles_;
   int64_t unit_chunk_ = 1, unit_chunks_ = 1;
 };
 
@@ -96,8 +100,14 @@ void PackedMatMul(ThreadPool* pool, const CpuKernels& kern, const CpuBf16Kernels
   // tokens of the tile (up to 12 tokens per pass, further passes hit the cache).
   // Panel ranges are multiples of 4: the one-token kernels take four panels
   // at once (AVX2; AVX-512 too).
+  // kBf16Pairs: tiles of up to 256 tokens. Its x is bf16 (a 256-token tile
+  // of a 2816-column x is 1.4 MB, still in L2), and AMX multiplies so fast
+  // that re-reading the weights for every 64 tokens made a prefill
+  // memory-bound.
+  constexpr int64_t kPairsTokenTile = 256;
   const MatMulTasks tasks(w.panels, w.in * PackedWeight::kPanelRows, /*unit_align=*/4, n_tokens,
-                          pool->num_threads());
+                          pool->num_threads(),
+                          pairs ? kPairsTokenTile : MatMulTasks::kTokenTile);
   pool->ParallelFor(tasks.count(), [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       int64_t p_begin, p_end, t_begin, t_end;
