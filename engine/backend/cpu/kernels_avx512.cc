@@ -262,6 +262,9 @@ struct Bf16Panels {
     _mm_prefetch(reinterpret_cast<const char*>(data + (p * in + k) * 16) + kPanelPrefetchBytes,
                  _MM_HINT_T0);
   }
+  MEMSERVE_TARGET_AVX512 void PrefetchL2(int64_t p, int64_t k) const {
+    _mm_prefetch(reinterpret_cast<const char*>(data + (p * in + k) * 16), _MM_HINT_T1);
+  }
 };
 
 // F32: 32 floats per column, rows in order.
@@ -277,6 +280,11 @@ struct F32Panels {
     const char* column = reinterpret_cast<const char*>(data + (p * in + k) * 32);
     _mm_prefetch(column + kPanelPrefetchBytes, _MM_HINT_T0);
     _mm_prefetch(column + 64 + kPanelPrefetchBytes, _MM_HINT_T0);
+  }
+  MEMSERVE_TARGET_AVX512 void PrefetchL2(int64_t p, int64_t k) const {
+    const char* column = reinterpret_cast<const char*>(data + (p * in + k) * 32);
+    _mm_prefetch(column, _MM_HINT_T1);
+    _mm_prefetch(column + 64, _MM_HINT_T1);
   }
 };
 
@@ -304,6 +312,11 @@ struct I8Panels {
                    _MM_HINT_T0);
     }
   }
+  MEMSERVE_TARGET_AVX512 void PrefetchL2(int64_t p, int64_t k) const {
+    if ((k & 1) == 0) {
+      _mm_prefetch(reinterpret_cast<const char*>(data + (p * in + k) * 32), _MM_HINT_T1);
+    }
+  }
 };
 
 // Panels p .. p + NP - 1 (32 * NP rows) x TB tokens: 2 * NP * TB
@@ -312,7 +325,8 @@ struct I8Panels {
 // x packed per block, the TB values of one k adjacent).
 template <int NP, int TB, typename Panels>
 MEMSERVE_TARGET_AVX512 void PackedBlock(const Panels& w, int64_t p, const float* x, int64_t ldx,
-                                        int64_t kx, float* y, int64_t ldy, int64_t rows_left) {
+                                        int64_t kx, float* y, int64_t ldy, int64_t rows_left,
+                                        int64_t next = -1) {
   __m512 acc[2 * NP][TB];
 #pragma GCC unroll 8
   for (int i = 0; i < 2 * NP; ++i) {
@@ -326,6 +340,7 @@ MEMSERVE_TARGET_AVX512 void PackedBlock(const Panels& w, int64_t p, const float*
       w.Prefetch(p + q, k);
       w.Column(p + q, k, &wv[2 * q], &wv[2 * q + 1]);
     }
+    if (next >= 0) w.PrefetchL2(next, k);
 #pragma GCC unroll 12
     for (int t = 0; t < TB; ++t) {
       const __m512 xb = _mm512_set1_ps(x[t * ldx + k * kx]);
@@ -345,11 +360,12 @@ MEMSERVE_TARGET_AVX512 void PackedBlock(const Panels& w, int64_t p, const float*
 // One panel x `tb` (1..12) tokens, x packed for the block ([in][tb]).
 template <typename Panels>
 MEMSERVE_TARGET_AVX512 void PackedBlockTokens(int tb, const Panels& w, int64_t p, const float* x,
-                                              float* y, int64_t ldy, int64_t rows_left) {
+                                              float* y, int64_t ldy, int64_t rows_left,
+                                              int64_t next) {
   switch (tb) {
 #define MEMSERVE_CASE(n) \
   case n:                \
-    return PackedBlock<1, n>(w, p, x, 1, n, y, ldy, rows_left);
+    return PackedBlock<1, n>(w, p, x, 1, n, y, ldy, rows_left, next);
     MEMSERVE_CASE(1)
     MEMSERVE_CASE(2)
     MEMSERVE_CASE(3)
@@ -400,8 +416,11 @@ MEMSERVE_TARGET_AVX512 void PackedMatMul(const Panels& w, int64_t rows, int64_t 
   }
   for (; p < panel_end; ++p) {
     for (int64_t t = 0; t < tokens; t += tb) {
+      // The last block over panel p brings panel p + 1 into L2 as it goes,
+      // so that the memory keeps streaming while it computes.
+      const int64_t next = t + tb >= tokens && p + 1 < panel_end ? p + 1 : -1;
       PackedBlockTokens(static_cast<int>(std::min(tb, tokens - t)), w, p,
-                        packed_x.data() + t * in, y + t * ldy + p * 32, ldy, rows - p * 32);
+                        packed_x.data() + t * in, y + t * ldy + p * 32, ldy, rows - p * 32, next);
     }
   }
 }
