@@ -34,6 +34,9 @@
 #include "engine/weights.h"
 
 ABSL_FLAG(int, threads, 0, "threads for the all-threads measurements; 0 = all cores");
+ABSL_FLAG(std::string, isa, "auto",
+          "kernels of the matmul measurement: auto (the best this CPU has), avx512, avx2 or "
+          "generic (a level the CPU lacks falls back to auto)");
 ABSL_FLAG(int, read_mib, 1024, "buffer size of the read-bandwidth measurement");
 ABSL_FLAG(int, pool_mib, 512, "bytes of bf16 weights the matmul cycles through");
 ABSL_FLAG(int, rows, 2816, "matmul output rows (d1024's FFN: 2816 x 1024)");
@@ -200,6 +203,11 @@ MatMulSetup PlaceMatrices(int threads, bool pack, bool bf16_matmul, memserve::DT
   MatMulSetup setup;
   memserve::CpuBackend::Options options;
   options.num_threads = threads;
+  const std::string isa = absl::GetFlag(FLAGS_isa);
+  for (memserve::CpuIsa level : {memserve::CpuIsa::kGeneric, memserve::CpuIsa::kAvx2,
+                                 memserve::CpuIsa::kAvx512}) {
+    if (isa == memserve::CpuIsaName(level)) options.isa = level;
+  }
   options.pack_weights = pack;
   options.bf16_matmul = bf16_matmul;
   setup.backend = std::make_unique<memserve::CpuBackend>(options);

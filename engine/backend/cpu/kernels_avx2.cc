@@ -166,6 +166,9 @@ struct Bf16Panels {
   MEMSERVE_TARGET_AVX2 void Prefetch(int64_t p, int64_t k) const {
     _mm_prefetch(reinterpret_cast<const char*>(Column(p, k)) + kPanelPrefetchBytes, _MM_HINT_T0);
   }
+  MEMSERVE_TARGET_AVX2 void PrefetchL2(int64_t p, int64_t k) const {
+    _mm_prefetch(reinterpret_cast<const char*>(Column(p, k)), _MM_HINT_T1);
+  }
 };
 
 // F32: 32 floats per column, rows in order.
@@ -182,6 +185,11 @@ struct F32Panels {
     const char* column = reinterpret_cast<const char*>(Column(p, k));
     _mm_prefetch(column + kPanelPrefetchBytes, _MM_HINT_T0);
     _mm_prefetch(column + 64 + kPanelPrefetchBytes, _MM_HINT_T0);
+  }
+  MEMSERVE_TARGET_AVX2 void PrefetchL2(int64_t p, int64_t k) const {
+    const char* column = reinterpret_cast<const char*>(Column(p, k));
+    _mm_prefetch(column, _MM_HINT_T1);
+    _mm_prefetch(column + 64, _MM_HINT_T1);
   }
 };
 
@@ -203,6 +211,11 @@ struct I8Panels {
     if ((k & 1) == 0) {
       _mm_prefetch(reinterpret_cast<const char*>(data + (p * in + k) * 32) + kPanelPrefetchBytes,
                    _MM_HINT_T0);
+    }
+  }
+  MEMSERVE_TARGET_AVX2 void PrefetchL2(int64_t p, int64_t k) const {
+    if ((k & 1) == 0) {
+      _mm_prefetch(reinterpret_cast<const char*>(data + (p * in + k) * 32), _MM_HINT_T1);
     }
   }
 };
@@ -260,14 +273,18 @@ MEMSERVE_TARGET_AVX2 void PackedPanels(const Panels& w, int64_t p, const float* 
 // Half of panel p (quarters 2h and 2h + 1: 16 rows) x TB tokens (2 * TB
 // accumulators; up to 6 tokens: 12 accumulators, 2 weight vectors and the
 // broadcast fit the 16 registers). The blocks of many tokens (prefill).
+// `next` >= 0: bring panel `next` into L2 along the way (the last pass over
+// panel p, so that the memory keeps streaming while the cached passes
+// compute).
 template <int TB, typename Panels>
 MEMSERVE_TARGET_AVX2 void PackedHalfPanel(const Panels& w, int64_t p, int h, const float* xp,
-                                          float* y, int64_t ldy, int64_t rows_left) {
+                                          float* y, int64_t ldy, int64_t rows_left, int64_t next) {
   __m256 acc[2][TB];
 #pragma GCC unroll 6
   for (int t = 0; t < TB; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_ps();
   for (int64_t k = 0; k < w.in; ++k) {
     if (h == 0) w.Prefetch(p, k);
+    if (next >= 0) w.PrefetchL2(next, k);
     const __m256 w0 = w.Quarter(p, k, 2 * h);
     const __m256 w1 = w.Quarter(p, k, 2 * h + 1);
 #pragma GCC unroll 6
@@ -287,11 +304,11 @@ MEMSERVE_TARGET_AVX2 void PackedHalfPanel(const Panels& w, int64_t p, int h, con
 template <typename Panels>
 MEMSERVE_TARGET_AVX2 void PackedHalfPanelTokens(int tb, const Panels& w, int64_t p, int h,
                                                 const float* xp, float* y, int64_t ldy,
-                                                int64_t rows_left) {
+                                                int64_t rows_left, int64_t next) {
   switch (tb) {
 #define MEMSERVE_CASE(n) \
   case n:                \
-    return PackedHalfPanel<n>(w, p, h, xp, y, ldy, rows_left);
+    return PackedHalfPanel<n>(w, p, h, xp, y, ldy, rows_left, next);
     MEMSERVE_CASE(1)
     MEMSERVE_CASE(2)
     MEMSERVE_CASE(3)
@@ -341,10 +358,13 @@ MEMSERVE_TARGET_AVX2 void PackedMatMul(const Panels& w, int64_t rows, int64_t pa
   }
   for (; p < panel_end; ++p) {
     const int64_t rows_left = rows - p * 32;
-    for (int h = 0; h < 2 && 16 * h < rows_left; ++h) {
+    const int halves = rows_left > 16 ? 2 : 1;
+    for (int h = 0; h < halves; ++h) {
       for (int64_t t = 0; t < tokens; t += tb) {
+        const bool last = h == halves - 1 && t + tb >= tokens;
         PackedHalfPanelTokens(static_cast<int>(std::min(tb, tokens - t)), w, p, h,
-                              packed_x.data() + t * w.in, y + t * ldy + p * 32, ldy, rows_left);
+                              packed_x.data() + t * w.in, y + t * ldy + p * 32, ldy, rows_left,
+                              last && p + 1 < panel_end ? p + 1 : -1);
       }
     }
   }
