@@ -108,35 +108,12 @@ MEMSERVE_TARGET_BF16 void DpBlock(const uint32_t* panel, int64_t pairs, const ui
   }
 }
 
-MEMSERVE_TARGET_BF16 void DpBlockTokens(int tb, const uint32_t* panel, int64_t pairs,
-                                        const uint16_t* xb, int64_t ldxb, float* y, int64_t ldy,
-                                        int64_t rows_left) {
-  switch (tb) {
-#define MEMSERVE_CASE(n) \
-  case n:                \
-    return DpBlock<1, n>(panel, pairs, xb, ldxb, y, ldy, rows_left);
-    MEMSERVE_CASE(1)
-    MEMSERVE_CASE(2)
-    MEMSERVE_CASE(3)
-    MEMSERVE_CASE(4)
-    MEMSERVE_CASE(5)
-    MEMSERVE_CASE(6)
-    MEMSERVE_CASE(7)
-    MEMSERVE_CASE(8)
-    MEMSERVE_CASE(9)
-    MEMSERVE_CASE(10)
-    MEMSERVE_CASE(11)
-    MEMSERVE_CASE(12)
-#undef MEMSERVE_CASE
-  }
-}
-
 // vdpbf16ps: one token over four panels at once (8 chains, four weight
 // streams), else one panel x up to 12 tokens (24 accumulators).
 MEMSERVE_TARGET_BF16 void DpMatMul(const uint32_t* panels, int64_t in_padded, int64_t rows,
                                    int64_t panel_begin, int64_t panel_end, const uint16_t* xb,
                                    int64_t ldxb, int64_t tokens, float* y, int64_t ldy) {
-  constexpr int64_t kMaxTb = 12;
+  constexpr int kMaxTb = 12;
   const int64_t pairs = in_padded / 2;
   const int64_t panel_stride = pairs * kPairElems;
   int64_t p = panel_begin;
@@ -146,12 +123,13 @@ MEMSERVE_TARGET_BF16 void DpMatMul(const uint32_t* panels, int64_t in_padded, in
                     rows - p * kPanelRows);
     }
   }
-  const int64_t blocks = (tokens + kMaxTb - 1) / kMaxTb;
-  const int64_t tb = (tokens + blocks - 1) / blocks;
+  const int64_t tb = TokenBlock(tokens, kMaxTb);
   for (; p < panel_end; ++p) {
     for (int64_t t = 0; t < tokens; t += tb) {
-      DpBlockTokens(static_cast<int>(std::min(tb, tokens - t)), panels + p * panel_stride, pairs,
-                    xb + t * ldxb, ldxb, y + t * ldy + p * kPanelRows, ldy, rows - p * kPanelRows);
+      WithTokenCount<kMaxTb>(static_cast<int>(std::min(tb, tokens - t)), [&](auto n) {
+        DpBlock<1, decltype(n)::value>(panels + p * panel_stride, pairs, xb + t * ldxb, ldxb,
+                                       y + t * ldy + p * kPanelRows, ldy, rows - p * kPanelRows);
+      });
     }
   }
 }

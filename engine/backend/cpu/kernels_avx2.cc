@@ -301,24 +301,6 @@ MEMSERVE_TARGET_AVX2 void PackedHalfPanel(const Panels& w, int64_t p, int h, con
   }
 }
 
-template <typename Panels>
-MEMSERVE_TARGET_AVX2 void PackedHalfPanelTokens(int tb, const Panels& w, int64_t p, int h,
-                                                const float* xp, float* y, int64_t ldy,
-                                                int64_t rows_left, int64_t next) {
-  switch (tb) {
-#define MEMSERVE_CASE(n) \
-  case n:                \
-    return PackedHalfPanel<n>(w, p, h, xp, y, ldy, rows_left, next);
-    MEMSERVE_CASE(1)
-    MEMSERVE_CASE(2)
-    MEMSERVE_CASE(3)
-    MEMSERVE_CASE(4)
-    MEMSERVE_CASE(5)
-    MEMSERVE_CASE(6)
-#undef MEMSERVE_CASE
-  }
-}
-
 // Panels [panel_begin, panel_end) of w x `tokens` tokens. One token: four
 // panels at once (16 independent fmadd chains and four weight streams keep
 // the memory busy; measured 7-14% more GB/s than three panels, though one
@@ -340,31 +322,21 @@ MEMSERVE_TARGET_AVX2 void PackedMatMul(const Panels& w, int64_t rows, int64_t pa
     }
     return;
   }
-  constexpr int64_t kMaxTb = 6;
-  const int64_t blocks = (tokens + kMaxTb - 1) / kMaxTb;
-  const int64_t tb = (tokens + blocks - 1) / blocks;
-  // x in blocks of tb tokens, each [in][n] (n = its tokens): the block's
-  // values of one k are adjacent, one stream instead of tb rows that may be
-  // 4 KiB apart (the same L1 set).
+  constexpr int kMaxTb = 6;
+  const int64_t tb = TokenBlock(tokens, kMaxTb);
   thread_local std::vector<float> packed_x;
-  packed_x.resize(static_cast<size_t>(tokens * w.in));
-  for (int64_t t = 0; t < tokens; t += tb) {
-    const int64_t n = std::min(tb, tokens - t);
-    float* xp = packed_x.data() + t * w.in;
-    for (int64_t j = 0; j < n; ++j) {
-      const float* row = x + (t + j) * ldx;
-      for (int64_t k = 0; k < w.in; ++k) xp[k * n + j] = row[k];
-    }
-  }
+  const float* xp = PackTokenBlocks(x, ldx, tokens, w.in, tb, &packed_x);
   for (; p < panel_end; ++p) {
     const int64_t rows_left = rows - p * 32;
     const int halves = rows_left > 16 ? 2 : 1;
     for (int h = 0; h < halves; ++h) {
       for (int64_t t = 0; t < tokens; t += tb) {
         const bool last = h == halves - 1 && t + tb >= tokens;
-        PackedHalfPanelTokens(static_cast<int>(std::min(tb, tokens - t)), w, p, h,
-                              packed_x.data() + t * w.in, y + t * ldy + p * 32, ldy, rows_left,
-                              last && p + 1 < panel_end ? p + 1 : -1);
+        const int64_t next = last && p + 1 < panel_end ? p + 1 : -1;
+        WithTokenCount<kMaxTb>(static_cast<int>(std::min(tb, tokens - t)), [&](auto n) {
+          PackedHalfPanel<decltype(n)::value>(w, p, h, xp + t * w.in, y + t * ldy + p * 32, ldy,
+                                              rows_left, next);
+        });
       }
     }
   }

@@ -357,31 +357,6 @@ MEMSERVE_TARGET_AVX512 void PackedBlock(const Panels& w, int64_t p, const float*
   }
 }
 
-// One panel x `tb` (1..12) tokens, x packed for the block ([in][tb]).
-template <typename Panels>
-MEMSERVE_TARGET_AVX512 void PackedBlockTokens(int tb, const Panels& w, int64_t p, const float* x,
-                                              float* y, int64_t ldy, int64_t rows_left,
-                                              int64_t next) {
-  switch (tb) {
-#define MEMSERVE_CASE(n) \
-  case n:                \
-    return PackedBlock<1, n>(w, p, x, 1, n, y, ldy, rows_left, next);
-    MEMSERVE_CASE(1)
-    MEMSERVE_CASE(2)
-    MEMSERVE_CASE(3)
-    MEMSERVE_CASE(4)
-    MEMSERVE_CASE(5)
-    MEMSERVE_CASE(6)
-    MEMSERVE_CASE(7)
-    MEMSERVE_CASE(8)
-    MEMSERVE_CASE(9)
-    MEMSERVE_CASE(10)
-    MEMSERVE_CASE(11)
-    MEMSERVE_CASE(12)
-#undef MEMSERVE_CASE
-  }
-}
-
 // Up to 12 tokens per block (24 accumulators + 2 weight vectors + the
 // broadcast fit the 32 registers); T tokens are split into equal blocks, x
 // packed per block ([in][n]: the block's values of one k adjacent, one
@@ -392,7 +367,7 @@ template <typename Panels>
 MEMSERVE_TARGET_AVX512 void PackedMatMul(const Panels& w, int64_t rows, int64_t panel_begin,
                                          int64_t panel_end, const float* x, int64_t ldx,
                                          int64_t tokens, float* y, int64_t ldy) {
-  constexpr int64_t kMaxTb = 12;
+  constexpr int kMaxTb = 12;
   const int64_t in = w.in;
   int64_t p = panel_begin;
   if (tokens == 1) {
@@ -402,25 +377,18 @@ MEMSERVE_TARGET_AVX512 void PackedMatMul(const Panels& w, int64_t rows, int64_t 
     for (; p < panel_end; ++p) PackedBlock<1, 1>(w, p, x, ldx, 1, y + p * 32, ldy, rows - p * 32);
     return;
   }
-  const int64_t blocks = (tokens + kMaxTb - 1) / kMaxTb;
-  const int64_t tb = (tokens + blocks - 1) / blocks;
+  const int64_t tb = TokenBlock(tokens, kMaxTb);
   thread_local std::vector<float> packed_x;
-  packed_x.resize(static_cast<size_t>(tokens * in));
-  for (int64_t t = 0; t < tokens; t += tb) {
-    const int64_t n = std::min(tb, tokens - t);
-    float* xp = packed_x.data() + t * in;
-    for (int64_t j = 0; j < n; ++j) {
-      const float* row = x + (t + j) * ldx;
-      for (int64_t k = 0; k < in; ++k) xp[k * n + j] = row[k];
-    }
-  }
+  const float* xp = PackTokenBlocks(x, ldx, tokens, in, tb, &packed_x);
   for (; p < panel_end; ++p) {
     for (int64_t t = 0; t < tokens; t += tb) {
       // The last block over panel p brings panel p + 1 into L2 as it goes,
       // so that the memory keeps streaming while it computes.
       const int64_t next = t + tb >= tokens && p + 1 < panel_end ? p + 1 : -1;
-      PackedBlockTokens(static_cast<int>(std::min(tb, tokens - t)), w, p,
-                        packed_x.data() + t * in, y + t * ldy + p * 32, ldy, rows - p * 32, next);
+      WithTokenCount<kMaxTb>(static_cast<int>(std::min(tb, tokens - t)), [&](auto n) {
+        PackedBlock<1, decltype(n)::value>(w, p, xp + t * in, 1, decltype(n)::value,
+                                           y + t * ldy + p * 32, ldy, rows - p * 32, next);
+      });
     }
   }
 }

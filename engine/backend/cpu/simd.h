@@ -2,7 +2,10 @@
 #ifndef MEMSERVE_ENGINE_BACKEND_CPU_SIMD_H_
 #define MEMSERVE_ENGINE_BACKEND_CPU_SIMD_H_
 
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
+#include <vector>
 
 #include "engine/dtype.h"
 
@@ -18,6 +21,47 @@ inline float Load(const float* p) { return *p; }
 inline float Load(const uint16_t* p) { return Bf16ToF32(*p); }
 
 }  // namespace generic
+
+// The tokens of a multi-token matmul go in equal blocks of at most
+// `max_block` (the kernels' register blocking): the block size.
+inline int64_t TokenBlock(int64_t tokens, int64_t max_block) {
+  const int64_t blocks = (tokens + max_block - 1) / max_block;
+  return (tokens + blocks - 1) / blocks;
+}
+
+// x (`tokens` rows of `in` floats, `ldx` apart) packed per block of `block`
+// tokens into *out: the block at token t is [in][n] (n = its tokens) at
+// out->data() + t * in, so the block's values of one k are adjacent (one
+// stream for the kernel instead of n rows that may be 4 KiB apart, the same
+// L1 set). Returns out->data().
+inline const float* PackTokenBlocks(const float* x, int64_t ldx, int64_t tokens, int64_t in,
+                                    int64_t block, std::vector<float>* out) {
+  out->resize(static_cast<size_t>(tokens * in));
+  for (int64_t t = 0; t < tokens; t += block) {
+    const int64_t n = std::min(block, tokens - t);
+    float* xp = out->data() + t * in;
+    for (int64_t j = 0; j < n; ++j) {
+      const float* row = x + (t + j) * ldx;
+      for (int64_t k = 0; k < in; ++k) xp[k * n + j] = row[k];
+    }
+  }
+  return out->data();
+}
+
+// fn(std::integral_constant<int, n>()) for n in [kFirst, kLast]: a run-time
+// token count as the template argument of a kernel's register blocking.
+// (fn is a lambda; it must only call the kernel, not use intrinsics itself:
+// a lambda does not inherit its enclosing function's target attribute.)
+template <int kLast, int kFirst = 1, typename Fn>
+inline void WithTokenCount(int n, Fn&& fn) {
+  if constexpr (kFirst <= kLast) {
+    if (n == kFirst) {
+      fn(std::integral_constant<int, kFirst>());
+      return;
+    }
+    WithTokenCount<kLast, kFirst + 1>(n, fn);
+  }
+}
 
 #ifdef MEMSERVE_X86_KERNELS
 
