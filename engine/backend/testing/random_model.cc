@@ -184,15 +184,28 @@ RandomCheckpoint MakeRandomCheckpoint(const RandomModelSpec& s) {
   return ck;
 }
 
-absl::StatusOr<std::string> WriteModelDir(const std::string& name, const std::string& config_json,
-                                          std::vector<testutil::TestTensor> tensors) {
-  std::stable_sort(tensors.begin(), tensors.end(),
+namespace {
+
+// Sorts `tensors` F32 first (every tensor then aligned to its element size),
+// makes a fresh directory whose name starts with `name` and writes
+// config.json into it; returns the directory.
+absl::StatusOr<std::string> StartModelDir(const std::string& name, const std::string& config_json,
+                                          std::vector<testutil::TestTensor>* tensors) {
+  std::stable_sort(tensors->begin(), tensors->end(),
                    [](const testutil::TestTensor& a, const testutil::TestTensor& b) {
                      return a.dtype == DType::kF32 && b.dtype != DType::kF32;
                    });
   const std::string dir = testutil::MakeTempDir(name);
   if (dir.empty()) return absl::InternalError("cannot make a temporary directory");
   RETURN_IF_ERROR(testutil::WriteFile(dir + "/config.json", config_json));
+  return dir;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> WriteModelDir(const std::string& name, const std::string& config_json,
+                                          std::vector<testutil::TestTensor> tensors) {
+  ASSIGN_OR_RETURN(const std::string dir, StartModelDir(name, config_json, &tensors));
   RETURN_IF_ERROR(
       testutil::WriteFile(dir + "/model.safetensors", testutil::SerializeSafetensors(tensors)));
   return dir;
@@ -202,13 +215,7 @@ absl::StatusOr<std::string> WriteShardedModelDir(const std::string& name,
                                                  const std::string& config_json,
                                                  std::vector<testutil::TestTensor> tensors,
                                                  int files) {
-  std::stable_sort(tensors.begin(), tensors.end(),
-                   [](const testutil::TestTensor& a, const testutil::TestTensor& b) {
-                     return a.dtype == DType::kF32 && b.dtype != DType::kF32;
-                   });
-  const std::string dir = testutil::MakeTempDir(name);
-  if (dir.empty()) return absl::InternalError("cannot make a temporary directory");
-  RETURN_IF_ERROR(testutil::WriteFile(dir + "/config.json", config_json));
+  ASSIGN_OR_RETURN(const std::string dir, StartModelDir(name, config_json, &tensors));
   std::vector<std::vector<testutil::TestTensor>> per_file(static_cast<size_t>(files));
   std::vector<std::string> map_entries;
   for (size_t k = 0; k < tensors.size(); ++k) {
