@@ -49,7 +49,7 @@ struct EngineOptions {
   // GPUs): LoadOptions; the plan keeps kv_cache_bytes free on GPU 0.
   MemoryPlacement memory_placement = MemoryPlacement::kAuto;
   int memory_gpus = 0;
-  KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;  // --kv_cache_dtype
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;                     // --kv_cache_dtype
   CpuMatMulPrecision cpu_matmul_precision = CpuMatMulPrecision::kExact;  // --cpu_matmul_precision
   // The model's name in Info() (GetModelInfo); empty = the base name of
   // model_dir.

@@ -28,7 +28,8 @@ absl::StatusOr<LoadedModel> LoadModel(const LoadOptions& options) {
                    ResolveKvCacheDtype(options.device, options.kv_cache_dtype));
   RETURN_IF_ERROR(
       CheckMemoryPlacement(options.device, options.memory_placement, options.memory_gpus));
-  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(options.device, options.threads, options.cpu_matmul_precision));
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
+                   MakeBackend(options.device, options.threads, options.cpu_matmul_precision));
   model_options.num_threads = options.threads;
   model_options.memory_shards = options.memory_shards;
   const Device device = options.device;

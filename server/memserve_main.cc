@@ -10,9 +10,9 @@
 //
 // The serve flags are defined in serve.cc, the generate flags here; --model,
 // --threads, --device, --memory_shards, --memory_placement, --memory_gpus, --kv_cache_dtype and
-// --cpu_matmul_precision belong to both (MemserveProgram below, server/command_line.h). Exit codes: 0 success, 2 bad
-// arguments or request (the message names the field), 1 anything else (e.g. a corrupt checkpoint,
-// named in the message).
+// --cpu_matmul_precision belong to both (MemserveProgram below, server/command_line.h). Exit codes:
+// 0 success, 2 bad arguments or request (the message names the field), 1 anything else (e.g. a
+// corrupt checkpoint, named in the message).
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>

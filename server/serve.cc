@@ -647,8 +647,8 @@ int RunServe(const std::string& model_dir) {
       .Field("model", info.model_name)
       .Field("model_dir", info.model_dir)
       .Field("device", info.device)
-      .Field("cpu_matmul", CpuMatMulKernels(engine_options.device,
-                                            engine_options.cpu_matmul_precision))
+      .Field("cpu_matmul",
+             CpuMatMulKernels(engine_options.device, engine_options.cpu_matmul_precision))
       .Field("layers", info.config.n_layers)
       .Field("context", info.context_length)
       .Field("load_ms", load_ms)

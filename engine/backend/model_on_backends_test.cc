@@ -47,8 +47,6 @@ absl::StatusOr<ModelParityReport> CompareArchitecture(const RandomModelSpec& spe
   return CompareModelOnBackends(*dir, *reference, candidate, options);
 }
 
-
-
 // How close a backend must come to the CPU. The CPU backends: 1e-7 and no
 // argmax difference at all. A device (CUDA): its GEMMs sum in another order
 // and bf16 weights round the activation to bf16, so the logits drift; greedy

@@ -198,14 +198,14 @@ struct MatMulSetup {
   std::vector<memserve::Tensor> weights;
 };
 
-MatMulSetup PlaceMatrices(int threads, bool pack, bool bf16_matmul, memserve::DType dtype,
-                          int rows, int in, int n_matrices, const std::vector<char>& host) {
+MatMulSetup PlaceMatrices(int threads, bool pack, bool bf16_matmul, memserve::DType dtype, int rows,
+                          int in, int n_matrices, const std::vector<char>& host) {
   MatMulSetup setup;
   memserve::CpuBackend::Options options;
   options.num_threads = threads;
   const std::string isa = absl::GetFlag(FLAGS_isa);
-  for (memserve::CpuIsa level : {memserve::CpuIsa::kGeneric, memserve::CpuIsa::kAvx2,
-                                 memserve::CpuIsa::kAvx512}) {
+  for (memserve::CpuIsa level :
+       {memserve::CpuIsa::kGeneric, memserve::CpuIsa::kAvx2, memserve::CpuIsa::kAvx512}) {
     if (isa == memserve::CpuIsaName(level)) options.isa = level;
   }
   options.pack_weights = pack;
@@ -285,7 +285,8 @@ void MeasureMatMul(int threads, int rows, int in, int pool_mib, int repeats) {
   }
   if (absl::GetFlag(FLAGS_compare_bf16_matmul) && dtype == memserve::DType::kBF16 &&
       memserve::Bf16Kernels() != nullptr) {
-    setups.push_back(PlaceMatrices(threads, /*pack=*/true, true, dtype, rows, in, n_matrices, host));
+    setups.push_back(
+        PlaceMatrices(threads, /*pack=*/true, true, dtype, rows, in, n_matrices, host));
   }
   for (const std::string& tokens_text : absl::GetFlag(FLAGS_tokens)) {
     const int tokens = std::max(1, std::atoi(tokens_text.c_str()));

@@ -33,8 +33,6 @@ namespace {
 constexpr int64_t kPanelRows = 32;
 // uint32 per pair of a panel (32 rows x a bf16 pair).
 constexpr int64_t kPairElems = 32;
-// Prefetch distance of the streamed panels (as the exact kernels).
-constexpr int64_t kPrefetchBytes = 2048;
 
 MEMSERVE_TARGET_BF16 void RoundToBf16(const float* x, int64_t n, uint16_t* out) {
   const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
@@ -57,10 +55,6 @@ MEMSERVE_TARGET_BF16 void RoundToBf16(const float* x, int64_t n, uint16_t* out) 
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm512_maskz_cvtepi32_epi16(all, r));
   }
   for (; i < n; ++i) out[i] = F32ToBf16(x[i]);
-}
-
-MEMSERVE_TARGET_BF16 inline __mmask16 TailMask(int64_t n) {
-  return static_cast<__mmask16>((1u << n) - 1u);
 }
 
 MEMSERVE_TARGET_BF16 inline __m512i BroadcastPair(const uint16_t* p) {
@@ -87,8 +81,8 @@ MEMSERVE_TARGET_BF16 void DpBlock(const uint32_t* panel, int64_t pairs, const ui
 #pragma GCC unroll 4
     for (int q = 0; q < NP; ++q) {
       const uint32_t* column = panel + q * panel_stride + kp * kPairElems;
-      _mm_prefetch(reinterpret_cast<const char*>(column) + kPrefetchBytes, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(column) + 64 + kPrefetchBytes, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(column) + kPanelPrefetchBytes, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(column) + 64 + kPanelPrefetchBytes, _MM_HINT_T0);
       w[2 * q] = _mm512_loadu_si512(column);
       w[2 * q + 1] = _mm512_loadu_si512(column + 16);
     }
@@ -103,7 +97,7 @@ MEMSERVE_TARGET_BF16 void DpBlock(const uint32_t* panel, int64_t pairs, const ui
     const int64_t r0 = 16 * i;
     if (r0 >= rows_left) break;
     const __mmask16 m =
-        rows_left - r0 >= 16 ? static_cast<__mmask16>(0xFFFF) : TailMask(rows_left - r0);
+        rows_left - r0 >= 16 ? static_cast<__mmask16>(0xFFFF) : avx512::TailMask(rows_left - r0);
     for (int t = 0; t < TB; ++t) _mm512_mask_storeu_ps(y + t * ldy + r0, m, acc[i][t]);
   }
 }
@@ -181,13 +175,13 @@ inline void FinishTile(const TileOut& out, int64_t ldy) {
     std::memcpy(out.final_dst + i * ldy, out.dst + i * 16, out.n_r * sizeof(float));
   }
 }
-#define MEMSERVE_STORE_TILE(tile, y, ldy, t, tokens, r0, rows_left, scratch)               \
-  do {                                                                                      \
-    if ((t) < (tokens) && (r0) < (rows_left)) {                                             \
+#define MEMSERVE_STORE_TILE(tile, y, ldy, t, tokens, r0, rows_left, scratch)                  \
+  do {                                                                                        \
+    if ((t) < (tokens) && (r0) < (rows_left)) {                                               \
       const TileOut out_ = PlanTile((y), (ldy), (t), (tokens), (r0), (rows_left), (scratch)); \
-      _tile_stored(tile, out_.dst, out_.stride_bytes);                                      \
-      FinishTile(out_, (ldy));                                                              \
-    }                                                                                       \
+      _tile_stored(tile, out_.dst, out_.stride_bytes);                                        \
+      FinishTile(out_, (ldy));                                                                \
+    }                                                                                         \
   } while (0)
 
 // One panel x 16 tokens (tiles 0-1) or x 32 tokens (kTwo: tiles 0-3) over

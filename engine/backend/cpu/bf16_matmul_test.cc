@@ -57,7 +57,8 @@ TEST_F(Bf16MatMulTest, RoundToBf16IsF32ToBf16) {
     std::memcpy(&f, &bits, sizeof(f));
     x.push_back(f);
   }
-  for (int64_t n : {int64_t{0}, int64_t{5}, int64_t{16}, int64_t{17}, static_cast<int64_t>(x.size())}) {
+  for (int64_t n :
+       {int64_t{0}, int64_t{5}, int64_t{16}, int64_t{17}, static_cast<int64_t>(x.size())}) {
     std::vector<uint16_t> got(n + 1, 0xABCD);
     Bf16Kernels()->round_to_bf16(x.data() + x.size() - n, n, got.data());
     for (int64_t i = 0; i < n; ++i) {
@@ -89,14 +90,14 @@ TEST_F(Bf16MatMulTest, MatMulIsTheProductWithBf16RoundedActivations) {
           }
           const int64_t ldy = rows + 3;
           std::vector<float> y(tokens * ldy, -7.0f);
-          kern->matmul(static_cast<const uint32_t*>(packed->data.get()), packed->in_padded, rows,
-                       0, packed->panels, xb.data(), ldxb, tokens, y.data(), ldy);
+          kern->matmul(static_cast<const uint32_t*>(packed->data.get()), packed->in_padded, rows, 0,
+                       packed->panels, xb.data(), ldxb, tokens, y.data(), ldy);
           for (int64_t t = 0; t < tokens; ++t) {
             for (int64_t r = 0; r < rows; ++r) {
               double want = 0, mag = 0;
               for (int64_t k = 0; k < in; ++k) {
-                const double p = double{Bf16ToF32(F32ToBf16(x[t * in + k]))} *
-                                 Bf16ToF32(w[r * in + k]);
+                const double p =
+                    double{Bf16ToF32(F32ToBf16(x[t * in + k]))} * Bf16ToF32(w[r * in + k]);
                 want += p;
                 mag += std::fabs(p);
               }

@@ -143,10 +143,6 @@ MEMSERVE_TARGET_AVX2 void AxpyRows(const float* coef, const W* rows, int64_t str
 // chain over k = 0, 1, ..., in - 1 from 0 (as in the AVX-512 kernels: the
 // same bits), whatever the blocking.
 
-// Panels stream from memory once per block of tokens; prefetch this far
-// ahead (as the AVX-512 kernels).
-constexpr int64_t kPanelPrefetchBytes = 2048;
-
 // BF16: lanes 0-7 of a column's 16 uint32 hold rows 0-7 (low halves) and
 // 16-23 (high halves), lanes 8-15 rows 8-15 and 24-31: a shift or a mask
 // gives each quarter.
@@ -387,8 +383,8 @@ MEMSERVE_TARGET_AVX2 void SiluMul(const float* a, const float* b, float* y, int6
   for (; i + 8 <= n; i += 8) {
     const __m256 av = _mm256_loadu_ps(a + i);
     const __m256 e = Exp8(_mm256_sub_ps(zero, av));
-    _mm256_storeu_ps(y + i,
-                     _mm256_mul_ps(_mm256_div_ps(av, _mm256_add_ps(one, e)), _mm256_loadu_ps(b + i)));
+    _mm256_storeu_ps(
+        y + i, _mm256_mul_ps(_mm256_div_ps(av, _mm256_add_ps(one, e)), _mm256_loadu_ps(b + i)));
   }
   if (i < n) {
     alignas(32) float la[8] = {0, 0, 0, 0, 0, 0, 0, 0}, lb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -398,7 +394,8 @@ MEMSERVE_TARGET_AVX2 void SiluMul(const float* a, const float* b, float* y, int6
     }
     const __m256 av = _mm256_load_ps(la);
     const __m256 e = Exp8(_mm256_sub_ps(zero, av));
-    _mm256_store_ps(la, _mm256_mul_ps(_mm256_div_ps(av, _mm256_add_ps(one, e)), _mm256_load_ps(lb)));
+    _mm256_store_ps(la,
+                    _mm256_mul_ps(_mm256_div_ps(av, _mm256_add_ps(one, e)), _mm256_load_ps(lb)));
     for (int64_t j = i; j < n; ++j) y[j] = la[j - i];
   }
 }

@@ -39,9 +39,6 @@ MEMSERVE_TARGET_AVX512 inline float Sum16(__m512 v) {
   const __m256 hi = _mm256_load_ps(lanes + 8);
   return avx2::Sum8(_mm256_add_ps(lo, hi));
 }
-MEMSERVE_TARGET_AVX512 inline __mmask16 TailMask(int64_t n) {
-  return static_cast<__mmask16>((1u << n) - 1u);
-}
 
 template <int R, int TB, typename W>
 MEMSERVE_TARGET_AVX512 void Block(const W* w, int64_t ldw, int64_t in, const float* x, int64_t ldx,
@@ -215,13 +212,15 @@ MEMSERVE_TARGET_AVX512 void Softmax(float* x, int64_t n) {
   const __m512 shift = _mm512_set1_ps(max);
   __m512 acc = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
-    const __m512 e = Exp16(_mm512_sub_ps(_mm512_mask_loadu_ps(neg_inf, MaskBelow(i, n), x + i), shift));
+    const __m512 e =
+        Exp16(_mm512_sub_ps(_mm512_mask_loadu_ps(neg_inf, MaskBelow(i, n), x + i), shift));
     _mm512_mask_storeu_ps(x + i, MaskBelow(i, n), e);
     acc = _mm512_add_ps(acc, e);
   }
   const __m512 sum = _mm512_set1_ps(Sum16(acc));
   for (int64_t i = 0; i < n; i += 16) {
-    _mm512_mask_storeu_ps(x + i, MaskBelow(i, n), _mm512_div_ps(_mm512_maskz_loadu_ps(MaskBelow(i, n), x + i), sum));
+    _mm512_mask_storeu_ps(x + i, MaskBelow(i, n),
+                          _mm512_div_ps(_mm512_maskz_loadu_ps(MaskBelow(i, n), x + i), sum));
   }
 }
 
@@ -243,10 +242,6 @@ MEMSERVE_TARGET_AVX512 void SiluMul(const float* a, const float* b, float* y, in
 // output is one fmadd chain over k = 0, 1, ..., in - 1 from 0 (the same bits
 // as the AVX2 kernels), whatever the blocking.
 
-// Packed panels stream from memory once per block of tokens; prefetch this
-// far ahead (the hardware prefetcher alone leaves bandwidth unused).
-constexpr int64_t kPanelPrefetchBytes = 2048;
-
 // BF16: 16 uint32 per column, lane j = rows j (low half) and 16 + j (high
 // half): a shift and a mask. (The masked shift: see Bf16x16ToF32.)
 struct Bf16Panels {
@@ -255,8 +250,8 @@ struct Bf16Panels {
   MEMSERVE_TARGET_AVX512 void Column(int64_t p, int64_t k, __m512* lo, __m512* hi) const {
     const __m512i v = _mm512_loadu_si512(data + (p * in + k) * 16);
     *lo = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(static_cast<__mmask16>(0xFFFF), v, 16));
-    *hi = _mm512_castsi512_ps(
-        _mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+    *hi =
+        _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
   }
   MEMSERVE_TARGET_AVX512 void Prefetch(int64_t p, int64_t k) const {
     _mm_prefetch(reinterpret_cast<const char*>(data + (p * in + k) * 16) + kPanelPrefetchBytes,
@@ -394,9 +389,8 @@ MEMSERVE_TARGET_AVX512 void PackedMatMul(const Panels& w, int64_t rows, int64_t 
 }
 
 MEMSERVE_TARGET_AVX512 void PackedMatMulBf16(const uint32_t* panels, int64_t in, int64_t rows,
-                                             int64_t panel_begin, int64_t panel_end,
-                                             const float* x, int64_t ldx, int64_t tokens, float* y,
-                                             int64_t ldy) {
+                                             int64_t panel_begin, int64_t panel_end, const float* x,
+                                             int64_t ldx, int64_t tokens, float* y, int64_t ldy) {
   PackedMatMul(Bf16Panels{panels, in}, rows, panel_begin, panel_end, x, ldx, tokens, y, ldy);
 }
 MEMSERVE_TARGET_AVX512 void PackedMatMulF32(const float* panels, int64_t in, int64_t rows,
@@ -408,8 +402,7 @@ MEMSERVE_TARGET_AVX512 void PackedMatMulI8(const int8_t* panels, const float* sc
                                            int64_t rows, int64_t panel_begin, int64_t panel_end,
                                            const float* x, int64_t ldx, int64_t tokens, float* y,
                                            int64_t ldy) {
-  PackedMatMul(I8Panels{panels, scales, in}, rows, panel_begin, panel_end, x, ldx, tokens, y,
-               ldy);
+  PackedMatMul(I8Panels{panels, scales, in}, rows, panel_begin, panel_end, x, ldx, tokens, y, ldy);
 }
 
 }  // namespace

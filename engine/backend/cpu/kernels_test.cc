@@ -154,7 +154,8 @@ TEST_P(RowKernelsTest, SiluMulIsSiluTimesB) {
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
   for (size_t i = 0; i < a.size(); ++i) b.push_back(dist(rng));
-  for (int64_t n : {int64_t{1}, int64_t{9}, int64_t{16}, int64_t{21}, static_cast<int64_t>(a.size())}) {
+  for (int64_t n :
+       {int64_t{1}, int64_t{9}, int64_t{16}, int64_t{21}, static_cast<int64_t>(a.size())}) {
     std::vector<float> y(n + 1, -7.0f);
     kern_.silu_mul(a.data(), b.data(), y.data(), n);
     for (int64_t i = 0; i < n; ++i) {

@@ -106,8 +106,7 @@ void PackedMatMul(ThreadPool* pool, const CpuKernels& kern, const CpuBf16Kernels
   // memory-bound.
   constexpr int64_t kPairsTokenTile = 256;
   const MatMulTasks tasks(w.panels, w.in * PackedWeight::kPanelRows, /*unit_align=*/4, n_tokens,
-                          pool->num_threads(),
-                          pairs ? kPairsTokenTile : MatMulTasks::kTokenTile);
+                          pool->num_threads(), pairs ? kPairsTokenTile : MatMulTasks::kTokenTile);
   pool->ParallelFor(tasks.count(), [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       int64_t p_begin, p_end, t_begin, t_end;

@@ -98,8 +98,8 @@ std::unique_ptr<PackedWeight> PackWeight(const TensorView& w, ThreadPool* pool,
         PackPanelI8(static_cast<const int8_t*>(w.data), w.scales, pwr.rows, pwr.in, p,
                     static_cast<int8_t*>(pwr.data.get()), static_cast<float*>(pwr.scales.get()));
       } else if (pairs) {
-        PackPanelBf16Pairs(static_cast<const uint16_t*>(w.data), pwr.rows, pwr.in, pwr.in_padded,
-                           p, static_cast<uint32_t*>(pwr.data.get()));
+        PackPanelBf16Pairs(static_cast<const uint16_t*>(w.data), pwr.rows, pwr.in, pwr.in_padded, p,
+                           static_cast<uint32_t*>(pwr.data.get()));
       } else if (w.dtype == DType::kBF16) {
         PackPanelBf16(static_cast<const uint16_t*>(w.data), pwr.rows, pwr.in, p,
                       static_cast<uint32_t*>(pwr.data.get()));

@@ -60,8 +60,9 @@ bool IsPackable(const TensorView& w);
 // A packed copy of `w` (as large as `w`, plus kBf16Pairs' padding), packed on
 // `pool`'s threads; null when the copy cannot be allocated (the weight then
 // stays unpacked). REQUIRES: IsPackable(w); kBf16Pairs only for BF16.
-std::unique_ptr<PackedWeight> PackWeight(const TensorView& w, ThreadPool* pool,
-                                         PackedWeight::Layout layout = PackedWeight::Layout::kColumns);
+std::unique_ptr<PackedWeight> PackWeight(
+    const TensorView& w, ThreadPool* pool,
+    PackedWeight::Layout layout = PackedWeight::Layout::kColumns);
 
 }  // namespace memserve
 

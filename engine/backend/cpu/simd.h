@@ -82,6 +82,11 @@ constexpr int64_t kPrefetchBytes = 512;
     }                                                                                         \
   } while (0)
 
+// Packed panels (PackedWeight) stream from memory once per block of tokens;
+// every packed kernel (AVX2, AVX-512, bf16) prefetches this far ahead along
+// a panel (the hardware prefetcher alone leaves bandwidth unused).
+constexpr int64_t kPanelPrefetchBytes = 2048;
+
 // exp(x) for the vector kernels (Cephes' expf): x = n ln2 + r with |r| <=
 // ln2 / 2 (ln2 in two parts, so r is exact), exp(r) by a degree-7
 // polynomial, times 2^n. Within 2 ulp; 0 below kExpMin, inf above kExpMax.
@@ -135,6 +140,15 @@ MEMSERVE_TARGET_AVX2 inline float Sum8(__m256 v) {
 }
 
 }  // namespace avx2
+
+namespace avx512 {
+
+// The lanes below n (n <= 16) of a masked load or store.
+MEMSERVE_TARGET_AVX512 inline __mmask16 TailMask(int64_t n) {
+  return static_cast<__mmask16>((1u << n) - 1u);
+}
+
+}  // namespace avx512
 
 #endif  // MEMSERVE_X86_KERNELS
 
